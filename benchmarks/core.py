@@ -1,0 +1,265 @@
+"""Benchmark of the core recorder: push speed, memory per record, analysis.
+
+Workload (the seed README's use case): 3 experiments x 10 episodes x 100,000
+steps of ``push(x=random(), y=random())`` into standalone recorders
+``root -> Recorder(experiment=e) -> Recorder(episode=k)``, then the average of
+x over episode 2 read back from ``root.all_records``.
+
+Each contender runs in its own fresh process (see ``_harness.py``):
+
+- bare floor: ``push(**kw)`` appending to a ``defaultdict(list)`` per episode
+- ours: ``Recorder.push``, ``add()`` + ``add({...})`` + ``commit()``, and a
+  10-key ``push`` (against a 10-key bare floor)
+- rigorous-recorder 1.4.4 in its own venv, same shapes at a smaller size
+  (it is ~100x slower), plus its separate ``RecordKeeper`` class
+
+Run: ``.venv/bin/python benchmarks/core.py [--quick] [--repeats N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from random import random
+from time import perf_counter
+from types import SimpleNamespace
+
+import _harness as H
+
+EXPERIMENTS = 3
+EPISODES = 10
+ANALYSED_EPISODE = 2
+TEN_KEYS = ("x", "y", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9")
+
+
+# --------------------------------------------------------------------------
+# the timed loops: one per record shape, identical for every contender
+# --------------------------------------------------------------------------
+
+def push_xy(episode, columns: list[list[float]]) -> float:
+    """Time ``episode.push(x=..., y=...)`` over pre-generated values."""
+    xs, ys = columns
+    start = perf_counter()
+    for x, y in zip(xs, ys):
+        episode.push(x=x, y=y)
+    return perf_counter() - start
+
+
+def add_commit_xy(episode, columns: list[list[float]]) -> float:
+    """Time ``add(x=...)``, ``add({"y": ...})``, ``commit()`` per record."""
+    xs, ys = columns
+    start = perf_counter()
+    for x, y in zip(xs, ys):
+        episode.add(x=x)
+        episode.add({"y": y})
+        episode.commit()
+    return perf_counter() - start
+
+
+def push_ten(episode, columns: list[list[float]]) -> float:
+    """Time ``episode.push`` of 10 float keys over pre-generated values."""
+    start = perf_counter()
+    for x, y, k2, k3, k4, k5, k6, k7, k8, k9 in zip(*columns):
+        episode.push(x=x, y=y, k2=k2, k3=k3, k4=k4, k5=k5, k6=k6, k7=k7, k8=k8, k9=k9)
+    return perf_counter() - start
+
+
+SHAPES = {"push": (push_xy, 2), "add_commit": (add_commit_xy, 2), "push10": (push_ten, 10)}
+
+
+# --------------------------------------------------------------------------
+# contenders: how to make an episode recorder and how to analyse the result
+# --------------------------------------------------------------------------
+
+def bare_episode() -> SimpleNamespace:
+    """The floor: columns in a defaultdict(list) and a push that appends."""
+    columns = defaultdict(list)
+
+    def push(**kw):
+        for k, v in kw.items():
+            columns[k].append(v)
+
+    return SimpleNamespace(push=push, columns=columns)
+
+
+class BareTree:
+    """Bare-floor hierarchy: a list of (episode number, episode) pairs."""
+
+    def __init__(self) -> None:
+        self.episodes: list[tuple[int, SimpleNamespace]] = []
+
+    def new_episode(self, experiment: int, episode: int) -> SimpleNamespace:
+        """A fresh bare episode, remembered with its episode number."""
+        recorder = bare_episode()
+        self.episodes.append((episode, recorder))
+        return recorder
+
+    def average_x(self, episode: int) -> tuple[float, int]:
+        """Average x over one episode number, straight from the columns."""
+        total, count = 0.0, 0
+        for number, recorder in self.episodes:
+            if number == episode:
+                for x in recorder.columns["x"]:
+                    total += x
+                    count += 1
+        return total / count, count
+
+
+class LibraryTree:
+    """The library's hierarchy: root -> experiment -> episode recorders."""
+
+    def __init__(self, class_name: str) -> None:
+        import rigorous_recorder
+        self.recorder_class = getattr(rigorous_recorder, class_name)
+        self.root = self.recorder_class()
+        self.experiments: dict[int, object] = {}
+
+    def new_episode(self, experiment: int, episode: int):
+        """A fresh episode recorder under its experiment's recorder."""
+        if experiment not in self.experiments:
+            self.experiments[experiment] = self.recorder_class(experiment=experiment).set_parent(self.root)
+        return self.recorder_class(episode=episode).set_parent(self.experiments[experiment])
+
+    def average_x(self, episode: int) -> tuple[float, int]:
+        """Average x over one episode number, read from ``root.all_records``."""
+        total, count = 0.0, 0
+        for record in self.root.all_records:
+            if record["episode"] == episode:
+                total += record["x"]
+                count += 1
+        return total / count, count
+
+
+# --------------------------------------------------------------------------
+# the workload, run in a fresh process per contender
+# --------------------------------------------------------------------------
+
+def workload(contender: str, shape: str, steps: int) -> dict:
+    """Record EXPERIMENTS x EPISODES x ``steps`` records, then analyse.
+
+    ``contender`` is ``"bare"`` or the library class to use (``"Recorder"``
+    or ``"RecordKeeper"``).  Values are generated per episode, outside the
+    timed loop; memory is the RSS growth from before the first record to
+    after the last one (both after ``gc.collect()``), before the analysis.
+    """
+    loop, key_count = SHAPES[shape]
+    tree = BareTree() if contender == "bare" else LibraryTree(contender)
+    info = {} if contender == "bare" else H.loaded_library()
+    rss_before = H.rss_bytes()
+    push_seconds = 0.0
+    for experiment in range(1, EXPERIMENTS + 1):
+        for episode_number in range(1, EPISODES + 1):
+            episode = tree.new_episode(experiment, episode_number)
+            columns = [[random() for _ in range(steps)] for _ in range(key_count)]
+            push_seconds += loop(episode, columns)
+            del columns
+    rss_after = H.rss_bytes()
+    records = EXPERIMENTS * EPISODES * steps
+    start = perf_counter()
+    average, matched = tree.average_x(ANALYSED_EPISODE)
+    analysis_seconds = perf_counter() - start
+    if matched != EXPERIMENTS * steps:
+        raise AssertionError(f"episode {ANALYSED_EPISODE} matched {matched} records, "
+                             f"expected {EXPERIMENTS * steps}")
+    return {**info, "records": records, "push_ns": push_seconds / records * 1e9,
+            "bytes_per_record": (rss_after - rss_before) / records,
+            "analysis_ms": analysis_seconds * 1e3,
+            "analysis_ns": analysis_seconds / records * 1e9, "average_x": average}
+
+
+# --------------------------------------------------------------------------
+# the driver
+# --------------------------------------------------------------------------
+
+def contenders(quick: bool) -> list[dict]:
+    """Every contender: label, interpreter, workload arguments, floor to compare."""
+    steps = 1_000 if quick else 100_000
+    baseline_steps = 100 if quick else 10_000
+    ours, baseline = H.ours_python(), H.baseline_python()
+    return [
+        dict(label="bare floor, push 2 keys", python=ours, contender="bare", shape="push", steps=steps),
+        dict(label="ours Recorder.push", python=ours, contender="Recorder", shape="push", steps=steps,
+             floor="bare floor, push 2 keys"),
+        dict(label="ours Recorder.add+commit", python=ours, contender="Recorder", shape="add_commit",
+             steps=steps, floor="bare floor, push 2 keys"),
+        dict(label="bare floor, push 10 keys", python=ours, contender="bare", shape="push10", steps=steps),
+        dict(label="ours Recorder.push 10 keys", python=ours, contender="Recorder", shape="push10",
+             steps=steps, floor="bare floor, push 10 keys"),
+        dict(label="1.4.4 Recorder.push", python=baseline, contender="Recorder", shape="push",
+             steps=baseline_steps, floor="bare floor, push 2 keys"),
+        dict(label="1.4.4 Recorder.add+commit", python=baseline, contender="Recorder",
+             shape="add_commit", steps=baseline_steps, floor="bare floor, push 2 keys"),
+        dict(label="1.4.4 Recorder.push 10 keys", python=baseline, contender="Recorder",
+             shape="push10", steps=baseline_steps, floor="bare floor, push 10 keys"),
+        dict(label="1.4.4 RecordKeeper.push", python=baseline, contender="RecordKeeper", shape="push",
+             steps=baseline_steps, floor="bare floor, push 2 keys"),
+    ]
+
+
+def run_all(entries: list[dict], repeats: int) -> dict[str, dict]:
+    """Run every contender ``repeats`` times, interleaved; keep the medians."""
+    runs: dict[str, list[dict]] = {entry["label"]: [] for entry in entries}
+    for repeat in range(repeats):
+        for entry in entries:
+            print(f"[{repeat + 1}/{repeats}] {entry['label']} ...", file=sys.stderr, flush=True)
+            runs[entry["label"]].append(H.run_workload(
+                entry["python"], __file__, "workload",
+                contender=entry["contender"], shape=entry["shape"], steps=entry["steps"]))
+    return {label: H.median_of(results) for label, results in runs.items()}
+
+
+def table(entries: list[dict], results: dict[str, dict]) -> str:
+    """The markdown table of per-record figures."""
+    rows = []
+    for entry in entries:
+        result = results[entry["label"]]
+        size = f"{EXPERIMENTS}x{EPISODES}x{entry['steps']:,}"
+        if "error" in result:
+            rows.append([entry["label"], size, "ERROR", "", "", "", ""])
+            continue
+        floor = results.get(entry.get("floor", ""), {})
+        ratio = result["push_ns"] / floor["push_ns"] if "push_ns" in floor else None
+        rows.append([entry["label"], size, H.fmt(result["push_ns"]),
+                     "1.00 (floor)" if "floor" not in entry else H.fmt(ratio, 2),
+                     H.fmt(result["bytes_per_record"]), H.fmt(result["analysis_ms"]),
+                     H.fmt(result["analysis_ns"])])
+    return H.markdown_table(
+        ["contender", "records (exp x ep x steps)", "push ns/record", "x bare floor",
+         "memory B/record", "analysis ms (avg x, episode 2)", "analysis ns/record"], rows)
+
+
+def check_targets(results: dict[str, dict]) -> H.Targets:
+    """PASS/FAIL for: push <= 1.5x bare floor, memory <= 24 B/record."""
+    targets = H.Targets()
+    ours = results["ours Recorder.push"]
+    floor = results["bare floor, push 2 keys"]
+    ratio = ours["push_ns"] / floor["push_ns"] if "push_ns" in ours and "push_ns" in floor else None
+    targets.check("ours push time vs bare floor (x)", ratio, 1.5, "x")
+    targets.check("ours memory per record while recording", ours.get("bytes_per_record"), 24, " B")
+    return targets
+
+
+def main() -> int:
+    """Run the benchmark and print the table and verdicts; 1 if any FAIL."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke test in seconds")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="interleaved runs per contender, medians reported (default 3, quick 1)")
+    args = parser.parse_args()
+    repeats = args.repeats or (1 if args.quick else 3)
+    entries = contenders(args.quick)
+    results = run_all(entries, repeats)
+    print(f"## Core recorder benchmark{' (--quick)' if args.quick else ''}\n")
+    print(H.machine_header(H.baseline_python()))
+    print(f"- median of {repeats} interleaved run(s), each contender in a fresh process;"
+          " 1.4.4 at the smaller size shown, its ratio is per record against the full-size floor\n")
+    print(table(entries, results))
+    H.print_errors(results)
+    targets = check_targets(results)
+    print("\n" + targets.report())
+    return 1 if targets.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

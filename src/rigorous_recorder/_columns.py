@@ -1,0 +1,163 @@
+"""Columns: from per-key Python lists to typed Arrow batches, and back.
+
+A recorder appends each committed value to a Python list per key (the cheapest thing
+Python can do). Every :data:`BATCH_ROWS` rows those lists become one Arrow record batch,
+8 bytes a number, and the lists are dropped. This module holds that conversion, the rule
+that merges batches whose types drifted, and the way back to Python values.
+
+The type rule, applied per key:
+
+* ints and floats together widen to float64;
+* ``None`` is a missing value and fits any type;
+* anything else that does not fit one Arrow type (a float, then a string; an int too big
+  for int64; a dict) is stored as JSON text and marked so in the field's metadata. Reading
+  it back through this package gives the original Python values; SQL sees text that
+  DuckDB's JSON functions understand. Nothing is lost and nothing raises.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from ._values import from_json, to_json
+
+#: Rows a recorder buffers as Python lists before they become an Arrow batch.
+BATCH_ROWS = 4096
+
+ENCODING_KEY = b"rigorous_recorder.encoding"
+_JSON_METADATA = {ENCODING_KEY: b"json"}
+
+_NUMERIC_KINDS = {float: "d", int: "q"}
+
+
+def is_json_field(field: pa.Field) -> bool:
+    """True when the field holds JSON text written by this module."""
+    return bool(field.metadata) and field.metadata.get(ENCODING_KEY) == b"json"
+
+
+def json_field(name: str) -> pa.Field:
+    """A string field marked as holding JSON-encoded values."""
+    return pa.field(name, pa.string(), metadata=_JSON_METADATA)
+
+
+def column_to_arrow(name: str, values: Sequence[Any]) -> tuple[pa.Field, pa.Array]:
+    """Convert one key's values (already normalized) into an Arrow field and array."""
+    kinds = set(map(type, values))
+    if len(kinds) == 1 or kinds == {int, float}:
+        typecode = "d" if kinds == {int, float} else _NUMERIC_KINDS.get(next(iter(kinds)))
+        if typecode is not None:
+            try:
+                buffer = array(typecode, values)
+            except OverflowError:
+                pass  # an int beyond int64: stored as JSON below
+            else:
+                arrow_type = pa.float64() if typecode == "d" else pa.int64()
+                data = pa.Array.from_buffers(arrow_type, len(values), [None, pa.py_buffer(buffer)])
+                return pa.field(name, arrow_type), data
+    if dict not in kinds:
+        try:
+            data = pa.array(values)
+        except (pa.ArrowException, OverflowError, TypeError, ValueError):
+            pass
+        else:
+            if not _has_struct(data.type):
+                return pa.field(name, data.type), data
+    return json_field(name), pa.array([None if v is None else to_json(v) for v in values], pa.string())
+
+
+def _has_struct(arrow_type: pa.DataType) -> bool:
+    if pa.types.is_struct(arrow_type):
+        return True
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        return _has_struct(arrow_type.value_type)
+    return False
+
+
+def build_batch(columns: dict[str, list[Any]], rows: int) -> pa.RecordBatch:
+    """Turn equally long per-key lists into one record batch of ``rows`` rows."""
+    if not columns:
+        return empty_rows_batch(rows)
+    fields, arrays = zip(*(column_to_arrow(name, values) for name, values in columns.items()))
+    return pa.RecordBatch.from_arrays(list(arrays), schema=pa.schema(fields))
+
+
+def empty_rows_batch(rows: int) -> pa.RecordBatch:
+    """A batch of ``rows`` records that hold no value of their own (no columns)."""
+    return pa.record_batch({"_": pa.nulls(rows)}).drop_columns(["_"])
+
+
+def unified_schema(schemas: Iterable[pa.Schema]) -> pa.Schema:
+    """The schema every batch can be cast to, by the type rule in this module's docstring."""
+    found: dict[str, list[pa.Field]] = {}
+    for schema in schemas:
+        for field in schema:
+            found.setdefault(field.name, []).append(field)
+    return pa.schema(_merge_fields(name, fields) for name, fields in found.items())
+
+
+def _merge_fields(name: str, fields: list[pa.Field]) -> pa.Field:
+    if any(is_json_field(field) for field in fields):
+        return json_field(name)
+    types = {field.type for field in fields if not pa.types.is_null(field.type)}
+    if not types:
+        return pa.field(name, pa.null())
+    if len(types) == 1:
+        return pa.field(name, types.pop())
+    if types == {pa.int64(), pa.float64()}:
+        return pa.field(name, pa.float64())
+    return json_field(name)
+
+
+def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """Cast ``batch`` to ``schema``: missing columns become nulls, drifted ones JSON or float."""
+    arrays = []
+    for field in schema:
+        index = batch.schema.get_field_index(field.name)
+        if index < 0:
+            arrays.append(pa.nulls(batch.num_rows, field.type))
+            continue
+        have, column = batch.schema.field(index), batch.column(index)
+        if is_json_field(field) and not is_json_field(have):
+            arrays.append(pa.array([None if v is None else to_json(v) for v in column.to_pylist()], pa.string()))
+        elif have.type != field.type:
+            arrays.append(column.cast(field.type))
+        else:
+            arrays.append(column)
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def conform_all(batches: Sequence[pa.RecordBatch]) -> tuple[pa.Schema, list[pa.RecordBatch]]:
+    """Bring batches of drifting schemas to their one unified schema."""
+    schema = unified_schema(batch.schema for batch in batches)
+    return schema, [conform(batch, schema) for batch in batches]
+
+
+def to_python_columns(batch: pa.RecordBatch) -> dict[str, list[Any]]:
+    """Python values per key for one batch; keys that are null in every row are left out."""
+    columns = {}
+    for field, column in zip(batch.schema, batch.columns):
+        if column.null_count == len(column):
+            continue
+        values = column.to_pylist()
+        if is_json_field(field):
+            values = [from_json(value) for value in values]
+        columns[field.name] = values
+    return columns
+
+
+def restore(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Give ``table``'s columns back the types of ``schema`` (undoing widening or JSON)."""
+    arrays = []
+    for field in schema:
+        column = table.column(field.name)
+        stored = table.schema.field(field.name)
+        if is_json_field(stored) and not is_json_field(field):
+            column = pa.array([from_json(value) for value in column.to_pylist()], field.type)
+        elif stored.type != field.type:
+            column = column.cast(field.type)
+        arrays.append(column)
+    return pa.Table.from_arrays(arrays, schema=schema)

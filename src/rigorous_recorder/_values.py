@@ -1,0 +1,140 @@
+"""What a record may hold, and how values are made storable.
+
+Plain ``int``, ``float``, ``str`` and ``bool`` are stored as they are (the recorder's hot
+path checks only their exact type). Everything else goes through :func:`normalize`, which
+turns numpy and torch scalars into Python scalars, arrays and tensors into lists, tuples
+into lists, and refuses what cannot be stored with an :class:`UnsupportedValueError` that
+names the key. Neither numpy nor torch is ever imported here: a value can only be one of
+theirs if the user already imported the library.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import InvalidKeyError, UnsupportedValueError
+
+#: Exact types that are stored without any conversion.
+PLAIN_TYPES = frozenset({float, int, str, bool})
+
+_SCALAR_TYPES = (str, bool, int, float, bytes, datetime.date)
+
+_WHAT_IS_STORABLE = (
+    "use a number, string, bool, None, bytes, datetime, a list of those, a dict with "
+    "string keys, or a numpy/torch scalar or array"
+)
+
+
+def check_key(key: Any) -> str:
+    """Return ``key`` if it is a non-empty string, else raise :class:`InvalidKeyError`."""
+    if type(key) is not str or not key:
+        raise InvalidKeyError(f"cannot record key {key!r}: keys must be non-empty strings")
+    return key
+
+
+def normalize(key: str, value: Any) -> Any:
+    """Return ``value`` in a storable form, or raise :class:`UnsupportedValueError`.
+
+    >>> normalize("loss", (1, 2.5))
+    [1, 2.5]
+    """
+    kind = type(value)
+    if kind in PLAIN_TYPES or value is None:
+        return value
+    converted = _from_array_library(value)
+    if converted is not _NOT_ARRAY:
+        return normalize(key, converted)
+    if isinstance(value, _SCALAR_TYPES):
+        return value
+    if isinstance(value, bytearray):
+        return bytes(value)
+    if isinstance(value, (list, tuple)):
+        return [normalize(f"{key}[{index}]", item) for index, item in enumerate(value)]
+    if isinstance(value, Mapping):
+        for inner_key in value:
+            if type(inner_key) is not str:
+                raise UnsupportedValueError(
+                    f"cannot record key {key!r}: dict keys must be strings, got {inner_key!r}"
+                )
+        return {inner_key: normalize(f"{key}.{inner_key}", inner) for inner_key, inner in value.items()}
+    raise UnsupportedValueError(
+        f"cannot record key {key!r}: {kind.__module__}.{kind.__qualname__} is not storable; "
+        + _WHAT_IS_STORABLE
+    )
+
+
+_NOT_ARRAY = object()
+
+
+def _from_array_library(value: Any) -> Any:
+    """Turn a numpy or torch scalar/array into Python values; ``_NOT_ARRAY`` for other values."""
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and isinstance(value, (numpy.generic, numpy.ndarray)):
+        if isinstance(value, numpy.datetime64):
+            return value.astype("datetime64[us]").item()
+        return value.tolist() if isinstance(value, numpy.ndarray) else value.item()
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        return value.detach().cpu().tolist()
+    return _NOT_ARRAY
+
+
+def normalize_mapping(data: Mapping[str, Any] | None, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Check keys and normalize values of ``data`` merged with ``values`` (the latter wins)."""
+    merged: dict[str, Any] = {}
+    if data is not None:
+        if not isinstance(data, Mapping):
+            raise UnsupportedValueError(
+                f"expected a dict of values, got {type(data).__name__}: {data!r}"
+            )
+        for key, value in data.items():
+            merged[check_key(key)] = normalize(key, value)
+    for key, value in values.items():
+        merged[key] = normalize(key, value)
+    return merged
+
+
+# -- tagged JSON: exact round trip of every storable value ---------------------------------
+
+
+def _encode_special(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return {"$bytes": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, datetime.datetime):
+        return {"$datetime": value.isoformat()}
+    if isinstance(value, datetime.date):
+        return {"$date": value.isoformat()}
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+_DECODERS = {
+    "$bytes": lambda text: base64.b64decode(text),
+    "$datetime": datetime.datetime.fromisoformat,
+    "$date": datetime.date.fromisoformat,
+}
+
+
+def _decode_special(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1:
+        ((tag, payload),) = obj.items()
+        decoder = _DECODERS.get(tag)
+        if decoder is not None:
+            return decoder(payload)
+    return obj
+
+
+def to_json(value: Any, **options: Any) -> str:
+    """Encode a storable value as JSON text; bytes and dates become tagged objects."""
+    return json.dumps(value, default=_encode_special, ensure_ascii=False, **options)
+
+
+def from_json(text: str | None) -> Any:
+    """Decode what :func:`to_json` wrote (``None`` stays ``None``)."""
+    if text is None:
+        return None
+    return json.loads(text, object_hook=_decode_special)
