@@ -17,6 +17,7 @@ Recorder(episode=2, records=1, children=0)
 True
 """
 
+from .collection import Experiment, ExperimentCollection
 from .errors import (
     CollectionError,
     InvalidKeyError,
@@ -31,6 +32,8 @@ __version__ = "2.0.0.dev0"
 
 __all__ = [
     "CollectionError",
+    "Experiment",
+    "ExperimentCollection",
     "InvalidKeyError",
     "Record",
     "RecordKeeper",

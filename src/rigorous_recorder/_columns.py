@@ -17,6 +17,7 @@ The type rule, applied per key:
 
 from __future__ import annotations
 
+import datetime
 from array import array
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -58,7 +59,7 @@ def column_to_arrow(name: str, values: Sequence[Any]) -> tuple[pa.Field, pa.Arra
                 arrow_type = pa.float64() if typecode == "d" else pa.int64()
                 data = pa.Array.from_buffers(arrow_type, len(values), [None, pa.py_buffer(buffer)])
                 return pa.field(name, arrow_type), data
-    if dict not in kinds:
+    if _fits_one_arrow_type(kinds, values):
         try:
             data = pa.array(values)
         except (pa.ArrowException, OverflowError, TypeError, ValueError):
@@ -67,6 +68,32 @@ def column_to_arrow(name: str, values: Sequence[Any]) -> tuple[pa.Field, pa.Arra
             if not _has_struct(data.type):
                 return pa.field(name, data.type), data
     return json_field(name), pa.array([None if v is None else to_json(v) for v in values], pa.string())
+
+
+_ARROW_SCALARS = frozenset({bool, int, float, str, bytes, datetime.date, datetime.datetime})
+
+
+def _fits_one_arrow_type(kinds: set[type], values: Iterable[Any]) -> bool:
+    """True when ``pa.array(values)`` gives every value back as it was (ints may widen to floats).
+
+    Arrow would otherwise coerce silently: bools among floats to 1.0, str among bytes to
+    bytes, a datetime among dates to a date, naive datetimes among aware ones to UTC.
+    """
+    kinds = kinds - {type(None)}
+    if not kinds or kinds == {int, float}:
+        return True
+    if len(kinds) > 1:
+        return False
+    (kind,) = kinds
+    if kind is list:
+        items = [item for value in values if value is not None for item in value]
+        return _fits_one_arrow_type(set(map(type, items)), items)
+    if kind is datetime.datetime:
+        try:
+            return len({value.tzinfo for value in values if value is not None}) == 1
+        except TypeError:  # an unhashable tzinfo
+            return False
+    return kind in _ARROW_SCALARS
 
 
 def _has_struct(arrow_type: pa.DataType) -> bool:
@@ -124,7 +151,8 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
         if is_json_field(field) and not is_json_field(have):
             arrays.append(pa.array([None if v is None else to_json(v) for v in column.to_pylist()], pa.string()))
         elif have.type != field.type:
-            arrays.append(column.cast(field.type))
+            # int64 to float64 is the widening rule: ints beyond 2**53 round, as in one batch
+            arrays.append(column.cast(field.type, safe=not pa.types.is_floating(field.type)))
         else:
             arrays.append(column)
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
@@ -136,12 +164,29 @@ def conform_all(batches: Sequence[pa.RecordBatch]) -> tuple[pa.Schema, list[pa.R
     return schema, [conform(batch, schema) for batch in batches]
 
 
-def to_python_columns(batch: pa.RecordBatch) -> dict[str, list[Any]]:
-    """Python values per key for one batch; keys that are null in every row are left out."""
+def keys_widened_to_float(schemas: Iterable[pa.Schema], pending: dict[str, list[Any]]) -> frozenset[str]:
+    """Keys whose values are ints in some rows and floats in others: they read as floats."""
+    kinds: dict[str, set[Any]] = {}
+    for schema in schemas:
+        for field in schema:
+            if not pa.types.is_null(field.type):
+                kinds.setdefault(field.name, set()).add(int if field.type == pa.int64() else float if field.type == pa.float64() else field.type)
+    for key, values in pending.items():
+        kinds.setdefault(key, set()).update(set(map(type, values)) - {type(None)})
+    return frozenset(key for key, found in kinds.items() if found == {int, float})
+
+
+def to_python_columns(batch: pa.RecordBatch, as_float: frozenset[str] = frozenset()) -> dict[str, list[Any]]:
+    """Python values per key for one batch; keys that are null in every row are left out.
+
+    Keys in ``as_float`` read as floats (see :func:`keys_widened_to_float`).
+    """
     columns = {}
     for field, column in zip(batch.schema, batch.columns):
         if column.null_count == len(column):
             continue
+        if field.name in as_float and field.type == pa.int64():
+            column = column.cast(pa.float64(), safe=False)  # ints beyond 2**53 round, as in one batch
         values = column.to_pylist()
         if is_json_field(field):
             values = [from_json(value) for value in values]
@@ -155,9 +200,25 @@ def restore(table: pa.Table, schema: pa.Schema) -> pa.Table:
     for field in schema:
         column = table.column(field.name)
         stored = table.schema.field(field.name)
-        if is_json_field(stored) and not is_json_field(field):
+        if pa.types.is_null(field.type):  # no value of this recorder's own had the key
+            column = pa.nulls(len(column))
+        elif is_json_field(stored) and not is_json_field(field):
             column = pa.array([from_json(value) for value in column.to_pylist()], field.type)
         elif stored.type != field.type:
-            column = column.cast(field.type)
+            column = _cast_back(column, field.type)
         arrays.append(column)
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _cast_back(column: pa.ChunkedArray, arrow_type: pa.DataType) -> pa.ChunkedArray:
+    """Cast a widened column back; an int64 that became a float beyond int64 is clamped."""
+    try:
+        return column.cast(arrow_type)
+    except pa.ArrowInvalid:
+        if arrow_type != pa.int64():
+            raise
+        low, high = -(2**63), 2**63 - 1
+        return pa.chunked_array(
+            [pa.array([None if v is None else min(max(int(v), low), high) for v in column.to_pylist()], arrow_type)],
+            arrow_type,
+        )

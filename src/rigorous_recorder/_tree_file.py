@@ -10,16 +10,17 @@ reader sees the records; this module rebuilds the tree. Nothing is ever unpickle
 from __future__ import annotations
 
 import base64
+import functools
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ._columns import conform_all, empty_rows_batch, restore
+from ._columns import conform, empty_rows_batch, restore, unified_schema
 from ._files import temporary_path_beside
 from ._values import from_json, to_json
 from .errors import CollectionError
@@ -32,20 +33,48 @@ FORMAT_VERSION = 1
 
 @dataclass
 class TreeNode:
-    """One recorder as stored: identity, parent, local data, and its sealed batches."""
+    """One recorder as stored: identity, parent, local data, and a way to read its batches."""
 
     id: int
     parent: int | None
     local_data: dict[str, Any]
-    batches: list[pa.RecordBatch] = field(default_factory=list)
+    batches: Callable[[], Iterable[pa.RecordBatch]] = lambda: ()
 
 
-def write_tree_file(path: Path, nodes: Sequence[TreeNode], extra: dict[str, Any] | None = None) -> None:
-    """Write ``nodes`` and their records to ``path`` atomically (temp file, then rename)."""
-    entries, batches = [], []
+_ROW_GROUP_ROWS = 1 << 17
+_RECORDER_FIELD = pa.field(RECORDER_COLUMN, pa.int32())
+
+
+def _tagged_batches(nodes: Sequence[TreeNode]) -> Iterator[pa.RecordBatch]:
+    """Every node's batches with the ``__recorder__`` column in front."""
     for node in nodes:
-        schema, own = conform_all(node.batches) if node.batches else (pa.schema([]), [])
-        rows = sum(batch.num_rows for batch in own)
+        ids = pa.scalar(node.id, pa.int32())
+        for batch in node.batches():
+            yield batch.add_column(0, _RECORDER_FIELD, pa.repeat(ids, batch.num_rows))
+
+
+def records_table(nodes: Sequence[TreeNode]) -> pa.Table:
+    """Every node's records in memory, as :func:`write_tree_file` would store them."""
+    batches = list(_tagged_batches(nodes))
+    schema = unified_schema([pa.schema([_RECORDER_FIELD]), *(batch.schema for batch in batches)])
+    return pa.Table.from_batches([conform(batch, schema) for batch in batches], schema)
+
+
+def write_tree_file(path: Path, nodes: Sequence[TreeNode], extra: dict[str, Any] | None = None) -> int:
+    """Write ``nodes`` and their records to ``path`` atomically; returns the number of records.
+
+    Batches are streamed twice (once for schemas and counts, once to write), so memory
+    holds one row group at a time, whatever the size of the run.
+    """
+    entries, schemas = [], []
+    for node in nodes:
+        node_schemas, rows = [], 0
+        for batch in node.batches():
+            rows += batch.num_rows
+            if batch.schema not in node_schemas:
+                node_schemas.append(batch.schema)
+        schema = unified_schema(node_schemas)
+        schemas.append(schema)
         entries.append({
             "id": node.id,
             "parent": node.parent,
@@ -53,46 +82,73 @@ def write_tree_file(path: Path, nodes: Sequence[TreeNode], extra: dict[str, Any]
             "rows": rows,
             "schema": base64.b64encode(schema.serialize().to_pybytes()).decode("ascii"),
         })
-        for batch in own:
-            ids = pa.repeat(pa.scalar(node.id, pa.int32()), batch.num_rows)
-            batches.append(pa.RecordBatch.from_arrays([ids, *batch.columns], schema=batch.schema.insert(0, pa.field(RECORDER_COLUMN, pa.int32()))))
-    if batches:
-        schema, batches = conform_all(batches)
-    else:
-        schema = pa.schema([pa.field(RECORDER_COLUMN, pa.int32())])
+    schema = unified_schema([pa.schema([_RECORDER_FIELD]), *schemas])
     tree = {"format": FORMAT_VERSION, "recorders": entries, **(extra or {})}
-    table = pa.Table.from_batches(batches, schema=schema)
-    table = table.replace_schema_metadata({TREE_KEY: to_json(tree)})
+    schema = schema.with_metadata({TREE_KEY: to_json(tree)})
     temporary = temporary_path_beside(path)
     try:
-        pq.write_table(table, temporary, compression="zstd")
+        with pq.ParquetWriter(temporary, schema, compression="zstd") as writer:
+            group: list[pa.RecordBatch] = []
+            for batch in _tagged_batches(nodes):
+                group.append(conform(batch, schema))
+                if sum(each.num_rows for each in group) >= _ROW_GROUP_ROWS:
+                    writer.write_table(pa.Table.from_batches(group, schema))
+                    group = []
+            if group:
+                writer.write_table(pa.Table.from_batches(group, schema))
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+    return sum(entry["rows"] for entry in entries)
+
+
+def read_tree_metadata(path: Path) -> dict[str, Any]:
+    """The tree stored in a file's footer, without reading its rows."""
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowException) as error:
+        raise CollectionError(f"{str(path)!r} is not a rigorous_recorder file: {error}") from None
+    if TREE_KEY not in metadata:
+        raise CollectionError(f"{str(path)!r} is a Parquet file without a rigorous_recorder tree")
+    return from_json(metadata[TREE_KEY].decode("utf-8"))
 
 
 def read_tree_file(path: Path) -> tuple[dict[str, Any], list[TreeNode]]:
-    """Read a file written by :func:`write_tree_file`: its tree metadata and its nodes."""
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowException) as error:
-        raise CollectionError(f"{str(path)!r} is not a rigorous_recorder file: {error}") from None
-    metadata = table.schema.metadata or {}
-    if TREE_KEY not in metadata:
-        raise CollectionError(f"{str(path)!r} is a Parquet file without a rigorous_recorder tree")
-    tree = from_json(metadata[TREE_KEY].decode("utf-8"))
-    nodes, offset = [], 0
+    """The tree of a file written by :func:`write_tree_file`, and its nodes.
+
+    The rows are read on the first call of any node's ``batches``, once for all nodes.
+    """
+    tree = read_tree_metadata(path)
+    loaded: dict[int, list[pa.RecordBatch]] = {}
+
+    def load(node_id: int) -> list[pa.RecordBatch]:
+        if not loaded:
+            loaded.update(_read_batches(path, tree))
+        return loaded[node_id]
+
+    nodes = [
+        TreeNode(entry["id"], entry["parent"], entry["local_data"], functools.partial(load, entry["id"]))
+        for entry in tree["recorders"]
+    ]
+    return tree, nodes
+
+
+def _read_batches(path: Path, tree: dict[str, Any]) -> dict[int, list[pa.RecordBatch]]:
+    table = pq.read_table(path)
+    batches, offset = {}, 0
     for entry in tree["recorders"]:
         schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(entry["schema"])))
         rows = entry["rows"]
-        own = restore(table.slice(offset, rows), schema) if rows else None
+        own = restore(table.slice(offset, rows), schema)
         offset += rows
-        batches = own.to_batches() if own is not None else []
-        if own is not None and not own.num_columns:  # rows without values keep their count
-            batches = [empty_rows_batch(rows)]
-        nodes.append(TreeNode(entry["id"], entry["parent"], entry["local_data"], batches))
-    return tree, nodes
+        if not rows:
+            batches[entry["id"]] = []
+        elif not own.num_columns:  # rows without values keep their count
+            batches[entry["id"]] = [empty_rows_batch(rows)]
+        else:
+            batches[entry["id"]] = own.to_batches()
+    return batches
 
 
 def build_recorders(nodes: Sequence[TreeNode]) -> dict[int, Recorder]:
@@ -100,8 +156,8 @@ def build_recorders(nodes: Sequence[TreeNode]) -> dict[int, Recorder]:
     recorders: dict[int, Recorder] = {}
     for node in nodes:
         recorder = Recorder(node.local_data)
-        recorder._batches = node.batches
-        recorder._sealed_rows = sum(batch.num_rows for batch in node.batches)
+        recorder._batches = list(node.batches())
+        recorder._sealed_rows = sum(batch.num_rows for batch in recorder._batches)
         recorders[node.id] = recorder
     for node in nodes:
         if node.parent is not None:
@@ -124,7 +180,7 @@ def save_tree(recorder: Recorder, path: Path) -> None:
             None if each.parent is None or id(each.parent) not in ids else ids[id(each.parent)],
             dict(each.local_data),
             # ancestors are saved for their data, not for their own records or other children
-            [] if each in ancestors else each._sealed_batches(),
+            _constant([] if each in ancestors else each._sealed_batches()),
         )
         for each in order
     ]
@@ -137,3 +193,7 @@ def load_tree(path: Path) -> Recorder:
     tree, nodes = read_tree_file(path)
     recorders = build_recorders(nodes)
     return recorders[tree.get("saved", nodes[0].id if nodes else 0)]
+
+
+def _constant(batches: list[pa.RecordBatch]) -> Callable[[], list[pa.RecordBatch]]:
+    return lambda: batches

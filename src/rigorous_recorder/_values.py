@@ -30,10 +30,16 @@ _WHAT_IS_STORABLE = (
 )
 
 
+#: Keys a record may not use: saved files keep the recorder id in a column of this name.
+RESERVED_KEYS = frozenset({"__recorder__"})
+
+
 def check_key(key: Any) -> str:
     """Return ``key`` if it is a non-empty string, else raise :class:`InvalidKeyError`."""
     if type(key) is not str or not key:
         raise InvalidKeyError(f"cannot record key {key!r}: keys must be non-empty strings")
+    if key in RESERVED_KEYS:
+        raise InvalidKeyError(f"cannot record key {key!r}: the name is reserved for saved files; use another")
     return key
 
 
@@ -50,7 +56,7 @@ def normalize(key: str, value: Any) -> Any:
     if converted is not _NOT_ARRAY:
         return normalize(key, converted)
     if isinstance(value, _SCALAR_TYPES):
-        return value
+        return value if kind in _EXACT_SCALAR_TYPES else _plain_scalar(value)
     if isinstance(value, bytearray):
         return bytes(value)
     if isinstance(value, (list, tuple)):
@@ -70,13 +76,36 @@ def normalize(key: str, value: Any) -> Any:
 
 _NOT_ARRAY = object()
 
+_EXACT_SCALAR_TYPES = frozenset({bytes, datetime.datetime, datetime.date})
+
+
+def _plain_scalar(value: Any) -> Any:
+    """The built-in value behind an instance of a subclass (an IntEnum, a pandas Timestamp)."""
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, bytes):
+        return bytes(value)
+    if isinstance(value, datetime.datetime):
+        return datetime.datetime(
+            value.year, value.month, value.day, value.hour, value.minute, value.second,
+            value.microsecond, value.tzinfo, fold=value.fold,
+        )
+    return datetime.date(value.year, value.month, value.day)
+
 
 def _from_array_library(value: Any) -> Any:
     """Turn a numpy or torch scalar/array into Python values; ``_NOT_ARRAY`` for other values."""
     numpy = sys.modules.get("numpy")
     if numpy is not None and isinstance(value, (numpy.generic, numpy.ndarray)):
-        if isinstance(value, numpy.datetime64):
-            return value.astype("datetime64[us]").item()
+        kind = value.dtype.kind
+        if kind in "mM":  # in nanoseconds, .item() and .tolist() give ints, not datetimes
+            value = value.astype("datetime64[us]" if kind == "M" else "timedelta64[us]")
         return value.tolist() if isinstance(value, numpy.ndarray) else value.item()
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(value, torch.Tensor):
@@ -95,7 +124,7 @@ def normalize_mapping(data: Mapping[str, Any] | None, values: Mapping[str, Any])
         for key, value in data.items():
             merged[check_key(key)] = normalize(key, value)
     for key, value in values.items():
-        merged[key] = normalize(key, value)
+        merged[check_key(key)] = normalize(key, value)  # ** can pass any string, "" too
     return merged
 
 
@@ -116,6 +145,7 @@ _DECODERS = {
     "$bytes": lambda text: base64.b64decode(text),
     "$datetime": datetime.datetime.fromisoformat,
     "$date": datetime.date.fromisoformat,
+    "$dict": dict,  # a user dict of one "$" key, as [[key, value]]
 }
 
 
@@ -128,9 +158,28 @@ def _decode_special(obj: dict[str, Any]) -> Any:
     return obj
 
 
+def _escape_tags(value: Any) -> Any:
+    """Wrap each dict that could read as a tag (one key, starting with "$") in a ``$dict`` tag."""
+    kind = type(value)
+    if kind is list:
+        return [_escape_tags(item) for item in value]
+    if kind is dict:
+        escaped = {key: _escape_tags(item) for key, item in value.items()}
+        if len(escaped) == 1 and next(iter(escaped)).startswith("$"):
+            return {"$dict": [list(pair) for pair in escaped.items()]}
+        return escaped
+    return value
+
+
 def to_json(value: Any, **options: Any) -> str:
-    """Encode a storable value as JSON text; bytes and dates become tagged objects."""
-    return json.dumps(value, default=_encode_special, ensure_ascii=False, **options)
+    """Encode a storable value as JSON text; bytes and dates become tagged objects.
+
+    >>> to_json({"$bytes": "not bytes"})
+    '{"$dict": [["$bytes", "not bytes"]]}'
+    >>> from_json(to_json({"$bytes": "not bytes"}))
+    {'$bytes': 'not bytes'}
+    """
+    return json.dumps(_escape_tags(value), default=_encode_special, ensure_ascii=False, **options)
 
 
 def from_json(text: str | None) -> Any:

@@ -12,7 +12,7 @@ value of the same key.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
@@ -123,6 +123,11 @@ class RecordSequence(Sequence[Record]):
             total += chunk.rows
         self._starts.append(total)
         self._cached: tuple[int, Columns] | None = None
+
+    @classmethod
+    def concat(cls, sequences: Iterable[RecordSequence]) -> RecordSequence:
+        """One sequence of the records of several, in order."""
+        return cls([chunk for sequence in sequences for chunk in sequence._chunks])
 
     def __len__(self) -> int:
         return self._starts[-1]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 
-from ._columns import BATCH_ROWS, build_batch, to_python_columns
+from ._columns import BATCH_ROWS, build_batch, keys_widened_to_float, to_python_columns
 from ._values import PLAIN_TYPES, normalize_mapping
 from .errors import RecorderTreeError
 from .record import Record, RecordChunk, RecordSequence
@@ -341,8 +341,11 @@ class Recorder:
 
     def _chunks(self) -> list[RecordChunk]:
         sealed = self._batches if self._store is None else self._store.batches(self)
-        chunks = [RecordChunk(self, batch.num_rows, _loader(batch)) for batch in sealed]
         pending = self._pending
+        as_float = keys_widened_to_float((batch.schema for batch in sealed), pending)
+        chunks = [RecordChunk(self, batch.num_rows, _loader(batch, as_float)) for batch in sealed]
+        if as_float:
+            pending = {key: [float(v) if key in as_float and type(v) is int else v for v in values] for key, values in pending.items()}
         chunks.append(RecordChunk(self, self._pending_rows(), lambda: pending))
         return chunks
 
@@ -412,5 +415,5 @@ def _drop_partial_row(pending: dict[str, list[Any]]) -> None:
         del column[rows:]
 
 
-def _loader(batch: pa.RecordBatch):  # noqa: ANN202
-    return lambda: to_python_columns(batch)
+def _loader(batch: pa.RecordBatch, as_float: frozenset[str]):  # noqa: ANN202
+    return lambda: to_python_columns(batch, as_float)
