@@ -164,15 +164,18 @@ def conform_all(batches: Sequence[pa.RecordBatch]) -> tuple[pa.Schema, list[pa.R
     return schema, [conform(batch, schema) for batch in batches]
 
 
-def keys_widened_to_float(schemas: Iterable[pa.Schema], pending: dict[str, list[Any]]) -> frozenset[str]:
-    """Keys whose values are ints in some rows and floats in others: they read as floats."""
+def keys_widened_to_float(schemas: Iterable[pa.Schema], pending_kinds: dict[str, set[type]]) -> frozenset[str]:
+    """Keys whose values are ints in some rows and floats in others: they read as floats.
+
+    ``pending_kinds`` holds the Python types of each key's not yet sealed values.
+    """
     kinds: dict[str, set[Any]] = {}
     for schema in schemas:
         for field in schema:
             if not pa.types.is_null(field.type):
                 kinds.setdefault(field.name, set()).add(int if field.type == pa.int64() else float if field.type == pa.float64() else field.type)
-    for key, values in pending.items():
-        kinds.setdefault(key, set()).update(set(map(type, values)) - {type(None)})
+    for key, found in pending_kinds.items():
+        kinds.setdefault(key, set()).update(found - {type(None)})
     return frozenset(key for key, found in kinds.items() if found == {int, float})
 
 

@@ -71,7 +71,7 @@ def write_tree_file(path: Path, nodes: Sequence[TreeNode], extra: dict[str, Any]
         node_schemas, rows = [], 0
         for batch in node.batches():
             rows += batch.num_rows
-            if batch.schema not in node_schemas:
+            if not any(batch.schema.equals(seen, check_metadata=True) for seen in node_schemas):  # JSON is metadata
                 node_schemas.append(batch.schema)
         schema = unified_schema(node_schemas)
         schemas.append(schema)

@@ -179,7 +179,20 @@ def to_json(value: Any, **options: Any) -> str:
     >>> from_json(to_json({"$bytes": "not bytes"}))
     {'$bytes': 'not bytes'}
     """
-    return json.dumps(_escape_tags(value), default=_encode_special, ensure_ascii=False, **options)
+    value = _escape_tags(value)
+    text = json.dumps(value, default=_encode_special, ensure_ascii=False, **options)
+    if not text.isascii() and not _encodes(text):  # a lone surrogate: keep it as a \u escape
+        text = json.dumps(value, default=_encode_special, ensure_ascii=True, **options)
+    return text
+
+
+def _encodes(text: str) -> bool:
+    """True when ``text`` can be written as UTF-8 (a lone surrogate cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def from_json(text: str | None) -> Any:

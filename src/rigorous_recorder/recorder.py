@@ -72,6 +72,7 @@ class Recorder:
         "_batches",
         "_bare_rows",
         "_children",
+        "_kinds_of",
         "_live",
         "_local",
         "_parent",
@@ -92,6 +93,7 @@ class Recorder:
         self._staged: dict[str, Any] | None = None
         self._batches: list[pa.RecordBatch] = []
         self._sealed_rows = 0
+        self._kinds_of: tuple[dict[str, list[Any]], dict[str, tuple[int, set[type]]]] | None = None
         self._store: RecordStore | None = None
         self._live: list[LiveWriter] = []
         self._plain = True  # nothing staged, no store, no live file: push() may take the fast path
@@ -265,8 +267,8 @@ class Recorder:
             record = self._append_row(values)
         else:
             with store.lock:
+                store.pending(self)  # raises first if the run is finished: nothing half-committed
                 record = self._append_row(values)
-                store.pending(self)
         self._plain = store is None and not self._live
         for writer in self._live:
             writer.write(record)
@@ -340,9 +342,24 @@ class Recorder:
             return self._store.batches(self)
 
     def _chunks(self) -> list[RecordChunk]:
-        sealed = self._batches if self._store is None else self._store.batches(self)
-        pending = self._pending
-        as_float = keys_widened_to_float((batch.schema for batch in sealed), pending)
+        if self._store is None:
+            return self._chunks_of(self._batches, self._pending)
+        with self._store.lock:  # the flusher thread may seal pending rows meanwhile
+            return self._chunks_of(self._store.batches(self), self._pending)
+
+    def _pending_kinds(self) -> dict[str, set[type]]:
+        """The types of each key's pending values, scanning only rows added since last asked."""
+        if self._kinds_of is None or self._kinds_of[0] is not self._pending:
+            self._kinds_of = (self._pending, {})
+        kinds = self._kinds_of[1]
+        for key, values in self._pending.items():
+            scanned, found = kinds.get(key, (0, set()))
+            if scanned < len(values):
+                kinds[key] = (len(values), found | set(map(type, values[scanned:])))
+        return {key: found for key, (_, found) in kinds.items()}
+
+    def _chunks_of(self, sealed: list[pa.RecordBatch], pending: dict[str, list[Any]]) -> list[RecordChunk]:
+        as_float = keys_widened_to_float((batch.schema for batch in sealed), self._pending_kinds())
         chunks = [RecordChunk(self, batch.num_rows, _loader(batch, as_float)) for batch in sealed]
         if as_float:
             pending = {key: [float(v) if key in as_float and type(v) is int else v for v in values] for key, values in pending.items()}
