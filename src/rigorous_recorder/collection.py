@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock
 
 from ._files import atomic_write_text
-from ._tree_file import TreeNode, build_recorders
+from ._tree_file import TreeNode, build_recorders, read_tree_metadata
 from ._values import normalize_mapping
 from .errors import CollectionError
 from .record import RecordSequence
@@ -129,7 +129,7 @@ class ExperimentCollection:
 
     def __init__(self, path: str | os.PathLike[str], quiet: bool = False, *,
                  flush_interval: float = 1.0, create: bool = True) -> None:
-        text = os.fspath(path)
+        text = os.fspath(path).rstrip("/\\") or os.fspath(path)
         self.path = Path(text if text.endswith(SUFFIX) else text + SUFFIX).absolute()
         self.quiet = quiet
         self.flush_interval = flush_interval
@@ -143,6 +143,8 @@ class ExperimentCollection:
                 raise CollectionError(f"{str(self.path)!r} exists and is not a folder")
         (self.path / "runs").mkdir(parents=True, exist_ok=True)
         self._numbering = FileLock(self.path / "numbering.lock")
+        from . import query  # noqa: F401  DuckDB loads when a collection opens, not at its first query
+
         with self._numbering:
             if not (self.path / "collection.json").is_file():
                 atomic_write_text(
@@ -196,10 +198,12 @@ class ExperimentCollection:
                         session=info.get("session", 1) + 1, **_this_process())
             folder.write_info(info)
         recorders = build_recorders([TreeNode(node.id, node.parent, node.local_data) for node in nodes])
+        earlier = {node.id: _cached(node.batches) for node in nodes}
+        rows = _row_counts(folder, info, earlier)
         for node_id, recorder in recorders.items():
             recorder.store_id = node_id
-        store = RunStore(folder, info["session"], self.flush_interval, known=recorders,
-                         earlier={node.id: _cached(node.batches) for node in nodes})
+            recorder._sealed_rows = rows.get(node_id, 0)  # so len(recorder) counts the earlier records
+        store = RunStore(folder, info["session"], self.flush_interval, known=recorders, earlier=earlier)
         root = next(recorder for recorder in recorders.values() if recorder.parent is None)
         store.root = root
         for recorder in root._subtree():
@@ -244,6 +248,8 @@ class ExperimentCollection:
     def _scan(self) -> list[tuple[RunFolder, dict[str, Any]]]:
         runs = []
         for path in (self.path / "runs").iterdir():
+            if not path.is_dir():
+                continue  # a stray file (a copied pickle, an editor's backup) is no run
             folder = RunFolder(path)
             try:
                 info = folder.read_info()
@@ -390,6 +396,14 @@ def _alive(info: dict[str, Any]) -> bool:
     if info.get("pid_start") is None:
         return start is not None or not Path("/proc").is_dir()
     return start == info["pid_start"]
+
+
+def _row_counts(folder: RunFolder, info: dict[str, Any], earlier: dict[int, Any]) -> dict[int, int]:
+    """Rows per recorder of a stopped run: from the Parquet footer, else by reading the batches."""
+    path = folder.compacted_path(info)
+    if path is not None and not folder.segment_paths():
+        return {entry["id"]: entry["rows"] for entry in read_tree_metadata(path)["recorders"]}
+    return {node_id: sum(batch.num_rows for batch in batches()) for node_id, batches in earlier.items()}
 
 
 def _cached(batches):  # noqa: ANN001, ANN202

@@ -9,6 +9,7 @@ itself wins over the same key inherited (nearest wins, as in Python).
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -16,8 +17,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ._columns import column_to_arrow
 from ._tree_file import RECORDER_COLUMN, read_tree_metadata, records_table
+from ._values import to_json
 from .store.run_folder import BOOKKEEPING_ID, EXPERIMENT_ID, RUNNING, RunFolder, bookkeeping
 
 if TYPE_CHECKING:
@@ -51,8 +52,8 @@ class Query:
                 count = table.num_rows
             lineage.extend(lineage_rows(source, entries, info))
             experiments.append(_experiment_row(info, entries, count))
-        self.connection.register("lineage", _table(lineage, [SOURCE, RECORDER_COLUMN, *_BOOKKEEPING_KEYS]))
-        self.connection.register("experiments", _table(experiments, ["run_id", *_BOOKKEEPING_KEYS]))
+        _create_table(self.connection, "lineage", lineage, [SOURCE, RECORDER_COLUMN, *_BOOKKEEPING_KEYS])
+        _create_table(self.connection, "experiments", experiments, ["run_id", *_BOOKKEEPING_KEYS])
         scans = []
         if files:
             listed = ", ".join(_literal(path) for path in files)
@@ -77,7 +78,7 @@ class Query:
 
     def is_current(self, runs: Runs) -> bool:
         """True while ``runs`` are what this query was built from (no run is still running)."""
-        return self._signature == _signature(runs)
+        return self._signature is not None and self._signature == _signature(runs)
 
     def sql(self, query: str) -> duckdb.DuckDBPyRelation:
         """Run ``query`` against the views."""
@@ -107,16 +108,46 @@ def _experiment_row(info: dict[str, Any], entries: list[dict[str, Any]], count: 
     return {**{key: value for key, value in experiment.items() if key not in row}, **row}
 
 
-def _table(rows: list[dict[str, Any]], first: list[str]) -> pa.Table:
+def _create_table(connection: duckdb.DuckDBPyConnection, name: str, rows: list[dict[str, Any]],
+                  first: list[str]) -> None:
+    """Make table ``name`` from Python rows, typed by the rule of ``_columns`` (ints and floats
+    widen to DOUBLE; values of no single type become JSON text).
+
+    The columns reach DuckDB as typed list parameters: no pyarrow conversion, which would
+    import pandas (a quarter of a second) on a collection's first query.
+    """
     names = list(dict.fromkeys([*first, *(key for row in rows for key in row)]))
-    fields, arrays = [], []
-    for name in names:
-        field, array = column_to_arrow(name, [row.get(name) for row in rows])
-        if name == RECORDER_COLUMN:
-            field, array = pa.field(name, pa.int32()), array.cast(pa.int32())
-        fields.append(field)
-        arrays.append(array)
-    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+    selects, parameters = [], []
+    for index, key in enumerate(names, start=1):
+        sql_type, values = _sql_column([row.get(key) for row in rows])
+        if key == RECORDER_COLUMN:
+            sql_type = "INTEGER"
+        selects.append(f"unnest(${index}::{sql_type}[]) AS {_name(key)}")
+        parameters.append(values)
+    connection.execute(f"CREATE TABLE {name} AS SELECT {', '.join(selects)}", parameters)
+
+
+_SQL_TYPES = {bool: "BOOLEAN", int: "BIGINT", float: "DOUBLE", str: "VARCHAR", bytes: "BLOB",
+              datetime.date: "DATE"}
+
+
+def _sql_column(values: list[Any]) -> tuple[str, list[Any]]:
+    kinds = set(map(type, values)) - {type(None)}
+    if not kinds:
+        return "VARCHAR", values
+    if kinds == {int, float}:
+        return "DOUBLE", [None if value is None else float(value) for value in values]
+    if len(kinds) == 1:
+        kind = kinds.pop()
+        if kind is int and all(value is None or -(1 << 63) <= value < 1 << 63 for value in values):
+            return "BIGINT", values
+        if kind is datetime.datetime:
+            aware = {value.tzinfo is not None for value in values if value is not None}
+            if len(aware) == 1:
+                return ("TIMESTAMPTZ" if aware.pop() else "TIMESTAMP"), values
+        elif kind in _SQL_TYPES:
+            return _SQL_TYPES[kind], values
+    return "VARCHAR", [None if value is None else to_json(value) for value in values]
 
 
 def _own_columns(files: list[str], tables: list[pa.Table]) -> list[str]:
@@ -158,7 +189,9 @@ def spark_records(spark: pyspark.sql.SparkSession, runs: Runs) -> pyspark.sql.Da
         scanned = spark.read.option("mergeSchema", "true").parquet(*finished)
         run_id = functions.regexp_extract(functions.input_file_name(), r"/runs/([^/]+)/records-\d+\.parquet$", 1)
         parts.insert(0, scanned.withColumn(SOURCE, run_id))
-    table = _table(lineage, [SOURCE, RECORDER_COLUMN, *_BOOKKEEPING_KEYS])
+    connection = duckdb.connect()
+    _create_table(connection, "lineage", lineage, [SOURCE, RECORDER_COLUMN, *_BOOKKEEPING_KEYS])
+    table = connection.table("lineage").to_arrow_table()
     table = pa.Table.from_arrays(
         [column.cast(pa.string()) if pa.types.is_null(column.type) else column for column in table.columns],
         names=table.column_names,

@@ -69,7 +69,7 @@ class RunStore:
         self._check_open()
         recorder_id = recorder.store_id
         writer = self._writers.get(recorder_id)
-        if writer is None or writer.schema != batch.schema:
+        if writer is None or not writer.schema.equals(batch.schema, check_metadata=True):  # JSON is metadata
             if writer is not None:
                 writer.close()
             paths = self._segments.setdefault(recorder_id, [])

@@ -1,0 +1,77 @@
+"""``collection.to_spark(spark)``: the flat table as a Spark DataFrame, on a real local Spark."""
+
+from __future__ import annotations
+
+import pytest
+
+pyspark = pytest.importorskip("pyspark")
+
+from pyspark.sql import SparkSession  # noqa: E402
+
+from rigorous_recorder import ExperimentCollection, Recorder  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local Spark session for the whole test run, without UI and with one shuffle partition."""
+    session = (
+        SparkSession.builder.master("local[1]")
+        .appName("rigorous-recorder-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "1")
+        .config("spark.sql.session.timeZone", "UTC")
+        .getOrCreate()
+    )
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def collection(tmp_path):
+    """Two finished runs (one failed, with an extra key) and one run still recording."""
+    collection = ExperimentCollection(tmp_path / "study", quiet=True)
+    with collection.new_experiment(lr=0.1) as recorder:
+        for model in ("a", "b"):
+            child = Recorder(model=model).set_parent(recorder)
+            for step in range(3):
+                child.push(step=step, loss=step / 2)
+    with pytest.raises(KeyError), collection.new_experiment(lr=0.2) as recorder:
+        Recorder(model="a").set_parent(recorder).push(step=0, loss=4.0, note="x")
+        raise KeyError("stop")
+    return collection
+
+
+def rows(frame) -> list[tuple]:  # noqa: ANN001
+    """The rows of a pandas DataFrame as sorted tuples, NaN read as None."""
+    return sorted(
+        (tuple(None if value != value else value for value in row) for row in frame.itertuples(index=False)),
+        key=repr,
+    )
+
+
+def test_to_spark_equals_to_pandas(spark, collection):
+    """The Spark DataFrame has the columns and rows of ``to_pandas()``."""
+    expected = collection.to_pandas()
+    actual = collection.to_spark(spark).toPandas()
+    assert list(actual.columns) == list(expected.columns)
+    assert rows(actual) == rows(expected)
+
+
+def test_to_spark_answers_a_grouped_query_like_sql(spark, collection):
+    """A Spark group-by gives the same averages as the same DuckDB query."""
+    frame = collection.to_spark(spark).where("NOT had_error").groupBy("model").avg("loss")
+    spark_rows = sorted((row["model"], row["avg(loss)"]) for row in frame.collect())
+    duckdb_rows = collection.sql(
+        "SELECT model, avg(loss) FROM records WHERE NOT had_error GROUP BY model ORDER BY model"
+    ).fetchall()
+    assert spark_rows == duckdb_rows == [("a", 0.5), ("b", 0.5)]
+
+
+def test_to_spark_includes_a_running_experiment(spark, collection):
+    """Records of a run that is still recording are in the Spark DataFrame too."""
+    experiment = collection.new_experiment(lr=0.3)
+    Recorder(model="live").set_parent(experiment.recorder).push(step=0, loss=1.0)
+    frame = collection.to_spark(spark)
+    assert frame.where("model = 'live'").select("lr", "step", "experiment_number").collect() == [(0.3, 0, 2)]
+    assert frame.count() == 8
+    experiment.finish()
