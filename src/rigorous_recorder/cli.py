@@ -1,0 +1,457 @@
+"""The ``rigorous-recorder`` command: look at a collection from the terminal.
+
+A thin layer over :class:`~rigorous_recorder.ExperimentCollection`: each command opens the
+collection, calls the library, and prints. A library error (bad path, not a collection, bad
+SQL, unknown column) becomes one line on stderr and exit code 2, never a traceback.
+
+    rigorous-recorder ls data/study
+    rigorous-recorder show data/study 3
+    rigorous-recorder sql data/study "SELECT model, min(loss) FROM records GROUP BY model"
+    rigorous-recorder export data/study -o records.parquet
+    rigorous-recorder plot data/study --y loss --x step --by model -o curves.png
+    rigorous-recorder recover data/study
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from .errors import RecorderError
+
+#: Formats that ``sql --format`` and ``export`` write, and the file extensions that pick them.
+FORMATS = ("csv", "json", "parquet")
+_EXTENSIONS = {".csv": "csv", ".json": "json", ".parquet": "parquet", ".pq": "parquet"}
+_BATCH_ROWS = 64 * 1024
+
+
+class CommandError(Exception):
+    """A mistake in how a command was called; shown as one line, exit code 2."""
+
+
+# -- the commands ------------------------------------------------------------------------
+
+
+def command_ls(args: argparse.Namespace) -> None:
+    collection = _open(args.path)
+    experiments = {row["run_id"]: row for row in _rows(collection.sql("SELECT * FROM experiments"))}
+    hidden = {"run_id", "status", "records", "error", "experiment_number", "error_number", "had_error",
+              "experiment_start_time", "experiment_end_time", "experiment_duration"}
+    rows = []
+    for info in collection.runs:
+        row = experiments.get(info["id"], {})
+        duration = info.get("experiment_duration")
+        if duration is None and info["status"] == "running":
+            duration = time.time() - info["experiment_start_time"]
+        count = info.get("records_count", row.get("records"))
+        details = " ".join(f"{key}={_text(value)}" for key, value in row.items() if key not in hidden)
+        rows.append([info["experiment_number"], info["error_number"], info["status"],
+                     _when(info["experiment_start_time"]), _duration(duration),
+                     "" if count is None else count, details])
+    print(_table(["experiment", "error", "status", "start", "duration", "records", "info"], rows))
+
+
+def command_show(args: argparse.Namespace) -> None:
+    from .store.run_folder import RunFolder
+
+    collection = _open(args.path)
+    runs = [info for info in collection.runs if info["experiment_number"] == args.number]
+    if not runs:
+        numbers = collection.experiment_numbers
+        known = f"experiments {numbers[0]} to {numbers[-1]}" if numbers else "no experiments"
+        raise CommandError(f"no experiment {args.number} in {str(collection.path)!r} ({known})")
+    blocks = []
+    for info in runs:
+        nodes = RunFolder(collection.path / "runs" / info["id"]).nodes(info)
+        header = (f"experiment {info['experiment_number']} (error {info['error_number']}), run {info['id']}: "
+                  f"{info['status']}, started {_when(info['experiment_start_time'])}, "
+                  f"took {_duration(info.get('experiment_duration'))}")
+        lines = [header] + ([f"error: {info['error']}"] if info.get("error") else [])
+        children: dict[Any, list[Any]] = {}
+        for node in nodes:
+            children.setdefault(node.parent, []).append(node)
+
+        def draw(node: Any, lead: str, branch: str, depth: int) -> None:
+            rows, columns = 0, {}
+            for batch in node.batches():
+                rows += batch.num_rows
+                columns.update(dict.fromkeys(batch.schema.names))
+            role = {0: "run", 1: "experiment"}.get(node.id, "recorder") if depth < 2 else "recorder"
+            data = " ".join(f"{key}={_text(value)}" for key, value in node.local_data.items()
+                            if not (node.id == 0 and key.startswith("experiment_") and key != "experiment_number"))
+            line = f"{lead}{branch}{role} #{node.id}" + (f"  {data}" if data else "")
+            line += f"  [{rows} record{'s' * (rows != 1)}" + (f": {', '.join(columns)}]" if columns else "]")
+            lines.append(line)
+            below = children.get(node.id, [])
+            lead += {"": "", "├─ ": "│  ", "└─ ": "   "}[branch]
+            for index, child in enumerate(below):
+                draw(child, lead, "└─ " if index == len(below) - 1 else "├─ ", depth + 1)
+
+        for root in children.get(None, []):
+            draw(root, "", "", 0)
+        blocks.append("\n".join(lines))
+    print("\n\n".join(blocks))
+
+
+def command_sql(args: argparse.Namespace) -> None:
+    collection = _open(args.path)
+    relation = collection.sql(args.query)
+    if relation is None:  # a statement without a result
+        return
+    if (args.format or "table") != "table" or args.output:
+        _write(relation, args.output, _format_of(args.output, args.format), quiet=args.quiet)
+        return
+    shown = relation if args.max_rows <= 0 else relation.limit(args.max_rows + 1)
+    rows = shown.fetchall()
+    more = args.max_rows > 0 and len(rows) > args.max_rows
+    rows = rows[: args.max_rows] if more else rows
+    print(_table(relation.columns, [[_cell(value) for value in row] for row in rows]))
+    note = f"first {args.max_rows} rows shown; --max-rows 0 shows all" if more else \
+        f"{len(rows)} row{'s' * (len(rows) != 1)}"
+    print(f"({note})")
+
+
+def command_export(args: argparse.Namespace) -> None:
+    collection = _open(args.path)
+    fmt = _format_of(args.output, args.format)
+    if fmt == "json":
+        raise CommandError("export writes parquet or csv; for JSON use: sql PATH 'SELECT * FROM records' --format json")
+    relation = collection.sql("SELECT * FROM records")
+    count = _write(relation, args.output, fmt, quiet=args.quiet,
+                   total=lambda: collection.sql("SELECT count(*) FROM records").fetchone()[0])
+    print(f"wrote {count} record{'s' * (count != 1)} to {args.output}", file=sys.stderr)
+
+
+def command_recover(args: argparse.Namespace) -> None:
+    from .collection import SUFFIX
+    from .store.run_folder import RUNNING, RunFolder
+
+    text = _path_text(args.path)
+    runs = Path(text if text.endswith(SUFFIX) else text + SUFFIX) / "runs"
+    candidates = []
+    if runs.is_dir():
+        for path in sorted(runs.iterdir()):
+            try:
+                if RunFolder(path).read_info()["status"] == RUNNING:
+                    candidates.append(path.name)
+            except (OSError, ValueError, KeyError):
+                continue
+    # Opening the collection finishes the runs whose process died; the library offers no
+    # per-run hook, so the bar counts them all at the end (it shows the time taken).
+    with _progress(len(candidates), "recovering", "runs", quiet=args.quiet or not candidates) as bar:
+        collection = _open(args.path)
+        recovered = set(collection.recover())
+        bar.update(len(candidates))
+    by_id = {info["id"]: info for info in collection.runs}
+    recovered |= {run_id for run_id in candidates if by_id.get(run_id, {}).get("status") == "crashed"}
+    for run_id in sorted(recovered, key=lambda run_id: by_id[run_id]["experiment_start_time"]):
+        info = by_id[run_id]
+        print(f"recovered experiment {info['experiment_number']} (error {info['error_number']}), run {run_id}: "
+              f"{info.get('records_count', 0)} records kept")
+    still = [run_id for run_id in candidates if by_id.get(run_id, {}).get("status") == RUNNING]
+    summary = f"{len(recovered)} crashed run{'s' * (len(recovered) != 1)} recovered"
+    if still:
+        summary += f"; {len(still)} still running"
+    print(summary)
+
+
+def command_plot(args: argparse.Namespace) -> None:
+    from ._cli_plot import plot_curves
+
+    collection = _open(args.path)
+    by = [name.strip() for name in args.by.split(",") if name.strip()] if args.by else []
+    figure = plot_curves(collection, y=args.y, x=args.x, by=by, where=args.where, smooth=args.smooth)
+    figure.savefig(args.output, dpi=args.dpi)
+    lines = len(figure.axes[0].get_lines())
+    print(f"wrote {lines} line{'s' * (lines != 1)} to {args.output}", file=sys.stderr)
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def _path_text(path: str) -> str:
+    return path.rstrip("/\\") or path  # "study.collection/" from tab completion names the same folder
+
+
+def _open(path: str) -> Any:
+    from .collection import ExperimentCollection
+
+    return ExperimentCollection(_path_text(path), quiet=True, create=False)
+
+
+def _rows(relation: Any) -> list[dict[str, Any]]:
+    columns = relation.columns
+    return [dict(zip(columns, row)) for row in relation.fetchall()]
+
+
+def _format_of(output: str | None, fmt: str | None) -> str:
+    if fmt and fmt != "table":
+        return fmt
+    if output is None:
+        raise CommandError("give --format csv|json|parquet, or -o FILE ending in .csv, .json or .parquet")
+    found = _EXTENSIONS.get(Path(output).suffix.lower())
+    if found is None:
+        raise CommandError(f"cannot tell the format of {output!r} from its extension; add --format csv|json|parquet")
+    return found
+
+
+def _text(value: Any) -> str:
+    """A value as ``key=value`` shows it: floats short, strings bare unless they need quotes."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, str):
+        return value if value and not any(char.isspace() or char in "='\"" for char in value) else repr(value)
+    return str(value)
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return "NULL"
+    if isinstance(value, float):
+        return float(f"{value:.10g}")
+    return value
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return ""
+    return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, seconds = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Rows aligned under ``header``: numbers to the right, the rest to the left."""
+    cells = [[str(value) for value in row] for row in rows]
+    numeric = [bool(rows) and all(isinstance(row[i], (int, float)) and not isinstance(row[i], bool) or row[i] == "NULL"
+                                  for row in rows) for i in range(len(header))]
+    widths = [max([len(name), *(len(row[i]) for row in cells)]) for i, name in enumerate(header)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(value.rjust(width) if right else value.ljust(width)
+                         for value, width, right in zip(values, widths, numeric)).rstrip()
+
+    return "\n".join([line(list(header)), line(["-" * width for width in widths]), *(line(row) for row in cells)])
+
+
+class _Bar:
+    def update(self, count: int = 1) -> None:
+        pass
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def _progress(total: int | None, description: str, unit: str, quiet: bool = False,
+              stream: TextIO | None = None) -> Any:
+    """A tqdm bar on stderr, only on a terminal and only once the work has taken a second."""
+    stream = sys.stderr if stream is None else stream
+    if quiet or not stream.isatty():
+        return _Bar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, unit=unit, unit_scale=True, file=stream, delay=1.0, leave=False)
+
+
+def _write(relation: Any, output: str | None, fmt: str, quiet: bool = False, total: Any = None) -> int:
+    """Stream ``relation`` to ``output`` (stdout when None) as ``fmt``; returns the row count."""
+    if fmt == "parquet" and output is None:
+        raise CommandError("parquet needs a file: add -o FILE")
+    reader = relation.fetch_record_batch(_BATCH_ROWS)
+    bar = _progress(None, "writing", "rows", quiet=quiet)
+    if not isinstance(bar, _Bar) and total is not None:
+        bar.total = total()
+    count = 0
+    with bar:
+        if fmt == "parquet":
+            count = _write_parquet(reader, output, bar)
+        else:
+            stream = sys.stdout if output is None else open(output, "w", encoding="utf-8", newline="")  # noqa: SIM115
+            try:
+                writer = _write_csv if fmt == "csv" else _write_json
+                count = writer(reader, stream, bar)
+            finally:
+                if output is not None:
+                    stream.close()
+    return count
+
+
+def _write_parquet(reader: Any, output: str, bar: Any) -> int:
+    """Parquet that Spark reads: microsecond timestamps, no all-null (NullType) columns."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fields = [pa.field(field.name, pa.string()) if pa.types.is_null(field.type) else field for field in reader.schema]
+    schema = pa.schema(fields)
+    count = 0
+    with pq.ParquetWriter(output, schema, compression="zstd", coerce_timestamps="us",
+                          allow_truncated_timestamps=True) as writer:
+        for batch in reader:
+            writer.write_batch(pa.RecordBatch.from_arrays(
+                [column.cast(field.type) for column, field in zip(batch.columns, fields)], schema=schema))
+            count += batch.num_rows
+            bar.update(batch.num_rows)
+    return count
+
+
+def _write_csv(reader: Any, stream: TextIO, bar: Any) -> int:
+    import csv
+
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(reader.schema.names)
+    count = 0
+    for batch in reader:
+        for row in batch.to_pylist():
+            writer.writerow([_csv_value(value) for value in row.values()])
+        count += batch.num_rows
+        bar.update(batch.num_rows)
+    return count
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, (dict, list)):
+        return json.dumps(_json_safe(value), default=str)
+    return "" if value is None else value
+
+
+def _write_json(reader: Any, stream: TextIO, bar: Any) -> int:
+    """A JSON array of objects, one per row; NaN and infinities become null."""
+    count = 0
+    stream.write("[")
+    for batch in reader:
+        for row in batch.to_pylist():
+            stream.write(("\n" if count == 0 else ",\n") + json.dumps(_json_safe(row), default=str))
+            count += 1
+        bar.update(batch.num_rows)
+    stream.write("\n]\n" if count else "]\n")
+    return count
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+# -- the parser --------------------------------------------------------------------------
+
+_PATH_HELP = "the collection (what you gave ExperimentCollection; the .collection suffix is optional)"
+_COMMANDS: dict[str, tuple[Any, str, str]] = {
+    "ls": (command_ls, "list the runs: number, error number, status, start, duration, records, info",
+           "example:\n  rigorous-recorder ls data/study"),
+    "show": (command_show, "show one experiment's tree: recorders, their data, record counts, columns",
+             "example:\n  rigorous-recorder show data/study 3"),
+    "sql": (command_sql, "run DuckDB SQL over the views `records` and `experiments`",
+            "examples:\n"
+            "  rigorous-recorder sql data/study \"SELECT model, min(loss) FROM records GROUP BY model\"\n"
+            "  rigorous-recorder sql data/study \"SELECT * FROM experiments\" --format csv -o runs.csv"),
+    "export": (command_export, "write the flat table of every record as Parquet (Spark-readable) or CSV",
+               "examples:\n  rigorous-recorder export data/study -o records.parquet\n"
+               "  rigorous-recorder export data/study -o records.csv"),
+    "plot": (command_plot, "draw line plots of one column (needs matplotlib: the `plot` extra)",
+             "example:\n  rigorous-recorder plot data/study --y loss --x step --by model,lr "
+             "--where \"epoch < 10\" --smooth 5 -o curves.png\n\n"
+             "Each line is one group of --by (default: one per run); y is averaged over the\n"
+             "records that share a group and an x."),
+    "recover": (command_recover, "finish crashed runs now (opening a collection does it too)",
+                "example:\n  rigorous-recorder recover data/study"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rigorous-recorder", description="Look at a rigorous_recorder collection.",
+        epilog="example:\n  rigorous-recorder ls data/study\n\n"
+               "Run 'rigorous-recorder COMMAND --help' for each command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = {}
+    for name, (function, summary, epilog) in _COMMANDS.items():
+        sub[name] = commands.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".",
+                                        epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub[name].set_defaults(function=function)
+        sub[name].add_argument("path", metavar="PATH", help=_PATH_HELP)
+    sub["show"].add_argument("number", metavar="N", type=int, help="the experiment number (see ls)")
+    sub["sql"].add_argument("query", metavar="QUERY", help="the SQL; views: records, experiments")
+    sub["sql"].add_argument("--format", choices=("table", *FORMATS), default=None,
+                            help="table (default) prints; csv, json (to stdout or -o) and parquet write the result")
+    sub["sql"].add_argument("-o", "--output", metavar="FILE", help="write the result here (format from the extension)")
+    sub["sql"].add_argument("--max-rows", type=int, default=100, metavar="N",
+                            help="rows a table shows (default 100; 0 for all)")
+    sub["export"].add_argument("-o", "--output", metavar="FILE", required=True,
+                               help="the file: .parquet or .csv (or say --format)")
+    sub["export"].add_argument("--format", choices=("parquet", "csv"), help="instead of the file's extension")
+    sub["plot"].add_argument("--y", required=True, metavar="COLUMN", help="the column on the y axis")
+    sub["plot"].add_argument("--x", default="step", metavar="COLUMN", help="the column on the x axis (default: step)")
+    sub["plot"].add_argument("--by", metavar="COLUMNS",
+                             help="comma-separated columns; one line per combination (default: one per run)")
+    sub["plot"].add_argument("--where", metavar="SQL", help="keep only the records where this SQL is true")
+    sub["plot"].add_argument("--smooth", type=int, default=1, metavar="N", help="moving average over N points")
+    sub["plot"].add_argument("-o", "--output", metavar="FILE", required=True, help="the image: .png, .svg or .pdf")
+    sub["plot"].add_argument("--dpi", type=int, default=100, help="resolution of a .png (default 100)")
+    for name in ("sql", "export", "recover"):
+        sub[name].add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0, or 2 after an error)."""
+    args = build_parser().parse_args(argv)
+    import duckdb
+
+    try:
+        args.function(args)
+    except BrokenPipeError:  # `... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (RecorderError, CommandError, duckdb.Error, OSError) as error:
+        print(f"rigorous-recorder {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as error:
+        print(f"rigorous-recorder {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.strerror or error}: {error.filename!r}"
+    lines: Iterator[str] = (line.strip() for line in str(error).splitlines())
+    return next((line for line in lines if line), type(error).__name__)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
