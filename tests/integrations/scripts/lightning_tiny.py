@@ -1,0 +1,90 @@
+"""A tiny LightningModule and data for the Lightning tests, and a script for subprocess runs.
+
+    python lightning_tiny.py ddp <collection>                 fit with strategy="ddp" on 2 CPU processes
+    python lightning_tiny.py fit <collection> <ckpt_dir or -> <epochs> [<ckpt_path>] [--crash]
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from rigorous_recorder.integrations.lightning import RigorousLogger
+
+
+class TinyModel(pl.LightningModule):
+    """Linear regression that logs train_loss (step and epoch) and val_loss."""
+
+    def __init__(self, lr: float = 0.1, hidden: int = 4) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = torch.nn.Sequential(torch.nn.Linear(3, hidden), torch.nn.Linear(hidden, 1))
+        self.fail_at_step: int | None = None
+
+    def training_step(self, batch, batch_idx):
+        if self.fail_at_step is not None and self.global_step >= self.fail_at_step:
+            raise ValueError("boom")
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.net(x), y)
+        self.log("train_loss", loss, on_step=True, on_epoch=True)
+        self.logger.recorder.add(batch_size=len(x))
+        return loss
+
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        x, y = batch
+        self.log("val_loss", torch.nn.functional.mse_loss(self.net(x), y))
+
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("test_loss", torch.nn.functional.mse_loss(self.net(x), y))
+
+    def predict_step(self, batch, batch_idx):
+        self.logger.recorder.add(predicted=len(batch[0]))
+        return self.net(batch[0])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+
+def loader(batches: int = 4, batch_size: int = 4, seed: int = 0) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batches * batch_size, 3, generator=generator)
+    y = x.sum(dim=1, keepdim=True)
+    return DataLoader(TensorDataset(x, y), batch_size=batch_size)
+
+
+def trainer(logger, **kwargs) -> pl.Trainer:
+    options = dict(logger=logger, max_epochs=2, accelerator="cpu", devices=1, enable_progress_bar=False,
+                   enable_model_summary=False, log_every_n_steps=1, num_sanity_val_steps=0)
+    options.update(kwargs)
+    return pl.Trainer(**options)
+
+
+def main(argv: list[str]) -> None:
+    command, path = argv[0], argv[1]
+    if command == "ddp":
+        logger = RigorousLogger(path, run="ddp")
+        trainer(logger, strategy="ddp", devices=2, enable_checkpointing=False).fit(
+            TinyModel(), loader(), loader(batches=2))
+        logger.finish()
+    else:
+        ckpt_dir, epochs = argv[2], int(argv[3])
+        ckpt_path = argv[4] if len(argv) > 4 and argv[4] != "--crash" else None
+        model = TinyModel()
+        if "--crash" in argv:
+            model.fail_at_step = 6
+        logger = RigorousLogger(path, run="resume")
+        from pytorch_lightning.callbacks import ModelCheckpoint
+
+        callbacks = [] if ckpt_dir == "-" else [ModelCheckpoint(dirpath=ckpt_dir, save_last=True, every_n_train_steps=1)]
+        fitter = trainer(logger, max_epochs=epochs, callbacks=callbacks)
+        fitter.fit(model, loader(), loader(batches=2), ckpt_path=ckpt_path)
+        print("RUN_ID", logger.experiment.id)
+        print("CHECKPOINTS", fitter.checkpoint_callback.dirpath)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
