@@ -70,21 +70,22 @@ def library_version(python: str) -> str | None:
     probe = ("import importlib.metadata as m\n"
              "try: print(m.version('rigorous-recorder'))\n"
              "except m.PackageNotFoundError: print('')")
-    result = subprocess.run([python, "-c", probe], capture_output=True, text=True)
+    result = subprocess.run([python, "-I", "-c", probe], capture_output=True, text=True)
     return result.stdout.strip() or None
 
 
 def python_version(python: str) -> str:
     """The ``X.Y.Z`` version of the interpreter ``python``."""
-    result = subprocess.run([python, "-c", "import platform; print(platform.python_version())"],
-                            capture_output=True, text=True, check=True)
+    probe = "import platform; print(platform.python_version())"
+    result = subprocess.run([python, "-I", "-c", probe], capture_output=True, text=True, check=True)
     return result.stdout.strip()
 
 
 def machine_header(baseline: str) -> str:
     """Markdown lines describing the machine and both contenders' versions."""
     return "\n".join([
-        f"- machine: {os.cpu_count()} CPUs, {platform.machine()}, {platform.platform()}",
+        f"- machine: {os.cpu_count()} CPUs, {platform.machine()}, {platform.platform()};"
+        f" load average {os.getloadavg()[0]:.2f} at the end of the run",
         f"- ours: rigorous-recorder {library_version(ours_python()) or 'NOT INSTALLED'}"
         f" on Python {python_version(ours_python())} ({ours_python()})",
         f"- baseline: rigorous-recorder {library_version(baseline) or 'NOT INSTALLED'}"
@@ -99,13 +100,15 @@ def machine_header(baseline: str) -> str:
 def run_workload(python: str, script: str, function: str, **kwargs) -> dict:
     """Run ``script``'s ``function(**kwargs)`` in a fresh ``python`` process.
 
+    The process is isolated (``python -I``): neither the working directory nor
+    ``PYTHONPATH`` can put the other contender's library on its path.
     Returns the function's JSON-able dict of measurements.  A workload that
     raises comes back as ``{"error": "<traceback>"}`` so that one broken
     contender does not stop the others.
     """
     with tempfile.TemporaryDirectory(prefix="rr-bench-") as scratch:
         result_path = Path(scratch) / "result.json"
-        command = [python, __file__, str(Path(script).resolve()), function,
+        command = [python, "-I", __file__, str(Path(script).resolve()), function,
                    json.dumps(kwargs), str(result_path)]
         try:
             completed = subprocess.run(command, capture_output=True, text=True,

@@ -217,15 +217,16 @@ def readme_table(results: list[tuple[str, dict]]) -> str:
     rows = []
     for label, result in results:
         if "error" in result:
-            rows.append([label, "ERROR"] + [""] * 7)
+            rows.append([label, "", "ERROR"] + [""] * 7)
             continue
-        rows.append([label, f"{result['records']:,}", H.fmt(result["record_s"], 3),
-                     H.fmt(result["save_s"], 3), H.fmt(result["record_save_s"], 3),
+        rows.append([label, result["library_version"], f"{result['records']:,}",
+                     H.fmt(result["record_s"], 3), H.fmt(result["save_s"], 3),
+                     H.fmt(result["record_save_s"], 3),
                      H.fmt(result["analysis_ms"]), H.fmt(result["analysis_ns"]),
                      H.fmt(result["disk_bytes"] / 1e6, 2),
                      H.fmt(result["disk_bytes"] / result["records"])])
     return H.markdown_table(
-        ["contender", "records", "record s", "save s", "record+save s", "analysis ms",
+        ["contender", "version", "records", "record s", "save s", "record+save s", "analysis ms",
          "analysis ns/record", "disk MB", "disk B/record"], rows)
 
 
@@ -234,15 +235,16 @@ def grid_table(results: list[tuple[str, dict]]) -> str:
     rows = []
     for label, result in results:
         if "error" in result:
-            rows.append([label, "ERROR"] + [""] * 7)
+            rows.append([label, "", "ERROR"] + [""] * 7)
             continue
-        rows.append([label, f"{result['records']:,}", H.fmt(result["record_save_s"], 3),
-                     H.fmt(result["import_ms"]), H.fmt(result["open_ms"]),
+        rows.append([label, result["library_version"], f"{result['records']:,}",
+                     H.fmt(result["record_save_s"], 3), H.fmt(result["import_ms"]),
+                     H.fmt(result["open_ms"]),
                      H.fmt(result["query_ms"]), H.fmt(result["warm_query_ms"]),
                      H.fmt(result["disk_bytes"] / 1e6, 2),
                      H.fmt(result["disk_bytes"] / result["records"])])
     return H.markdown_table(
-        ["contender", "records", "record+save s", "import ms", "open ms",
+        ["contender", "version", "records", "record+save s", "import ms", "open ms",
          "first query ms", "warm query ms", "disk MB", "disk B/record"], rows)
 
 
@@ -277,7 +279,8 @@ def check_targets(readme: list[tuple[str, dict]], grid: list[tuple[str, dict]]) 
                   ratio(full, baseline, "analysis_ns"), 0.5, "x")
     targets.check(f"README disk B/record at the same size, ours / 1.4.4 ({reduced_label})",
                   ratio(reduced, baseline, "disk_bytes"), 0.2, "x")
-    targets.check(f"first SQL query after open ({grid_label})", grid_full.get("query_ms"), 50, " ms")
+    targets.check(f"first SQL query after open ({grid_label})",
+                  grid_full.get("query_ms"), 50, " ms")
     return targets
 
 
