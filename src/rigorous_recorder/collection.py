@@ -143,8 +143,9 @@ class ExperimentCollection:
                 raise CollectionError(f"{str(self.path)!r} exists and is not a folder")
         (self.path / "runs").mkdir(parents=True, exist_ok=True)
         self._numbering = FileLock(self.path / "numbering.lock")
-        from . import query  # noqa: F401  DuckDB loads when a collection opens, not at its first query
+        import duckdb  # the query engine starts with the collection, not at its first query
 
+        self._database = duckdb.connect()
         with self._numbering:
             if not (self.path / "collection.json").is_file():
                 atomic_write_text(
@@ -330,7 +331,7 @@ class ExperimentCollection:
         self.flush()
         runs = self._scan()
         if self._query_cache is None or not self._query_cache.is_current(runs):
-            self._query_cache = Query(runs)
+            self._query_cache = Query(runs, self._database)
         return self._query_cache.sql(query)
 
     def to_arrow(self) -> pa.Table:

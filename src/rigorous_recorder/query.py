@@ -33,9 +33,9 @@ _BOOKKEEPING_KEYS = list(bookkeeping({"experiment_number": 0, "error_number": 0,
 class Query:
     """A DuckDB connection with the views ``records`` and ``experiments`` of some runs."""
 
-    def __init__(self, runs: Runs) -> None:
+    def __init__(self, runs: Runs, database: duckdb.DuckDBPyConnection) -> None:
         self._signature = _signature(runs)
-        self.connection = duckdb.connect()
+        self.connection = database.cursor()
         files, tables, lineage, experiments = [], [], [], []
         for folder, info in runs:
             if info["status"] != RUNNING and info.get("records"):
@@ -70,11 +70,11 @@ class Query:
         if scans:
             union = " UNION ALL BY NAME ".join(scans)
             self.connection.execute(
-                f"CREATE VIEW records AS SELECT {', '.join(columns)} FROM ({union}) AS r "
+                f"CREATE OR REPLACE VIEW records AS SELECT {', '.join(columns)} FROM ({union}) AS r "
                 f"JOIN lineage AS l ON r.{SOURCE} = l.{SOURCE} AND r.{RECORDER_COLUMN} = l.{RECORDER_COLUMN}"
             )
         else:
-            self.connection.execute(f"CREATE VIEW records AS SELECT {', '.join(columns)} FROM lineage AS l")
+            self.connection.execute(f"CREATE OR REPLACE VIEW records AS SELECT {', '.join(columns)} FROM lineage AS l")
 
     def is_current(self, runs: Runs) -> bool:
         """True while ``runs`` are what this query was built from (no run is still running)."""
@@ -124,7 +124,7 @@ def _create_table(connection: duckdb.DuckDBPyConnection, name: str, rows: list[d
             sql_type = "INTEGER"
         selects.append(f"unnest(${index}::{sql_type}[]) AS {_name(key)}")
         parameters.append(values)
-    connection.execute(f"CREATE TABLE {name} AS SELECT {', '.join(selects)}", parameters)
+    connection.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT {', '.join(selects)}", parameters)
 
 
 _SQL_TYPES = {bool: "BOOLEAN", int: "BIGINT", float: "DOUBLE", str: "VARCHAR", bytes: "BLOB",
