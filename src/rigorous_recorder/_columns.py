@@ -67,7 +67,12 @@ def column_to_arrow(name: str, values: Sequence[Any]) -> tuple[pa.Field, pa.Arra
         else:
             if not _has_struct(data.type):
                 return pa.field(name, data.type), data
-    return json_field(name), pa.array([None if v is None else to_json(v) for v in values], pa.string())
+    return json_field(name), _json_array(values)
+
+
+def _json_array(values: Iterable[Any]) -> pa.Array:
+    """Values as JSON text (None stays null), for a field made by :func:`json_field`."""
+    return pa.array([None if value is None else to_json(value) for value in values], pa.string())
 
 
 _ARROW_SCALARS = frozenset({bool, int, float, str, bytes, datetime.date, datetime.datetime})
@@ -149,19 +154,13 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
             continue
         have, column = batch.schema.field(index), batch.column(index)
         if is_json_field(field) and not is_json_field(have):
-            arrays.append(pa.array([None if v is None else to_json(v) for v in column.to_pylist()], pa.string()))
+            arrays.append(_json_array(column.to_pylist()))
         elif have.type != field.type:
             # int64 to float64 is the widening rule: ints beyond 2**53 round, as in one batch
             arrays.append(column.cast(field.type, safe=not pa.types.is_floating(field.type)))
         else:
             arrays.append(column)
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
-
-
-def conform_all(batches: Sequence[pa.RecordBatch]) -> tuple[pa.Schema, list[pa.RecordBatch]]:
-    """Bring batches of drifting schemas to their one unified schema."""
-    schema = unified_schema(batch.schema for batch in batches)
-    return schema, [conform(batch, schema) for batch in batches]
 
 
 def keys_widened_to_float(schemas: Iterable[pa.Schema], pending_kinds: dict[str, set[type]]) -> frozenset[str]:

@@ -343,9 +343,9 @@ class Recorder:
 
     def _chunks(self) -> list[RecordChunk]:
         if self._store is None:
-            return self._chunks_of(self._batches, self._pending)
+            return self._chunks_of(self._batches)
         with self._store.lock:  # the flusher thread may seal pending rows meanwhile
-            return self._chunks_of(self._store.batches(self), self._pending)
+            return self._chunks_of(self._store.batches(self))
 
     def _pending_kinds(self) -> dict[str, set[type]]:
         """The types of each key's pending values, scanning only rows added since last asked."""
@@ -358,9 +358,11 @@ class Recorder:
                 kinds[key] = (len(values), found | set(map(type, values[scanned:])))
         return {key: found for key, (_, found) in kinds.items()}
 
-    def _chunks_of(self, sealed: list[pa.RecordBatch], pending: dict[str, list[Any]]) -> list[RecordChunk]:
+    def _chunks_of(self, sealed: list[pa.RecordBatch]) -> list[RecordChunk]:
+        """Chunks of the ``sealed`` batches, then of the pending rows."""
         as_float = keys_widened_to_float((batch.schema for batch in sealed), self._pending_kinds())
         chunks = [RecordChunk(self, batch.num_rows, _loader(batch, as_float)) for batch in sealed]
+        pending = self._pending
         if as_float:
             pending = {key: [float(v) if key in as_float and type(v) is int else v for v in values] for key, values in pending.items()}
         chunks.append(RecordChunk(self, self._pending_rows(), lambda: pending))
