@@ -103,15 +103,25 @@ def write_tree_file(path: Path, nodes: Sequence[TreeNode], extra: dict[str, Any]
     return sum(entry["rows"] for entry in entries)
 
 
-def read_tree_metadata(path: Path) -> dict[str, Any]:
-    """The tree stored in a file's footer, without reading its rows."""
+def read_tree_schema(path: Path) -> pa.Schema:
+    """The schema of a file written by :func:`write_tree_file`, its tree in the metadata."""
     try:
-        metadata = pq.read_schema(path).metadata or {}
+        schema = pq.read_schema(path)
     except (OSError, pa.ArrowException) as error:
         raise CollectionError(f"{str(path)!r} is not a rigorous_recorder file: {error}") from None
-    if TREE_KEY not in metadata:
+    if TREE_KEY not in (schema.metadata or {}):
         raise CollectionError(f"{str(path)!r} is a Parquet file without a rigorous_recorder tree")
-    return from_json(metadata[TREE_KEY].decode("utf-8"))
+    return schema
+
+
+def tree_of(schema: pa.Schema) -> dict[str, Any]:
+    """The tree stored in the metadata of a schema read by :func:`read_tree_schema`."""
+    return from_json(schema.metadata[TREE_KEY].decode("utf-8"))
+
+
+def read_tree_metadata(path: Path) -> dict[str, Any]:
+    """The tree stored in a file's footer, without reading its rows."""
+    return tree_of(read_tree_schema(path))
 
 
 def read_tree_file(path: Path) -> tuple[dict[str, Any], list[TreeNode]]:

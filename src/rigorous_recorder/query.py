@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from ._tree_file import RECORDER_COLUMN, read_tree_metadata, records_table
+from ._tree_file import RECORDER_COLUMN, read_tree_schema, records_table, tree_of
 from ._values import to_json
 from .store.run_folder import BOOKKEEPING_ID, EXPERIMENT_ID, RUNNING, RunFolder, bookkeeping
 
@@ -30,43 +31,75 @@ _BOOKKEEPING_KEYS = list(bookkeeping({"experiment_number": 0, "error_number": 0,
                                       "experiment_start_time": 0.0}))
 
 
+@dataclass
+class _RunSource:
+    """One run as the flat view reads it: its recorders, and where its records are."""
+
+    folder: RunFolder
+    info: dict[str, Any]
+    entries: list[dict[str, Any]]  # id, parent and local data of each recorder
+    columns: list[str]  # the records' own columns
+    parquet: Path | None = None  # a stopped run's compacted file, scanned in place
+    table: pa.Table | None = None  # a running run's records, read from its segments
+
+    @property
+    def count(self) -> int | None:
+        return self.info.get("records_count") if self.table is None else self.table.num_rows
+
+
+def _sources(runs: Runs) -> list[_RunSource]:
+    sources = []
+    for folder, info in runs:
+        if info["status"] != RUNNING and info.get("records"):
+            path = folder.compacted_path(info)
+            schema = read_tree_schema(path)
+            sources.append(_RunSource(folder, info, tree_of(schema)["recorders"], schema.names, parquet=path))
+        else:
+            nodes = folder.nodes(info)
+            entries = [{"id": node.id, "parent": node.parent, "local_data": node.local_data} for node in nodes]
+            table = records_table(nodes)
+            sources.append(_RunSource(folder, info, entries, table.column_names, table=table))
+    return sources
+
+
+def _flat_columns(inherited: Iterable[str], sources: Iterable[_RunSource]) -> list[tuple[str, bool, bool]]:
+    """The flat view's columns: (key, a record holds it, a recorder's lineage holds it).
+
+    Inherited keys come first, in lineage order; where both hold a key, the record's wins.
+    """
+    own = dict.fromkeys(name for source in sources for name in source.columns)
+    own.pop(RECORDER_COLUMN, None)
+    inherited = [key for key in inherited if key not in (SOURCE, RECORDER_COLUMN)]
+    return [(key, key in own, True) for key in inherited] + [(key, True, False) for key in own if key not in inherited]
+
+
 class Query:
     """A DuckDB connection with the views ``records`` and ``experiments`` of some runs."""
 
     def __init__(self, runs: Runs, database: duckdb.DuckDBPyConnection) -> None:
         self._signature = _signature(runs)
         self.connection = database.cursor()
-        files, tables, lineage, experiments = [], [], [], []
-        for folder, info in runs:
-            if info["status"] != RUNNING and info.get("records"):
-                source = str(folder.compacted_path(info))
-                entries = read_tree_metadata(folder.compacted_path(info))["recorders"]
-                files.append(source)
-                count = info.get("records_count")
-            else:
-                source = f"running:{folder.id}"
-                nodes = folder.nodes(info)
-                entries = [{"id": node.id, "parent": node.parent, "local_data": node.local_data} for node in nodes]
-                table = records_table(nodes)
-                tables.append(table.append_column(SOURCE, pa.repeat(pa.scalar(source), table.num_rows)))
-                count = table.num_rows
-            lineage.extend(lineage_rows(source, entries, info))
-            experiments.append(_experiment_row(info, entries, count))
+        sources = _sources(runs)
+
+        def key(source: _RunSource) -> str:  # the parquet scan names each row's file
+            return str(source.parquet) if source.parquet is not None else source.folder.id
+
+        lineage = [row for source in sources for row in lineage_rows(key(source), source.entries, source.info)]
         _create_table(self.connection, "lineage", lineage, [SOURCE, RECORDER_COLUMN, *_BOOKKEEPING_KEYS])
+        experiments = [_experiment_row(source.info, source.entries, source.count) for source in sources]
         _create_table(self.connection, "experiments", experiments, ["run_id", *_BOOKKEEPING_KEYS])
         scans = []
+        files = [_literal(key(source)) for source in sources if source.parquet is not None]
         if files:
-            listed = ", ".join(_literal(path) for path in files)
-            scans.append(f"SELECT * FROM read_parquet([{listed}], filename={_literal(SOURCE)}, union_by_name=true)")
-        for index, table in enumerate(tables):
-            self.connection.register(f"running_{index}", table)
+            scans.append(f"SELECT * FROM read_parquet([{', '.join(files)}], filename={_literal(SOURCE)}, union_by_name=true)")
+        for index, source in enumerate(source for source in sources if source.table is not None):
+            self.connection.register(f"running_{index}", _with_source(source.table, key(source)))
             scans.append(f"SELECT * FROM running_{index}")
-        own = _own_columns(files, tables)
-        inherited = [name for name in self.connection.table("lineage").columns if name not in (SOURCE, RECORDER_COLUMN)]
         columns = [
-            f"coalesce(r.{_name(key)}, l.{_name(key)}) AS {_name(key)}" if key in own else f"l.{_name(key)}"
-            for key in inherited
-        ] + [f"r.{_name(key)}" for key in own if key not in inherited]
+            f"coalesce(r.{_name(key)}, l.{_name(key)}) AS {_name(key)}" if own and inherited
+            else f"{'r' if own else 'l'}.{_name(key)}"
+            for key, own, inherited in _flat_columns(self.connection.table("lineage").columns, sources)
+        ]
         if scans:
             union = " UNION ALL BY NAME ".join(scans)
             self.connection.execute(
@@ -83,6 +116,10 @@ class Query:
     def sql(self, query: str) -> duckdb.DuckDBPyRelation:
         """Run ``query`` against the views."""
         return self.connection.sql(query)
+
+
+def _with_source(table: pa.Table, source: str) -> pa.Table:
+    return table.append_column(SOURCE, pa.repeat(pa.scalar(source), table.num_rows))
 
 
 def lineage_rows(source: str, entries: Iterable[dict[str, Any]], info: dict[str, Any]) -> list[dict[str, Any]]:
@@ -150,12 +187,6 @@ def _sql_column(values: list[Any]) -> tuple[str, list[Any]]:
     return "VARCHAR", [None if value is None else to_json(value) for value in values]
 
 
-def _own_columns(files: list[str], tables: list[pa.Table]) -> list[str]:
-    schemas = [pq.read_schema(path) for path in files] + [table.schema for table in tables]
-    names = dict.fromkeys(name for schema in schemas for name in schema.names)
-    return [name for name in names if name not in (SOURCE, RECORDER_COLUMN)]
-
-
 def _signature(runs: Runs) -> tuple[Any, ...] | None:
     if any(info["status"] == RUNNING for _, info in runs):
         return None  # running runs grow: rebuild every time
@@ -174,17 +205,11 @@ def spark_records(spark: pyspark.sql.SparkSession, runs: Runs) -> pyspark.sql.Da
     """The flat table in Spark: Spark scans the runs' Parquet files, joined to the lineage."""
     from pyspark.sql import functions
 
-    lineage, parts, finished = [], [], []
-    for folder, info in runs:
-        if info["status"] != RUNNING and info.get("records"):
-            entries = read_tree_metadata(folder.compacted_path(info))["recorders"]
-            finished.append(str(folder.compacted_path(info)))
-        else:
-            nodes = folder.nodes(info)
-            entries = [{"id": node.id, "parent": node.parent, "local_data": node.local_data} for node in nodes]
-            table = records_table(nodes)
-            parts.append(spark.createDataFrame(table.append_column(SOURCE, pa.repeat(pa.scalar(folder.id), table.num_rows))))
-        lineage.extend(lineage_rows(folder.id, entries, info))
+    sources = _sources(runs)
+    lineage = [row for source in sources for row in lineage_rows(source.folder.id, source.entries, source.info)]
+    parts = [spark.createDataFrame(_with_source(source.table, source.folder.id))
+             for source in sources if source.table is not None]
+    finished = [str(source.parquet) for source in sources if source.parquet is not None]
     if finished:
         scanned = spark.read.option("mergeSchema", "true").parquet(*finished)
         run_id = functions.regexp_extract(functions.input_file_name(), r"/runs/([^/]+)/records-\d+\.parquet$", 1)
@@ -192,22 +217,17 @@ def spark_records(spark: pyspark.sql.SparkSession, runs: Runs) -> pyspark.sql.Da
     connection = duckdb.connect()
     _create_table(connection, "lineage", lineage, [SOURCE, RECORDER_COLUMN, *_BOOKKEEPING_KEYS])
     table = connection.table("lineage").to_arrow_table()
-    table = pa.Table.from_arrays(
-        [column.cast(pa.string()) if pa.types.is_null(column.type) else column for column in table.columns],
-        names=table.column_names,
-    )
     inherited_frame = spark.createDataFrame(table)
-    inherited = [name for name in table.column_names if name not in (SOURCE, RECORDER_COLUMN)]
+    plan = _flat_columns(table.column_names, sources)
     if not parts:
-        return inherited_frame.select(*inherited).limit(0)
+        return inherited_frame.select(*(key for key, _, _ in plan)).limit(0)
     records = parts[0]
     for part in parts[1:]:
         records = records.unionByName(part, allowMissingColumns=True)
-    own = [name for name in records.columns if name not in (SOURCE, RECORDER_COLUMN)]
     joined = records.alias("r").join(functions.broadcast(inherited_frame.alias("l")), [SOURCE, RECORDER_COLUMN])
     columns = [
-        functions.coalesce(functions.col(f"r.`{key}`"), functions.col(f"l.`{key}`")).alias(key) if key in own
-        else functions.col(f"l.`{key}`")
-        for key in inherited
-    ] + [functions.col(f"r.`{key}`") for key in own if key not in inherited]
+        functions.coalesce(functions.col(f"r.`{key}`"), functions.col(f"l.`{key}`")).alias(key) if own and inherited
+        else functions.col(f"{'r' if own else 'l'}.`{key}`")
+        for key, own, inherited in plan
+    ]
     return joined.select(*columns)
