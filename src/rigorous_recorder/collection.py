@@ -180,11 +180,10 @@ class ExperimentCollection:
                 **_this_process(),
             }
             folder.write_info(info)
-        store = RunStore(folder, info["session"], self.flush_interval)
         root = Recorder(bookkeeping(info))
-        store.root = root
-        root._attach_store(store)
         Recorder(data).set_parent(root)
+        store = RunStore(folder, info["session"], self.flush_interval)
+        store.take(root)
         return self._started(Experiment(self, folder, info, root, store))
 
     def resume(self, run_id: str) -> Experiment:
@@ -206,9 +205,7 @@ class ExperimentCollection:
             recorder._sealed_rows = rows.get(node_id, 0)  # so len(recorder) counts the earlier records
         store = RunStore(folder, info["session"], self.flush_interval, known=recorders, earlier=earlier)
         root = next(recorder for recorder in recorders.values() if recorder.parent is None)
-        store.root = root
-        for recorder in root._subtree():
-            recorder._attach_store(store)
+        store.take(root)
         root.update(bookkeeping(info))
         return self._started(Experiment(self, folder, info, root, store))
 

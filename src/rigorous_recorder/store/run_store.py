@@ -113,6 +113,12 @@ class RunStore:
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    def take(self, root: Recorder) -> None:
+        """Make ``root``'s tree this run's: ids in depth-first order (the root is 0)."""
+        self.root = root
+        for recorder in root._subtree():
+            recorder._attach_store(self)
+
     def tree(self) -> list[dict]:
         """The run's recorder tree as stored in recorders.json."""
         assert self.root is not None
