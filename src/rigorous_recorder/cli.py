@@ -131,32 +131,19 @@ def command_export(args: argparse.Namespace) -> None:
 
 
 def command_recover(args: argparse.Namespace) -> None:
-    from .collection import SUFFIX
-    from .store.run_folder import RUNNING, RunFolder
+    from .store.run_folder import RUNNING
 
-    text = _path_text(args.path)
-    runs = Path(text if text.endswith(SUFFIX) else text + SUFFIX) / "runs"
-    candidates = []
-    if runs.is_dir():
-        for path in sorted(runs.iterdir()):
-            try:
-                if RunFolder(path).read_info()["status"] == RUNNING:
-                    candidates.append(path.name)
-            except (OSError, ValueError, KeyError):
-                continue
-    # Opening the collection finishes the runs whose process died; the library offers no
-    # per-run hook, so the bar counts them all at the end (it shows the time taken).
+    collection = _open(args.path, recover=False)
+    candidates = [info["id"] for info in collection.runs if info["status"] == RUNNING]
     with _progress(len(candidates), "recovering", "runs", quiet=args.quiet or not candidates) as bar:
-        collection = _open(args.path)
-        recovered = set(collection.recover())
+        recovered = collection.recover()
         bar.update(len(candidates))
     by_id = {info["id"]: info for info in collection.runs}
-    recovered |= {run_id for run_id in candidates if by_id.get(run_id, {}).get("status") == "crashed"}
     for run_id in sorted(recovered, key=lambda run_id: by_id[run_id]["experiment_start_time"]):
         info = by_id[run_id]
         print(f"recovered experiment {info['experiment_number']} (error {info['error_number']}), run {run_id}: "
               f"{info.get('records_count', 0)} records kept")
-    still = [run_id for run_id in candidates if by_id.get(run_id, {}).get("status") == RUNNING]
+    still = [run_id for run_id in candidates if by_id[run_id]["status"] == RUNNING]
     summary = f"{len(recovered)} crashed run{'s' * (len(recovered) != 1)} recovered"
     if still:
         summary += f"; {len(still)} still running"
@@ -177,14 +164,10 @@ def command_plot(args: argparse.Namespace) -> None:
 # -- helpers -----------------------------------------------------------------------------
 
 
-def _path_text(path: str) -> str:
-    return path.rstrip("/\\") or path  # "study.collection/" from tab completion names the same folder
-
-
-def _open(path: str) -> Any:
+def _open(path: str, recover: bool = True) -> Any:
     from .collection import ExperimentCollection
 
-    return ExperimentCollection(_path_text(path), quiet=True, create=False)
+    return ExperimentCollection(path, quiet=True, create=False, recover=recover)
 
 
 def _rows(relation: Any) -> list[dict[str, Any]]:

@@ -125,10 +125,11 @@ class ExperimentCollection:
         quiet: print nothing.
         flush_interval: seconds between automatic flushes while an experiment runs.
         create: make the collection if it does not exist (else raise CollectionError).
+        recover: finish the runs whose process died now (else :meth:`recover` does it).
     """
 
     def __init__(self, path: str | os.PathLike[str], quiet: bool = False, *,
-                 flush_interval: float = 1.0, create: bool = True) -> None:
+                 flush_interval: float = 1.0, create: bool = True, recover: bool = True) -> None:
         text = os.fspath(path).rstrip("/\\") or os.fspath(path)
         self.path = Path(text if text.endswith(SUFFIX) else text + SUFFIX).absolute()
         self.quiet = quiet
@@ -154,7 +155,8 @@ class ExperimentCollection:
                 )
                 if not quiet:
                     print(f"rigorous_recorder: new collection {self.path}", file=sys.stderr)
-            self.recover()
+            if recover:
+                self.recover()
 
     # -- running experiments -------------------------------------------------------------
 
@@ -215,7 +217,10 @@ class ExperimentCollection:
             experiment.flush()
 
     def recover(self) -> list[str]:
-        """Finish runs whose process died: compact their flushed records, mark them crashed."""
+        """Finish runs whose process died: compact their flushed records, mark them crashed.
+
+        Returns the ids of the runs it finished.
+        """
         recovered = []
         for folder, info in self._scan():
             if info["status"] != RUNNING or _alive(info):
