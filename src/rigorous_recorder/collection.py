@@ -294,7 +294,12 @@ class ExperimentCollection:
         return RecordSequence.concat(self._root(folder, info).all_records for folder, info in self._scan())
 
     def __len__(self) -> int:
-        return len(self.records)
+        """The number of records of every run (a stopped run's count is in its run.json)."""
+        return sum(
+            info["records_count"] if info["status"] != RUNNING and "records_count" in info
+            else len(self._root(folder, info).all_records)
+            for folder, info in self._scan()
+        )
 
     @property
     def experiment_numbers(self) -> tuple[int, ...]:
