@@ -28,7 +28,7 @@ class Regressor(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         loss = self.step(batch)
         self.log("train_loss", loss, on_step=True, on_epoch=True)
-        self.logger.recorder.add(first_weight_mean=float(self.net[0].weight.mean()))  # any extra value
+        self.logger.recorder.add(first_weight_mean=self.net[0].weight.mean())  # any extra value; tensors too
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -59,7 +59,7 @@ def main() -> None:
         "SELECT experiment_number, stage, epoch, round(avg(train_loss_step), 4) AS train_loss, "
         "round(max(val_loss), 4) AS val_loss, round(max(test_loss), 4) AS test_loss, count(*) AS records "
         "FROM records GROUP BY ALL ORDER BY experiment_number, stage, epoch"
-    ).df().to_string(index=False))
+    ))  # DuckDB prints the table itself: no pandas needed
     logger.finish()
 
 
