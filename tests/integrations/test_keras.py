@@ -180,6 +180,23 @@ def test_learning_rate_schedule_is_visible_in_every_train_record(tmp_path):
     assert "ExponentialDecay" in cb.experiment.recorder.children[0]["learning_rate_schedule"]
 
 
+@pytest.mark.parametrize("schedule", [
+    keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=3, decay_rate=0.5),  # evaluated once an epoch
+    keras.optimizers.schedules.CosineDecay(0.1, 20, warmup_target=0.2, warmup_steps=5),  # not elementwise: per batch
+    keras.optimizers.schedules.PiecewiseConstantDecay([5, 10], [0.1, 0.05, 0.01]),
+], ids=["exponential", "cosine-warmup", "piecewise"])
+def test_each_train_record_holds_the_schedules_rate_at_its_step(tmp_path, schedule):
+    """Whether the callback evaluates a schedule per epoch or per batch, each record holds schedule(step - 1)."""
+    model = make_model(schedule)
+    cb = new_callback(tmp_path)
+    x, y = make_data(128)
+    with cb:
+        model.fit(x, y, epochs=2, batch_size=16, callbacks=[cb], verbose=0)
+    records = rows(cb.collection, "SELECT step, learning_rate FROM records WHERE stage = 'train' ORDER BY step")
+    assert len(records) == 16
+    assert [rate for _, rate in records] == [float(keras.ops.convert_to_numpy(schedule(step - 1))) for step, _ in records]
+
+
 class InterruptAt(keras.callbacks.Callback):
     """Raises KeyboardInterrupt at the start of one training batch."""
 
