@@ -167,19 +167,6 @@ def test_recorder_follows_the_running_stage_and_added_values_join_the_batch_reco
                                ("train", 1, "train 1"), ("validate", 0, "test 0"), ("validate", 1, "test 1")]
 
 
-def test_learning_rate_schedule_is_visible_in_every_train_record(tmp_path):
-    """With ExponentialDecay each batch record holds the learning rate that batch trained with."""
-    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=1, decay_rate=0.5)
-    model = make_model(schedule)
-    cb = new_callback(tmp_path)
-    x, y = make_data(128)
-    with cb:
-        model.fit(x, y, epochs=2, batch_size=32, callbacks=[cb], verbose=0)
-    records = rows(cb.collection, "SELECT step, learning_rate FROM records WHERE stage = 'train' ORDER BY step")
-    assert [rate for _, rate in records] == pytest.approx([0.1 * 0.5 ** (step - 1) for step, _ in records])
-    assert "ExponentialDecay" in cb.experiment.recorder.children[0]["learning_rate_schedule"]
-
-
 @pytest.mark.parametrize("schedule", [
     keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=3, decay_rate=0.5),  # evaluated once an epoch
     keras.optimizers.schedules.CosineDecay(0.1, 20, warmup_target=0.2, warmup_steps=5),  # not elementwise: per batch
@@ -195,6 +182,7 @@ def test_each_train_record_holds_the_schedules_rate_at_its_step(tmp_path, schedu
     records = rows(cb.collection, "SELECT step, learning_rate FROM records WHERE stage = 'train' ORDER BY step")
     assert len(records) == 16
     assert [rate for _, rate in records] == [float(keras.ops.convert_to_numpy(schedule(step - 1))) for step, _ in records]
+    assert type(schedule).__name__ in cb.experiment.recorder.children[0]["learning_rate_schedule"]
 
 
 class InterruptAt(keras.callbacks.Callback):
