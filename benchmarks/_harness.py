@@ -147,11 +147,17 @@ def rss_bytes() -> int:
 
 
 def loaded_library() -> dict:
-    """Which rigorous_recorder this process imported (version and location)."""
+    """Which rigorous_recorder this process imported (version, and for ours which loops)."""
     import importlib.metadata
     import rigorous_recorder
-    return {"library_version": importlib.metadata.version("rigorous-recorder"),
-            "library_file": rigorous_recorder.__file__}
+    version = importlib.metadata.version("rigorous-recorder")
+    try:
+        from rigorous_recorder._hotpath import COMPILED
+    except ImportError:  # 1.4.4 has no compiled loops to choose from
+        pass
+    else:
+        version += " (C loops)" if COMPILED else " (Python loops)"
+    return {"library_version": version, "library_file": rigorous_recorder.__file__}
 
 
 def folder_bytes(folder: str | Path) -> int:

@@ -9,7 +9,8 @@ Each contender runs in its own fresh process (see ``_harness.py``):
 
 - bare floor: ``push(**kw)`` appending to a ``defaultdict(list)`` per episode
 - ours: ``Recorder.push``, ``add()`` + ``add({...})`` + ``commit()``, and a
-  10-key ``push`` (against a 10-key bare floor)
+  10-key ``push`` (against a 10-key bare floor); ``push`` once more on the
+  pure-Python loops, as installed where no C compiler was found
 - rigorous-recorder 1.4.4 in its own venv, same shapes at a smaller size
   (it is ~100x slower), plus its separate ``RecordKeeper`` class
 
@@ -19,6 +20,7 @@ Run: ``.venv/bin/python benchmarks/core.py [--quick] [--repeats N]``
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections import defaultdict
 from random import random
@@ -136,14 +138,17 @@ class LibraryTree:
 # the workload, run in a fresh process per contender
 # --------------------------------------------------------------------------
 
-def workload(contender: str, shape: str, steps: int) -> dict:
+def workload(contender: str, shape: str, steps: int, pure_python: bool = False) -> dict:
     """Record EXPERIMENTS x EPISODES x ``steps`` records, then analyse.
 
     ``contender`` is ``"bare"`` or the library class to use (``"Recorder"``
-    or ``"RecordKeeper"``).  Values are generated per episode, outside the
-    timed loop; memory is the RSS growth from before the first record to
-    after the last one (both after ``gc.collect()``), before the analysis.
+    or ``"RecordKeeper"``); ``pure_python`` keeps ours off its C extension.
+    Values are generated per episode, outside the timed loop; memory is the
+    RSS growth from before the first record to after the last one (both
+    after ``gc.collect()``), before the analysis.
     """
+    if pure_python:
+        os.environ["RIGOROUS_RECORDER_PURE_PYTHON"] = "1"
     loop, key_count = SHAPES[shape]
     tree = BareTree() if contender == "bare" else LibraryTree(contender)
     info = {} if contender == "bare" else H.loaded_library()
@@ -174,7 +179,7 @@ def workload(contender: str, shape: str, steps: int) -> dict:
 # --------------------------------------------------------------------------
 
 FLOOR_2, FLOOR_10 = "bare floor, push 2 keys", "bare floor, push 10 keys"
-ENTRY_FIELDS = ("label", "python", "contender", "shape", "steps", "floor")
+ENTRY_FIELDS = ("label", "python", "contender", "shape", "steps", "floor", "pure_python")
 
 
 def contenders(quick: bool) -> list[dict]:
@@ -186,15 +191,16 @@ def contenders(quick: bool) -> list[dict]:
     old_steps = 100 if quick else 10_000
     ours, old = H.ours_python(), H.baseline_python()
     rows = [
-        (FLOOR_2, ours, "bare", "push", steps, None),
-        ("ours Recorder.push", ours, "Recorder", "push", steps, FLOOR_2),
-        ("ours Recorder.add+commit", ours, "Recorder", "add_commit", steps, FLOOR_2),
-        (FLOOR_10, ours, "bare", "push10", steps, None),
-        ("ours Recorder.push 10 keys", ours, "Recorder", "push10", steps, FLOOR_10),
-        ("1.4.4 Recorder.push", old, "Recorder", "push", old_steps, FLOOR_2),
-        ("1.4.4 Recorder.add+commit", old, "Recorder", "add_commit", old_steps, FLOOR_2),
-        ("1.4.4 Recorder.push 10 keys", old, "Recorder", "push10", old_steps, FLOOR_10),
-        ("1.4.4 RecordKeeper.push", old, "RecordKeeper", "push", old_steps, FLOOR_2),
+        (FLOOR_2, ours, "bare", "push", steps, None, False),
+        ("ours Recorder.push", ours, "Recorder", "push", steps, FLOOR_2, False),
+        ("ours Recorder.add+commit", ours, "Recorder", "add_commit", steps, FLOOR_2, False),
+        (FLOOR_10, ours, "bare", "push10", steps, None, False),
+        ("ours Recorder.push 10 keys", ours, "Recorder", "push10", steps, FLOOR_10, False),
+        ("ours Recorder.push, pure Python", ours, "Recorder", "push", steps, FLOOR_2, True),
+        ("1.4.4 Recorder.push", old, "Recorder", "push", old_steps, FLOOR_2, False),
+        ("1.4.4 Recorder.add+commit", old, "Recorder", "add_commit", old_steps, FLOOR_2, False),
+        ("1.4.4 Recorder.push 10 keys", old, "Recorder", "push10", old_steps, FLOOR_10, False),
+        ("1.4.4 RecordKeeper.push", old, "RecordKeeper", "push", old_steps, FLOOR_2, False),
     ]
     return [dict(zip(ENTRY_FIELDS, row)) for row in rows]
 
@@ -207,7 +213,8 @@ def run_all(entries: list[dict], repeats: int) -> dict[str, dict]:
             print(f"[{repeat + 1}/{repeats}] {entry['label']} ...", file=sys.stderr, flush=True)
             runs[entry["label"]].append(H.run_workload(
                 entry["python"], __file__, "workload",
-                contender=entry["contender"], shape=entry["shape"], steps=entry["steps"]))
+                contender=entry["contender"], shape=entry["shape"], steps=entry["steps"],
+                pure_python=entry["pure_python"]))
     return {label: H.median_of(results) for label, results in runs.items()}
 
 

@@ -18,12 +18,12 @@ The type rule, applied per key:
 from __future__ import annotations
 
 import datetime
-from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import pyarrow as pa
 
+from ._hotpath import pack_numbers
 from ._values import from_json, to_json
 
 #: Rows a recorder buffers as Python lists before they become an Arrow batch.
@@ -31,8 +31,6 @@ BATCH_ROWS = 4096
 
 ENCODING_KEY = b"rigorous_recorder.encoding"
 _JSON_METADATA = {ENCODING_KEY: b"json"}
-
-_NUMERIC_KINDS = {float: "d", int: "q"}
 
 
 def is_json_field(field: pa.Field) -> bool:
@@ -45,20 +43,15 @@ def json_field(name: str) -> pa.Field:
     return pa.field(name, pa.string(), metadata=_JSON_METADATA)
 
 
-def column_to_arrow(name: str, values: Sequence[Any]) -> tuple[pa.Field, pa.Array]:
+def column_to_arrow(name: str, values: list[Any]) -> tuple[pa.Field, pa.Array]:
     """Convert one key's values (already normalized) into an Arrow field and array."""
+    packed = pack_numbers(values)
+    if packed is not None:
+        typecode, data, validity, missing = packed
+        arrow_type = pa.float64() if typecode == "d" else pa.int64()
+        buffers = [None if validity is None else pa.py_buffer(validity), pa.py_buffer(data)]
+        return pa.field(name, arrow_type), pa.Array.from_buffers(arrow_type, len(values), buffers, missing)
     kinds = set(map(type, values))
-    if len(kinds) == 1 or kinds == {int, float}:
-        typecode = "d" if kinds == {int, float} else _NUMERIC_KINDS.get(next(iter(kinds)))
-        if typecode is not None:
-            try:
-                buffer = array(typecode, values)
-            except OverflowError:
-                pass  # an int beyond int64: stored as JSON below
-            else:
-                arrow_type = pa.float64() if typecode == "d" else pa.int64()
-                data = pa.Array.from_buffers(arrow_type, len(values), [None, pa.py_buffer(buffer)])
-                return pa.field(name, arrow_type), data
     if _fits_one_arrow_type(kinds, values):
         try:
             data = pa.array(values)

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pyarrow as pa
 
 from ._columns import BATCH_ROWS, build_batch, keys_widened_to_float, to_python_columns
-from ._values import PLAIN_TYPES, normalize_mapping
+from ._hotpath import append_plain_row
+from ._values import normalize_mapping
 from .errors import RecorderTreeError
 from .record import Record, RecordChunk, RecordSequence
 
@@ -225,21 +226,12 @@ class Recorder:
         'm'
         """
         if data is None and self._plain:
-            # Fast path: every value a plain scalar and every key an existing column.
-            pending = self._pending
-            if values and len(values) == len(pending):
-                try:
-                    for key, value in values.items():
-                        if type(value) not in PLAIN_TYPES:
-                            break
-                        pending[key].append(value)
-                    else:
-                        if len(pending[key]) >= BATCH_ROWS:
-                            self._seal()
-                        return self
-                except KeyError:
-                    pass
-                _drop_partial_row(pending)
+            # Fast path: plain values for exactly the existing columns, nothing else to do.
+            rows = append_plain_row(self._pending, values)
+            if rows:
+                if rows >= BATCH_ROWS:
+                    self._seal()
+                return self
         self.add(data, **values)
         self.commit()
         return self
@@ -261,32 +253,36 @@ class Recorder:
 
     def commit(self) -> Record:
         """Commit the staged values as one record and return it."""
-        values, self._staged = self._staged or {}, None
+        values = self._staged or {}
+        self._staged = None
         store = self._store
         if store is None:
             record = self._append_row(values)
+            self._plain = not self._live
         else:
             with store.lock:
                 store.pending(self)  # raises first if the run is finished: nothing half-committed
                 record = self._append_row(values)
-        self._plain = store is None and not self._live
-        for writer in self._live:
-            writer.write(record)
+        if self._live:
+            for writer in self._live:
+                writer.write(record)
         return record
 
     def _append_row(self, values: dict[str, Any]) -> Record:
         pending = self._pending
-        rows = self._pending_rows()
-        for key in values:
-            if key not in pending:
-                pending[key] = [None] * rows
-        if pending:
-            for key, column in pending.items():
-                column.append(values.get(key))
-        else:
-            self._bare_rows += 1
-        record = Record(pending, rows, self)
-        if rows + 1 >= BATCH_ROWS:
+        index = append_plain_row(pending, values) - 1  # the new row's index; -1 if declined
+        if index < 0:
+            index = self._pending_rows()
+            for key in values:
+                if key not in pending:
+                    pending[key] = [None] * index
+            if pending:
+                for key, column in pending.items():
+                    column.append(values.get(key))
+            else:
+                self._bare_rows += 1
+        record = Record(pending, index, self)
+        if index + 1 >= BATCH_ROWS:
             self._seal()
         return record
 
@@ -425,13 +421,6 @@ class Recorder:
 
 
 RecordKeeper = Recorder
-
-
-def _drop_partial_row(pending: dict[str, list[Any]]) -> None:
-    """Undo the appends of a fast-path push that stopped halfway."""
-    rows = min(map(len, pending.values()))
-    for column in pending.values():
-        del column[rows:]
 
 
 def _loader(batch: pa.RecordBatch, as_float: frozenset[str]):  # noqa: ANN202

@@ -1,0 +1,204 @@
+/* The two per-value loops of the recorder's hot path, compiled.
+ *
+ * Built at install time when a C compiler is there (an optional extension);
+ * _hotpath.py holds the pure-Python twins, with the same contracts, that are
+ * used otherwise. Keep the two in step: tests/test_hotpath.py runs both on
+ * the same inputs.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* A value push() may store as it is: an exact float, int, str, bool, or None. */
+static inline int
+is_row_value(PyObject *value)
+{
+    PyTypeObject *kind = Py_TYPE(value);
+    return kind == &PyFloat_Type || kind == &PyLong_Type || kind == &PyUnicode_Type
+        || kind == &PyBool_Type || value == Py_None;
+}
+
+/* Truncate every column of `pending` to `rows` values (undo of a half-appended row),
+ * keeping the exception that stopped the row, or setting one if there is none. */
+static void
+truncate_columns_keeping_error(PyObject *pending, Py_ssize_t rows)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *error = PyErr_GetRaisedException();
+#else
+    PyObject *type, *error, *traceback;
+    PyErr_Fetch(&type, &error, &traceback);
+#endif
+    Py_ssize_t position = 0;
+    PyObject *key, *column;
+    while (PyDict_Next(pending, &position, &key, &column)) {
+        if (PyList_CheckExact(column) && PyList_GET_SIZE(column) > rows) {
+            PyList_SetSlice(column, rows, PyList_GET_SIZE(column), NULL);
+        }
+    }
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(error);
+#else
+    PyErr_Restore(type, error, traceback);
+#endif
+    if (!PyErr_Occurred()) {
+        PyErr_SetString(PyExc_RuntimeError, "a column of the pending rows went away");
+    }
+}
+
+PyDoc_STRVAR(append_plain_row_doc,
+"append_plain_row(pending, values) -> int\n\n"
+"Append each value of the dict `values` to the list `pending[key]` and return the\n"
+"new row count, when every key is a str naming a column of `pending`, both dicts\n"
+"have as many keys (at least one), and every value is an exact float, int, str,\n"
+"bool or None. Otherwise change nothing and return 0.");
+
+static PyObject *
+append_plain_row(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyDict_CheckExact(args[0]) || !PyDict_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "append_plain_row() takes two dicts");
+        return NULL;
+    }
+    PyObject *pending = args[0], *values = args[1];
+    Py_ssize_t size = PyDict_GET_SIZE(values);
+    if (size == 0 || size != PyDict_GET_SIZE(pending)) {
+        return PyLong_FromLong(0);
+    }
+    /* First pass: check everything, change nothing. */
+    Py_ssize_t position = 0, rows = 0;
+    PyObject *key, *value, *column;
+    while (PyDict_Next(values, &position, &key, &value)) {
+        if (!PyUnicode_CheckExact(key) || !is_row_value(value)) {
+            return PyLong_FromLong(0);
+        }
+        column = PyDict_GetItemWithError(pending, key);
+        if (column == NULL) {
+            return PyErr_Occurred() ? NULL : PyLong_FromLong(0);
+        }
+        if (!PyList_CheckExact(column)) {
+            return PyLong_FromLong(0);
+        }
+        rows = PyList_GET_SIZE(column);
+    }
+    /* Second pass: append. No Python code runs between the passes (exact str keys,
+     * list appends), so every lookup succeeds; only memory can run out halfway. */
+    position = 0;
+    while (PyDict_Next(values, &position, &key, &value)) {
+        column = PyDict_GetItemWithError(pending, key);
+        if (column == NULL || PyList_Append(column, value) < 0) {
+            truncate_columns_keeping_error(pending, rows);
+            return NULL;
+        }
+    }
+    return PyLong_FromSsize_t(rows + 1);
+}
+
+PyDoc_STRVAR(pack_numbers_doc,
+"pack_numbers(values) -> (typecode, data, validity, null_count) | None\n\n"
+"Pack a list of exact floats and ints, None meaning missing, into the buffers of an\n"
+"Arrow array: typecode 'd' (float64; ints among floats widen) or 'q' (int64),\n"
+"`data` 8 bytes a value, `validity` an LSB-first bitmap (None when nothing is\n"
+"missing). None when the list holds anything else, no number at all, or an int that\n"
+"does not fit the type.");
+
+static PyObject *
+pack_numbers(PyObject *module, PyObject *values)
+{
+    if (!PyList_CheckExact(values)) {
+        PyErr_SetString(PyExc_TypeError, "pack_numbers() takes a list");
+        return NULL;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(values), floats = 0, ints = 0, missing = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *value = PyList_GET_ITEM(values, i);
+        PyTypeObject *kind = Py_TYPE(value);
+        if (kind == &PyFloat_Type) {
+            floats++;
+        } else if (kind == &PyLong_Type) {
+            ints++;
+        } else if (value == Py_None) {
+            missing++;
+        } else {
+            Py_RETURN_NONE;
+        }
+    }
+    if (floats + ints == 0) {
+        Py_RETURN_NONE;
+    }
+    PyObject *data = PyBytes_FromStringAndSize(NULL, count * 8);
+    PyObject *validity = missing ? PyBytes_FromStringAndSize(NULL, (count + 7) / 8) : Py_NewRef(Py_None);
+    if (data == NULL || validity == NULL) {
+        Py_XDECREF(data);
+        Py_XDECREF(validity);
+        return NULL;
+    }
+    char *out = PyBytes_AS_STRING(data);
+    unsigned char *bits = missing ? (unsigned char *)PyBytes_AS_STRING(validity) : NULL;
+    if (bits != NULL) {
+        memset(bits, 0, (count + 7) / 8);
+    }
+    const int as_float = floats > 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *value = PyList_GET_ITEM(values, i);
+        if (value == Py_None) {
+            memset(out + i * 8, 0, 8);
+            continue;
+        }
+        if (bits != NULL) {
+            bits[i >> 3] |= (unsigned char)(1u << (i & 7));
+        }
+        if (as_float) {
+            double number = PyFloat_CheckExact(value) ? PyFloat_AS_DOUBLE(value) : PyLong_AsDouble(value);
+            if (number == -1.0 && PyErr_Occurred()) {
+                goto does_not_fit;
+            }
+            memcpy(out + i * 8, &number, 8);
+        } else {
+            int64_t number = PyLong_AsLongLong(value);
+            if (number == -1 && PyErr_Occurred()) {
+                goto does_not_fit;
+            }
+            memcpy(out + i * 8, &number, 8);
+        }
+    }
+    return Py_BuildValue("(sNNn)", as_float ? "d" : "q", data, validity, missing);
+
+does_not_fit:
+    Py_DECREF(data);
+    Py_DECREF(validity);
+    if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
+        return NULL;
+    }
+    PyErr_Clear();
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef speedups_methods[] = {
+    {"append_plain_row", (PyCFunction)(void (*)(void))append_plain_row, METH_FASTCALL, append_plain_row_doc},
+    {"pack_numbers", pack_numbers, METH_O, pack_numbers_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyModuleDef_Slot speedups_slots[] = {
+#ifdef Py_mod_gil
+    {Py_mod_gil, Py_MOD_GIL_USED},  /* borrowed references across calls need the GIL */
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef speedups_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "rigorous_recorder._speedups",
+    .m_doc = "Compiled hot-path loops of rigorous_recorder (see _hotpath.py).",
+    .m_size = 0,
+    .m_methods = speedups_methods,
+    .m_slots = speedups_slots,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    return PyModuleDef_Init(&speedups_module);
+}
