@@ -117,15 +117,22 @@ def normalize_mapping(data: Mapping[str, Any] | None, values: Mapping[str, Any])
     """Check keys and normalize values of ``data`` merged with ``values`` (the latter wins)."""
     merged: dict[str, Any] = {}
     if data is not None:
-        if not isinstance(data, Mapping):
+        if type(data) is not dict and not isinstance(data, Mapping):
             raise UnsupportedValueError(
                 f"expected a dict of values, got {type(data).__name__}: {data!r}"
             )
-        for key, value in data.items():
-            merged[check_key(key)] = normalize(key, value)
-    for key, value in values.items():
-        merged[check_key(key)] = normalize(key, value)  # ** can pass any string, "" too
+        _normalize_into(merged, data)
+    if values:
+        _normalize_into(merged, values)  # ** can pass any string, "" too
     return merged
+
+
+def _normalize_into(merged: dict[str, Any], data: Mapping[str, Any]) -> None:
+    for key, value in data.items():
+        if type(value) in PLAIN_TYPES and type(key) is str and key and key not in RESERVED_KEYS:
+            merged[key] = value  # the common case, without the two calls below
+        else:
+            merged[check_key(key)] = normalize(key, value)
 
 
 # -- tagged JSON: exact round trip of every storable value ---------------------------------
