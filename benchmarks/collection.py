@@ -9,7 +9,8 @@ Two workloads, each step in its own fresh process (see ``_harness.py``):
    of records, so it runs at a reduced size; ours runs at that size too and
    at full size.
 2. A grid of 3 experiments x 10 episodes x 100,000 steps of ``push(x, y)``
-   (3,000,000 records) recorded into a collection; then, in a NEW process,
+   (3,000,000 records) recorded into a collection, with the recording
+   process's RSS growth from open to the last save; then, in a NEW process,
    the time to open it and to answer "average x over episode 2": with
    ``collection.sql(...)`` for ours, with a loop over ``collection.records``
    for 1.4.4 (which has no SQL), at a size 1.4.4 can manage.
@@ -119,6 +120,7 @@ def record_grid(path: str, steps: int) -> dict:
 
     start = perf_counter()
     collection = ExperimentCollection(path, quiet=True)
+    rss_before = H.rss_bytes()
     for _ in range(GRID_EXPERIMENTS):
         with collection.new_experiment() as experiment_recorder:
             for episode in range(1, GRID_EPISODES + 1):
@@ -126,9 +128,10 @@ def record_grid(path: str, steps: int) -> dict:
                 for _ in range(steps):
                     episode_recorder.push(x=random(), y=random())
     elapsed = perf_counter() - start
+    rss_growth = H.rss_bytes() - rss_before
     records = GRID_EXPERIMENTS * GRID_EPISODES * steps
     return {**H.loaded_library(), "records": records, "record_save_s": elapsed,
-            "disk_bytes": H.folder_bytes(collection_folder(path))}
+            "rss_growth_bytes": rss_growth, "disk_bytes": H.folder_bytes(collection_folder(path))}
 
 
 def query_grid(path: str, method: str) -> dict:
@@ -235,16 +238,17 @@ def grid_table(results: list[tuple[str, dict]]) -> str:
     rows = []
     for label, result in results:
         if "error" in result:
-            rows.append([label, "", "ERROR"] + [""] * 7)
+            rows.append([label, "", "ERROR"] + [""] * 8)
             continue
         rows.append([label, result["library_version"], f"{result['records']:,}",
-                     H.fmt(result["record_save_s"], 3), H.fmt(result["import_ms"]),
+                     H.fmt(result["record_save_s"], 3), H.fmt(result["rss_growth_bytes"] / 1e6, 1),
+                     H.fmt(result["import_ms"]),
                      H.fmt(result["open_ms"]),
                      H.fmt(result["query_ms"]), H.fmt(result["warm_query_ms"]),
                      H.fmt(result["disk_bytes"] / 1e6, 2),
                      H.fmt(result["disk_bytes"] / result["records"])])
     return H.markdown_table(
-        ["contender", "version", "records", "record+save s", "import ms", "open ms",
+        ["contender", "version", "records", "record+save s", "RSS growth MB", "import ms", "open ms",
          "first query ms", "warm query ms", "disk MB", "disk B/record"], rows)
 
 
