@@ -264,7 +264,7 @@ def test_resumed_run_keeps_its_checkpoint_folder(tmp_path):
 
 def test_lightning_pytorch_trainer_accepts_the_logger(tmp_path):
     """The unified package's Trainer records through the same logger."""
-    lightning = pytest.importorskip("lightning.pytorch")
+    import lightning.pytorch as lightning  # in the dev extra, beside pytorch_lightning
     import torch
 
     class Model(lightning.LightningModule):
@@ -289,10 +289,11 @@ def test_lightning_pytorch_trainer_accepts_the_logger(tmp_path):
 def test_example_runs_and_prints_its_query(tmp_path):
     """examples/lightning_example.py trains, tests and prints a query of its results.
 
-    pandas is made unimportable: README's main example installs only the lightning extra.
+    It runs as README's main example installs it, the ``lightning`` extra only: pandas and the
+    unified ``lightning`` package are made unimportable, so the logger builds on pytorch_lightning.
     """
-    without_pandas = Path(__file__).parent / "scripts" / "without_pandas.py"
-    done = subprocess.run([sys.executable, str(without_pandas), str(ROOT / "examples" / "lightning_example.py")],
+    without = Path(__file__).parent / "scripts" / "without_modules.py"
+    done = subprocess.run([sys.executable, str(without), "pandas,lightning", str(ROOT / "examples" / "lightning_example.py")],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "train_loss" in done.stdout
