@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rigorous_recorder import _columns, _hotpath
@@ -120,11 +120,18 @@ def test_append_plain_row_declines_what_the_general_path_must_handle(append, pen
     assert pending == before
 
 
-# -- pack_numbers -------------------------------------------------------------------------------
+# -- pack_column --------------------------------------------------------------------------------
 
 
+PACKERS = [_hotpath.pack_column, _hotpath.pack_column_python]
 numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**70), 2**70))
-column_values = st.lists(st.one_of(numbers, st.none(), st.booleans(), st.text(alphabet="1a", max_size=2)), min_size=1, max_size=40)
+texts = st.text(alphabet="a é☃\ud800", max_size=3)  # \ud800: a lone surrogate, not valid UTF-8
+one_kind_columns = st.one_of(*(
+    st.lists(st.one_of(values, st.none()), min_size=1, max_size=40)
+    for values in (numbers, st.booleans(), texts)
+))
+mixed_columns = st.lists(st.one_of(numbers, st.none(), st.booleans(), texts, st.binary(max_size=1)),
+                         min_size=1, max_size=40)
 
 
 def packed(pack, values):
@@ -132,68 +139,97 @@ def packed(pack, values):
     result = pack(values)
     if result is None:
         return None
-    typecode, data, validity, missing = result
-    return typecode, bytes(data), None if validity is None else bytes(validity), missing
+    kind, buffers, validity, missing = result
+    return kind, tuple(map(bytes, buffers)), None if validity is None else bytes(validity), missing
+
+
+def read_back(pack, values):
+    """The Arrow field ``column_to_arrow`` makes with ``pack``, and the Python values read from it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_columns, "pack_column", pack)
+        field, array = _columns.column_to_arrow("key", values)
+    batch = pa.RecordBatch.from_arrays([array], schema=pa.schema([field]))
+    return field, _columns.to_python_columns(batch).get("key", [None] * len(values))
 
 
 @COMPILED
-@given(st.one_of(column_values, st.lists(st.one_of(numbers, st.none()), min_size=1, max_size=40)))
-def test_both_pack_numbers_twins_agree(values):
-    """The same typecode, the same bytes, the same validity bitmap, or None from both."""
-    assert packed(_hotpath.pack_numbers, values) == packed(_hotpath.pack_numbers_python, values)
+@given(st.one_of(one_kind_columns, mixed_columns))
+def test_both_pack_column_twins_agree(values):
+    """The same kind, the same bytes, the same validity bitmap, or None from both."""
+    assert packed(_hotpath.pack_column, values) == packed(_hotpath.pack_column_python, values)
 
 
-@pytest.mark.parametrize("pack", [_hotpath.pack_numbers, _hotpath.pack_numbers_python])
-@given(values=st.lists(st.one_of(numbers, st.none()), min_size=1, max_size=40))
-def test_a_packed_column_reads_back_as_its_values(pack, values):
-    """Through column_to_arrow: numbers keep their values (ints widen among floats), None is null."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_columns, "pack_numbers", pack)
-        field, array = _columns.column_to_arrow("key", values)
-    present = [value for value in values if value is not None]
-    if not present:
-        assert field.type == pa.null()
-    elif any(type(value) is float for value in present) and field.type == pa.float64():
-        expected = [None if value is None else float(value) for value in values]
-        assert repr(array.to_pylist()) == repr(expected)
-    elif field.type == pa.int64():
-        assert array.to_pylist() == values
-    else:  # an int too big for its Arrow type: kept exactly as JSON text
-        assert _columns.is_json_field(field)
+@pytest.mark.parametrize("pack", PACKERS)
+@settings(deadline=None)  # a column that is not packed takes pa.array, whose first call imports pandas
+@given(values=one_kind_columns)
+def test_a_column_reads_back_as_its_values(pack, values):
+    """Packed or not, a column reads back exactly (ints among floats as floats, None as None)."""
+    field, back = read_back(pack, values)
+    widen = any(type(value) is float for value in values)
+    expected = [float(value) if widen and type(value) is int else value for value in values]
+    assert repr(back) == repr(expected)
+    if pack(values) is not None:
+        assert field.type in (pa.float64(), pa.int64(), pa.bool_(), pa.string())
 
 
-@pytest.mark.parametrize("pack", [_hotpath.pack_numbers, _hotpath.pack_numbers_python])
-@pytest.mark.parametrize(("values", "typecode"), [
-    ([0.5, -1.5, math.inf], "d"),
-    ([1, -(2**63), 2**63 - 1], "q"),
-    ([1, 2.5], "d"),
+@pytest.mark.parametrize("pack", PACKERS)
+@pytest.mark.parametrize(("values", "kind", "arrow_type"), [
+    ([0.5, -1.5, math.inf], "d", pa.float64()),
+    ([1, -(2**63), 2**63 - 1], "q", pa.int64()),
+    ([1, 2.5], "d", pa.float64()),
+    ([True, False, True], "b", pa.bool_()),
+    (["", "loss", "é☃"], "s", pa.string()),
 ])
-def test_pack_numbers_packs_floats_ints_and_their_mix(pack, values, typecode):
-    """Floats pack as float64, ints as int64, both together widen to float64."""
-    code, data, validity, missing = pack(values)
-    assert (code, validity, missing) == (typecode, None, 0)
-    arrow_type = pa.float64() if code == "d" else pa.int64()
-    array = pa.Array.from_buffers(arrow_type, len(values), [None, pa.py_buffer(data)])
-    assert array.to_pylist() == [float(v) for v in values] if code == "d" else values
+def test_pack_column_packs_each_plain_kind(pack, values, kind, arrow_type):
+    """Floats, ints, their mix (as floats), bools and strings pack into their Arrow type."""
+    found, buffers, validity, missing = pack(values)
+    assert (found, validity, missing) == (kind, None, 0)
+    array = pa.Array.from_buffers(arrow_type, len(values), [None, *map(pa.py_buffer, buffers)])
+    assert array.to_pylist() == ([float(value) for value in values] if kind == "d" else values)
 
 
-@pytest.mark.parametrize("pack", [_hotpath.pack_numbers, _hotpath.pack_numbers_python])
+@pytest.mark.parametrize("pack", PACKERS)
 @pytest.mark.parametrize("values", [
     [True, 1.5], [1, False], ["1", 2], [b"x"], [2**63], [-(2**63) - 1], [10**400, 0.5], [None],
+    ["\ud800"], [[1.5]], [{"a": 1}],
 ])
-def test_pack_numbers_declines_what_is_not_a_plain_number_column(pack, values):
-    """Bools, strings, bytes, ints beyond int64 (or float range), all-missing: the general path."""
+def test_pack_column_declines_what_has_no_one_plain_kind(pack, values):
+    """Mixed kinds, bytes, lists, dicts, out-of-range ints, invalid UTF-8, all-missing: general path."""
     assert pack(values) is None
 
 
-@pytest.mark.parametrize("pack", [_hotpath.pack_numbers, _hotpath.pack_numbers_python])
-def test_pack_numbers_marks_missing_values_in_the_validity_bitmap(pack):
-    """None becomes a null slot; the numbers keep their places and type."""
-    values = [None, 1.5, None, None, 2, None, None, None, None, 3.0]
-    code, data, validity, missing = pack(values)
-    assert (code, missing) == ("d", 7)
-    array = pa.Array.from_buffers(pa.float64(), len(values), [pa.py_buffer(validity), pa.py_buffer(data)], missing)
-    assert array.to_pylist() == [None if v is None else float(v) for v in values]
+@pytest.mark.parametrize("pack", PACKERS)
+@pytest.mark.parametrize(("values", "arrow_type"), [
+    ([None, 1.5, None, None, 2.0, None, None, None, None, 3.0], pa.float64()),
+    ([None, "a", None, "bc", None], pa.string()),
+    ([None, True, False, None], pa.bool_()),
+])
+def test_pack_column_marks_missing_values_in_the_validity_bitmap(pack, values, arrow_type):
+    """None becomes a null slot; the values keep their places and type."""
+    _, buffers, validity, missing = pack(values)
+    assert missing == values.count(None)
+    buffers = [pa.py_buffer(validity), *map(pa.py_buffer, buffers)]
+    assert pa.Array.from_buffers(arrow_type, len(values), buffers, missing).to_pylist() == values
+
+
+@pytest.mark.parametrize("pure_python", ["0", "1"])
+def test_sealing_plain_columns_does_not_import_pandas(pure_python):
+    """Float, int, bool and str columns, with gaps, become Arrow without pa.array (which imports pandas)."""
+    pytest.importorskip("pandas")  # in the dev extra: without it this test could not fail
+    code = """if True:
+        import sys
+        from rigorous_recorder import Recorder
+        recorder = Recorder()
+        for step in range(5000):
+            recorder.push(step=step, loss=0.5, ok=step % 3 == 0, split="train" if step % 2 else None)
+        recorder.flush()
+        assert len(recorder._batches) == 2, recorder._batches
+        print("pandas" in sys.modules)
+    """
+    environment = {**os.environ, "RIGOROUS_RECORDER_PURE_PYTHON": pure_python}
+    output = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True,
+                            check=True).stdout
+    assert output.strip() == "False"
 
 
 # -- the whole recorder on the Python twins -----------------------------------------------------

@@ -23,7 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ._hotpath import pack_numbers
+from ._hotpath import pack_column
 from ._values import from_json, to_json
 
 #: Rows a recorder buffers as Python lists before they become an Arrow batch.
@@ -31,6 +31,8 @@ BATCH_ROWS = 4096
 
 ENCODING_KEY = b"rigorous_recorder.encoding"
 _JSON_METADATA = {ENCODING_KEY: b"json"}
+
+_PACKED_TYPES = {"d": pa.float64(), "q": pa.int64(), "b": pa.bool_(), "s": pa.string()}
 
 
 def is_json_field(field: pa.Field) -> bool:
@@ -45,11 +47,11 @@ def json_field(name: str) -> pa.Field:
 
 def column_to_arrow(name: str, values: list[Any]) -> tuple[pa.Field, pa.Array]:
     """Convert one key's values (already normalized) into an Arrow field and array."""
-    packed = pack_numbers(values)
+    packed = pack_column(values)
     if packed is not None:
-        typecode, data, validity, missing = packed
-        arrow_type = pa.float64() if typecode == "d" else pa.int64()
-        buffers = [None if validity is None else pa.py_buffer(validity), pa.py_buffer(data)]
+        kind, buffers, validity, missing = packed
+        arrow_type = _PACKED_TYPES[kind]
+        buffers = [None if validity is None else pa.py_buffer(validity), *map(pa.py_buffer, buffers)]
         return pa.field(name, arrow_type), pa.Array.from_buffers(arrow_type, len(values), buffers, missing)
     kinds = set(map(type, values))
     if _fits_one_arrow_type(kinds, values):

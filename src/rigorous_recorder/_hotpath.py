@@ -1,7 +1,8 @@
 """The two per-value loops of the hot path: compiled when possible, Python otherwise.
 
-``append_plain_row`` runs in every ``push()``; ``pack_numbers`` once per column each time
-pending rows become an Arrow batch. Both are written twice with one contract: in C
+``append_plain_row`` runs in every ``push()``; ``pack_column`` once per column each time
+pending rows become an Arrow batch (float, int, bool and str columns: the usual ones,
+packed without ``pa.array``, whose first call imports pandas when it is installed). Both are written twice with one contract: in C
 (``_speedups.c``, an optional extension built at install time when a compiler is there)
 and in Python below. The C pair is used when it was built, unless the environment sets
 ``RIGOROUS_RECORDER_PURE_PYTHON=1``. ``COMPILED`` tells which pair is in use.
@@ -11,10 +12,10 @@ from __future__ import annotations
 
 import os
 from array import array
+from itertools import accumulate
 from typing import Any
 
 _ROW_TYPES = frozenset({float, int, str, bool, type(None)})
-_NUMERIC_TYPECODES = {float: "d", int: "q"}
 
 
 def append_plain_row_python(pending: dict[str, list[Any]], values: dict[str, Any]) -> int:
@@ -43,37 +44,54 @@ def append_plain_row_python(pending: dict[str, list[Any]], values: dict[str, Any
     return 0
 
 
-def pack_numbers_python(values: list[Any]) -> tuple[str, Any, Any, int] | None:
-    """The buffers of an Arrow array for a list of exact floats and ints (None: missing).
+def pack_column_python(values: list[Any]) -> tuple[str, tuple[Any, ...], Any, int] | None:
+    """The buffers of an Arrow array for a list of one kind of plain value (None: missing).
 
-    Returns ``(typecode, data, validity, null_count)``: typecode ``"d"`` (float64; ints
-    among floats widen) or ``"q"`` (int64), ``data`` 8 bytes a value, ``validity`` an
-    LSB-first bitmap of the values that are not None (None when none is missing).
-    Returns None when the list holds anything else, no number at all, or an int that
-    does not fit the type.
+    Returns ``(kind, buffers, validity, null_count)``. ``kind`` ``"d"``: float64 (ints among
+    floats widen), buffers ``(data,)``; ``"q"``: int64, ``(data,)``; ``"b"``: bool,
+    ``(bits,)``; ``"s"``: utf8 string, ``(int32 offsets, data)``. ``validity`` is an
+    LSB-first bitmap of the values that are not None, None when none is missing. Returns
+    None when the list mixes kinds (other than ints with floats), holds anything else,
+    holds no value at all, or a value does not fit (an int beyond the type, a str that is
+    not valid UTF-8, over 2 GiB of text).
     """
     kinds = set(map(type, values))
     missing = type(None) in kinds
     kinds.discard(type(None))
-    typecode = "d" if kinds == {int, float} else _NUMERIC_TYPECODES.get(kinds.pop()) if len(kinds) == 1 else None
-    if typecode is None:
-        return None
     try:
-        data = array(typecode, [0 if value is None else value for value in values] if missing else values)
-    except OverflowError:
+        packed = _pack_python(kinds, values, missing)
+    except (OverflowError, UnicodeEncodeError):  # an int beyond the type, a lone surrogate, > 2 GiB
         return None
-    if not missing:
-        return typecode, data, None, 0
-    bits = "".join("0" if value is None else "1" for value in reversed(values))
-    return typecode, data, int(bits, 2).to_bytes((len(values) + 7) // 8, "little"), bits.count("0")
+    if packed is None:
+        return None
+    validity = _bitmap([value is not None for value in values]) if missing else None
+    return *packed, validity, values.count(None) if missing else 0
+
+
+def _pack_python(kinds: set[type], values: list[Any], missing: bool) -> tuple[str, tuple[Any, ...]] | None:
+    if kinds and kinds <= {int, float}:
+        typecode = "q" if kinds == {int} else "d"
+        return typecode, (array(typecode, [0 if value is None else value for value in values] if missing else values),)
+    if kinds == {bool}:
+        return "b", (_bitmap([value is True for value in values]),)
+    if kinds == {str}:
+        encoded = [b"" if value is None else value.encode() for value in values]
+        return "s", (array("i", accumulate(map(len, encoded), initial=0)), b"".join(encoded))
+    return None
+
+
+def _bitmap(bits: list[bool]) -> bytes:
+    """The LSB-first bitmap of ``bits``."""
+    digits = "".join("1" if bit else "0" for bit in reversed(bits))
+    return int(digits, 2).to_bytes((len(bits) + 7) // 8, "little")
 
 
 try:
     if os.environ.get("RIGOROUS_RECORDER_PURE_PYTHON") == "1":
         raise ImportError("RIGOROUS_RECORDER_PURE_PYTHON=1")
-    from ._speedups import append_plain_row, pack_numbers
+    from ._speedups import append_plain_row, pack_column
 except ImportError:
-    append_plain_row, pack_numbers = append_plain_row_python, pack_numbers_python
+    append_plain_row, pack_column = append_plain_row_python, pack_column_python
     COMPILED = False
 else:
     COMPILED = True

@@ -95,22 +95,137 @@ append_plain_row(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromSsize_t(rows + 1);
 }
 
-PyDoc_STRVAR(pack_numbers_doc,
-"pack_numbers(values) -> (typecode, data, validity, null_count) | None\n\n"
-"Pack a list of exact floats and ints, None meaning missing, into the buffers of an\n"
-"Arrow array: typecode 'd' (float64; ints among floats widen) or 'q' (int64),\n"
-"`data` 8 bytes a value, `validity` an LSB-first bitmap (None when nothing is\n"
-"missing). None when the list holds anything else, no number at all, or an int that\n"
-"does not fit the type.");
+PyDoc_STRVAR(pack_column_doc,
+"pack_column(values) -> (kind, buffers, validity, null_count) | None\n\n"
+"Pack a list of one kind of plain value, None meaning missing, into the buffers of an\n"
+"Arrow array. kind 'd': float64, ints among floats widen, buffers (data,); 'q': int64,\n"
+"(data,); 'b': bool, (bits,); 's': utf8 string, (int32 offsets, data). `validity` is\n"
+"an LSB-first bitmap, None when nothing is missing. None when the list mixes kinds\n"
+"(other than ints with floats), holds anything else, holds no value at all, or a value\n"
+"does not fit (an int beyond the type, a str that is not valid UTF-8, over 2 GiB of\n"
+"text).");
 
+/* The LSB-first bitmap of the values that are not None; None when none is missing. */
 static PyObject *
-pack_numbers(PyObject *module, PyObject *values)
+validity_of(PyObject *values, Py_ssize_t count, Py_ssize_t missing)
 {
-    if (!PyList_CheckExact(values)) {
-        PyErr_SetString(PyExc_TypeError, "pack_numbers() takes a list");
+    if (!missing) {
+        return Py_NewRef(Py_None);
+    }
+    Py_ssize_t size = (count + 7) / 8;
+    PyObject *validity = PyBytes_FromStringAndSize(NULL, size);
+    if (validity == NULL) {
         return NULL;
     }
-    Py_ssize_t count = PyList_GET_SIZE(values), floats = 0, ints = 0, missing = 0;
+    unsigned char *bits = (unsigned char *)PyBytes_AS_STRING(validity);
+    memset(bits, 0, size);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (PyList_GET_ITEM(values, i) != Py_None) {
+            bits[i >> 3] |= (unsigned char)(1u << (i & 7));
+        }
+    }
+    return validity;
+}
+
+/* float64 or int64 values, 8 bytes each (0 where missing); NULL with OverflowError if one does not fit. */
+static PyObject *
+pack_numbers(PyObject *values, Py_ssize_t count, int as_float)
+{
+    PyObject *data = PyBytes_FromStringAndSize(NULL, count * 8);
+    if (data == NULL) {
+        return NULL;
+    }
+    char *out = PyBytes_AS_STRING(data);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *value = PyList_GET_ITEM(values, i);
+        if (value == Py_None) {
+            memset(out + i * 8, 0, 8);
+        } else if (as_float) {
+            double number = PyFloat_CheckExact(value) ? PyFloat_AS_DOUBLE(value) : PyLong_AsDouble(value);
+            if (number == -1.0 && PyErr_Occurred()) {
+                Py_DECREF(data);
+                return NULL;
+            }
+            memcpy(out + i * 8, &number, 8);
+        } else {
+            int64_t number = PyLong_AsLongLong(value);
+            if (number == -1 && PyErr_Occurred()) {
+                Py_DECREF(data);
+                return NULL;
+            }
+            memcpy(out + i * 8, &number, 8);
+        }
+    }
+    return data;
+}
+
+/* One bit a value, LSB first (0 where missing). */
+static PyObject *
+pack_bools(PyObject *values, Py_ssize_t count)
+{
+    Py_ssize_t size = (count + 7) / 8;
+    PyObject *data = PyBytes_FromStringAndSize(NULL, size);
+    if (data == NULL) {
+        return NULL;
+    }
+    unsigned char *bits = (unsigned char *)PyBytes_AS_STRING(data);
+    memset(bits, 0, size);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (PyList_GET_ITEM(values, i) == Py_True) {
+            bits[i >> 3] |= (unsigned char)(1u << (i & 7));
+        }
+    }
+    return data;
+}
+
+/* (int32 offsets, UTF-8 data); NULL with UnicodeEncodeError or OverflowError if it does not fit. */
+static PyObject *
+pack_strings(PyObject *values, Py_ssize_t count)
+{
+    Py_ssize_t total = 0, size;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *value = PyList_GET_ITEM(values, i);
+        if (value != Py_None) {
+            if (PyUnicode_AsUTF8AndSize(value, &size) == NULL) {
+                return NULL;  /* a lone surrogate */
+            }
+            total += size;
+            if (total > INT32_MAX) {
+                PyErr_SetString(PyExc_OverflowError, "over 2 GiB of text in one batch");
+                return NULL;
+            }
+        }
+    }
+    PyObject *offsets = PyBytes_FromStringAndSize(NULL, (count + 1) * 4);
+    PyObject *data = PyBytes_FromStringAndSize(NULL, total);
+    if (offsets == NULL || data == NULL) {
+        Py_XDECREF(offsets);
+        Py_XDECREF(data);
+        return NULL;
+    }
+    char *out = PyBytes_AS_STRING(data), *ends = PyBytes_AS_STRING(offsets);
+    int32_t end = 0;
+    memcpy(ends, &end, 4);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *value = PyList_GET_ITEM(values, i);
+        if (value != Py_None) {
+            const char *text = PyUnicode_AsUTF8AndSize(value, &size);  /* cached by the first pass */
+            memcpy(out + end, text, size);
+            end += (int32_t)size;
+        }
+        memcpy(ends + (i + 1) * 4, &end, 4);
+    }
+    return Py_BuildValue("(NN)", offsets, data);
+}
+
+static PyObject *
+pack_column(PyObject *module, PyObject *values)
+{
+    if (!PyList_CheckExact(values)) {
+        PyErr_SetString(PyExc_TypeError, "pack_column() takes a list");
+        return NULL;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(values), floats = 0, ints = 0, bools = 0, strings = 0, missing = 0;
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *value = PyList_GET_ITEM(values, i);
         PyTypeObject *kind = Py_TYPE(value);
@@ -118,66 +233,52 @@ pack_numbers(PyObject *module, PyObject *values)
             floats++;
         } else if (kind == &PyLong_Type) {
             ints++;
+        } else if (kind == &PyBool_Type) {
+            bools++;
+        } else if (kind == &PyUnicode_Type) {
+            strings++;
         } else if (value == Py_None) {
             missing++;
         } else {
             Py_RETURN_NONE;
         }
     }
-    if (floats + ints == 0) {
+    const char *code;
+    PyObject *buffers;
+    if (floats + ints == count - missing && floats + ints > 0) {
+        code = floats ? "d" : "q";
+        PyObject *data = pack_numbers(values, count, floats > 0);
+        buffers = data == NULL ? NULL : PyTuple_Pack(1, data);
+        Py_XDECREF(data);
+    } else if (bools == count - missing && bools > 0) {
+        code = "b";
+        PyObject *data = pack_bools(values, count);
+        buffers = data == NULL ? NULL : PyTuple_Pack(1, data);
+        Py_XDECREF(data);
+    } else if (strings == count - missing && strings > 0) {
+        code = "s";
+        buffers = pack_strings(values, count);
+    } else {
         Py_RETURN_NONE;
     }
-    PyObject *data = PyBytes_FromStringAndSize(NULL, count * 8);
-    PyObject *validity = missing ? PyBytes_FromStringAndSize(NULL, (count + 7) / 8) : Py_NewRef(Py_None);
-    if (data == NULL || validity == NULL) {
-        Py_XDECREF(data);
-        Py_XDECREF(validity);
+    if (buffers == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError) || PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+            PyErr_Clear();
+            Py_RETURN_NONE;  /* does not fit: the general path stores it */
+        }
         return NULL;
     }
-    char *out = PyBytes_AS_STRING(data);
-    unsigned char *bits = missing ? (unsigned char *)PyBytes_AS_STRING(validity) : NULL;
-    if (bits != NULL) {
-        memset(bits, 0, (count + 7) / 8);
-    }
-    const int as_float = floats > 0;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *value = PyList_GET_ITEM(values, i);
-        if (value == Py_None) {
-            memset(out + i * 8, 0, 8);
-            continue;
-        }
-        if (bits != NULL) {
-            bits[i >> 3] |= (unsigned char)(1u << (i & 7));
-        }
-        if (as_float) {
-            double number = PyFloat_CheckExact(value) ? PyFloat_AS_DOUBLE(value) : PyLong_AsDouble(value);
-            if (number == -1.0 && PyErr_Occurred()) {
-                goto does_not_fit;
-            }
-            memcpy(out + i * 8, &number, 8);
-        } else {
-            int64_t number = PyLong_AsLongLong(value);
-            if (number == -1 && PyErr_Occurred()) {
-                goto does_not_fit;
-            }
-            memcpy(out + i * 8, &number, 8);
-        }
-    }
-    return Py_BuildValue("(sNNn)", as_float ? "d" : "q", data, validity, missing);
-
-does_not_fit:
-    Py_DECREF(data);
-    Py_DECREF(validity);
-    if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
+    PyObject *validity = validity_of(values, count, missing);
+    if (validity == NULL) {
+        Py_DECREF(buffers);
         return NULL;
     }
-    PyErr_Clear();
-    Py_RETURN_NONE;
+    return Py_BuildValue("(sNNn)", code, buffers, validity, missing);
 }
 
 static PyMethodDef speedups_methods[] = {
     {"append_plain_row", (PyCFunction)(void (*)(void))append_plain_row, METH_FASTCALL, append_plain_row_doc},
-    {"pack_numbers", pack_numbers, METH_O, pack_numbers_doc},
+    {"pack_column", pack_column, METH_O, pack_column_doc},
     {NULL, NULL, 0, NULL},
 };
 
