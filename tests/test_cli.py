@@ -6,6 +6,7 @@ import csv
 import datetime
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -56,6 +57,16 @@ def assert_clean_error(result: subprocess.CompletedProcess[str], message: str) -
 def test_console_script_is_installed():
     """The editable install puts the console script next to the interpreter."""
     assert SCRIPT.is_file()
+
+
+@pytest.mark.parametrize(("pure_python", "hot_path"), [("0", "compiled"), ("1", "pure Python")])
+def test_version_tells_which_hot_path_is_in_use(pure_python, hot_path):
+    """--version names the release and whether push runs the compiled loops."""
+    from rigorous_recorder import __version__
+
+    environment = {**os.environ, "RIGOROUS_RECORDER_PURE_PYTHON": pure_python}
+    result = subprocess.run([str(SCRIPT), "--version"], capture_output=True, text=True, timeout=60, env=environment)
+    assert result.stdout == f"rigorous-recorder {__version__} (hot path: {hot_path})\n"
 
 
 def test_ls_lists_one_line_per_run(study):

@@ -375,8 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
                "Run 'rigorous-recorder COMMAND --help' for each command's options.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     from . import __version__
+    from ._hotpath import COMPILED
 
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    hot_path = "compiled" if COMPILED else "pure Python"
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__} (hot path: {hot_path})")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     sub = {}
     for name, (function, summary, epilog) in _COMMANDS.items():
