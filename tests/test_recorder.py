@@ -164,6 +164,19 @@ def test_records_see_the_swapped_in_ancestor_data():
     assert batch_recorder[0]["epoch"] == 2
 
 
+
+def test_records_below_a_moved_recorder_see_its_new_ancestors():
+    """Moving or detaching a recorder changes what its descendants' records inherit."""
+    old, new = Recorder(where="old"), Recorder(where="new", extra=1)
+    middle = Recorder(level="middle").set_parent(old)
+    leaf = Recorder().set_parent(middle)
+    leaf.push(x=1)
+    middle.set_parent(new)
+    assert dict(leaf[0]) == {"x": 1, "level": "middle", "where": "new", "extra": 1}
+    middle.set_parent(None)
+    assert dict(leaf[0]) == {"x": 1, "level": "middle"}
+    assert leaf[0]["where"] is None
+
 # -- local data ---------------------------------------------------------------------------------
 
 

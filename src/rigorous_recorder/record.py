@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import chain, repeat
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
@@ -60,7 +61,10 @@ class Record(Mapping[str, Any]):
             value = column[self._index]
             if value is not None:
                 return value
-        return self._recorder._inherited(key)
+        for data in self._recorder._lineage:
+            if key in data:
+                return data[key]
+        return None
 
     def get(self, key: str, default: Any = None) -> Any:
         """The value of ``key``, or ``default`` when neither the record nor its lineage has it."""
@@ -70,14 +74,14 @@ class Record(Mapping[str, Any]):
         column = self._columns.get(key)  # type: ignore[call-overload]
         if column is not None and column[self._index] is not None:
             return True
-        return any(key in data for data in self._recorder._lineage_data())
+        return any(key in data for data in self._recorder._lineage)
 
     def __iter__(self) -> Iterator[str]:
         seen = set()
         for key in self.own_data():
             seen.add(key)
             yield key
-        for data in self._recorder._lineage_data():
+        for data in self._recorder._lineage:
             for key in data:
                 if key not in seen:
                     seen.add(key)
@@ -133,10 +137,8 @@ class RecordSequence(Sequence[Record]):
         return self._starts[-1]
 
     def __iter__(self) -> Iterator[Record]:
-        for chunk in self._chunks:
-            columns, recorder = chunk.columns(), chunk.recorder
-            for index in range(chunk.rows):
-                yield Record(columns, index, recorder)
+        return chain.from_iterable(map(Record, repeat(chunk.columns(), chunk.rows), range(chunk.rows),
+                                       repeat(chunk.recorder, chunk.rows)) for chunk in self._chunks)
 
     def __getitem__(self, index: int | slice) -> Any:
         if isinstance(index, slice):

@@ -74,6 +74,7 @@ class Recorder:
         "_bare_rows",
         "_children",
         "_kinds_of",
+        "_lineage",
         "_live",
         "_local",
         "_parent",
@@ -88,6 +89,9 @@ class Recorder:
     def __init__(self, data: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
         self._local: dict[str, Any] = normalize_mapping(data, kwargs)
         self._parent: Recorder | None = None
+        # the local data dicts of this recorder and each ancestor, nearest first (the dicts
+        # are only ever updated in place, so this changes only when the tree does)
+        self._lineage: tuple[dict[str, Any], ...] = (self._local,)
         self._children: list[Recorder] = []
         self._pending: dict[str, list[Any]] = {}
         self._bare_rows = 0  # rows committed with no value at all while _pending is empty
@@ -125,6 +129,9 @@ class Recorder:
         if self._parent is not None:
             self._parent._children.remove(self)
         self._parent = parent
+        for recorder in self._subtree():
+            above = recorder._parent
+            recorder._lineage = (recorder._local, *above._lineage) if above is not None else (recorder._local,)
         if parent is not None:
             parent._children.append(self)
             if parent._store is not None and self._store is not parent._store:
@@ -154,25 +161,10 @@ class Recorder:
         for child in self._children:
             yield from child._subtree()
 
-    def _lineage_data(self) -> Iterator[dict[str, Any]]:
-        recorder: Recorder | None = self
-        while recorder is not None:
-            yield recorder._local
-            recorder = recorder._parent
-
-    def _inherited(self, key: str) -> Any:
-        recorder: Recorder | None = self
-        while recorder is not None:
-            local = recorder._local
-            if key in local:
-                return local[key]
-            recorder = recorder._parent
-        return None
-
     def lineage_data(self) -> dict[str, Any]:
         """This recorder's local data merged with every ancestor's (nearest wins)."""
         merged: dict[str, Any] = {}
-        for data in self._lineage_data():
+        for data in self._lineage:
             for key, value in data.items():
                 merged.setdefault(key, value)
         return merged
