@@ -1,11 +1,13 @@
 """The two per-value loops of the hot path: compiled when possible, Python otherwise.
 
-``append_plain_row`` runs in every ``push()``; ``pack_column`` once per column each time
-pending rows become an Arrow batch (float, int, bool and str columns: the usual ones,
-packed without ``pa.array``, whose first call imports pandas when it is installed). Both are written twice with one contract: in C
-(``_speedups.c``, an optional extension built at install time when a compiler is there)
-and in Python below. The C pair is used when it was built, unless the environment sets
-``RIGOROUS_RECORDER_PURE_PYTHON=1``. ``COMPILED`` tells which pair is in use.
+``append_plain_row`` runs in every ``push()``. ``pack_column`` runs once per column each
+time pending rows become an Arrow batch; it packs float, int, bool and str columns, the
+usual ones, without ``pa.array`` (whose first call imports pandas when it is installed).
+
+Each is written twice with one contract: in C (``_speedups.c``, an optional extension
+built at install time when a compiler is there) and in Python below. The C pair is used
+when it was built, unless the environment sets ``RIGOROUS_RECORDER_PURE_PYTHON=1``.
+``COMPILED`` tells which pair is in use.
 """
 
 from __future__ import annotations

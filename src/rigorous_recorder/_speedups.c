@@ -284,7 +284,7 @@ static PyMethodDef speedups_methods[] = {
 
 static PyModuleDef_Slot speedups_slots[] = {
 #ifdef Py_mod_gil
-    {Py_mod_gil, Py_MOD_GIL_USED},  /* borrowed references across calls need the GIL */
+    {Py_mod_gil, Py_MOD_GIL_USED},  /* the borrowed references each call holds need the GIL */
 #endif
     {0, NULL},
 };
