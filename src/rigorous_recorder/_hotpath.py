@@ -17,7 +17,9 @@ from array import array
 from itertools import accumulate
 from typing import Any
 
-_ROW_TYPES = frozenset({float, int, str, bool, type(None)})
+from ._values import PLAIN_TYPES
+
+_ROW_TYPES = PLAIN_TYPES | {type(None)}
 
 
 def append_plain_row_python(pending: dict[str, list[Any]], values: dict[str, Any]) -> int:

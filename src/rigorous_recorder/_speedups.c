@@ -105,26 +105,23 @@ PyDoc_STRVAR(pack_column_doc,
 "does not fit (an int beyond the type, a str that is not valid UTF-8, over 2 GiB of\n"
 "text).");
 
-/* The LSB-first bitmap of the values that are not None; None when none is missing. */
+/* An LSB-first bitmap of `count` values: bit i is set when (values[i] is `target`) == `is`. */
 static PyObject *
-validity_of(PyObject *values, Py_ssize_t count, Py_ssize_t missing)
+bitmap_of(PyObject *values, Py_ssize_t count, PyObject *target, int is)
 {
-    if (!missing) {
-        return Py_NewRef(Py_None);
-    }
     Py_ssize_t size = (count + 7) / 8;
-    PyObject *validity = PyBytes_FromStringAndSize(NULL, size);
-    if (validity == NULL) {
+    PyObject *bitmap = PyBytes_FromStringAndSize(NULL, size);
+    if (bitmap == NULL) {
         return NULL;
     }
-    unsigned char *bits = (unsigned char *)PyBytes_AS_STRING(validity);
+    unsigned char *bits = (unsigned char *)PyBytes_AS_STRING(bitmap);
     memset(bits, 0, size);
     for (Py_ssize_t i = 0; i < count; i++) {
-        if (PyList_GET_ITEM(values, i) != Py_None) {
+        if ((PyList_GET_ITEM(values, i) == target) == is) {
             bits[i >> 3] |= (unsigned char)(1u << (i & 7));
         }
     }
-    return validity;
+    return bitmap;
 }
 
 /* float64 or int64 values, 8 bytes each (0 where missing); NULL with OverflowError if one does not fit. */
@@ -154,25 +151,6 @@ pack_numbers(PyObject *values, Py_ssize_t count, int as_float)
                 return NULL;
             }
             memcpy(out + i * 8, &number, 8);
-        }
-    }
-    return data;
-}
-
-/* One bit a value, LSB first (0 where missing). */
-static PyObject *
-pack_bools(PyObject *values, Py_ssize_t count)
-{
-    Py_ssize_t size = (count + 7) / 8;
-    PyObject *data = PyBytes_FromStringAndSize(NULL, size);
-    if (data == NULL) {
-        return NULL;
-    }
-    unsigned char *bits = (unsigned char *)PyBytes_AS_STRING(data);
-    memset(bits, 0, size);
-    for (Py_ssize_t i = 0; i < count; i++) {
-        if (PyList_GET_ITEM(values, i) == Py_True) {
-            bits[i >> 3] |= (unsigned char)(1u << (i & 7));
         }
     }
     return data;
@@ -252,7 +230,7 @@ pack_column(PyObject *module, PyObject *values)
         Py_XDECREF(data);
     } else if (bools == count - missing && bools > 0) {
         code = "b";
-        PyObject *data = pack_bools(values, count);
+        PyObject *data = bitmap_of(values, count, Py_True, 1);  /* 0 where missing */
         buffers = data == NULL ? NULL : PyTuple_Pack(1, data);
         Py_XDECREF(data);
     } else if (strings == count - missing && strings > 0) {
@@ -268,7 +246,7 @@ pack_column(PyObject *module, PyObject *values)
         }
         return NULL;
     }
-    PyObject *validity = validity_of(values, count, missing);
+    PyObject *validity = missing ? bitmap_of(values, count, Py_None, 0) : Py_NewRef(Py_None);
     if (validity == NULL) {
         Py_DECREF(buffers);
         return NULL;

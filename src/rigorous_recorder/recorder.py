@@ -255,9 +255,8 @@ class Recorder:
             with store.lock:
                 store.pending(self)  # raises first if the run is finished: nothing half-committed
                 record = self._append_row(values)
-        if self._live:
-            for writer in self._live:
-                writer.write(record)
+        for writer in self._live:
+            writer.write(record)
         return record
 
     def _append_row(self, values: dict[str, Any]) -> Record:
