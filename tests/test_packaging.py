@@ -1,0 +1,180 @@
+"""The sdist and the wheel hold every file of the source tree, and the installed wheel works.
+
+pyproject.toml lists the packages by hand; MANIFEST.in grafts the package folders, so every
+data file goes into the sdist and, through include-package-data, into the wheel. These tests
+compare the built archives and the package list with the files found in a copy of the tree
+(names derived from the tree, not from a list kept here), so a subpackage or data file that
+the build would leave out fails here, not on a user's machine.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tarfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+SMOKE_SCRIPT = REPOSITORY / "tests" / "scripts" / "smoke_installed.py"
+#: Source folder -> where its files belong inside the wheel (pyproject.toml's package-dir).
+WHEEL_LOCATIONS = {"src/rigorous_recorder": "rigorous_recorder", "integrations": "rigorous_recorder/integrations"}
+#: Folders whose every file the sdist carries, so that it builds, tests and runs the examples.
+SDIST_FOLDERS = (*WHEEL_LOCATIONS, "tests", "examples")
+C_SOURCE = "src/rigorous_recorder/_speedups.c"
+
+
+@dataclass
+class Built:
+    """One build: the source files it was made from, and the archives' member names."""
+
+    source_files: list[str]
+    sdist_names: set[str]
+    wheel_names: set[str]
+    wheel: Path
+
+
+def source_files() -> list[str]:
+    """Files a fresh clone would hold (tracked, plus new files git does not ignore), relative to the root."""
+    if not (REPOSITORY / ".git").exists():
+        pytest.skip("needs a git checkout to know which files are source files")
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPOSITORY, capture_output=True, check=True,
+    ).stdout.decode()
+    return sorted(name for name in listed.split("\0") if name and (REPOSITORY / name).is_file())
+
+
+def copy_sources(files: list[str], destination: Path) -> Path:
+    """Copy ``files`` from the repository to ``destination``, so that building leaves the working tree alone."""
+    for name in files:
+        target = destination / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPOSITORY / name, target)
+    return destination
+
+
+def build(source: Path, files: list[str], out: Path) -> Built:
+    """Build the sdist, then the wheel from that sdist (as ``python -m build`` does), and list both."""
+    result = subprocess.run(
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(source)],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 0, f"python -m build failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    (sdist,) = out.glob("*.tar.gz")
+    (wheel,) = out.glob("*.whl")
+    with tarfile.open(sdist) as archive:
+        sdist_names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    with zipfile.ZipFile(wheel) as archive:
+        wheel_names = set(archive.namelist())
+    return Built(files, sdist_names, wheel_names, wheel)
+
+
+def package_names(files: list[str]) -> set[str]:
+    """Dotted names of the packages (folders with an ``__init__.py``) that ``files`` hold, as installed."""
+    names = set()
+    for name in files:
+        for folder, location in WHEEL_LOCATIONS.items():
+            if name.startswith(folder + "/") and name.endswith("/__init__.py"):
+                names.add((location + name[len(folder):-len("/__init__.py")]).replace("/", "."))
+    return names
+
+
+def listed_packages() -> set[str]:
+    """The packages that pyproject.toml's [tool.setuptools] lists."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    return set(tomllib.loads((REPOSITORY / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+
+
+def package_list_mismatch(listed: set[str], files: list[str]) -> dict[str, list[str]]:
+    """Packages that ``files`` hold but ``listed`` lacks, and listed ones that the files lack."""
+    found = package_names(files)
+    return {"not listed": sorted(found - listed), "listed, not in the tree": sorted(listed - found)}
+
+
+def missing_from_wheel(built: Built) -> list[str]:
+    """Source files under a package folder whose place in the wheel is empty."""
+    missing = []
+    for name in built.source_files:
+        for folder, location in WHEEL_LOCATIONS.items():
+            if name.startswith(folder + "/") and location + name[len(folder):] not in built.wheel_names:
+                missing.append(name)
+    return missing
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Built:
+    """The sdist and wheel of the working tree as it is (uncommitted files included)."""
+    files = source_files()
+    source = copy_sources(files, tmp_path_factory.mktemp("source"))
+    return build(source, files, tmp_path_factory.mktemp("dist"))
+
+
+def test_every_package_is_listed_in_pyproject():
+    """pyproject.toml lists exactly the folders that hold an ``__init__.py``."""
+    # An unlisted one would still reach the wheel through MANIFEST.in's graft, but as data files,
+    # which setuptools deprecates.
+    mismatch = package_list_mismatch(listed_packages(), source_files())
+    assert mismatch == {"not listed": [], "listed, not in the tree": []}
+
+
+def test_package_list_check_names_a_forgotten_package():
+    """The check above names a subpackage that the list forgets."""
+    mismatch = package_list_mismatch(listed_packages() - {"rigorous_recorder.store"}, source_files())
+    assert mismatch["not listed"] == ["rigorous_recorder.store"]
+
+
+@pytest.mark.slow
+def test_wheel_holds_every_module_and_data_file(built):
+    """Each file under src/rigorous_recorder and integrations/ is in the wheel, at its package's place."""
+    assert any(name.startswith("src/rigorous_recorder/store/") for name in built.source_files), "no store files?"
+    assert missing_from_wheel(built) == []
+
+
+@pytest.mark.slow
+def test_wheel_holds_the_compiled_hot_path(built):
+    """With a C compiler present, the wheel carries the compiled ``_speedups`` extension."""
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(compiler) is None:
+        pytest.skip(f"no C compiler ({compiler}): the wheel is pure Python by design")
+    assert f"rigorous_recorder/_speedups{sysconfig.get_config_var('EXT_SUFFIX')}" in built.wheel_names
+
+
+@pytest.mark.slow
+def test_sdist_holds_every_source_file(built):
+    """The sdist carries the C source and every file of the packages, the tests and the examples."""
+    assert C_SOURCE in built.sdist_names
+    expected = [name for name in built.source_files if name.startswith(tuple(f"{folder}/" for folder in SDIST_FOLDERS))]
+    assert [name for name in expected if name not in built.sdist_names] == []
+
+
+@pytest.mark.slow
+def test_installed_wheel_passes_the_smoke_test(built, tmp_path):
+    """The wheel installed into a fresh venv (dependencies lent by this one) imports, records, queries, runs its CLI."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    venv_python = venv / "bin" / "python"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(venv_python), "install", "--quiet", "--no-deps", "--no-index",
+         str(built.wheel)],
+        check=True,
+    )
+    # The dependencies come from this interpreter's site-packages, after the venv's own (which holds the wheel).
+    site_packages = subprocess.run(
+        [venv_python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    lent = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    (Path(site_packages) / "lent_dependencies.pth").write_text("\n".join(lent) + "\n")
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run(
+        [venv_python, SMOKE_SCRIPT], cwd=tmp_path, env=environment, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "smoke test passed" in result.stdout
