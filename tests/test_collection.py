@@ -70,7 +70,7 @@ def test_collection_is_stored_in_path_plus_collection_suffix(tmp_path):
     run_ok(collection)
     assert collection.path == tmp_path / "study.collection"
     assert sorted(path.name for path in (tmp_path / "study.collection").iterdir()) == [
-        "collection.json", "numbering.lock", "runs",
+        "active", "collection.json", "numbering.lock", "runs",
     ]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["study.collection"]
 
@@ -357,7 +357,7 @@ def test_finished_run_is_one_parquet_file_and_json_metadata(tmp_path):
     experiment = run_ok(collection)
     assert sorted(path.name for path in experiment.folder.path.iterdir()) == ["records-1.parquet", "run.json"]
     assert json.loads((experiment.folder.path / "run.json").read_text())["records"] == "records-1.parquet"
-    assert json.loads((collection.path / "collection.json").read_text())["format"] == 1
+    assert json.loads((collection.path / "collection.json").read_text())["format"] == 2
 
 
 def test_parquet_file_stores_parent_data_once_per_recorder_not_per_row(tmp_path):

@@ -99,7 +99,7 @@ def test_loud_collection_reports_a_recovered_crash_on_stderr(tmp_path, capsys):
     kill_when_ready(start_worker(tmp_path / "study", "flush", FLUSHED, NO_AUTOMATIC_FLUSH))
     collection = ExperimentCollection(tmp_path / "study")
     run_id = collection.runs[0]["id"]
-    assert capsys.readouterr().err.endswith(f"experiment 1 ({run_id}) crashed; its flushed records are kept\n")
+    assert capsys.readouterr().err.endswith(f"experiment 1 ({run_id}) crashed; its 5,000 flushed records are kept\n")
 
 
 def test_killed_run_leaves_one_readable_parquet_file(tmp_path):

@@ -223,7 +223,7 @@ def test_sealing_plain_columns_does_not_import_pandas(pure_python):
         for step in range(5000):
             recorder.push(step=step, loss=0.5, ok=step % 3 == 0, split="train" if step % 2 else None)
         recorder.flush()
-        assert len(recorder._batches) == 2, recorder._batches
+        assert len(recorder.store.read(recorder)[0]) == 2
         print("pandas" in sys.modules)
     """
     environment = {**os.environ, "RIGOROUS_RECORDER_PURE_PYTHON": pure_python}

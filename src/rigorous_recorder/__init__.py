@@ -17,14 +17,17 @@ Recorder(episode=2, records=1, children=0)
 True
 """
 
-from .collection import Experiment, ExperimentCollection
+from .collection import ExperimentCollection
 from .errors import (
     CollectionError,
+    DamagedFileError,
     InvalidKeyError,
     RecorderError,
     RecorderTreeError,
+    StorageError,
     UnsupportedValueError,
 )
+from .experiment import Experiment
 from .record import Record, RecordSequence
 from .recorder import RecordKeeper, Recorder
 
@@ -32,6 +35,7 @@ __version__ = "2.0.0.dev0"
 
 __all__ = [
     "CollectionError",
+    "DamagedFileError",
     "Experiment",
     "ExperimentCollection",
     "InvalidKeyError",
@@ -41,5 +45,6 @@ __all__ = [
     "Recorder",
     "RecorderError",
     "RecorderTreeError",
+    "StorageError",
     "UnsupportedValueError",
 ]

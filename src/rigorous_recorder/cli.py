@@ -131,7 +131,7 @@ def command_export(args: argparse.Namespace) -> None:
 
 
 def command_recover(args: argparse.Namespace) -> None:
-    from .store.run_folder import RUNNING
+    from .store.layout import RUNNING
 
     collection = _open(args.path, recover=False)
     candidates = [info["id"] for info in collection.runs if info["status"] == RUNNING]

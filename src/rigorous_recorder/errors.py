@@ -7,7 +7,9 @@ already catch::
     ├── UnsupportedValueError(TypeError)     a value cannot be stored in a record
     ├── InvalidKeyError(TypeError)           a key is not a non-empty string
     ├── RecorderTreeError(ValueError)        a parent link would make a cycle
-    └── CollectionError(ValueError)          a folder is not a collection, or a run is unknown
+    ├── CollectionError(ValueError)          a folder is not a collection, or a run is unknown
+    │   └── DamagedFileError                 a file of a collection cannot be read
+    └── StorageError(OSError)                writing to the collection failed (a full disk)
 """
 
 from __future__ import annotations
@@ -31,3 +33,17 @@ class RecorderTreeError(RecorderError, ValueError):
 
 class CollectionError(RecorderError, ValueError):
     """A path is not a collection, or an experiment asked for does not exist."""
+
+
+class DamagedFileError(CollectionError):
+    """A file of a collection cannot be read: damaged, foreign, or pointing outside its run."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+class StorageError(RecorderError, OSError):
+    """Writing a run to disk failed (a full disk, an I/O error); records committed before
+    the failure are kept and written once writing works again."""

@@ -18,17 +18,18 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pyarrow as pa
 
-from ._tree_file import RECORDER_COLUMN, read_tree_schema, records_table, tree_of
 from ._values import to_json
-from .store.run_folder import BOOKKEEPING_ID, EXPERIMENT_ID, RUNNING, RunFolder, bookkeeping
+from .errors import DamagedFileError
+from .store.layout import BOOKKEEPING_KEYS, DAMAGED, EXPERIMENT_NODE, RECORDER_COLUMN, RUN_NODE, RUNNING, bookkeeping
+from .store.run_folder import RunFolder
+from .store.tree_file import read_tree_schema, records_table, tree_of
 
 if TYPE_CHECKING:
     import pyspark.sql
 
 SOURCE = "__source__"
 Runs = Sequence[tuple[RunFolder, dict[str, Any]]]
-_BOOKKEEPING_KEYS = list(bookkeeping({"experiment_number": 0, "error_number": 0, "had_error": False,
-                                      "experiment_start_time": 0.0}))
+_BOOKKEEPING_KEYS = list(BOOKKEEPING_KEYS)
 
 
 @dataclass
@@ -50,15 +51,20 @@ class _RunSource:
 def _sources(runs: Runs) -> list[_RunSource]:
     sources = []
     for folder, info in runs:
-        if info["status"] != RUNNING and info.get("records"):
-            path = folder.compacted_path(info)
-            schema = read_tree_schema(path)
-            sources.append(_RunSource(folder, info, tree_of(schema)["recorders"], schema.names, parquet=path))
-        else:
-            nodes = folder.nodes(info)
-            entries = [{"id": node.id, "parent": node.parent, "local_data": node.local_data} for node in nodes]
-            table = records_table(nodes)
-            sources.append(_RunSource(folder, info, entries, table.column_names, table=table))
+        try:
+            if info["status"] == DAMAGED:
+                sources.append(_RunSource(folder, info, [], [], table=None))
+            elif info["status"] != RUNNING and info.get("records") and not folder.journal_paths(info):
+                path = folder.compacted_path(info)
+                schema = read_tree_schema(path)
+                sources.append(_RunSource(folder, info, tree_of(schema, path)["recorders"], schema.names, parquet=path))
+            else:
+                nodes = folder.nodes(info)
+                table = records_table(nodes)
+                sources.append(_RunSource(folder, info, [node.entry() for node in nodes], table.column_names, table=table))
+        except DamagedFileError as error:
+            info = {**info, "status": DAMAGED, "error": str(error)}
+            sources.append(_RunSource(folder, info, [], [], table=None))
     return sources
 
 
@@ -129,7 +135,7 @@ def lineage_rows(source: str, entries: Iterable[dict[str, Any]], info: dict[str,
     for node_id, entry in by_id.items():
         chain = []
         while entry is not None:
-            chain.append(bookkeeping(info) if entry["id"] == BOOKKEEPING_ID else entry["local_data"])
+            chain.append(bookkeeping(info) if entry["id"] == RUN_NODE else entry["local_data"])
             entry = by_id.get(entry["parent"])
         row = {SOURCE: source, RECORDER_COLUMN: node_id}
         for data in reversed(chain):  # root first, so the nearest value is written last
@@ -139,7 +145,7 @@ def lineage_rows(source: str, entries: Iterable[dict[str, Any]], info: dict[str,
 
 
 def _experiment_row(info: dict[str, Any], entries: list[dict[str, Any]], count: int | None) -> dict[str, Any]:
-    experiment = next((entry["local_data"] for entry in entries if entry["id"] == EXPERIMENT_ID), {})
+    experiment = next((entry["local_data"] for entry in entries if entry["id"] == EXPERIMENT_NODE), {})
     row = {"run_id": info["id"], **bookkeeping(info), "status": info["status"], "records": count,
            "error": info.get("error")}
     return {**{key: value for key, value in experiment.items() if key not in row}, **row}

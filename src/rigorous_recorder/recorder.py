@@ -5,17 +5,18 @@ records. ``push()`` commits one record; ``add()`` stages values that the next ``
 turns into a record. Committed values go to per-key Python lists, which become compact
 Arrow batches every few thousand rows (see ``_columns``).
 
-A recorder standing alone keeps its batches in memory. Inside an ExperimentCollection the
-run's store receives them (and writes them to disk); pushes then hold the store's lock, so
-recorders of a collection may be used from several threads.
+Every recorder has a store (``store.base``): a recorder standing alone keeps its batches in
+a ``MemoryStore``; inside an ExperimentCollection the run's ``RunStore`` receives them and
+writes them to disk. Commits hold the store's lock, so recorders of a collection may be
+used from several threads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -24,36 +25,13 @@ from ._hotpath import append_plain_row
 from ._values import normalize_mapping
 from .errors import RecorderTreeError
 from .record import Record, RecordChunk, RecordSequence
+from .store.base import MemoryStore, RecordStore
 
 if TYPE_CHECKING:
-    import threading
     from typing import Self
 
     from .live import LiveWriter
-
-
-class RecordStore(Protocol):
-    """Where the sealed batches of a tree's recorders go (an ExperimentCollection's run)."""
-
-    lock: threading.RLock
-
-    def adopt(self, recorder: Recorder) -> None:
-        """Take ``recorder`` (newly attached below the store's root) into the store."""
-
-    def write(self, recorder: Recorder, batch: pa.RecordBatch) -> None:
-        """Keep ``batch``, the next rows of ``recorder``."""
-
-    def batches(self, recorder: Recorder) -> list[pa.RecordBatch]:
-        """Every batch kept for ``recorder`` so far, in order."""
-
-    def local_data_changed(self, recorder: Recorder) -> None:
-        """Note that the local data of ``recorder`` changed."""
-
-    def pending(self, recorder: Recorder) -> None:
-        """Note that ``recorder`` holds rows that are not yet written."""
-
-    def flush(self) -> None:
-        """Make every batch written so far survive a crash of this process."""
+    from .store.tree_file import TreeNode
 
 
 class Recorder:
@@ -70,7 +48,6 @@ class Recorder:
 
     __slots__ = (
         "__weakref__",
-        "_batches",
         "_bare_rows",
         "_children",
         "_kinds_of",
@@ -79,7 +56,7 @@ class Recorder:
         "_local",
         "_parent",
         "_pending",
-        "_plain",
+        "_fast",
         "_sealed_rows",
         "_staged",
         "_store",
@@ -96,13 +73,13 @@ class Recorder:
         self._pending: dict[str, list[Any]] = {}
         self._bare_rows = 0  # rows committed with no value at all while _pending is empty
         self._staged: dict[str, Any] | None = None
-        self._batches: list[pa.RecordBatch] = []
         self._sealed_rows = 0
         self._kinds_of: tuple[dict[str, list[Any]], dict[str, tuple[int, set[type]]]] | None = None
-        self._store: RecordStore | None = None
         self._live: list[LiveWriter] = []
-        self._plain = True  # nothing staged, no store, no live file: push() may take the fast path
-        self.store_id: int | None = None  # the recorder's id inside its store, if any
+        self._fast = True  # push() may append plain values directly: nothing staged, no live file
+        self.store_id: int | None = None  # the recorder's id inside its store, if the store numbers them
+        self._store: RecordStore = MemoryStore()
+        self._store.adopt(self)
 
     # -- the tree ------------------------------------------------------------------------
 
@@ -134,9 +111,9 @@ class Recorder:
             recorder._lineage = (recorder._local, *above._lineage) if above is not None else (recorder._local,)
         if parent is not None:
             parent._children.append(self)
-            if parent._store is not None and self._store is not parent._store:
+            if self._store is not parent._store:
                 for recorder in self._subtree():
-                    recorder._attach_store(parent._store)
+                    recorder.move_to(parent._store)
         return self
 
     def sub_recorder(self, data: Mapping[str, Any] | None = None, /, **kwargs: Any) -> Recorder:
@@ -181,8 +158,9 @@ class Recorder:
 
     def update(self, data: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
         """Set several local data values at once; every record, earlier ones too, sees them."""
-        self._local.update(normalize_mapping(data, kwargs))
-        if self._store is not None:
+        data = normalize_mapping(data, kwargs)
+        with self._store.lock:
+            self._local.update(data)
             self._store.local_data_changed(self)
 
     def get(self, key: str | int | slice, default: Any = None) -> Any:
@@ -217,12 +195,13 @@ class Recorder:
         >>> Recorder(model="m").push(loss=0.5)[0]["model"]
         'm'
         """
-        if data is None and self._plain:
+        if data is None and self._fast:
             # Fast path: plain values for exactly the existing columns, nothing else to do.
             rows = append_plain_row(self._pending, values)
             if rows:
                 if rows >= BATCH_ROWS:
-                    self._seal()
+                    with self._store.lock:
+                        self._seal()
                 return self
         self.add(data, **values)
         self.commit()
@@ -233,7 +212,7 @@ class Recorder:
         staged = normalize_mapping(data, values)  # raises before anything is changed
         if self._staged is None:
             self._staged = staged
-            self._plain = False
+            self._fast = False
         else:
             self._staged.update(staged)
         return self
@@ -246,15 +225,12 @@ class Recorder:
     def commit(self) -> Record:
         """Commit the staged values as one record and return it."""
         values = self._staged or {}
-        self._staged = None
         store = self._store
-        if store is None:
+        with store.lock:
+            store.pending(self)  # raises first if the store takes no more rows: nothing is changed
+            self._staged = None
             record = self._append_row(values)
-            self._plain = not self._live
-        else:
-            with store.lock:
-                store.pending(self)  # raises first if the run is finished: nothing half-committed
-                record = self._append_row(values)
+        self._fast = store.unlocked_appends and not self._live
         for writer in self._live:
             writer.write(record)
         return record
@@ -283,76 +259,83 @@ class Recorder:
         return self._bare_rows
 
     def _seal(self) -> None:
-        """Turn the pending rows into one Arrow batch (written to the store, if any)."""
-        rows = self._pending_rows()
-        if not rows:
-            return
-        batch = build_batch(self._pending, rows)
-        self._pending, self._bare_rows = {}, 0
-        self._sealed_rows += rows
-        if self._store is None:
-            self._batches.append(batch)
-        else:
-            self._store.write(self, batch)
+        """Turn the unsealed rows into one Arrow batch for the store (called under its lock)."""
+        columns, rows = self.take_unsealed_rows()
+        if rows:
+            self._store.write(self, build_batch(columns, rows))
 
     def flush(self) -> Self:
-        """Seal pending rows; inside a collection, also make them survive a crash."""
-        if self._store is None:
+        """Seal unsealed rows; inside a collection, also make every record survive a crash."""
+        with self._store.lock:
             self._seal()
-        else:
-            with self._store.lock:
-                self._seal()
-                self._store.flush()
+        self._store.flush()
         return self
 
-    def _attach_store(self, store: RecordStore) -> None:
-        """Move this recorder's rows and future rows into ``store``."""
+    # -- what stores call ----------------------------------------------------------------
+
+    @property
+    def store(self) -> RecordStore:
+        """Where this recorder's sealed batches are kept (see ``store.base``)."""
+        return self._store
+
+    def move_to(self, store: RecordStore) -> None:
+        """Move this recorder (not its children) and its batches into ``store``."""
+        old = self._store
+        with old.lock:
+            batches = old.release(self)
         with store.lock:
             self._store = store
-            self._plain = False
-            store.adopt(self)
-            batches, self._batches = self._batches, []
+            self._fast = store.unlocked_appends and not self._live and self._staged is None
+            self._sealed_rows += store.adopt(self)
             for batch in batches:
                 store.write(self, batch)
             if self._pending_rows():
                 store.pending(self)
 
+    def unsealed_rows(self) -> tuple[dict[str, list[Any]], int]:
+        """The committed rows not yet sealed into a batch: columns and row count (store lock held)."""
+        return self._pending, self._pending_rows()
+
+    def take_unsealed_rows(self) -> tuple[dict[str, list[Any]], int]:
+        """Take the unsealed rows away, to be sealed by the caller (store lock held).
+
+        The columns are never changed afterwards, so records that refer to them stay valid.
+        """
+        columns, rows = self._pending, self._pending_rows()
+        if rows:
+            self._pending, self._bare_rows = {}, 0
+            self._sealed_rows += rows
+        return columns, rows
+
     # -- reading records -----------------------------------------------------------------
 
     def _sealed_batches(self) -> list[pa.RecordBatch]:
-        """Every row of this recorder as Arrow batches (pending rows are sealed first)."""
-        if self._store is None:
-            self._seal()
-            return list(self._batches)
+        """Every row of this recorder as Arrow batches (unsealed rows are sealed first)."""
         with self._store.lock:
             self._seal()
-            return self._store.batches(self)
+        return self._store.read(self)[0]
 
     def _chunks(self) -> list[RecordChunk]:
-        if self._store is None:
-            return self._chunks_of(self._batches)
-        with self._store.lock:  # the flusher thread may seal pending rows meanwhile
-            return self._chunks_of(self._store.batches(self))
+        return self._chunks_of(*self._store.read(self))
 
-    def _pending_kinds(self) -> dict[str, set[type]]:
-        """The types of each key's pending values, scanning only rows added since last asked."""
-        if self._kinds_of is None or self._kinds_of[0] is not self._pending:
-            self._kinds_of = (self._pending, {})
+    def _pending_kinds(self, pending: dict[str, list[Any]]) -> dict[str, set[type]]:
+        """The types of each key's unsealed values, scanning only rows added since last asked."""
+        if self._kinds_of is None or self._kinds_of[0] is not pending:
+            self._kinds_of = (pending, {})
         kinds = self._kinds_of[1]
-        for key, values in self._pending.items():
+        for key, values in pending.items():
             scanned, found = kinds.get(key, (0, set()))
             if scanned < len(values):
                 kinds[key] = (len(values), found | set(map(type, values[scanned:])))
         return {key: found for key, (_, found) in kinds.items()}
 
-    def _chunks_of(self, sealed: list[pa.RecordBatch]) -> list[RecordChunk]:
-        """Chunks of the ``sealed`` batches, then of the pending rows."""
-        as_float = keys_widened_to_float((batch.schema for batch in sealed), self._pending_kinds())
+    def _chunks_of(self, sealed: list[pa.RecordBatch], pending: dict[str, list[Any]], rows: int) -> list[RecordChunk]:
+        """Chunks of the ``sealed`` batches, then of the ``rows`` unsealed rows in ``pending``."""
+        as_float = keys_widened_to_float((batch.schema for batch in sealed), self._pending_kinds(pending))
         chunks = [RecordChunk(self, batch.num_rows, _loader(batch, as_float)) for batch in sealed]
-        pending = self._pending
         if as_float:
             pending = {key: [float(v) if key in as_float and type(v) is int else v for v in values] for key, values in pending.items()}
-        chunks.append(RecordChunk(self, self._pending_rows(), lambda: pending))
+        chunks.append(RecordChunk(self, rows, lambda: pending))
         return chunks
 
     @property
@@ -393,22 +376,43 @@ class Recorder:
         if not as_yaml:
             raise ValueError("live_write_to writes YAML only: call it with as_yaml=True")
         self._live.append(LiveWriter(path, self.lineage_data()))
-        self._plain = False
+        self._fast = False
         return self
 
     def save_to(self, path: str | Path) -> Self:
         """Save this recorder and its whole subtree to one Parquet file (any extension)."""
-        from ._tree_file import save_tree
+        from .store.tree_file import TreeNode, tagged_batches, write_tree_file
 
-        save_tree(self, Path(path))
+        ancestors = []
+        parent = self._parent
+        while parent is not None:
+            ancestors.append(parent)
+            parent = parent._parent
+        order = [*reversed(ancestors), *self._subtree()]
+        ids = {id(each): number for number, each in enumerate(order)}
+        nodes = [
+            TreeNode(
+                ids[id(each)],
+                None if each._parent is None or id(each._parent) not in ids else ids[id(each._parent)],
+                dict(each._local),
+                # ancestors are saved for their data, not for their own records or other children
+                _constant([] if each in ancestors else each._sealed_batches()),
+            )
+            for each in order
+        ]
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_tree_file(Path(path), [node.entry() for node in nodes], lambda: tagged_batches(nodes),
+                        {"saved": ids[id(self)]})
         return self
 
     @classmethod
     def load_from(cls, path: str | Path) -> Recorder:
         """Load a tree written by ``save_to``; never unpickles."""
-        from ._tree_file import load_tree
+        from .store.tree_file import read_tree_file
 
-        return load_tree(Path(path))
+        tree, nodes = read_tree_file(Path(path))
+        recorders = build_tree(nodes)
+        return recorders[tree.get("saved", nodes[0].id if nodes else 0)]
 
 
 RecordKeeper = Recorder
@@ -416,3 +420,24 @@ RecordKeeper = Recorder
 
 def _loader(batch: pa.RecordBatch, as_float: frozenset[str]):  # noqa: ANN202
     return lambda: to_python_columns(batch, as_float)
+
+
+def build_tree(nodes: Sequence[TreeNode]) -> dict[int, Recorder]:
+    """Recorders for stored nodes, by id, linked to their parents, their records in memory."""
+    store = MemoryStore()
+    recorders: dict[int, Recorder] = {}
+    for node in nodes:
+        recorder = recorders[node.id] = Recorder(node.local_data)
+        recorder.move_to(store)
+        with store.lock:
+            for batch in node.batches():
+                recorder._sealed_rows += batch.num_rows
+                store.write(recorder, batch)
+    for node in nodes:
+        if node.parent is not None:
+            recorders[node.id].set_parent(recorders[node.parent])
+    return recorders
+
+
+def _constant(batches: list[pa.RecordBatch]):  # noqa: ANN202
+    return lambda: batches

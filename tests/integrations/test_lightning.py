@@ -131,7 +131,7 @@ def test_keyboard_interrupt_marks_error(tmp_path):
     with pytest.raises((KeyboardInterrupt, SystemExit)):
         trainer(logger).fit(Interrupted(), loader())
     (run,) = logger.collection.runs
-    assert (run["had_error"], run["error"]) == (True, "KeyboardInterrupt: ")
+    assert (run["had_error"], run["error"]) == (True, "KeyboardInterrupt: interrupted (Ctrl-C, SIGINT)")
     assert rows(logger, "SELECT count(*) FROM records WHERE stage = 'train'") == [(2,)]
 
 

@@ -1,25 +1,59 @@
-"""One run's folder: its bookkeeping, its tree, its segments and its compacted records."""
+"""One run's folder: its bookkeeping, its journal, its compacted records.
+
+Nothing read from a file is trusted: a damaged, missing or foreign file raises
+:class:`~rigorous_recorder.errors.DamagedFileError` naming the file, every file name read from
+run.json is checked to lie inside the run's folder, and stray files are ignored.
+
+A run's records are, at any moment, its compacted records file (if any) plus the journals of
+the sessions after the one that file was compacted from (``compacted_through``): compaction
+writes the new file, then run.json naming it, then deletes what it merged, so a kill at any
+point counts each record exactly once.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 from collections.abc import Iterator
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from .._files import atomic_write_text
-from .._tree_file import TreeNode, read_tree_file, write_tree_file
-from .._values import from_json, to_json
-from .segments import read_segment
+from .._values import from_json
+from ..errors import DamagedFileError
+from .journal import BATCH, JournalDamage, decode_batch, read_journal
+from .layout import (
+    EXPERIMENT_NODE,
+    FORMAT_VERSION,
+    HEARTBEAT_FILE,
+    JOURNAL_FOLDER,
+    RUN_FILE,
+    RUN_NODE,
+    STATUSES,
+    DAMAGED,
+    RUNNING,
+    bookkeeping,
+    is_records_name,
+    journal_key,
+    records_name,
+)
+from .tree_file import (
+    Batches,
+    TreeNode,
+    read_tree_file,
+    recorder_counts,
+    split_by_recorder,
+    tagged_batches,
+    write_tree_file,
+)
 
-RUNNING, OK, ERROR, CRASHED = "running", "ok", "error", "crashed"
-
-#: The node id of the bookkeeping recorder (the six keys); the experiment recorder is 1.
-BOOKKEEPING_ID, EXPERIMENT_ID = 0, 1
+#: Keys every run.json holds, with the types they must have.
+_REQUIRED = {"id": str, "experiment_number": int, "error_number": int, "status": str, "had_error": bool,
+             "experiment_start_time": (int, float), "session": int}
 
 
 class RunFolder:
@@ -28,114 +62,159 @@ class RunFolder:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.id = path.name
-        self.segments = path / "segments"
+        self.journal = path / JOURNAL_FOLDER
+        self.heartbeat = path / HEARTBEAT_FILE
 
     # -- run.json: the bookkeeping ---------------------------------------------------------
 
     def read_info(self) -> dict[str, Any]:
-        """The run's bookkeeping (number, status, times, process)."""
-        return json.loads((self.path / "run.json").read_text(encoding="utf-8"))
+        """The run's bookkeeping; DamagedFileError when run.json is missing or not one of ours."""
+        path = self.path / RUN_FILE
+        try:
+            info = json.loads(path.read_bytes().decode("utf-8"))
+        except FileNotFoundError:
+            raise DamagedFileError(path, "missing") from None
+        except OSError as error:
+            raise DamagedFileError(path, f"cannot be read ({error.strerror or error})") from None
+        except UnicodeDecodeError:
+            raise DamagedFileError(path, "not UTF-8 text") from None
+        except ValueError as error:
+            raise DamagedFileError(path, f"not JSON ({error})") from None
+        if not isinstance(info, dict):
+            raise DamagedFileError(path, "not a JSON object")
+        for key, kind in _REQUIRED.items():
+            if not isinstance(info.get(key), kind) or (kind is int and isinstance(info.get(key), bool)):
+                raise DamagedFileError(path, f"{key!r} is missing or not a {getattr(kind, '__name__', 'number')}")
+        if info["id"] != self.id:
+            raise DamagedFileError(path, f"belongs to run {info['id']!r}, not to its folder {self.id!r}")
+        if info["status"] not in STATUSES or info["status"] == DAMAGED:
+            raise DamagedFileError(path, f"unknown status {info['status']!r}")
+        if info.get("records") is not None and not is_records_name(info["records"]):
+            raise DamagedFileError(path, f"names a records file {info['records']!r} that is not in its run folder")
+        return info
 
     def write_info(self, info: dict[str, Any]) -> None:
         """Replace run.json atomically."""
-        atomic_write_text(self.path / "run.json", json.dumps(info, indent=1))
+        atomic_write_text(self.path / RUN_FILE, json.dumps({**info, "format": FORMAT_VERSION}, indent=1))
 
-    # -- recorders.json: the tree while running ------------------------------------------------
+    def touch_heartbeat(self) -> None:
+        """Mark the run alive now (its heartbeat file's modification time)."""
+        try:
+            os.utime(self.heartbeat)
+        except FileNotFoundError:
+            self.heartbeat.touch()
 
-    def read_tree(self) -> list[dict[str, Any]]:
-        """The recorder tree as last written (id, parent, local_data per recorder)."""
-        path = self.path / "recorders.json"
-        if not path.exists():
-            return []
-        return from_json(path.read_text(encoding="utf-8"))
+    def heartbeat_age(self) -> float | None:
+        """Seconds since the run's last heartbeat, or None if it never had one."""
+        try:
+            return time.time() - self.heartbeat.stat().st_mtime
+        except OSError:
+            return None
 
-    def write_tree(self, nodes: list[dict[str, Any]]) -> None:
-        """Replace recorders.json atomically."""
-        atomic_write_text(self.path / "recorders.json", to_json(nodes))
-
-    # -- records ---------------------------------------------------------------------------
+    # -- records -----------------------------------------------------------------------------
 
     def compacted_path(self, info: dict[str, Any]) -> Path | None:
-        """The run's current Parquet file, if it was ever compacted."""
+        """The run's compacted records file, if it has one (the name was checked by read_info)."""
         name = info.get("records")
         return self.path / name if name else None
 
-    def segment_paths(self) -> dict[int, list[Path]]:
-        """Segment files per recorder id, in writing order (named ``<id>.<session>.<n>.arrow``)."""
-        found: dict[int, list[tuple[int, int, Path]]] = {}
-        if self.segments.is_dir():
-            for path in self.segments.glob("*.arrow"):
-                recorder, session, number = (int(part) for part in path.name.split(".")[:3])
-                found.setdefault(recorder, []).append((session, number, path))
-        return {recorder: [path for *_, path in sorted(paths)] for recorder, paths in found.items()}
+    def compacted_nodes(self, info: dict[str, Any]) -> dict[int, TreeNode]:
+        """The recorders of the compacted records file by id; their records load on first use."""
+        path = self.compacted_path(info)
+        return {node.id: node for node in read_tree_file(path)[1]} if path is not None else {}
+
+    def journal_paths(self, info: dict[str, Any]) -> list[Path]:
+        """The journal files not yet merged into the compacted file, in writing order."""
+        through = info.get("compacted_through", 0)
+        found = []
+        if self.journal.is_dir():
+            for path in self.journal.iterdir():
+                key = journal_key(path.name)
+                if key is not None and key[0] > through:
+                    found.append((key, path))
+        return [path for _, path in sorted(found)]
+
+    def contents(self, info: dict[str, Any]) -> tuple[list[dict[str, Any]], Batches, list[str]]:
+        """The run's tree entries, a way to read its records as tagged batches, and problems.
+
+        Entries come from the compacted file, then the journals (a later entry of an id wins);
+        the root's local data is the bookkeeping of ``info``. Records whose recorder has no
+        entry (a damaged tree) are kept under an entry of their own below the experiment.
+        Reading the batches streams the files, so memory holds one batch at a time.
+        """
+        entries: dict[int, dict[str, Any]] = {}
+        problems: list[str] = []
+        path = self.compacted_path(info)
+        earlier: list[TreeNode] = []
+        if path is not None:
+            _, earlier = read_tree_file(path)
+            entries.update((node.id, node.entry()) for node in earlier)
+        journals = self.journal_paths(info)
+        ids: set[int] = set()
+        for kind, payload in _frames(journals, problems):
+            if kind == BATCH:
+                ids.update(recorder_counts(decode_batch(payload)))
+            else:
+                entries.update((entry["id"], entry) for entry in from_json(payload.decode("utf-8")))
+        for node_id in sorted(ids - entries.keys()):
+            entries[node_id] = {"id": node_id, "parent": EXPERIMENT_NODE, "local_data": {}}
+            problems.append(f"{self.path}: records of recorder {node_id} without its tree entry; kept")
+        if RUN_NODE in entries:
+            entries[RUN_NODE] = {**entries[RUN_NODE], "local_data": bookkeeping(info)}
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            yield from tagged_batches(earlier)
+            for kind, payload in _frames(journals, []):
+                if kind == BATCH:
+                    yield decode_batch(payload)
+
+        return list(entries.values()), batches, problems
 
     def nodes(self, info: dict[str, Any]) -> list[TreeNode]:
-        """Every recorder of the run with its batches: the compacted file's, then the segments'.
-
-        The bookkeeping recorder's local data comes from run.json, the authority for it.
-        """
-        compacted: dict[int, TreeNode] = {}
-        path = self.compacted_path(info)
-        if path is not None:
-            _, stored = read_tree_file(path)
-            compacted = {node.id: node for node in stored}
-        segments = self.segment_paths()
-        tree = self.read_tree() or [
-            {"id": node.id, "parent": node.parent, "local_data": node.local_data} for node in compacted.values()
-        ]
-        nodes = []
-        for entry in tree:
-            node_id = entry["id"]
-            earlier = compacted[node_id].batches if node_id in compacted else _nothing
-            paths = segments.get(node_id, [])
-            local_data = bookkeeping(info) if node_id == BOOKKEEPING_ID else entry["local_data"]
-            nodes.append(TreeNode(node_id, entry["parent"], local_data, _chained(earlier, paths)))
-        return nodes
+        """Every recorder of the run with its records, for reading."""
+        entries, batches, _ = self.contents(info)
+        by_id = split_by_recorder(batches())
+        return [TreeNode(entry["id"], entry["parent"], entry["local_data"], _constant(by_id.get(entry["id"], [])))
+                for entry in entries]
 
     def compact(self, info: dict[str, Any]) -> dict[str, Any]:
-        """Merge the compacted file and the segments into a new Parquet file; returns new info.
+        """Merge the compacted file and the journals into a new records file; returns the new info.
 
-        The new file is written under a new name, then run.json points to it, then the old
-        file and the segments go: a crash at any step leaves a consistent run.
+        The new file is written under a new name, then run.json names it, then the merged
+        files go: a kill at any step leaves every record counted exactly once.
         """
-        nodes = self.nodes(info)
+        entries, batches, problems = self.contents(info)
         generation = info.get("generation", 0) + 1
-        name = f"records-{generation}.parquet"
-        count = write_tree_file(self.path / name, nodes, {"run": self.id})
-        info = {**info, "records": name, "generation": generation, "records_count": count}
+        name = records_name(generation)
+        count = write_tree_file(self.path / name, entries, batches, {"run": self.id})
+        info = {**info, "records": name, "generation": generation, "records_count": count,
+                "compacted_through": info["session"]}
+        if problems:
+            info["problems"] = [*info.get("problems", []), *problems]
         self.write_info(info)
         self.remove_leftovers(info)
         return info
 
     def remove_leftovers(self, info: dict[str, Any]) -> None:
-        """Delete segments and Parquet files that the current run.json no longer names."""
-        shutil.rmtree(self.segments, ignore_errors=True)
-        (self.path / "recorders.json").unlink(missing_ok=True)
-        for path in self.path.glob("records-*.parquet"):
-            if path.name != info.get("records"):
+        """Delete merged journals, records files run.json does not name, and temporary files."""
+        for path in self.path.iterdir():
+            name = path.name
+            if is_records_name(name) and name != info.get("records") or name.endswith(".tmp"):
                 path.unlink(missing_ok=True)
-        for path in self.path.glob(".*.tmp"):
-            path.unlink(missing_ok=True)
+        if info["status"] != RUNNING:
+            shutil.rmtree(self.journal, ignore_errors=True)
+            self.heartbeat.unlink(missing_ok=True)
 
 
-def bookkeeping(info: dict[str, Any]) -> dict[str, Any]:
-    """The six keys every record of a run sees, from its run.json."""
-    return {
-        "experiment_number": info["experiment_number"],
-        "error_number": info["error_number"],
-        "had_error": info["had_error"],
-        "experiment_start_time": info["experiment_start_time"],
-        "experiment_end_time": info.get("experiment_end_time"),
-        "experiment_duration": info.get("experiment_duration"),
-    }
+def _frames(journals: list[Path], problems: list[str]) -> Iterator[tuple[bytes, bytes]]:
+    """(kind, payload) of every whole frame of ``journals``; damage is noted in ``problems``."""
+    for journal in journals:
+        try:
+            for frame, payload in read_journal(journal):
+                yield frame.kind, payload
+        except (JournalDamage, OSError) as error:
+            problems.append(f"{error}; the records before it are kept")
 
 
-def _nothing() -> list[pa.RecordBatch]:
-    return []
-
-
-def _chained(earlier, paths: list[Path]):  # noqa: ANN001, ANN202
-    def batches() -> Iterator[pa.RecordBatch]:
-        return chain(earlier(), *(read_segment(path) for path in paths))
-
-    return batches
+def _constant(batches: list[pa.RecordBatch]):  # noqa: ANN202
+    return lambda: batches

@@ -1,164 +1,269 @@
-"""RunStore: where the recorders of a running experiment send their batches.
+"""RunStore: the store of a running experiment, written to the run's journal.
 
-Each recorder appends to its own segment files; a daemon thread seals pending rows and
-flushes every ``flush_interval`` seconds, under the store's lock, which every push of
-the run's recorders also holds. What a flush wrote survives a kill -9.
+Every recorder of the run sends its rows here. A flush (every ``flush_interval`` seconds on
+a daemon thread, or when asked) takes, under the store's lock, only what changed since the
+last flush: the unsealed rows of the recorders that committed, the batches they sealed, and
+the tree entries of new or changed recorders. That takes microseconds per recorder that
+committed, whatever the size of the tree. The rows are then turned into Arrow batches,
+grouped by schema, and appended to the one journal file of this session, outside the lock:
+``push()`` never waits for the disk. What a flush wrote survives a kill -9.
+
+A write that fails (a full disk) keeps its frames in memory and retries them first at the
+next flush; until one succeeds, the run's recorders refuse new rows with a
+:class:`~rigorous_recorder.errors.StorageError` naming the run and the cause.
 """
 
 from __future__ import annotations
 
-import sys
 import threading
-import traceback
-from collections.abc import Callable, Iterable
-from itertools import chain
-from pathlib import Path
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from ..errors import RecorderError
-from ..recorder import Recorder
-from .run_folder import BOOKKEEPING_ID, RunFolder
-from .segments import SegmentWriter, read_segment
+from .._columns import build_batch
+from .._values import to_json
+from ..errors import RecorderError, RecorderTreeError, StorageError
+from .base import RecordStore
+from .journal import BATCH, HEADER_SIZE, Frame, JournalWriter, batch_frame, decode_batch, tree_frame
+from .layout import RECORDER_COLUMN, RUN_NODE, journal_name
+from .run_folder import RunFolder
+from .tree_file import TreeNode, recorder_counts, tag, untag
 
-Batches = Callable[[], Iterable[pa.RecordBatch]]
+if TYPE_CHECKING:
+    from ..recorder import Recorder
+
+_CACHED_FRAMES = 32
 
 
-class RunStore:
-    """The RecordStore of one experiment run (see ``Recorder``'s ``RecordStore`` protocol)."""
+class RunStore(RecordStore):
+    """The RecordStore of one session of one experiment run."""
 
-    def __init__(
-        self,
-        folder: RunFolder,
-        session: int,
-        flush_interval: float,
-        known: dict[int, Recorder] | None = None,
-        earlier: dict[int, Batches] | None = None,
-    ) -> None:
-        self.lock = threading.RLock()
-        self.root: Recorder | None = None
-        self._folder = folder
+    unlocked_appends = False
+
+    def __init__(self, folder: RunFolder, session: int, flush_interval: float,
+                 resumed: dict[int, Recorder] | None = None, earlier: dict[int, TreeNode] | None = None) -> None:
+        super().__init__()
+        self.folder = folder
+        self.failure: StorageError | None = None
         self._session = session
-        self._recorders: dict[int, Recorder] = dict(known or {})  # a resumed run's recorders
-        self._earlier = earlier or {}  # their batches from before this session
+        self._flushing = threading.Lock()  # taken before ``lock``, never after
+        self._recorders: dict[int, Recorder] = dict(resumed or {})
+        for node_id, recorder in self._recorders.items():
+            recorder.store_id = node_id
+        self._earlier = earlier or {}  # a resumed run's records from before this session
         self._next_id = max(self._recorders, default=-1) + 1
-        self._writers: dict[int, SegmentWriter] = {}
-        self._segments: dict[int, list[Path]] = {}
-        self._pending: set[Recorder] = set()
-        self._tree_changed = True
+        self._changed: dict[Recorder, None] = {}
+        self._dirty: dict[Recorder, None] = {}
+        self._sealed: list[pa.RecordBatch] = []  # tagged, sealed since the last flush
+        self._unwritten: list[tuple[bytes, pa.RecordBatch | None]] = []  # frames a failed write left
+        self._frames: dict[int, list[Frame]] = {}
+        self._cache: dict[Frame, pa.RecordBatch] = {}
+        self._journal: JournalWriter | None = None
+        self._part = 0
         self._closed = False
         self._stop = threading.Event()
-        self._flusher = threading.Thread(
-            target=self._flush_periodically, args=(flush_interval,), name=f"rigorous-recorder-{folder.id}", daemon=True
-        )
-        self._flusher.start()
+        self._interval = flush_interval
+        self._flusher = self._start_flusher()
 
-    # -- the RecordStore protocol --------------------------------------------------------
+    # -- the RecordStore contract ----------------------------------------------------------
 
-    def adopt(self, recorder: Recorder) -> None:
-        """Give ``recorder`` an id in this run (unless it has one from an earlier session)."""
+    def adopt(self, recorder: Recorder) -> int:
+        """Give ``recorder`` an id in this run; a resumed recorder keeps its id and its rows."""
         self._check_open()
-        if self._recorders.get(recorder.store_id) is not recorder:
+        if self._recorders.get(recorder.store_id) is recorder:
+            earlier = self._earlier.get(recorder.store_id)
+            rows = sum(batch.num_rows for batch in earlier.batches()) if earlier is not None else 0
+        else:
             recorder.store_id = self._next_id
             self._next_id += 1
             self._recorders[recorder.store_id] = recorder
-            self._tree_changed = True
+            rows = 0
+        self._changed[recorder] = None
+        return rows
+
+    def release(self, recorder: Recorder) -> list[pa.RecordBatch]:
+        """Refused: a run's records stay in the run."""
+        raise RecorderTreeError(
+            f"a recorder of experiment run {self.folder.id} cannot move to another tree: its records are in "
+            "the run; make a new recorder instead"
+        )
 
     def write(self, recorder: Recorder, batch: pa.RecordBatch) -> None:
-        """Append ``batch`` to the recorder's current segment (a new one if the schema changed)."""
+        """Queue a sealed batch for the next flush (called under the lock)."""
         self._check_open()
-        recorder_id = recorder.store_id
-        writer = self._writers.get(recorder_id)
-        if writer is None or not writer.schema.equals(batch.schema, check_metadata=True):  # JSON is metadata
-            if writer is not None:
-                writer.close()
-            paths = self._segments.setdefault(recorder_id, [])
-            path = self._folder.segments / f"{recorder_id}.{self._session}.{len(paths)}.arrow"
-            path.parent.mkdir(exist_ok=True)
-            writer = self._writers[recorder_id] = SegmentWriter(path, batch.schema)
-            paths.append(path)
-        writer.write(batch)
-
-    def batches(self, recorder: Recorder) -> list[pa.RecordBatch]:
-        """Every batch of ``recorder`` so far: earlier sessions', then this session's segments."""
-        with self.lock:
-            for writer in self._writers.values():
-                writer.flush()
-            earlier = self._earlier.get(recorder.store_id)
-            paths = self._segments.get(recorder.store_id, [])
-            return list(chain(earlier() if earlier else (), *(read_segment(path) for path in paths)))
-
-    def local_data_changed(self, recorder: Recorder) -> None:
-        """Rewrite the tree at the next flush."""
-        self._tree_changed = True
+        self._sealed.append(tag(batch, recorder.store_id))
 
     def pending(self, recorder: Recorder) -> None:
-        """Seal and write ``recorder``'s pending rows at the next flush."""
+        """Note that ``recorder`` has unsealed rows; refuses while the run is finished or failing."""
         self._check_open()
-        self._pending.add(recorder)
+        self._dirty[recorder] = None
+
+    def local_data_changed(self, recorder: Recorder) -> None:
+        """Write the recorder's tree entry at the next flush."""
+        if self._recorders.get(recorder.store_id) is recorder:
+            self._changed[recorder] = None
+
+    def read(self, recorder: Recorder) -> tuple[list[pa.RecordBatch], dict[str, list[Any]], int]:
+        """Every batch of ``recorder`` (earlier sessions', the journal's, the queued ones) and
+        its unsealed rows, seen at one moment."""
+        node_id = recorder.store_id
+        with self._flushing, self.lock:
+            frames = list(self._frames.get(node_id, ()))
+            queued = [batch for _, batch in self._unwritten if batch is not None] + self._sealed
+            columns, rows = recorder.unsealed_rows()
+            earlier = self._earlier.get(node_id)
+            batches = list(earlier.batches()) if earlier is not None else []
+            for batch in [*map(self._decoded, frames), *queued]:
+                batches.extend(_rows_of(batch, node_id))
+        return batches, columns, rows
 
     def flush(self) -> None:
-        """Write every pending row and the tree; after this, a kill -9 loses nothing so far."""
-        with self.lock:
-            if self._closed:
-                return
-            pending, self._pending = self._pending, set()
-            for recorder in pending:
-                recorder._seal()
-            for writer in self._writers.values():
-                writer.flush()
-            if self._tree_changed:
-                self._folder.write_tree(self.tree())
-                self._tree_changed = False
+        """Write what changed since the last flush to the journal; raises StorageError if it fails."""
+        with self._flushing:
+            with self.lock:
+                if self._closed:
+                    return
+                entries = [self._entry(recorder) for recorder in self._changed]
+                taken = [(recorder.store_id, *recorder.take_unsealed_rows()) for recorder in self._dirty]
+                sealed, self._sealed = self._sealed, []
+                self._changed.clear()
+                self._dirty.clear()
+            frames = list(self._unwritten)
+            if entries:
+                frames.append((tree_frame(to_json(entries).encode("utf-8")), None))
+            batches = sealed + [tag(build_batch(columns, rows), node_id) for node_id, columns, rows in taken if rows]
+            frames.extend((batch_frame(batch), batch) for batch in _grouped(batches))
+            if frames:
+                self._append(frames)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def take(self, root: Recorder) -> None:
-        """Make ``root``'s tree this run's: ids in depth-first order (the root is 0)."""
-        self.root = root
-        for recorder in root._subtree():
-            recorder._attach_store(self)
-
-    def tree(self) -> list[dict]:
-        """The run's recorder tree as stored in recorders.json."""
-        assert self.root is not None
-        return [
-            {
-                "id": recorder.store_id,
-                "parent": None if recorder.parent is None else recorder.parent.store_id,
-                "local_data": {} if recorder.store_id == BOOKKEEPING_ID else dict(recorder.local_data),
-            }
-            for recorder in self.root._subtree()
-        ]
+        """Make ``root``'s tree this run's: new recorders get ids depth first (the root is 0)."""
+        for recorder in _subtree(root):
+            recorder.move_to(self)
 
     def close(self) -> None:
-        """Flush, stop the flusher and close every segment; later writes raise."""
+        """Flush everything, stop the flusher and close the journal; later writes raise.
+
+        Raises StorageError (and stays open, flushing on) when the last flush fails.
+        """
         self._stop.set()
         if self._flusher is not threading.current_thread():
             self._flusher.join()
-        with self.lock:
+        try:
             self.flush()
-            for writer in self._writers.values():
-                writer.close()
-            self._writers.clear()
+            if self._journal is not None:
+                self._journal.sync()
+        except (StorageError, OSError):
+            self._stop.clear()
+            self._flusher = self._start_flusher()
+            raise
+        with self._flushing, self.lock:
             self._closed = True
+            if self._journal is not None:
+                self._journal.close()
+                self._journal = None
 
-    def read_from(self, earlier: dict[int, Batches]) -> None:
-        """After compaction: serve reads from the compacted file instead of the segments."""
-        with self.lock:
+    def serve_from(self, earlier: dict[int, TreeNode]) -> None:
+        """After compaction: read the records from the compacted file instead of the journal."""
+        with self._flushing, self.lock:
             self._earlier = earlier
-            self._segments.clear()
+            self._frames.clear()
+            self._cache.clear()
+
+    # -- inside ------------------------------------------------------------------------------
+
+    def _entry(self, recorder: Recorder) -> dict[str, Any]:
+        parent = recorder.parent
+        return {
+            "id": recorder.store_id,
+            "parent": None if parent is None else parent.store_id,
+            "local_data": {} if recorder.store_id == RUN_NODE else dict(recorder.local_data),
+        }
+
+    def _append(self, frames: list[tuple[bytes, pa.RecordBatch | None]]) -> None:
+        try:
+            if self._journal is None:
+                self.folder.journal.mkdir(exist_ok=True)
+                self._journal = JournalWriter(self.folder.journal / journal_name(self._session, self._part))
+            offsets = self._journal.append([frame for frame, _ in frames])
+        except OSError as error:
+            self._unwritten = frames
+            if self._journal is not None and not isinstance(error, (BlockingIOError, InterruptedError)):
+                self._journal.close()  # the next try starts a new part: this one may not be cut back
+                self._journal, self._part = None, self._part + 1
+            self.failure = StorageError(
+                f"cannot write experiment run {self.folder.id} to {self.folder.path.parent.parent}: "
+                f"{error.strerror or error}; the records committed so far are kept and written when writing "
+                "works again (flush() retries)"
+            )
+            raise self.failure from error
+        self._unwritten = []
+        self.failure = None
+        path = self._journal.path
+        for (frame, batch), offset in zip(frames, offsets):
+            if batch is not None:
+                located = Frame(BATCH, path, offset, len(frame) - HEADER_SIZE)
+                for node_id in recorder_counts(batch):
+                    self._frames.setdefault(node_id, []).append(located)
+
+    def _decoded(self, frame: Frame) -> pa.RecordBatch:
+        batch = self._cache.get(frame)
+        if batch is None:
+            if len(self._cache) >= _CACHED_FRAMES:
+                self._cache.clear()
+            batch = self._cache[frame] = decode_batch(frame.payload())
+        return batch
 
     def _check_open(self) -> None:
         if self._closed:
             raise RecorderError(
-                f"experiment run {self._folder.id} is finished: "
-                "reopen it with collection.resume(run_id) to record more"
+                f"experiment run {self.folder.id} is finished: reopen it with collection.resume(run_id) to record more"
             )
+        if self.failure is not None:
+            raise self.failure
 
-    def _flush_periodically(self, interval: float) -> None:
-        while not self._stop.wait(interval):
+    def _start_flusher(self) -> threading.Thread:
+        thread = threading.Thread(target=self._flush_periodically, name=f"rigorous-recorder-{self.folder.id}",
+                                  daemon=True)
+        thread.start()
+        return thread
+
+    def _flush_periodically(self) -> None:
+        while not self._stop.wait(self._interval):
             try:
                 self.flush()
-            except Exception:  # keep flushing later; the recording thread is not disturbed
-                traceback.print_exc(file=sys.stderr)
+            except StorageError:
+                pass  # handed to the recording thread through ``failure``; retried next time
+            try:
+                self.folder.touch_heartbeat()
+            except OSError:
+                pass  # a full disk: the pid check still tells readers on this host
+
+
+def _grouped(batches: Iterable[pa.RecordBatch]) -> list[pa.RecordBatch]:
+    """Tagged batches merged into one batch per distinct schema (few frames per flush)."""
+    by_schema: dict[tuple[Any, ...], list[pa.RecordBatch]] = {}
+    for batch in batches:
+        key = tuple((field.name, field.type, field.metadata and tuple(field.metadata.items())) for field in batch.schema)
+        by_schema.setdefault(key, []).append(batch)
+    return [group[0] if len(group) == 1 else pa.Table.from_batches(group).combine_chunks().to_batches()[0]
+            for group in by_schema.values()]
+
+
+def _rows_of(batch: pa.RecordBatch, node_id: int) -> list[pa.RecordBatch]:
+    """The rows of one recorder in a tagged batch, untagged."""
+    picked = batch.filter(pc.equal(batch.column(RECORDER_COLUMN), pa.scalar(node_id, pa.int32())))
+    return [untag(picked)] if picked.num_rows else []
+
+
+def _subtree(root: Recorder) -> list[Recorder]:
+    found, stack = [], [root]
+    while stack:
+        recorder = stack.pop()
+        found.append(recorder)
+        stack.extend(reversed(recorder.children))
+    return found
