@@ -10,6 +10,7 @@ SQL, unknown column) becomes one line on stderr and exit code 2, never a traceba
     rigorous-recorder export data/study -o records.parquet
     rigorous-recorder plot data/study --y loss --x step --by model -o curves.png
     rigorous-recorder recover data/study
+    rigorous-recorder ui data/study
 """
 
 from __future__ import annotations
@@ -159,6 +160,14 @@ def command_plot(args: argparse.Namespace) -> None:
     figure.savefig(args.output, dpi=args.dpi)
     lines = len(figure.axes[0].get_lines())
     print(f"wrote {lines} line{'s' * (lines != 1)} to {args.output}", file=sys.stderr)
+
+
+def command_ui(args: argparse.Namespace) -> None:
+    from .ui import serve
+
+    dashboard = serve(args.path, host=args.host, port=args.port)
+    print(f"rigorous-recorder ui: serving {args.path} at {dashboard.url} (Ctrl-C stops)", flush=True)
+    dashboard.wait()
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -365,6 +374,9 @@ _COMMANDS: dict[str, tuple[Any, str, str]] = {
              "records that share a group and an x."),
     "recover": (command_recover, "finish crashed runs now (opening a collection does it too)",
                 "example:\n  rigorous-recorder recover data/study"),
+    "ui": (command_ui, "serve a dashboard of the runs in the browser (needs the `ui` extra)",
+           "example:\n  rigorous-recorder ui data/study\n\n"
+           "Prints the page's URL with its access token; serves until Ctrl-C. Read-only."),
 }
 
 
@@ -404,6 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub["plot"].add_argument("--smooth", type=int, default=1, metavar="N", help="moving average over N points")
     sub["plot"].add_argument("-o", "--output", metavar="FILE", required=True, help="the image: .png, .svg or .pdf")
     sub["plot"].add_argument("--dpi", type=int, default=100, help="resolution of a .png (default 100)")
+    sub["ui"].add_argument("--host", default="127.0.0.1",
+                           help="the address to listen on (default 127.0.0.1: this machine only)")
+    sub["ui"].add_argument("--port", type=int, default=0, help="the port (default 0: a free one)")
     for name in ("sql", "export", "recover"):
         sub[name].add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser

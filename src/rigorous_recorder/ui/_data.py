@@ -1,0 +1,391 @@
+"""What the dashboard reads: the runs table, the metric columns, downsampled curves, SQL.
+
+Everything goes through a private, read-only :class:`ExperimentCollection` (opened with
+``recover=False``: the dashboard never changes the collection). Its DuckDB database is
+locked down once the views exist: files outside the collection's ``runs/`` folder cannot
+be read, the configuration cannot be changed back, and the SQL box accepts one SELECT
+(``WITH``, ``DESCRIBE``, ``SHOW``, ``SUMMARIZE`` parse as SELECT) and nothing else.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from ..collection import ExperimentCollection
+from ..errors import RecorderError
+
+#: Columns of a numeric DuckDB type: what a curve can plot.
+NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+                 "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "DECIMAL")
+#: Own columns picked as the x axis when present, in this order; else the records' order.
+STEP_COLUMNS = ("step", "global_step", "epoch", "index")
+#: Every run's bookkeeping columns in the views (not experiment info).
+BOOKKEEPING = ("experiment_number", "error_number", "had_error", "experiment_start_time", "experiment_end_time",
+               "experiment_duration")
+#: Columns of the ``experiments`` view that are not experiment info.
+RUN_COLUMNS = ("run_id", "status", "records", "error", *BOOKKEEPING)
+#: The records view's columns that together name one run (until the view carries ``run_id``).
+RUN_KEY = ("experiment_number", "error_number", "experiment_start_time")
+#: Most rows the SQL box returns.
+MAX_RESULT_ROWS = 1000
+#: Most points per curve per bucket: first, last, min and max (M4).
+POINTS_PER_BUCKET = 4
+MAX_BUCKETS = 4000
+_CACHED_VALUES = 32_000_000  # x and y values of finished runs kept in memory, all runs together
+
+
+class DashboardError(RecorderError, ValueError):
+    """A request the dashboard cannot answer: bad SQL, an unknown column or run."""
+
+
+@dataclass
+class Curve:
+    """One run's (x, y) values in x order, y finite."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+
+class DashboardData:
+    """The read side of the dashboard over one collection; safe to call from several threads."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.collection = ExperimentCollection(path, quiet=True, create=False, recover=False)
+        self._lock = threading.Lock()
+        self._curves: OrderedDict[tuple[Any, ...], Curve] = OrderedDict()
+        self._buckets = duckdb.connect()  # private: downsampling only, never user SQL
+        self._lock_down()
+        # Import what the first curve needs now (pyarrow's numpy path pulls in pandas: ~0.5 s).
+        self._buckets.sql("SELECT 1.0 AS x").to_arrow_table().column("x").to_numpy(zero_copy_only=False)
+
+    def _lock_down(self) -> None:
+        runs = _literal(str(self.collection.path / "runs") + os.sep)
+        # One thread: keeps the records in their order (the x of last resort) and leaves cores to training.
+        for statement in ("SET threads=1", f"SET allowed_directories=[{runs}]", "SET enable_external_access=false",
+                          "SET lock_configuration=true"):
+            self.collection.sql(statement)
+
+    # -- the runs table ----------------------------------------------------------------------
+
+    def runs(self, where: str = "", metric: str = "", x: str = "") -> dict[str, Any]:
+        """Every run (or those of ``experiments`` matching ``where``) with status, info and metric stats."""
+        with self._lock:
+            self.collection.reload()
+            infos = self.collection.runs
+            experiments = self.collection.sql("SELECT * FROM experiments")
+            names = experiments.columns
+            rows = {row[names.index("run_id")]: dict(zip(names, row)) for row in experiments.fetchall()}
+            info_columns = [name for name in names if name not in RUN_COLUMNS]
+            kept = None
+            if where.strip():
+                kept = {row[0] for row in self._select(f"SELECT run_id FROM experiments WHERE {where}").fetchall()}
+            stats = self._metric_stats(metric, x) if metric else {}
+        now = time.time()
+        table = []
+        for info in infos:
+            run_id = info["id"]
+            if kept is not None and run_id not in kept:
+                continue
+            row = rows.get(run_id, {})
+            duration = info.get("experiment_duration")
+            if duration is None and info["status"] == "running":
+                duration = now - info["experiment_start_time"]
+            table.append({
+                "run_id": run_id,
+                "experiment_number": info["experiment_number"],
+                "error_number": info["error_number"],
+                "status": info["status"],
+                "error": info.get("error"),
+                "start": info["experiment_start_time"],
+                "duration": duration,
+                "records": row.get("records", info.get("records_count")),
+                "info": {name: _json_value(row.get(name)) for name in info_columns},
+                "metric": stats.get(run_id),
+            })
+        return {"columns": info_columns, "runs": table, "metric": metric or None}
+
+    def _metric_stats(self, metric: str, x: str) -> dict[str, dict[str, Any]]:
+        y = self._numeric_column(metric, "metric")
+        order = f" ORDER BY {_name(self._numeric_column(x, 'x'))}" if x else ""
+        query = (f"SELECT e.run_id, last(r.{_name(y)}{order}), min(r.{_name(y)}), max(r.{_name(y)}) "
+                 f"FROM records AS r JOIN experiments AS e USING ({', '.join(RUN_KEY)}) "
+                 f"WHERE isfinite(r.{_name(y)}) GROUP BY e.run_id")
+        return {run_id: {"last": _json_value(last), "min": _json_value(low), "max": _json_value(high)}
+                for run_id, last, low, high in self.collection.sql(query).fetchall()}
+
+    # -- columns -------------------------------------------------------------------------------
+
+    def columns(self) -> dict[str, Any]:
+        """The records' own numeric columns (metrics), the x choices and the group-by columns."""
+        with self._lock:
+            self.collection.reload()
+            metrics = self._metric_columns()
+            groups = [name for name in self.collection.sql("SELECT * FROM experiments LIMIT 0").columns
+                      if name not in RUN_COLUMNS]
+        default_x = next((name for name in STEP_COLUMNS if name in metrics), "")
+        return {"collection": str(self.collection.path), "metrics": metrics, "x": metrics, "default_x": default_x,
+                "groups": groups}
+
+    def _metric_columns(self) -> list[str]:
+        """Numeric columns that records hold themselves: the view's columns minus inherited ones."""
+        types = dict(self.collection.sql("SELECT column_name, column_type FROM (DESCRIBE records)").fetchall())
+        inherited = set(self.collection.sql("SELECT * FROM lineage LIMIT 0").columns)
+        return [name for name, kind in types.items()
+                if name not in inherited and name not in BOOKKEEPING and kind.startswith(NUMERIC_TYPES)]
+
+    def _numeric_column(self, name: str, role: str) -> str:
+        known = self._metric_columns()
+        if name not in known:
+            raise DashboardError(f"unknown {role} column {name!r}; the records' numeric columns: {', '.join(known)}")
+        return name
+
+    # -- curves --------------------------------------------------------------------------------
+
+    def curves(self, run_ids: Sequence[str], y: str, x: str = "", buckets: int = 800, smoothing: float = 0.0,
+               x_range: tuple[float, float] | None = None, relative: bool = False,
+               group_by: str = "") -> dict[str, Any]:
+        """Downsampled curves of ``y`` against ``x`` (default: the records' order), one per run
+        or, with ``group_by``, a mean line and min-max band per value of that info column.
+
+        ``smoothing`` in [0, 1) is the weight of TensorBoard's debiased exponential moving
+        average, applied to every point before downsampling. Each curve keeps at most the
+        first, last, min and max point of each of ``buckets`` equal slices of the x range
+        (``x_range`` when zoomed, else all of it): at most 4 x ``buckets`` points.
+        """
+        if not 0 <= smoothing < 1:
+            raise DashboardError(f"smoothing must be in [0, 1), not {smoothing!r}")
+        buckets = max(1, min(int(buckets), MAX_BUCKETS))
+        with self._lock:
+            self.collection.reload()
+            infos = {info["id"]: info for info in self.collection.runs}
+            unknown = [run_id for run_id in run_ids if run_id not in infos]
+            if unknown:
+                raise DashboardError(f"no run {unknown[0]!r} in {str(self.collection.path)!r}")
+            y = self._numeric_column(y, "y")
+            if x:
+                x = self._numeric_column(x, "x")
+            curves = self._load_curves([infos[run_id] for run_id in run_ids], y, x)
+            groups = self._group_values(run_ids, group_by) if group_by else {}
+        for run_id, curve in curves.items():
+            smoothed = debiased_ema(curve.y, smoothing) if smoothing else curve.y
+            offset = curve.x[0] if relative and len(curve.x) else 0
+            curves[run_id] = (Curve(curve.x - offset, smoothed), Curve(curve.x - offset, curve.y))
+        low, high = x_range if x_range else _extent([pair[0].x for pair in curves.values()])
+        if group_by:
+            series = self._grouped(curves, groups, low, high, buckets)
+        else:
+            series = []
+            for run_id, (smoothed, raw) in curves.items():
+                series.append({"run_id": run_id, "kind": "line", **self._m4(smoothed, low, high, buckets)})
+                if smoothing:
+                    series.append({"run_id": run_id, "kind": "raw", **self._m4(raw, low, high, buckets)})
+        return {"series": series, "buckets": buckets, "x_range": [_json_value(low), _json_value(high)],
+                "points": sum(len(item["x"]) for item in series)}
+
+    def _load_curves(self, infos: list[dict[str, Any]], y: str, x: str) -> dict[str, Curve]:
+        """Each run's finite (x, y) in x order; a stopped run's from the cache when there."""
+        found: dict[str, Curve] = {}
+        missing = []
+        for info in infos:
+            key = (info["id"], info.get("records"), y, x)
+            if info["status"] != "running" and key in self._curves:
+                self._curves.move_to_end(key)
+                found[info["id"]] = self._curves[key]
+            else:
+                missing.append(info)
+        if missing:
+            ids = ", ".join(_literal(info["id"]) for info in missing)
+            x_value = f"r.{_name(x)}" if x else "NULL"
+            condition = f" AND r.{_name(x)} IS NOT NULL" if x else ""
+            table = self.collection.sql(
+                f"SELECT list_position([{ids}], e.run_id) AS run, CAST({x_value} AS DOUBLE) AS x, "
+                f"CAST(r.{_name(y)} AS DOUBLE) AS y FROM records AS r JOIN experiments AS e USING ({', '.join(RUN_KEY)}) "
+                f"WHERE e.run_id IN ({ids}) AND isfinite(r.{_name(y)}){condition}"
+            ).to_arrow_table()
+            runs = table.column("run").to_numpy()
+            xs = table.column("x").to_numpy(zero_copy_only=False)
+            ys = table.column("y").to_numpy(zero_copy_only=False)
+            for position, info in enumerate(missing, start=1):
+                mine = runs == position
+                curve_y = ys[mine]
+                if x:
+                    curve_x = xs[mine]
+                    if len(curve_x) > 1 and not (np.diff(curve_x) >= 0).all():
+                        order = np.argsort(curve_x, kind="stable")  # stable: records' order among equal x
+                        curve_x, curve_y = curve_x[order], curve_y[order]
+                    curve = Curve(curve_x, curve_y)
+                else:
+                    curve = Curve(np.arange(len(curve_y), dtype=np.float64), curve_y)
+                found[info["id"]] = curve
+                if info["status"] != "running":
+                    self._remember((info["id"], info.get("records"), y, x), curve)
+        return found
+
+    def _remember(self, key: tuple[Any, ...], curve: Curve) -> None:
+        self._curves[key] = curve
+        while sum(len(item.x) * 2 for item in self._curves.values()) > _CACHED_VALUES and len(self._curves) > 1:
+            self._curves.popitem(last=False)
+
+    def _group_values(self, run_ids: Sequence[str], column: str) -> dict[str, Any]:
+        names = self.collection.sql("SELECT * FROM experiments LIMIT 0").columns
+        if column not in names or column in RUN_COLUMNS:
+            known = ", ".join(name for name in names if name not in RUN_COLUMNS)
+            raise DashboardError(f"unknown group-by column {column!r}; experiment info columns: {known}")
+        ids = ", ".join(_literal(run_id) for run_id in run_ids)
+        rows = self.collection.sql(f"SELECT run_id, {_name(column)} FROM experiments WHERE run_id IN ({ids})")
+        return {run_id: _json_value(value) for run_id, value in rows.fetchall()}
+
+    def _m4(self, curve: Curve, low: float, high: float, buckets: int) -> dict[str, list[Any]]:
+        """The first, last, min and max point of each x bucket, plus the nearest point outside
+        the range on each side (so that a zoomed line reaches the chart's edges)."""
+        if not len(curve.x):
+            return {"x": [], "y": []}
+        start = int(np.searchsorted(curve.x, low, side="left"))
+        stop = int(np.searchsorted(curve.x, high, side="right"))
+        rows = np.arange(start, stop)
+        keep = [np.array([start - 1, stop], dtype=np.int64)]
+        if len(rows):
+            self._buckets.register("points", pa.table({"row": rows, "x": curve.x[start:stop],
+                                                       "y": curve.y[start:stop]}))
+            width = (high - low) or 1.0
+            picked = self._buckets.execute(
+                "SELECT arg_min(row, x), arg_max(row, x), arg_min(row, y), arg_max(row, y) FROM points "
+                "GROUP BY least(floor((x - $low) / $width * $buckets), $buckets - 1)",
+                {"low": low, "width": width, "buckets": buckets},
+            ).fetchnumpy()
+            self._buckets.unregister("points")
+            keep.extend(np.asarray(column, dtype=np.int64) for column in picked.values())
+        chosen = np.unique(np.concatenate(keep))
+        chosen = chosen[(chosen >= 0) & (chosen < len(curve.x))]
+        return {"x": curve.x[chosen].tolist(), "y": curve.y[chosen].tolist()}
+
+    def _grouped(self, curves: dict[str, tuple[Curve, Curve]], groups: dict[str, Any], low: float, high: float,
+                 buckets: int) -> list[dict[str, Any]]:
+        """Per group value: per x bucket, the mean over runs of each run's mean, and the min and max."""
+        parts = []
+        for run_id, (smoothed, _) in curves.items():
+            inside = (smoothed.x >= low) & (smoothed.x <= high)
+            parts.append(pa.table({"run": pa.array([run_id] * int(inside.sum()), pa.string()),
+                                   "x": smoothed.x[inside], "y": smoothed.y[inside]}))
+        if not parts:
+            return []
+        self._buckets.register("points", pa.concat_tables(parts))
+        self._buckets.register("groups", pa.table({"run": list(groups),
+                                                   "label": [_label(value) for value in groups.values()]}))
+        rows = self._buckets.execute(
+            "WITH per_run AS (SELECT label, run, least(floor((x - $low) / $width * $buckets), $buckets - 1) AS b, "
+            "avg(x) AS x, avg(y) AS mean, min(y) AS low, max(y) AS high FROM points JOIN groups USING (run) "
+            "GROUP BY ALL) "
+            "SELECT label, b, avg(x), avg(mean), min(low), max(high), count(*) FROM per_run GROUP BY label, b "
+            "ORDER BY label, b",
+            {"low": low, "width": (high - low) or 1.0, "buckets": buckets},
+        ).fetchall()
+        self._buckets.unregister("points")
+        self._buckets.unregister("groups")
+        series: dict[str, dict[str, Any]] = {}
+        for label, _, x, mean, lowest, highest, runs in rows:
+            members = sorted(run_id for run_id, value in groups.items() if _label(value) == label)
+            item = series.setdefault(label, {"group": label, "runs": members, "kind": "group",
+                                             "x": [], "y": [], "min": [], "max": [], "count": []})
+            for field, value in (("x", x), ("y", mean), ("min", lowest), ("max", highest), ("count", runs)):
+                item[field].append(_json_value(value))
+        return list(series.values())
+
+    # -- the SQL box -------------------------------------------------------------------------
+
+    def query(self, sql: str, max_rows: int = MAX_RESULT_ROWS) -> dict[str, Any]:
+        """Run one read-only statement; its columns and first ``max_rows`` rows."""
+        with self._lock:
+            self.collection.reload()
+            relation = self._select(sql)
+            rows = relation.limit(max_rows + 1).fetchall()
+            columns = relation.columns
+        return {"columns": columns, "rows": [[_json_value(value) for value in row] for row in rows[:max_rows]],
+                "truncated": len(rows) > max_rows}
+
+    def _select(self, sql: str) -> duckdb.DuckDBPyRelation:
+        """``sql`` as a relation, if it is exactly one SELECT statement."""
+        try:
+            statements = duckdb.extract_statements(sql)
+        except duckdb.Error as error:
+            raise DashboardError(str(error)) from None
+        if len(statements) != 1:
+            raise DashboardError(f"give exactly one statement, not {len(statements)}")
+        if statements[0].type != duckdb.StatementType.SELECT:
+            raise DashboardError(f"only SELECT, WITH, DESCRIBE or SHOW may run here, not {statements[0].type.name}")
+        try:
+            return self.collection.sql(sql)
+        except duckdb.Error as error:
+            raise DashboardError(str(error)) from None
+
+
+def debiased_ema(values: np.ndarray, weight: float) -> np.ndarray:
+    """TensorBoard's debiased exponential moving average: ``s_i = w s_(i-1) + (1 - w) y_i``
+    from ``s_(-1) = 0``, divided by ``1 - w^(i+1)`` so that the start is not pulled to zero.
+
+    Computed in blocks with numpy: within a block, ``s`` is a cumulative sum scaled by powers
+    of ``w``, the block length kept short enough that ``w^-length`` stays finite.
+    """
+    if not 0 <= weight < 1:
+        raise ValueError(f"smoothing weight must be in [0, 1), not {weight!r}")
+    if weight == 0 or not len(values):
+        return values.astype(np.float64, copy=True)
+    block = int(min(1024, max(1, 600 / -math.log(weight))))
+    result = np.empty(len(values), dtype=np.float64)
+    carry = 0.0
+    powers = weight ** np.arange(1, block + 1, dtype=np.float64)
+    for start in range(0, len(values), block):
+        chunk = np.asarray(values[start:start + block], dtype=np.float64)
+        scale = powers[: len(chunk)]
+        result[start:start + len(chunk)] = scale * carry + (1 - weight) * scale * np.cumsum(chunk / scale)
+        carry = result[start + len(chunk) - 1]
+    result /= 1 - weight ** np.arange(1, len(values) + 1, dtype=np.float64)
+    return result
+
+
+def _extent(arrays: Sequence[np.ndarray]) -> tuple[float, float]:
+    present = [array for array in arrays if len(array)]
+    if not present:
+        return 0.0, 1.0
+    return float(min(array[0] for array in present)), float(max(array[-1] for array in present))
+
+
+def _label(value: Any) -> str:
+    return "NULL" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _json_value(value: Any) -> Any:
+    """A value JSON can carry: NaN and infinities as null, dates and bytes as text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (datetime.date, datetime.time, datetime.timedelta)):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, (list, tuple)):
+        return [_json_value(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _json_value(item) for key, item in value.items()}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def _name(key: str) -> str:
+    return '"' + key.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

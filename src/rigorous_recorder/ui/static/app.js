@@ -1,0 +1,458 @@
+// The dashboard page: runs table, curves (uPlot), SQL box. State lives in the URL's hash;
+// the server does the work (downsampling, smoothing); the page polls it every second.
+"use strict";
+(() => {
+  const POLL_MS = 1000;
+  const CHART_HEIGHT = 360;
+  const FAILED = new Set(["error", "crashed", "damaged"]);
+  const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf"];
+  const $ = (id) => document.getElementById(id);
+
+  // What the tests (and a curious user, from the console) can read.
+  const view = window.rrDashboard = {
+    state: readState(), runs: [], infoColumns: [], columns: null, curves: null, chart: null,
+    buckets: 0, polls: 0, curveFetches: 0,
+  };
+  const state = view.state;
+  let curveSignature = "";
+  let curveRequest = 0;
+  let lastRunsText = "";
+  let applyingScale = false;
+
+  // -- state in the URL ------------------------------------------------------------------
+
+  function readState() {
+    const p = new URLSearchParams(location.hash.slice(1));
+    return {
+      sel: p.has("sel") ? p.get("sel").split(",").filter(Boolean) : null,
+      y: p.get("y") || "", x: p.has("x") ? p.get("x") : null, rel: p.get("rel") === "1", by: p.get("by") || "",
+      smooth: Number(p.get("smooth") || 0), log: p.get("log") === "1",
+      zoom: p.get("zoom") ? p.get("zoom").split(",").map(Number) : null,
+      where: p.get("where") || "", hide: p.get("hide") === "1", sort: p.get("sort") || "", sql: p.get("sql") || "",
+    };
+  }
+
+  function writeState() {
+    const p = new URLSearchParams();
+    if (state.sel) p.set("sel", state.sel.join(","));
+    for (const key of ["y", "by", "where", "sort", "sql"]) if (state[key]) p.set(key, state[key]);
+    if (state.x !== null) p.set("x", state.x);
+    if (state.rel) p.set("rel", "1");
+    if (state.smooth) p.set("smooth", String(state.smooth));
+    if (state.log) p.set("log", "1");
+    if (state.hide) p.set("hide", "1");
+    if (state.zoom) p.set("zoom", state.zoom.join(","));
+    history.replaceState(null, "", location.pathname + location.search + "#" + p.toString());
+  }
+
+  // -- talking to the server -------------------------------------------------------------
+
+  async function api(path, options) {
+    const response = await fetch(path, options);
+    const body = await response.json();
+    if (!response.ok) throw new Error(body.error || response.statusText);
+    return body;
+  }
+
+  const esc = (value) => String(value).replace(/[&<>"']/g,
+    (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+
+  function fmt(value) {
+    if (value === null || value === undefined) return "";
+    if (typeof value === "number" && !Number.isInteger(value)) return Number(value.toPrecision(6)).toString();
+    if (typeof value === "object") return JSON.stringify(value);
+    return String(value);
+  }
+
+  function fmtDuration(seconds) {
+    if (seconds === null || seconds === undefined) return "";
+    if (seconds < 1) return `${Math.round(seconds * 1000)}ms`;
+    if (seconds < 60) return `${seconds.toFixed(1)}s`;
+    const minutes = Math.floor(seconds / 60);
+    if (minutes < 60) return `${minutes}m${String(Math.floor(seconds % 60)).padStart(2, "0")}s`;
+    return `${Math.floor(minutes / 60)}h${String(minutes % 60).padStart(2, "0")}m`;
+  }
+
+  function fmtTime(seconds) {
+    const d = new Date(seconds * 1000);
+    const two = (n) => String(n).padStart(2, "0");
+    return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} ${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
+  }
+
+  // -- the runs table --------------------------------------------------------------------
+
+  function runColumns() {
+    const metric = state.y || "metric";
+    return [
+      { key: "experiment_number", label: "#", num: true, get: (r) => r.experiment_number },
+      { key: "error_number", label: "err", num: true, get: (r) => r.error_number },
+      { key: "status", label: "status", get: (r) => r.status,
+        html: (r) => `<span class="badge ${esc(r.status)}" title="${esc(r.error || "")}">${esc(r.status)}</span>` },
+      { key: "error", label: "error", get: (r) => r.error || "", cls: "error-text" },
+      { key: "run_id", label: "run", get: (r) => r.run_id },
+      { key: "start", label: "start", get: (r) => r.start, text: (r) => fmtTime(r.start) },
+      { key: "duration", label: "duration", num: true, get: (r) => r.duration, text: (r) => fmtDuration(r.duration) },
+      { key: "records", label: "records", num: true, get: (r) => r.records },
+      ...view.infoColumns.map((name) => ({ key: `info.${name}`, label: name, get: (r) => r.info[name] })),
+      ...["last", "min", "max"].map((which) => ({
+        key: `metric.${which}`, label: `${which} ${metric}`, num: true, get: (r) => (r.metric ? r.metric[which] : null),
+      })),
+    ];
+  }
+
+  function selection() {
+    return state.sel || [];
+  }
+
+  function renderRuns() {
+    const columns = runColumns();
+    const [sortKey, sortDir] = state.sort ? state.sort.split(":") : ["", ""];
+    let rows = view.runs.filter((r) => !(state.hide && FAILED.has(r.status)));
+    const column = columns.find((c) => c.key === sortKey);
+    if (column) {
+      const sign = sortDir === "desc" ? -1 : 1;
+      rows = rows.slice().sort((a, b) => {
+        const va = column.get(a), vb = column.get(b);
+        if (va === vb) return 0;
+        if (va === null || va === undefined) return 1;
+        if (vb === null || vb === undefined) return -1;
+        return (va < vb ? -1 : 1) * sign;
+      });
+    }
+    const selected = selection();
+    const head = `<tr><th></th>${columns.map((c) => `<th data-key="${esc(c.key)}">${esc(c.label)}${
+      c.key === sortKey ? (sortDir === "desc" ? " ▼" : " ▲") : ""}</th>`).join("")}</tr>`;
+    const body = rows.map((r) => {
+      const index = selected.indexOf(r.run_id);
+      const swatch = index >= 0 ? `<span class="swatch" style="background:${PALETTE[index % PALETTE.length]}"></span>` : "";
+      const cells = columns.map((c) => {
+        const content = c.html ? c.html(r) : esc(c.text ? c.text(r) : fmt(c.get(r)));
+        const cls = [c.num ? "number" : "", c.cls || ""].join(" ").trim();
+        return `<td${cls ? ` class="${cls}"` : ""}>${content}</td>`;
+      }).join("");
+      return `<tr data-run="${esc(r.run_id)}" data-status="${esc(r.status)}"${index >= 0 ? ' class="selected"' : ""}>` +
+        `<td>${swatch}<input type="checkbox" data-run="${esc(r.run_id)}"${index >= 0 ? " checked" : ""}></td>${cells}</tr>`;
+    }).join("");
+    $("runs").tHead.innerHTML = head;
+    $("runs").tBodies[0].innerHTML = body;
+  }
+
+  async function refreshRuns() {
+    const params = new URLSearchParams({ where: state.where, metric: state.y, x: state.x || "" });
+    let result;
+    try {
+      result = await api(`api/runs?${params}`);
+      $("runs-message").textContent = "";
+    } catch (error) {
+      $("runs-message").textContent = error.message;
+      return false;
+    }
+    view.runs = result.runs;
+    view.infoColumns = result.columns;
+    if (state.sel === null) {  // first visit: the latest runs that did not fail
+      state.sel = result.runs.filter((r) => !FAILED.has(r.status)).slice(-10).map((r) => r.run_id);
+      writeState();
+    }
+    const text = JSON.stringify(result);
+    if (text !== lastRunsText) {
+      lastRunsText = text;
+      renderRuns();
+    }
+    return true;
+  }
+
+  // -- columns and controls --------------------------------------------------------------
+
+  function fillSelect(select, options, value) {
+    select.innerHTML = options.map(([v, label]) => `<option value="${esc(v)}">${esc(label)}</option>`).join("");
+    select.value = value;
+  }
+
+  async function refreshColumns() {
+    const columns = await api("api/columns");
+    const text = JSON.stringify(columns);
+    if (view.columns && JSON.stringify(view.columns) === text) return;
+    view.columns = columns;
+    $("collection").textContent = columns.collection;
+    document.title = `${columns.collection} - rigorous-recorder`;
+    const metrics = columns.metrics;
+    if (!metrics.includes(state.y)) {
+      state.y = metrics.find((m) => /loss/i.test(m)) || metrics.find((m) => m !== columns.default_x) || metrics[0] || "";
+    }
+    if (state.x === null || (state.x && !columns.x.includes(state.x))) state.x = columns.default_x;
+    fillSelect($("y"), metrics.map((m) => [m, m]), state.y);
+    fillSelect($("x"), [["", "record order"], ...columns.x.map((m) => [m, m])], state.x);
+    fillSelect($("by"), [["", "(each run)"], ...columns.groups.map((g) => [g, g])], state.by);
+    writeState();
+  }
+
+  // -- the chart -------------------------------------------------------------------------
+
+  function runLabel(runId) {
+    const run = view.runs.find((r) => r.run_id === runId);
+    if (!run) return runId;
+    return `#${run.experiment_number}${run.error_number ? `.${run.error_number}` : ""}`;
+  }
+
+  function withAlpha(color, alpha) {
+    return color + Math.round(alpha * 255).toString(16).padStart(2, "0");
+  }
+
+  function buildPlot(curves) {
+    const selected = selection();
+    const tables = [];
+    const series = [{ label: state.x || "record" }];
+    const bands = [];
+    let column = 1;
+    curves.series.forEach((item, position) => {
+      const ys = state.log ? item.y.map((v) => (v > 0 ? v : null)) : item.y;
+      if (item.kind === "group") {
+        const color = PALETTE[position % PALETTE.length];
+        const clip = (values) => (state.log ? values.map((v) => (v > 0 ? v : null)) : values);
+        tables.push([item.x, ys, clip(item.min), clip(item.max)]);
+        series.push({ label: `${state.by}=${item.group} (${item.runs.length} runs)`, stroke: color, width: 2, spanGaps: true });
+        series.push({ label: "min", stroke: withAlpha(color, 0.3), width: 1, spanGaps: true });
+        series.push({ label: "max", stroke: withAlpha(color, 0.3), width: 1, spanGaps: true });
+        bands.push({ series: [column + 2, column + 1], fill: withAlpha(color, 0.15) });
+        column += 3;
+        return;
+      }
+      const index = selected.indexOf(item.run_id);
+      const color = PALETTE[(index >= 0 ? index : position) % PALETTE.length];
+      tables.push([item.x, ys]);
+      const raw = item.kind === "raw";
+      series.push({
+        label: raw ? `${runLabel(item.run_id)} raw` : runLabel(item.run_id), stroke: raw ? withAlpha(color, 0.25) : color,
+        width: raw ? 1 : 1.5, spanGaps: true,
+      });
+      column += 1;
+    });
+    const data = tables.length ? uPlot.join(tables) : [[]];
+    return { data, series, bands };
+  }
+
+  function chartWidth() {
+    return Math.max(200, $("chart").clientWidth || 800);
+  }
+
+  function drawChart(curves) {
+    const { data, series, bands } = buildPlot(curves);
+    const isTime = !state.rel && /time|timestamp/i.test(state.x || "");
+    const shape = JSON.stringify([series.map((s) => s.label), state.log, isTime, chartWidth()]);
+    let chart = view.chart;
+    if (chart && chart.rrShape === shape) {
+      applyingScale = true;
+      chart.setData(data, !state.zoom);
+      if (state.zoom) chart.setScale("x", { min: state.zoom[0], max: state.zoom[1] });
+      applyingScale = false;
+      return;
+    }
+    if (chart) chart.destroy();
+    $("chart").innerHTML = "";
+    const options = {
+      width: chartWidth(), height: CHART_HEIGHT, series, bands,
+      scales: { x: { time: isTime }, y: { distr: state.log ? 3 : 1 } },
+      axes: [{ label: state.x ? (state.rel ? `${state.x} (relative)` : state.x) : "record order" }, { label: state.y }],
+      cursor: { bind: { dblclick: () => null } },  // a double click resets the zoom (below), not to the loaded data
+      hooks: { setScale: [onSetScale] },
+    };
+    applyingScale = true;
+    chart = new uPlot(options, data, $("chart"));
+    if (state.zoom) chart.setScale("x", { min: state.zoom[0], max: state.zoom[1] });
+    applyingScale = false;
+    chart.rrShape = shape;
+    chart.over.addEventListener("dblclick", resetZoom);
+    view.chart = chart;
+  }
+
+  function onSetScale(chart, key) {
+    if (key !== "x" || applyingScale) return;
+    const { min, max } = chart.scales.x;
+    if (min === null || max === null) return;
+    state.zoom = [min, max];
+    writeState();
+    refreshCurves();  // full resolution for the visible range
+  }
+
+  function resetZoom() {
+    if (!state.zoom) return;
+    state.zoom = null;
+    writeState();
+    refreshCurves();
+  }
+
+  async function refreshCurves() {
+    const selected = selection();
+    const request = ++curveRequest;
+    if (!state.y || !selected.length) {
+      if (view.chart) view.chart.destroy();
+      view.chart = null;
+      view.curves = null;
+      $("chart").innerHTML = "";
+      $("chart-message").textContent = state.y ? "select runs in the table to plot them" : "no numeric columns yet";
+      return;
+    }
+    const buckets = Math.round(chartWidth());
+    const params = new URLSearchParams({
+      runs: selected.join(","), y: state.y, x: state.x || "", buckets: String(buckets), smooth: String(state.smooth),
+      relative: state.rel ? "1" : "0", by: state.by,
+    });
+    if (state.zoom) {
+      params.set("lo", String(state.zoom[0]));
+      params.set("hi", String(state.zoom[1]));
+    }
+    curveSignature = curvesSignature();
+    let curves;
+    try {
+      curves = await api(`api/curves?${params}`);
+    } catch (error) {
+      if (request === curveRequest) $("chart-message").textContent = error.message;
+      return;
+    }
+    if (request !== curveRequest) return;  // a newer request is on its way
+    $("chart-message").textContent = "";
+    view.curves = curves;
+    view.buckets = buckets;
+    view.curveFetches += 1;
+    drawChart(curves);
+  }
+
+  function curvesSignature() {
+    return JSON.stringify(selection().map((id) => {
+      const run = view.runs.find((r) => r.run_id === id);
+      return run ? [id, run.status, run.records] : [id];
+    }));
+  }
+
+  // -- the SQL box -----------------------------------------------------------------------
+
+  async function runSql() {
+    state.sql = $("sql").value;
+    writeState();
+    const error = $("sql-error");
+    const table = $("sql-result");
+    try {
+      const result = await api("api/sql", {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ sql: state.sql }),
+      });
+      error.hidden = true;
+      table.innerHTML = `<thead><tr>${result.columns.map((c) => `<th>${esc(c)}</th>`).join("")}</tr></thead><tbody>${
+        result.rows.map((row) => `<tr>${row.map((v) => `<td${typeof v === "number" ? ' class="number"' : ""}>${
+          esc(fmt(v))}</td>`).join("")}</tr>`).join("")}</tbody>`;
+      table.dataset.rows = String(result.rows.length);
+    } catch (failure) {
+      table.innerHTML = "";
+      table.dataset.rows = "";
+      error.textContent = failure.message;
+      error.hidden = false;
+    }
+  }
+
+  // -- wiring ----------------------------------------------------------------------------
+
+  function bind() {
+    $("where").value = state.where;
+    $("hide-failed").checked = state.hide;
+    $("relative").checked = state.rel;
+    $("log").checked = state.log;
+    $("smooth").value = String(state.smooth);
+    $("smooth-value").textContent = String(state.smooth);
+    $("sql").value = state.sql;
+
+    $("where").addEventListener("change", async () => {
+      state.where = $("where").value.trim();
+      writeState();
+      await refreshRuns();
+    });
+    $("hide-failed").addEventListener("change", () => {
+      state.hide = $("hide-failed").checked;
+      writeState();
+      renderRuns();
+    });
+    $("select-all").addEventListener("click", () => {
+      state.sel = view.runs.filter((r) => !(state.hide && FAILED.has(r.status))).map((r) => r.run_id);
+      selectionChanged();
+    });
+    $("select-none").addEventListener("click", () => {
+      state.sel = [];
+      selectionChanged();
+    });
+    $("runs").tBodies[0].addEventListener("change", (event) => {
+      const runId = event.target.dataset.run;
+      if (!runId) return;
+      const selected = selection().filter((id) => id !== runId);
+      if (event.target.checked) selected.push(runId);
+      state.sel = selected;
+      selectionChanged();
+    });
+    $("runs").tHead.addEventListener("click", (event) => {
+      const key = event.target.closest("th") && event.target.closest("th").dataset.key;
+      if (!key) return;
+      const [current, dir] = state.sort.split(":");
+      state.sort = `${key}:${current === key && dir !== "desc" ? "desc" : "asc"}`;
+      writeState();
+      renderRuns();
+    });
+    const curveControl = (id, read) => $(id).addEventListener("change", async () => {
+      read();
+      state.zoom = null;
+      writeState();
+      if (id === "y" || id === "x") {
+        lastRunsText = "";
+        await refreshRuns();  // the table's metric columns follow y (ordered by x)
+      }
+      refreshCurves();
+    });
+    curveControl("y", () => { state.y = $("y").value; });
+    curveControl("x", () => { state.x = $("x").value; });
+    curveControl("by", () => { state.by = $("by").value; });
+    curveControl("relative", () => { state.rel = $("relative").checked; });
+    curveControl("log", () => { state.log = $("log").checked; });
+    curveControl("smooth", () => { state.smooth = Number($("smooth").value); });
+    $("smooth").addEventListener("input", () => { $("smooth-value").textContent = $("smooth").value; });
+    $("reset-zoom").addEventListener("click", resetZoom);
+    $("run-sql").addEventListener("click", runSql);
+    $("sql").addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) runSql();
+    });
+    let resizeTimer = 0;
+    window.addEventListener("resize", () => {
+      clearTimeout(resizeTimer);
+      resizeTimer = setTimeout(refreshCurves, 200);
+    });
+  }
+
+  function selectionChanged() {
+    writeState();
+    renderRuns();
+    refreshCurves();
+  }
+
+  async function poll() {
+    try {
+      const known = view.runs.map((r) => r.run_id + r.status).join();
+      const ok = await refreshRuns();
+      if (ok && view.runs.map((r) => r.run_id + r.status).join() !== known) await refreshColumns();
+      if (ok && curvesSignature() !== curveSignature) await refreshCurves();
+      $("live").classList.toggle("stale", !ok);
+      $("live").textContent = ok ? "live" : "server not answering";
+    } catch (error) {
+      $("live").classList.add("stale");
+      $("live").textContent = "server not answering";
+    }
+    view.polls += 1;
+    setTimeout(poll, POLL_MS);
+  }
+
+  async function start() {
+    bind();
+    await refreshColumns();
+    await refreshRuns();
+    await refreshCurves();
+    if (state.sql) runSql();
+    setTimeout(poll, POLL_MS);
+  }
+
+  start();
+})();
