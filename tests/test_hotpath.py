@@ -242,3 +242,16 @@ def test_the_recorder_tests_pass_on_the_python_twins():
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *modules],
                             cwd=REPO, env=environment, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("append", [_hotpath.append_plain_row, _hotpath.append_plain_row_python])
+def test_append_plain_row_reads_the_columns_of_a_holder(append):
+    """Given a holder (a recorder), both twins append to its ``_pending`` dict, read at the call."""
+
+    class Holder:
+        __slots__ = ("_pending",)
+
+    holder = Holder()
+    holder._pending = {"x": [1.0]}
+    assert append(holder, {"x": 2.0}) == 2
+    assert holder._pending == {"x": [1.0, 2.0]}

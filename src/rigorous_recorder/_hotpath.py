@@ -22,13 +22,17 @@ from ._values import PLAIN_TYPES
 _ROW_TYPES = PLAIN_TYPES | {type(None)}
 
 
-def append_plain_row_python(pending: dict[str, list[Any]], values: dict[str, Any]) -> int:
+def append_plain_row_python(pending: Any, values: dict[str, Any]) -> int:
     """Append each value to ``pending[key]`` and return the new row count, or return 0.
 
-    Appends only when every key is a ``str`` naming a column of ``pending``, both dicts
+    ``pending`` is a dict of lists, or an object whose ``_pending`` attribute is one (the
+    compiled twin reads it and appends in one step no other thread can split; this one
+    cannot promise that). Appends only when every key is a ``str`` naming a column of ``pending``, both dicts
     have as many keys (at least one), and every value is an exact float, int, str, bool
     or None; otherwise nothing changes.
     """
+    if type(pending) is not dict:
+        pending = pending._pending
     if not values or len(values) != len(pending):
         return 0
     column: list[Any] = []

@@ -47,8 +47,13 @@ truncate_columns_keeping_error(PyObject *pending, Py_ssize_t rows)
     }
 }
 
+/* The interned name "_pending", set when the module is executed. */
+static PyObject *pending_name = NULL;
+
 PyDoc_STRVAR(append_plain_row_doc,
 "append_plain_row(pending, values) -> int\n\n"
+"`pending` is a dict of lists, or an object whose `_pending` attribute is one (read\n"
+"here, so that reading it and appending is one step no other thread can split).\n"
 "Append each value of the dict `values` to the list `pending[key]` and return the\n"
 "new row count, when every key is a str naming a column of `pending`, both dicts\n"
 "have as many keys (at least one), and every value is an exact float, int, str,\n"
@@ -57,11 +62,23 @@ PyDoc_STRVAR(append_plain_row_doc,
 static PyObject *
 append_plain_row(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2 || !PyDict_CheckExact(args[0]) || !PyDict_CheckExact(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "append_plain_row() takes two dicts");
+    if (nargs != 2 || !PyDict_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "append_plain_row() takes a holder of pending rows and a dict");
         return NULL;
     }
     PyObject *pending = args[0], *values = args[1];
+    if (!PyDict_CheckExact(pending)) {
+        PyObject *held = PyObject_GetAttr(pending, pending_name);  /* a slot: no Python code runs */
+        if (held == NULL) {
+            return NULL;
+        }
+        Py_DECREF(held);  /* the holder keeps it alive while this call runs */
+        if (!PyDict_CheckExact(held)) {
+            PyErr_SetString(PyExc_TypeError, "append_plain_row(): _pending is not a dict");
+            return NULL;
+        }
+        pending = held;
+    }
     Py_ssize_t size = PyDict_GET_SIZE(values);
     if (size == 0 || size != PyDict_GET_SIZE(pending)) {
         return PyLong_FromLong(0);
@@ -260,7 +277,17 @@ static PyMethodDef speedups_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static int
+speedups_exec(PyObject *module)
+{
+    if (pending_name == NULL) {
+        pending_name = PyUnicode_InternFromString("_pending");
+    }
+    return pending_name == NULL ? -1 : 0;
+}
+
 static PyModuleDef_Slot speedups_slots[] = {
+    {Py_mod_exec, speedups_exec},
 #ifdef Py_mod_gil
     {Py_mod_gil, Py_MOD_GIL_USED},  /* the borrowed references each call holds need the GIL */
 #endif

@@ -38,6 +38,8 @@ def check_key(key: Any) -> str:
     """Return ``key`` if it is a non-empty string, else raise :class:`InvalidKeyError`."""
     if type(key) is not str or not key:
         raise InvalidKeyError(f"cannot record key {key!r}: keys must be non-empty strings")
+    if not key.isascii() and not _encodes(key):
+        raise InvalidKeyError(f"cannot record key {key!r}: it holds a lone surrogate, which no file can store")
     if key in RESERVED_KEYS:
         raise InvalidKeyError(f"cannot record key {key!r}: the name is reserved for saved files; use another")
     return key
@@ -129,7 +131,7 @@ def normalize_mapping(data: Mapping[str, Any] | None, values: Mapping[str, Any])
 
 def _normalize_into(merged: dict[str, Any], data: Mapping[str, Any]) -> None:
     for key, value in data.items():
-        if type(value) in PLAIN_TYPES and type(key) is str and key and key not in RESERVED_KEYS:
+        if type(value) in PLAIN_TYPES and type(key) is str and key.isascii() and key and key not in RESERVED_KEYS:
             merged[key] = value  # the common case, without the two calls below
         else:
             merged[check_key(key)] = normalize(key, value)

@@ -197,7 +197,7 @@ class Recorder:
         """
         if data is None and self._fast:
             # Fast path: plain values for exactly the existing columns, nothing else to do.
-            rows = append_plain_row(self._pending, values)
+            rows = append_plain_row(self, values)  # reads self._pending: see store.base
             if rows:
                 if rows >= BATCH_ROWS:
                     with self._store.lock:
@@ -301,10 +301,10 @@ class Recorder:
 
         The columns are never changed afterwards, so records that refer to them stay valid.
         """
-        columns, rows = self._pending, self._pending_rows()
-        if rows:
-            self._pending, self._bare_rows = {}, 0
-            self._sealed_rows += rows
+        columns, self._pending = self._pending, {}  # first: a push after this appends to the new dict
+        rows = len(next(iter(columns.values()))) if columns else self._bare_rows
+        self._bare_rows = 0
+        self._sealed_rows += rows
         return columns, rows
 
     # -- reading records -----------------------------------------------------------------

@@ -28,6 +28,8 @@ _HEADER = struct.Struct("<2scQI")
 #: Bytes before each frame's payload.
 HEADER_SIZE = _HEADER.size
 _MAGIC = b"RR"
+#: No frame is larger: a flush writes at most a few seconds of records.
+_MAX_FRAME = 1 << 32
 
 
 def tree_frame(payload: bytes) -> bytes:
@@ -87,11 +89,11 @@ def read_journal(path: Path) -> Iterator[tuple[Frame, bytes]]:
                 return  # torn at the end
             magic, kind, length, checksum = _HEADER.unpack(header)
             start = offset + _HEADER.size
-            if magic != _MAGIC or kind not in (TREE, BATCH):
+            if magic != _MAGIC or kind not in (TREE, BATCH) or length > _MAX_FRAME:
                 raise JournalDamage(f"{path}: no frame at byte {offset}")
-            payload = file.read(length)
-            if len(payload) < length:
+            if start + length > size:
                 return  # torn at the end
+            payload = file.read(length)
             if zlib.crc32(payload) != checksum:
                 if start + length >= size:
                     return  # the last frame, torn

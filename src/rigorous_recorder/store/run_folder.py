@@ -172,6 +172,12 @@ class RunFolder:
 
     def nodes(self, info: dict[str, Any]) -> list[TreeNode]:
         """Every recorder of the run with its records, for reading."""
+        if not self.journal_paths(info):
+            nodes = list(self.compacted_nodes(info).values())
+            for node in nodes:
+                if node.id == RUN_NODE:
+                    node.local_data = bookkeeping(info)
+            return nodes
         entries, batches, _ = self.contents(info)
         by_id = split_by_recorder(batches())
         return [TreeNode(entry["id"], entry["parent"], entry["local_data"], _constant(by_id.get(entry["id"], [])))

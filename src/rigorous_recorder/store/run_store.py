@@ -17,30 +17,35 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .._columns import build_batch
+from .._hotpath import COMPILED
 from .._values import to_json
 from ..errors import RecorderError, RecorderTreeError, StorageError
 from .base import RecordStore
 from .journal import BATCH, HEADER_SIZE, Frame, JournalWriter, batch_frame, decode_batch, tree_frame
 from .layout import RECORDER_COLUMN, RUN_NODE, journal_name
 from .run_folder import RunFolder
-from .tree_file import TreeNode, recorder_counts, tag, untag
+from .tree_file import RECORDER_FIELD, TreeNode, recorder_counts, tag, untag
 
 if TYPE_CHECKING:
     from ..recorder import Recorder
 
 _CACHED_FRAMES = 32
+_RECORDERS_PER_LOCK = 256
 
 
 class RunStore(RecordStore):
     """The RecordStore of one session of one experiment run."""
 
-    unlocked_appends = False
+    #: The compiled push appends without the lock: it reads a recorder's unsealed columns and
+    #: appends to them in one step, which the flusher's swap of those columns cannot split.
+    unlocked_appends = COMPILED
 
     def __init__(self, folder: RunFolder, session: int, flush_interval: float,
                  resumed: dict[int, Recorder] | None = None, earlier: dict[int, TreeNode] | None = None) -> None:
@@ -120,20 +125,30 @@ class RunStore(RecordStore):
         return batches, columns, rows
 
     def flush(self) -> None:
-        """Write what changed since the last flush to the journal; raises StorageError if it fails."""
+        """Write what changed since the last flush to the journal; raises StorageError if it fails.
+
+        The lock is taken once per few hundred recorders that committed, and released while
+        the rows are converted and written, so ``push()`` never waits long.
+        """
         with self._flushing:
-            with self.lock:
-                if self._closed:
-                    return
-                entries = [self._entry(recorder) for recorder in self._changed]
-                taken = [(recorder.store_id, *recorder.take_unsealed_rows()) for recorder in self._dirty]
-                sealed, self._sealed = self._sealed, []
-                self._changed.clear()
-                self._dirty.clear()
+            taken: list[tuple[int, dict[str, list[Any]], int]] = []
+            while True:
+                with self.lock:
+                    if self._closed:
+                        return
+                    dirty = list(islice(self._dirty, _RECORDERS_PER_LOCK))
+                    for recorder in dirty:
+                        del self._dirty[recorder]
+                        taken.append((recorder.store_id, *recorder.take_unsealed_rows()))
+                    if not dirty:  # last: tree entries of every recorder whose rows were taken
+                        changed, self._changed = list(self._changed), {}
+                        sealed, self._sealed = self._sealed, []
+                        break
             frames = list(self._unwritten)
-            if entries:
+            if changed:
+                entries = [self._entry(recorder) for recorder in changed]
                 frames.append((tree_frame(to_json(entries).encode("utf-8")), None))
-            batches = sealed + [tag(build_batch(columns, rows), node_id) for node_id, columns, rows in taken if rows]
+            batches = [*sealed, *_batches_of(taken)]
             frames.extend((batch_frame(batch), batch) for batch in _grouped(batches))
             if frames:
                 self._append(frames)
@@ -242,6 +257,27 @@ class RunStore(RecordStore):
                 self.folder.touch_heartbeat()
             except OSError:
                 pass  # a full disk: the pid check still tells readers on this host
+
+
+def _batches_of(taken: list[tuple[int, dict[str, list[Any]], int]]) -> list[pa.RecordBatch]:
+    """Tagged batches of the rows taken from recorders: recorders whose columns hold the same
+    keys with the same value types share one batch (one per episode would be slow)."""
+    groups: dict[tuple[Any, ...], tuple[list[int], dict[str, list[Any]]]] = {}
+    for node_id, columns, rows in taken:
+        if not rows:
+            continue
+        signature = tuple((key, frozenset(map(type, values))) for key, values in columns.items())
+        group = groups.get(signature)
+        if group is None:
+            groups[signature] = ([node_id] * rows, {key: list(values) for key, values in columns.items()})
+        else:
+            group[0].extend([node_id] * rows)
+            for key, values in columns.items():
+                group[1][key].extend(values)
+    return [
+        build_batch(columns, len(ids)).add_column(0, RECORDER_FIELD, pa.array(ids, pa.int32()))
+        for ids, columns in groups.values()
+    ]
 
 
 def _grouped(batches: Iterable[pa.RecordBatch]) -> list[pa.RecordBatch]:

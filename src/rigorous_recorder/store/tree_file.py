@@ -131,7 +131,8 @@ def write_tree_file(path: Path, entries: Sequence[dict[str, Any]], tagged: Batch
     distinct: list[pa.Schema] = []
     stored_entries = []
     for entry in entries:
-        schema = unified_schema(own.get(entry["id"], []))
+        schemas = own.get(entry["id"], [])
+        schema = schemas[0] if len(schemas) == 1 else unified_schema(schemas)
         index = next((i for i, seen in enumerate(distinct) if seen.equals(schema, check_metadata=True)), None)
         if index is None:
             index = len(distinct)
@@ -225,17 +226,29 @@ def _bound(load: Callable[[int], list[pa.RecordBatch]], node_id: int) -> Batches
 
 
 def _read_batches(path: Path, tree: dict[str, Any]) -> dict[int, list[pa.RecordBatch]]:
+    """Each recorder's rows, with its own column types restored (once per distinct schema)."""
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as error:
         raise DamagedFileError(path, f"its records cannot be read ({error})") from None
     by_id = {entry["id"]: entry for entry in tree["recorders"]}
+    ids = table.column(RECORDER_COLUMN)
+    unknown = set(pc.unique(ids).to_pylist()) - by_id.keys()
+    if unknown:
+        raise DamagedFileError(path, f"rows of recorders {sorted(unknown)}, which its tree does not hold")
+    by_schema: dict[Any, list[int]] = {}
+    for entry in tree["recorders"]:
+        if entry["rows"]:
+            by_schema.setdefault(entry.get("schema"), []).append(entry["id"])
     batches: dict[int, list[pa.RecordBatch]] = {}
-    for node_id, parts in split_by_recorder(table.to_batches()).items():
-        entry = by_id.get(node_id)
-        if entry is None:
-            raise DamagedFileError(path, f"rows of recorder {node_id}, which its tree does not hold")
-        own = restore(pa.Table.from_batches(parts), own_schema(tree, entry))
-        rows = sum(part.num_rows for part in parts)
-        batches[node_id] = own.to_batches() if own.num_columns else [empty_rows_batch(rows)]
+    for stored, members in by_schema.items():
+        part = table.filter(pc.is_in(ids, pa.array(members, pa.int32()))) if len(by_schema) > 1 else table
+        part = part.take(pc.sort_indices(part.column(RECORDER_COLUMN)))  # a stable sort: commit order kept
+        own = restore(part.drop_columns([RECORDER_COLUMN]), own_schema(tree, by_id[members[0]]))
+        offset = 0
+        for node_id in sorted(members):
+            rows = by_id[node_id]["rows"]
+            piece = own.slice(offset, rows)
+            offset += rows
+            batches[node_id] = piece.to_batches() if own.num_columns else [empty_rows_batch(rows)]
     return batches

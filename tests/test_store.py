@@ -1,0 +1,137 @@
+"""The run store and its journal: bounded files, torn ends, damage, concurrent flushes."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+import pytest
+
+from rigorous_recorder import ExperimentCollection, InvalidKeyError, Recorder
+from rigorous_recorder._hotpath import COMPILED
+from rigorous_recorder.store.journal import JournalDamage, JournalWriter, read_journal, tree_frame
+
+
+def open_files() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_torn_last_frame_is_skipped_quietly(tmp_path):
+    """A journal cut in the middle of its last frame gives every whole frame before it."""
+    path = tmp_path / "1-0.rrj"
+    writer = JournalWriter(path)
+    writer.append([tree_frame(b"[1]"), tree_frame(b"[2]")])
+    writer.close()
+    data = path.read_bytes()
+    path.write_bytes(data[:-1])
+    assert [payload for _, payload in read_journal(path)] == [b"[1]"]
+
+
+def test_a_bad_frame_before_the_end_is_reported_after_the_good_ones(tmp_path):
+    """A frame whose checksum fails in the middle of a journal is damage, not a torn end."""
+    path = tmp_path / "1-0.rrj"
+    writer = JournalWriter(path)
+    writer.append([tree_frame(b"[1]"), tree_frame(b"[2]"), tree_frame(b"[3]")])
+    writer.close()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    found = []
+    with pytest.raises(JournalDamage, match="1-0.rrj"):
+        for _, payload in read_journal(path):
+            found.append(payload)
+    assert found == [b"[1]"]
+
+
+def test_open_files_stay_bounded_with_thousands_of_recorders(tmp_path):
+    """One journal per run, however many recorders: 3,000 episode recorders open no file each."""
+    collection = ExperimentCollection(tmp_path / "study", quiet=True, flush_interval=0.01)
+    before = open_files()
+    experiment = collection.new_experiment()
+    for episode in range(3_000):
+        Recorder(episode=episode).set_parent(experiment.recorder).push(reward=float(episode))
+    experiment.flush()
+    assert open_files() - before <= 3
+    experiment.finish()
+    assert collection.sql("SELECT count(*), sum(reward) FROM records").fetchall() == [(3_000, sum(range(3_000)))]
+
+
+def test_pushes_racing_a_fast_flusher_lose_nothing(tmp_path):
+    """The flusher swaps unsealed rows away every millisecond while two threads push: every row arrives."""
+    collection = ExperimentCollection(tmp_path / "study", quiet=True, flush_interval=0.001)
+    experiment = collection.new_experiment()
+    recorders = [Recorder(thread=index).set_parent(experiment.recorder) for index in range(2)]
+
+    def push_many(recorder: Recorder) -> None:
+        for step in range(60_000):
+            recorder.push(step=step, value=step * 0.5)
+
+    threads = [threading.Thread(target=push_many, args=(recorder,)) for recorder in recorders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [len(recorder) for recorder in recorders] == [60_000, 60_000]
+    experiment.finish()
+    rows = collection.sql("SELECT thread, count(*), count(DISTINCT step), sum(step) FROM records "
+                          "GROUP BY thread ORDER BY thread").fetchall()
+    assert rows == [(0, 60_000, 60_000, sum(range(60_000))), (1, 60_000, 60_000, sum(range(60_000)))]
+
+
+@pytest.mark.skipif(not COMPILED, reason="the unlocked push needs the compiled hot path")
+def test_push_inside_a_collection_takes_the_unlocked_fast_path(tmp_path):
+    """After its first push, a run's recorder appends plain rows without the store's lock."""
+    experiment = ExperimentCollection(tmp_path / "study", quiet=True).new_experiment()
+    recorder = Recorder().set_parent(experiment.recorder)
+    recorder.push(x=1.0)
+    with experiment.root.store.lock:  # held by another thread, a locked push would block
+        done = threading.Event()
+        threading.Thread(target=lambda: (recorder.push(x=2.0), done.set())).start()
+        assert done.wait(5)
+    experiment.finish()
+
+
+@pytest.mark.parametrize("place", ["push", "add", "local data", "experiment info"])
+def test_a_lone_surrogate_key_is_refused_by_name_and_nothing_is_lost(tmp_path, place):
+    """A key no file can store is refused where it is given; what was recorded before is kept."""
+    collection = ExperimentCollection(tmp_path / "study", quiet=True)
+    with collection.new_experiment() as recorder:
+        recorder.push(x=1)
+        with pytest.raises(InvalidKeyError, match="surrogate"):
+            if place == "push":
+                recorder.push({"\ud800": 1})
+            elif place == "add":
+                recorder.add({"bad\udfff": 1})
+            elif place == "local data":
+                recorder["\ud800"] = 1
+            else:
+                collection.new_experiment({"\ud800": 1})
+    assert collection.sql("SELECT count(*) FROM records").fetchall() == [(1,)]
+
+
+def test_a_damaged_run_is_listed_and_its_number_never_reused(tmp_path):
+    """A garbled run.json makes its run 'damaged' (naming the file); the next run takes a new number."""
+    collection = ExperimentCollection(tmp_path / "study", quiet=True)
+    with collection.new_experiment() as recorder:
+        recorder.push(x=1)
+    (run,) = collection.runs
+    (collection.path / "runs" / run["id"] / "run.json").write_bytes(b"\xff\xfe not json")
+    (damaged,) = collection.runs
+    assert damaged["status"] == "damaged" and "run.json" in damaged["error"]
+    with collection.new_experiment() as recorder:
+        recorder.push(x=2)
+    assert [info["experiment_number"] for info in collection.runs] == [1, 2]
+    assert collection.sql("SELECT x FROM records").fetchall() == [(2,)]
+
+
+def test_a_records_name_outside_the_run_folder_is_damage_not_read(tmp_path):
+    """run.json naming '../x.parquet' is never followed."""
+    collection = ExperimentCollection(tmp_path / "study", quiet=True)
+    with collection.new_experiment() as recorder:
+        recorder.push(x=1)
+    path = collection.path / "runs" / collection.runs[0]["id"] / "run.json"
+    info = json.loads(path.read_text())
+    path.write_text(json.dumps({**info, "records": "../../elsewhere.parquet"}))
+    (run,) = collection.runs
+    assert run["status"] == "damaged" and "not in its run folder" in run["error"]
