@@ -1,0 +1,329 @@
+"""Nothing committed is lost, on any exit, with any tree, on a full disk, next to damaged files.
+
+Issue #10 under attack: real writer processes (tests/scripts/durability_writer.py), real
+SIGTERM and SIGKILL at random moments, a real ``ulimit -n 1024``, a real 8 MB tmpfs, files
+damaged in every way, 16 writers beside a reader, a writer on another host. The trials
+themselves live in tests/scripts/durability_trials.py, shared with benchmarks/durability.py.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rigorous_recorder import ExperimentCollection, Recorder
+
+sys.path.insert(0, str(Path(__file__).parent / "scripts"))
+import durability_trials as trials  # noqa: E402
+from durability_writer import FAILURE, RECORDS_PER_EPISODE  # noqa: E402
+
+#: Random kill moments are drawn from this seed, shown in every failure message.
+SEED = int(os.environ.get("DURABILITY_SEED", random.randrange(10**6)))
+#: Seconds after which a run on another host without a heartbeat counts as crashed (in these tests).
+HEARTBEAT_TIMEOUT = 3.0
+#: Records of the run killed inside finish(), and of the run killed before a recovery.
+FINISHED_RECORDS = 300_000
+RECOVERED_RECORDS = 200_000
+
+
+def only_run(path: Path) -> dict:
+    (run,) = ExperimentCollection(path, quiet=True).runs
+    return run
+
+
+def assert_counted_once(path: Path, expected: int) -> None:
+    """SQL, len() and collection.records each count exactly ``expected`` distinct records."""
+    count = trials.count_records(path, expected)
+    assert count.error is None, count.error
+    assert (count.sql, count.length, count.records, count.distinct, count.kept_below) == (expected,) * 5
+
+
+# -- the lifecycle: how a process ends ------------------------------------------------------------
+
+
+def test_unfinished_experiment_is_saved_ok_at_normal_exit(tmp_path):
+    """A script that never calls finish() and ends normally leaves its run "ok" with every record."""
+    writer = trials.Writer(tmp_path / "study", "exit", "--records", "100")
+    assert writer.end() == 0, writer.tail()
+    assert only_run(tmp_path / "study")["status"] == "ok"
+    assert_counted_once(tmp_path / "study", 100)
+
+
+def test_uncaught_exception_marks_the_run_error_with_its_text(tmp_path):
+    """An exception escaping the script leaves its run "error", the exception's text in ``error``."""
+    writer = trials.Writer(tmp_path / "study", "raise", "--records", "100")
+    assert writer.end() == 1, writer.tail()
+    run = only_run(tmp_path / "study")
+    assert (run["status"], FAILURE in str(run.get("error"))) == ("error", True), run
+    assert_counted_once(tmp_path / "study", 100)
+
+
+@pytest.mark.parametrize(("sig", "names"), [(signal.SIGTERM, ("SIGTERM",)), (signal.SIGINT, ("SIGINT", "KeyboardInterrupt"))])
+def test_signal_flushes_every_record_and_marks_the_run_error_naming_it(tmp_path, sig, names):
+    """SIGTERM or Ctrl-C with 5,000 unflushed records: all kept, the run "error", the signal named."""
+    writer = trials.Writer(tmp_path / "study", "hold", "--records", "5000", "--flush-interval", "600")
+    assert writer.wait_for("ready"), writer.tail()
+    writer.kill(sig)
+    run = only_run(tmp_path / "study")
+    assert run["status"] == "error", run
+    assert any(name in str(run.get("error")) for name in names), run
+    assert_counted_once(tmp_path / "study", 5_000)
+
+
+def test_kill_9_marks_the_run_crashed_and_keeps_records_older_than_the_flush_interval(tmp_path):
+    """kill -9 1.6 s after the last push, with no flush() call: the run is "crashed" with every record."""
+    writer = trials.Writer(tmp_path / "study", "hold", "--records", "5000")
+    assert writer.wait_for("ready"), writer.tail()
+    time.sleep(trials.SAFE_AGE + 0.1)
+    writer.kill()
+    assert only_run(tmp_path / "study")["status"] == "crashed"
+    assert_counted_once(tmp_path / "study", 5_000)
+
+
+@pytest.mark.slow
+def test_twenty_thousand_episode_recorders_flush_and_finish_under_ulimit_1024(tmp_path):
+    """One recorder per episode, 20,000 of them, with 1,024 open files allowed: every record kept."""
+    writer = trials.Writer(tmp_path / "study", "episodes", "--episodes", "20000", "--nofile", "1024")
+    assert writer.end() == 0, writer.tail()
+    assert only_run(tmp_path / "study")["status"] == "ok"
+    assert_counted_once(tmp_path / "study", 20_000 * RECORDS_PER_EPISODE)
+
+
+# -- kill -9 at random moments -----------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workload", sorted(trials.WORKLOAD_OPTIONS))
+def test_kill_9_at_a_random_moment_loses_no_committed_record(tmp_path, workload):
+    """A writer killed at a random moment keeps every record flushed or committed 1.5 s before, once.
+
+    The moment is 1.6 to 3.5 s after the writer's first commit (see DURABILITY_SEED to replay one).
+    """
+    delay = random.Random(f"{SEED}-{workload}").uniform(1.6, 3.5)
+    trial = trials.kill_trial(tmp_path, workload, delay)
+    assert trial.problems() == [], f"seed {SEED}"
+    assert trial.must_survive > 0, f"seed {SEED}: nothing was committed before the kill"
+
+
+@pytest.mark.slow
+def test_kill_9_inside_finish_counts_each_record_once(tmp_path):
+    """A writer killed while finish() compacts 300,000 flushed records keeps each exactly once."""
+    seconds = trials.finish_seconds(tmp_path / "calibration", FINISHED_RECORDS)
+    chooser = random.Random(f"{SEED}-finish")
+    for index, fraction in enumerate((0.3, chooser.uniform(0.5, 1.0))):
+        trial = trials.finish_kill_trial(tmp_path / str(index), fraction * seconds, FINISHED_RECORDS)
+        assert trial.problems() == [], f"seed {SEED}, finish() took {seconds:.2f} s"
+
+
+@pytest.fixture(scope="module")
+def crashed_template(tmp_path_factory):
+    """A collection whose one run flushed RECOVERED_RECORDS records and was killed; not yet recovered."""
+    path, _ = trials.crashed_collection(tmp_path_factory.mktemp("crashed"), RECOVERED_RECORDS)
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["cli", "open"])
+def test_kill_9_inside_recovery_counts_each_record_once(tmp_path, crashed_template, how):
+    """A recovery (``rigorous-recorder recover`` or an open) killed midway leaves each record once."""
+    calibration = tmp_path / "calibration" / "study"
+    shutil.copytree(trials.collection_folder(crashed_template), trials.collection_folder(calibration))
+    seconds = trials.timed(trials.recover_command(calibration, how))
+    chooser = random.Random(f"{SEED}-{how}")
+    for index, fraction in enumerate((0.5, chooser.uniform(0.3, 1.0))):
+        trial = trials.recovery_kill_trial(crashed_template, tmp_path / str(index), RECOVERED_RECORDS, how,
+                                           fraction * seconds)
+        assert trial.problems() == [], f"seed {SEED}, recovery took {seconds:.2f} s"
+
+
+@pytest.mark.slow
+def test_two_processes_recovering_at_once_keep_the_flushed_run(tmp_path, crashed_template):
+    """``rigorous-recorder recover`` and an open racing on a crashed run: it stays, whole and crashed."""
+    path = tmp_path / "study"
+    shutil.copytree(trials.collection_folder(crashed_template), trials.collection_folder(path))
+    racers = [subprocess.Popen(trials.recover_command(path, how), stderr=subprocess.PIPE, text=True)
+              for how in ("cli", "open")]
+    for racer in racers:
+        assert racer.wait(trials.PATIENCE) == 0, racer.stderr.read()
+    assert only_run(path)["status"] == "crashed"
+    assert_counted_once(path, RECOVERED_RECORDS)
+
+
+# -- damaged files ---------------------------------------------------------------------------------
+
+
+def broken(results: dict[str, list[str]]) -> list[str]:
+    return [problem for problems in results.values() for problem in problems]
+
+
+@pytest.mark.slow
+def test_damage_to_any_file_of_a_finished_run_is_isolated_and_reported(tmp_path):
+    """Every file kind of a finished run x every damage: the collection opens, the run is listed."""
+    target = trials.finished_template(tmp_path / "template" / "study")
+    results = trials.damage_matrix(tmp_path / "template" / "study", target, "target", tmp_path / "cases",
+                                   every_key=False)
+    assert len(results) > 10
+    assert broken(results) == []
+
+
+@pytest.mark.slow
+def test_damage_to_any_file_of_a_crashed_run_is_isolated_and_reported(tmp_path):
+    """Every file kind of a killed, unrecovered run x every damage: recovery copes, the run is listed."""
+    target = trials.crashed_template(tmp_path / "template" / "study")
+    results = trials.damage_matrix(tmp_path / "template" / "study", target, "target", tmp_path / "cases",
+                                   every_key=False)
+    assert len(results) > 10
+    assert broken(results) == []
+
+
+def test_stray_files_in_every_folder_are_ignored(tmp_path):
+    """Stray files and folders everywhere in a collection change nothing that is read."""
+    target = trials.finished_template(tmp_path / "template" / "study")
+    assert trials.stray_files_problems(tmp_path / "template" / "study", target, "target", tmp_path / "w") == []
+
+
+def test_command_line_names_the_damaged_file_in_one_line(tmp_path):
+    """The real ``rigorous-recorder`` lists a run with a garbled run.json as damaged, no traceback."""
+    path = tmp_path / "study"
+    target = trials.finished_template(path)
+    (trials.run_folder_of(path, target) / "run.json").write_bytes(b"{\"experiment_number\": \xff")
+    listing = trials.run_cli("ls", str(path))
+    assert (listing.returncode, listing.stderr) == (0, "")
+    assert "damaged" in listing.stdout.splitlines()[-1]
+    shown = trials.run_cli("show", str(path), "3")
+    assert "Traceback" not in shown.stderr
+    if shown.returncode == 2:
+        (line,) = shown.stderr.splitlines()
+        assert "run.json" in line
+    else:
+        assert (shown.returncode, "run.json" in shown.stdout) == (0, True)
+
+
+# -- full disk -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """An 8 MB tmpfs, unmounted after the test."""
+    try:
+        with trials.small_tmpfs(tmp_path / "disk") as mount_point:
+            yield mount_point
+    except trials.MountNotPermitted as error:
+        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {error}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("first_call", ["push", "add", "commit", "flush"])
+def test_full_disk_raises_at_the_first_call_and_keeps_what_was_flushed(small_disk, first_call):
+    """The flusher hits a full disk: the next call raises naming the collection and the cause;
+    flushed records stay, the run is never "ok" with records missing, no file is corrupt."""
+    result = trials.full_disk_trial(small_disk, first_call, read_while_full=False)
+    assert result.problems == []
+
+
+def test_collection_opens_and_answers_queries_on_a_full_and_a_read_only_disk(small_disk):
+    """Another process opens and queries a collection while its disk is full, then read-only."""
+    path = small_disk / "study"
+    trials.finished_template(path)
+    ballast = trials.fill_disk(small_disk)
+    assert trials.reader_problems(path, "while the disk is full", 900) == []
+    ballast.unlink()
+    assert trials.read_only_problems(small_disk, path, 900) == []
+
+
+# -- keys that cannot be stored ------------------------------------------------------------------
+
+SURROGATE = "\ud800"
+
+
+@pytest.mark.parametrize("where", ["push", "add", "local data", "new recorder", "experiment info"])
+def test_lone_surrogate_key_is_refused_naming_it_and_nothing_is_lost(tmp_path, where):
+    """A key '\\ud800' is refused where it is given, the error names it, the run saves every record."""
+    collection = ExperimentCollection(tmp_path / "study", quiet=True)
+    experiment = collection.new_experiment(tag="surrogate")
+    worker = experiment.recorder.sub_recorder(role="worker")
+    for seq in range(100):
+        worker.push(seq=seq)
+    attempts = {
+        "push": lambda: worker.push({SURROGATE: 1, "seq": 100}),
+        "add": lambda: worker.add({SURROGATE: 1}),
+        "local data": lambda: worker.update({SURROGATE: 1}),
+        "new recorder": lambda: Recorder({SURROGATE: 1}).set_parent(worker),
+        "experiment info": lambda: collection.new_experiment({SURROGATE: 1}),
+    }
+    with pytest.raises(Exception) as refused:
+        attempts[where]()
+    assert repr(SURROGATE) in str(refused.value) or SURROGATE in str(refused.value)
+    worker.push(seq=100)
+    experiment.finish()
+    assert only_run(tmp_path / "study")["status"] == "ok"
+    assert_counted_once(tmp_path / "study", 101)
+
+
+# -- several processes, several hosts -----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_sixteen_writers_and_a_reader_never_crash_and_take_distinct_numbers(tmp_path):
+    """16 writer processes beside a reader looping sql(), records and ls: no error, numbers 1 to 16."""
+    path = tmp_path / "study"
+    ExperimentCollection(path, quiet=True)
+    writers = [trials.Writer(path, "small", "--runs", "1", "--records", "200", "--flush-interval", "0.2",
+                             "--info", f"writer={index}") for index in range(16)]
+    failures, loops = [], 0
+    while any(writer.process.poll() is None for writer in writers) or loops < 3:
+        loops += 1
+        try:
+            collection = ExperimentCollection(path, quiet=True)
+            collection.sql("SELECT count(*) FROM records").fetchall()
+            len(collection.records)
+        except Exception as error:
+            failures.append(f"{type(error).__name__}: {error}")
+        listing = trials.run_cli_here("ls", str(path))
+        if listing.returncode != 0:
+            failures.append(f"ls: {listing.stderr}")
+        time.sleep(0.2)  # a reader looks now and then; the writers need the two cores too
+    assert [writer.end() for writer in writers] == [0] * 16, [writer.tail() for writer in writers]
+    assert failures == []
+    runs = ExperimentCollection(path, quiet=True).runs
+    assert sorted(run["experiment_number"] for run in runs) == list(range(1, 17))
+    assert {run["status"] for run in runs} == {"ok"}
+    assert ExperimentCollection(path, quiet=True).sql("SELECT count(*) FROM records").fetchall() == [(16 * 200,)]
+
+
+def unshare_prefix(hostname: str) -> tuple[str, ...]:
+    """A command prefix that runs the rest in its own UTS namespace under ``hostname``."""
+    probe = subprocess.run(["unshare", "--uts", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"unshare --uts is not permitted here: {probe.stderr.strip()}")
+    return ("unshare", "--uts", "sh", "-c", f'hostname {hostname} && exec "$@"', "sh")
+
+
+@pytest.mark.slow
+def test_writer_on_another_host_killed_shows_crashed_once_its_heartbeat_is_stale(tmp_path):
+    """A live writer on host node7 stays "running"; killed, it is "crashed" after the heartbeat timeout."""
+    path = tmp_path / "study"
+    writer = trials.Writer(path, "hold", "--records", "2000", "--flush", prefix=unshare_prefix("node7"))
+    assert writer.wait_for("ready"), writer.tail()
+    time.sleep(HEARTBEAT_TIMEOUT + 1.5)
+    (alive,) = ExperimentCollection(path, quiet=True, heartbeat_timeout=HEARTBEAT_TIMEOUT).runs
+    assert (alive["status"], alive["host"]) == ("running", "node7")
+    writer.kill()
+    deadline = time.time() + HEARTBEAT_TIMEOUT + 10
+    while (status := only_status(path)) == "running" and time.time() < deadline:
+        time.sleep(0.5)
+    assert status == "crashed"
+    assert_counted_once(path, 2_000)
+
+
+def only_status(path: Path) -> str:
+    (run,) = ExperimentCollection(path, quiet=True, heartbeat_timeout=HEARTBEAT_TIMEOUT).runs
+    return run["status"]
