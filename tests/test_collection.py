@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import platform
+import socket
 import subprocess
 import sys
 
@@ -516,3 +518,25 @@ def test_resume_of_a_running_run_raises_collection_error(tmp_path):
     with pytest.raises(CollectionError, match="still running"):
         collection.resume(experiment.id)
     experiment.finish()
+
+
+def test_each_run_records_the_context_it_ran_in(tmp_path):
+    """run.json holds the command line, host, Python and package versions, and the git commit."""
+    repository = tmp_path / "repo"
+    repository.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=repository, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x"],
+                   cwd=repository, check=True)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repository, capture_output=True, text=True).stdout.strip()
+    script = ("from rigorous_recorder import ExperimentCollection\n"
+              f"ExperimentCollection({str(tmp_path / 'study')!r}, quiet=True).new_experiment().finish()\n"
+              f"ExperimentCollection({str(tmp_path / 'bare')!r}, quiet=True, record_context=False)"
+              ".new_experiment().finish()\n")
+    subprocess.run([sys.executable, "-c", script], cwd=repository, check=True)
+    (run,) = ExperimentCollection(tmp_path / "study", quiet=True).runs
+    context = run["context"]
+    assert (context["git_commit"], context["git_dirty"]) == (commit, False)
+    assert context["hostname"] == socket.gethostname()
+    assert context["python_version"] == platform.python_version()
+    assert context["rigorous_recorder_version"] and context["command"].startswith(sys.executable)
+    assert ExperimentCollection(tmp_path / "bare", quiet=True).runs[0]["context"] == {}

@@ -22,6 +22,7 @@ from filelock import FileLock, Timeout
 
 from ._files import atomic_write_text
 from ._values import normalize_mapping
+from .context import capture
 from .errors import CollectionError, DamagedFileError, StorageError
 from .experiment import Experiment, running_experiment, running_in
 from .record import RecordSequence
@@ -65,17 +66,21 @@ class ExperimentCollection:
         flush_interval: seconds between automatic flushes while an experiment runs.
         create: make the collection if it does not exist (else raise CollectionError).
         recover: finish the runs whose process died now (else :meth:`recover` does it).
+        record_context: record with each new experiment where it ran (git commit, command
+            line, host, Python and package versions; see ``context``).
         heartbeat_timeout: seconds without a heartbeat after which a run of another host
             counts as crashed (runs of this host are checked by their process at once).
     """
 
     def __init__(self, path: str | os.PathLike[str], quiet: bool = False, *, flush_interval: float = 1.0,
-                 create: bool = True, recover: bool = True, heartbeat_timeout: float = HEARTBEAT_TIMEOUT) -> None:
+                 create: bool = True, recover: bool = True, record_context: bool = True,
+                 heartbeat_timeout: float = HEARTBEAT_TIMEOUT) -> None:
         text = os.fspath(path).rstrip("/\\") or os.fspath(path)
         self.path = Path(text if text.endswith(SUFFIX) else text + SUFFIX).absolute()
         self.quiet = quiet
         self.flush_interval = flush_interval
         self.heartbeat_timeout = heartbeat_timeout
+        self.record_context = record_context
         self._runs_path = self.path / RUNS_FOLDER
         self._trees: dict[tuple[str, str], Recorder] = {}
         self._query_cache: Any = None
@@ -110,6 +115,7 @@ class ExperimentCollection:
     def new_experiment(self, experiment_info: dict[str, Any] | None = None, **kwargs: Any) -> Experiment:
         """Start a run now; use it as ``with collection.new_experiment(**info) as recorder:``."""
         data = normalize_mapping(experiment_info, kwargs)
+        context = capture() if self.record_context else {}
         with self._numbering:
             number, error_number = self._next_number()
             run_id = run_name(number, uuid.uuid4().hex[:10])
@@ -123,6 +129,7 @@ class ExperimentCollection:
                 "experiment_end_time": None,
                 "experiment_duration": None,
                 "session": 1,
+                "context": context,
                 **this_process(),
             }
             folder = self._create_run(info)

@@ -60,7 +60,7 @@ class Recorder:
         "_sealed_rows",
         "_staged",
         "_store",
-        "store_id",
+        "node_id",
     )
 
     def __init__(self, data: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
@@ -77,7 +77,7 @@ class Recorder:
         self._kinds_of: tuple[dict[str, list[Any]], dict[str, tuple[int, set[type]]]] | None = None
         self._live: list[LiveWriter] = []
         self._fast = True  # push() may append plain values directly: nothing staged, no live file
-        self.store_id: int | None = None  # the recorder's id inside its store, if the store numbers them
+        self.node_id: int | None = None  # the recorder's id inside its store, if the store numbers them
         self._store: RecordStore = MemoryStore()
         self._store.adopt(self)
 

@@ -89,3 +89,4 @@ def journal_key(name: str) -> tuple[int, int] | None:
 def bookkeeping(info: dict[str, Any]) -> dict[str, Any]:
     """The bookkeeping keys of a run, from its run.json."""
     return {key: info.get(key) for key in BOOKKEEPING_KEYS}
+

@@ -56,7 +56,7 @@ class RunStore(RecordStore):
         self._flushing = threading.Lock()  # taken before ``lock``, never after
         self._recorders: dict[int, Recorder] = dict(resumed or {})
         for node_id, recorder in self._recorders.items():
-            recorder.store_id = node_id
+            recorder.node_id = node_id
         self._earlier = earlier or {}  # a resumed run's records from before this session
         self._next_id = max(self._recorders, default=-1) + 1
         self._changed: dict[Recorder, None] = {}
@@ -77,13 +77,13 @@ class RunStore(RecordStore):
     def adopt(self, recorder: Recorder) -> int:
         """Give ``recorder`` an id in this run; a resumed recorder keeps its id and its rows."""
         self._check_open()
-        if self._recorders.get(recorder.store_id) is recorder:
-            earlier = self._earlier.get(recorder.store_id)
+        if self._recorders.get(recorder.node_id) is recorder:
+            earlier = self._earlier.get(recorder.node_id)
             rows = sum(batch.num_rows for batch in earlier.batches()) if earlier is not None else 0
         else:
-            recorder.store_id = self._next_id
+            recorder.node_id = self._next_id
             self._next_id += 1
-            self._recorders[recorder.store_id] = recorder
+            self._recorders[recorder.node_id] = recorder
             rows = 0
         self._changed[recorder] = None
         return rows
@@ -98,7 +98,7 @@ class RunStore(RecordStore):
     def write(self, recorder: Recorder, batch: pa.RecordBatch) -> None:
         """Queue a sealed batch for the next flush (called under the lock)."""
         self._check_open()
-        self._sealed.append(tag(batch, recorder.store_id))
+        self._sealed.append(tag(batch, recorder.node_id))
 
     def pending(self, recorder: Recorder) -> None:
         """Note that ``recorder`` has unsealed rows; refuses while the run is finished or failing."""
@@ -107,13 +107,13 @@ class RunStore(RecordStore):
 
     def local_data_changed(self, recorder: Recorder) -> None:
         """Write the recorder's tree entry at the next flush."""
-        if self._recorders.get(recorder.store_id) is recorder:
+        if self._recorders.get(recorder.node_id) is recorder:
             self._changed[recorder] = None
 
     def read(self, recorder: Recorder) -> tuple[list[pa.RecordBatch], dict[str, list[Any]], int]:
         """Every batch of ``recorder`` (earlier sessions', the journal's, the queued ones) and
         its unsealed rows, seen at one moment."""
-        node_id = recorder.store_id
+        node_id = recorder.node_id
         with self._flushing, self.lock:
             frames = list(self._frames.get(node_id, ()))
             queued = [batch for _, batch in self._unwritten if batch is not None] + self._sealed
@@ -139,7 +139,7 @@ class RunStore(RecordStore):
                     dirty = list(islice(self._dirty, _RECORDERS_PER_LOCK))
                     for recorder in dirty:
                         del self._dirty[recorder]
-                        taken.append((recorder.store_id, *recorder.take_unsealed_rows()))
+                        taken.append((recorder.node_id, *recorder.take_unsealed_rows()))
                     if not dirty:  # last: tree entries of every recorder whose rows were taken
                         changed, self._changed = list(self._changed), {}
                         sealed, self._sealed = self._sealed, []
@@ -194,9 +194,9 @@ class RunStore(RecordStore):
     def _entry(self, recorder: Recorder) -> dict[str, Any]:
         parent = recorder.parent
         return {
-            "id": recorder.store_id,
-            "parent": None if parent is None else parent.store_id,
-            "local_data": {} if recorder.store_id == RUN_NODE else dict(recorder.local_data),
+            "id": recorder.node_id,
+            "parent": None if parent is None else parent.node_id,
+            "local_data": {} if recorder.node_id == RUN_NODE else dict(recorder.local_data),
         }
 
     def _append(self, frames: list[tuple[bytes, pa.RecordBatch | None]]) -> None:
