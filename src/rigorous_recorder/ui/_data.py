@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from ..collection import ExperimentCollection
 from ..errors import RecorderError
+from ..store.run_folder import DAMAGED, RUNNING
 
 #: Columns of a numeric DuckDB type: what a curve can plot.
 NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
@@ -43,6 +44,7 @@ MAX_RESULT_ROWS = 1000
 #: Most points per curve per bucket: first, last, min and max (M4).
 POINTS_PER_BUCKET = 4
 MAX_BUCKETS = 4000
+_LIVE_COLUMNS_AGE = 5.0  # seconds the metric columns are trusted while runs are running
 _CACHED_VALUES = 32_000_000  # x and y values of finished runs kept in memory, all runs together
 
 
@@ -65,6 +67,8 @@ class DashboardData:
         self.collection = ExperimentCollection(path, quiet=True, create=False, recover=False)
         self._lock = threading.Lock()
         self._curves: OrderedDict[tuple[Any, ...], Curve] = OrderedDict()
+        self._stats: dict[tuple[Any, ...], dict[str, Any] | None] = {}
+        self._columns: tuple[tuple[Any, ...], float, list[str]] | None = None
         self._buckets = duckdb.connect()  # private: downsampling only, never user SQL
         self._lock_down()
         # Import what the first curve needs now (pyarrow's numpy path pulls in pandas: ~0.5 s).
@@ -77,21 +81,39 @@ class DashboardData:
                           "SET lock_configuration=true"):
             self.collection.sql(statement)
 
+    # -- fresh state -------------------------------------------------------------------------
+
+    def _views(self) -> duckdb.DuckDBPyRelation:
+        """``experiments`` as the runs folder is now; :meth:`_also` runs more SQL on the same views.
+
+        Each ``collection.sql()`` scans the runs folder: one call per request, then ``_also``.
+        """
+        return self.collection.sql("SELECT * FROM experiments")
+
+    @staticmethod
+    def _also(views: duckdb.DuckDBPyRelation, sql: str) -> duckdb.DuckDBPyRelation:
+        return views.query("dashboard_experiments", sql)
+
+    @staticmethod
+    def _signature(infos: list[dict[str, Any]]) -> tuple[Any, ...]:
+        """What changes when a run starts, stops, or is compacted."""
+        return tuple((info["id"], info["status"], info.get("records")) for info in infos)
+
     # -- the runs table ----------------------------------------------------------------------
 
-    def runs(self, where: str = "", metric: str = "", x: str = "") -> dict[str, Any]:
-        """Every run (or those of ``experiments`` matching ``where``) with status, info and metric stats."""
+    def runs(self, where: str = "") -> dict[str, Any]:
+        """Every run (or those of ``experiments`` matching the SQL ``where``): status, error, info."""
         with self._lock:
-            self.collection.reload()
             infos = self.collection.runs
-            experiments = self.collection.sql("SELECT * FROM experiments")
-            names = experiments.columns
-            rows = {row[names.index("run_id")]: dict(zip(names, row)) for row in experiments.fetchall()}
-            info_columns = [name for name in names if name not in RUN_COLUMNS]
+            views = self._views()
+            names = views.columns
+            rows = {row[names.index("run_id")]: dict(zip(names, row)) for row in views.fetchall()}
             kept = None
             if where.strip():
-                kept = {row[0] for row in self._select(f"SELECT run_id FROM experiments WHERE {where}").fetchall()}
-            stats = self._metric_stats(metric, x) if metric else {}
+                query = f"SELECT run_id FROM experiments WHERE {where}"
+                _check_select(query)
+                kept = {row[0] for row in _sql_errors(lambda: self._also(views, query).fetchall())}
+        info_columns = [name for name in names if name not in RUN_COLUMNS]
         now = time.time()
         table = []
         for info in infos:
@@ -100,7 +122,7 @@ class DashboardData:
                 continue
             row = rows.get(run_id, {})
             duration = info.get("experiment_duration")
-            if duration is None and info["status"] == "running":
+            if duration is None and info["status"] == RUNNING:
                 duration = now - info["experiment_start_time"]
             table.append({
                 "run_id": run_id,
@@ -112,41 +134,75 @@ class DashboardData:
                 "duration": duration,
                 "records": row.get("records", info.get("records_count")),
                 "info": {name: _json_value(row.get(name)) for name in info_columns},
-                "metric": stats.get(run_id),
             })
-        return {"columns": info_columns, "runs": table, "metric": metric or None}
+        return {"columns": info_columns, "runs": table}
 
-    def _metric_stats(self, metric: str, x: str) -> dict[str, dict[str, Any]]:
-        y = self._numeric_column(metric, "metric")
-        order = f" ORDER BY {_name(self._numeric_column(x, 'x'))}" if x else ""
-        query = (f"SELECT e.run_id, last(r.{_name(y)}{order}), min(r.{_name(y)}), max(r.{_name(y)}) "
-                 f"FROM records AS r JOIN experiments AS e USING ({', '.join(RUN_KEY)}) "
-                 f"WHERE isfinite(r.{_name(y)}) GROUP BY e.run_id")
-        return {run_id: {"last": _json_value(last), "min": _json_value(low), "max": _json_value(high)}
-                for run_id, last, low, high in self.collection.sql(query).fetchall()}
+    def stats(self, metric: str, x: str = "") -> dict[str, Any]:
+        """Last (in ``x`` order, else the records' order), min and max of ``metric`` per run.
+
+        A stopped run's figures are computed once; later calls read them from memory.
+        """
+        with self._lock:
+            infos = self.collection.runs
+            views = self._views()
+            metric = self._numeric_column(views, infos, metric, "metric")
+            if x:
+                x = self._numeric_column(views, infos, x, "x")
+            keys = {info["id"]: (info["id"], info.get("records"), metric, x) for info in infos
+                    if info["status"] != DAMAGED}
+            missing = [run_id for run_id, key in keys.items() if key not in self._stats]
+            if missing:
+                order = f" ORDER BY r.{_name(x)}" if x else ""
+                y = f"r.{_name(metric)}"
+                query = (f"SELECT e.run_id, last({y}{order}), min({y}), max({y}) FROM records AS r "
+                         f"JOIN experiments AS e USING ({', '.join(RUN_KEY)}) "
+                         f"WHERE e.run_id IN ({', '.join(map(_literal, missing))}) AND isfinite({y}) GROUP BY e.run_id")
+                found = {run_id: {"last": _json_value(last), "min": _json_value(low), "max": _json_value(high)}
+                         for run_id, last, low, high in self._also(views, query).fetchall()}
+                stopped = {info["id"] for info in infos if info["status"] != RUNNING}
+                for run_id in missing:
+                    if run_id in stopped:
+                        self._stats[keys[run_id]] = found.get(run_id)
+            else:
+                found = {}
+            return {"metric": metric, "x": x,
+                    "stats": {run_id: found[run_id] if run_id in found else self._stats.get(key)
+                              for run_id, key in keys.items()}}
 
     # -- columns -------------------------------------------------------------------------------
 
     def columns(self) -> dict[str, Any]:
         """The records' own numeric columns (metrics), the x choices and the group-by columns."""
         with self._lock:
-            self.collection.reload()
-            metrics = self._metric_columns()
-            groups = [name for name in self.collection.sql("SELECT * FROM experiments LIMIT 0").columns
-                      if name not in RUN_COLUMNS]
+            infos = self.collection.runs
+            views = self._views()
+            metrics = self._metric_columns(views, infos)
+            groups = [name for name in views.columns if name not in RUN_COLUMNS]
         default_x = next((name for name in STEP_COLUMNS if name in metrics), "")
         return {"collection": str(self.collection.path), "metrics": metrics, "x": metrics, "default_x": default_x,
                 "groups": groups}
 
-    def _metric_columns(self) -> list[str]:
-        """Numeric columns that records hold themselves: the view's columns minus inherited ones."""
-        types = dict(self.collection.sql("SELECT column_name, column_type FROM (DESCRIBE records)").fetchall())
-        inherited = set(self.collection.sql("SELECT * FROM lineage LIMIT 0").columns)
-        return [name for name, kind in types.items()
-                if name not in inherited and name not in BOOKKEEPING and kind.startswith(NUMERIC_TYPES)]
+    def _metric_columns(self, views: duckdb.DuckDBPyRelation, infos: list[dict[str, Any]]) -> list[str]:
+        """Numeric columns that records hold themselves: the view's columns minus inherited ones.
 
-    def _numeric_column(self, name: str, role: str) -> str:
-        known = self._metric_columns()
+        Binding ``records`` opens every run's file, so the answer is kept until a run starts,
+        stops or is compacted, and for at most a few seconds while runs are running.
+        """
+        signature = self._signature(infos)
+        running = any(info["status"] == RUNNING for info in infos)
+        cached = self._columns
+        if cached and cached[0] == signature and not (running and time.monotonic() - cached[1] > _LIVE_COLUMNS_AGE):
+            return cached[2]
+        types = dict(self._also(views, "SELECT column_name, column_type FROM (DESCRIBE records)").fetchall())
+        inherited = set(self._also(views, "SELECT * FROM lineage LIMIT 0").columns)
+        metrics = [name for name, kind in types.items()
+                   if name not in inherited and name not in BOOKKEEPING and kind.startswith(NUMERIC_TYPES)]
+        self._columns = (signature, time.monotonic(), metrics)
+        return metrics
+
+    def _numeric_column(self, views: duckdb.DuckDBPyRelation, infos: list[dict[str, Any]], name: str,
+                        role: str) -> str:
+        known = self._metric_columns(views, infos)
         if name not in known:
             raise DashboardError(f"unknown {role} column {name!r}; the records' numeric columns: {', '.join(known)}")
         return name
@@ -168,16 +224,17 @@ class DashboardData:
             raise DashboardError(f"smoothing must be in [0, 1), not {smoothing!r}")
         buckets = max(1, min(int(buckets), MAX_BUCKETS))
         with self._lock:
-            self.collection.reload()
-            infos = {info["id"]: info for info in self.collection.runs}
+            runs = self.collection.runs
+            views = self._views()
+            infos = {info["id"]: info for info in runs}
             unknown = [run_id for run_id in run_ids if run_id not in infos]
             if unknown:
                 raise DashboardError(f"no run {unknown[0]!r} in {str(self.collection.path)!r}")
-            y = self._numeric_column(y, "y")
+            y = self._numeric_column(views, runs, y, "y")
             if x:
-                x = self._numeric_column(x, "x")
-            curves = self._load_curves([infos[run_id] for run_id in run_ids], y, x)
-            groups = self._group_values(run_ids, group_by) if group_by else {}
+                x = self._numeric_column(views, runs, x, "x")
+            groups = self._group_values(views, run_ids, group_by) if group_by else {}
+            curves = self._load_curves(views, [infos[run_id] for run_id in run_ids], y, x)
         for run_id, curve in curves.items():
             smoothed = debiased_ema(curve.y, smoothing) if smoothing else curve.y
             offset = curve.x[0] if relative and len(curve.x) else 0
@@ -194,13 +251,14 @@ class DashboardData:
         return {"series": series, "buckets": buckets, "x_range": [_json_value(low), _json_value(high)],
                 "points": sum(len(item["x"]) for item in series)}
 
-    def _load_curves(self, infos: list[dict[str, Any]], y: str, x: str) -> dict[str, Curve]:
+    def _load_curves(self, views: duckdb.DuckDBPyRelation, infos: list[dict[str, Any]], y: str,
+                     x: str) -> dict[str, Curve]:
         """Each run's finite (x, y) in x order; a stopped run's from the cache when there."""
         found: dict[str, Curve] = {}
         missing = []
         for info in infos:
             key = (info["id"], info.get("records"), y, x)
-            if info["status"] != "running" and key in self._curves:
+            if info["status"] != RUNNING and key in self._curves:
                 self._curves.move_to_end(key)
                 found[info["id"]] = self._curves[key]
             else:
@@ -209,7 +267,8 @@ class DashboardData:
             ids = ", ".join(_literal(info["id"]) for info in missing)
             x_value = f"r.{_name(x)}" if x else "NULL"
             condition = f" AND r.{_name(x)} IS NOT NULL" if x else ""
-            table = self.collection.sql(
+            table = self._also(
+                views,
                 f"SELECT list_position([{ids}], e.run_id) AS run, CAST({x_value} AS DOUBLE) AS x, "
                 f"CAST(r.{_name(y)} AS DOUBLE) AS y FROM records AS r JOIN experiments AS e USING ({', '.join(RUN_KEY)}) "
                 f"WHERE e.run_id IN ({ids}) AND isfinite(r.{_name(y)}){condition}"
@@ -229,7 +288,7 @@ class DashboardData:
                 else:
                     curve = Curve(np.arange(len(curve_y), dtype=np.float64), curve_y)
                 found[info["id"]] = curve
-                if info["status"] != "running":
+                if info["status"] != RUNNING:
                     self._remember((info["id"], info.get("records"), y, x), curve)
         return found
 
@@ -238,13 +297,13 @@ class DashboardData:
         while sum(len(item.x) * 2 for item in self._curves.values()) > _CACHED_VALUES and len(self._curves) > 1:
             self._curves.popitem(last=False)
 
-    def _group_values(self, run_ids: Sequence[str], column: str) -> dict[str, Any]:
-        names = self.collection.sql("SELECT * FROM experiments LIMIT 0").columns
+    def _group_values(self, views: duckdb.DuckDBPyRelation, run_ids: Sequence[str], column: str) -> dict[str, Any]:
+        names = views.columns
         if column not in names or column in RUN_COLUMNS:
             known = ", ".join(name for name in names if name not in RUN_COLUMNS)
             raise DashboardError(f"unknown group-by column {column!r}; experiment info columns: {known}")
         ids = ", ".join(_literal(run_id) for run_id in run_ids)
-        rows = self.collection.sql(f"SELECT run_id, {_name(column)} FROM experiments WHERE run_id IN ({ids})")
+        rows = self._also(views, f"SELECT run_id, {_name(column)} FROM experiments WHERE run_id IN ({ids})")
         return {run_id: _json_value(value) for run_id, value in rows.fetchall()}
 
     def _m4(self, curve: Curve, low: float, high: float, buckets: int) -> dict[str, list[Any]]:
@@ -307,28 +366,32 @@ class DashboardData:
 
     def query(self, sql: str, max_rows: int = MAX_RESULT_ROWS) -> dict[str, Any]:
         """Run one read-only statement; its columns and first ``max_rows`` rows."""
+        _check_select(sql)
         with self._lock:
-            self.collection.reload()
-            relation = self._select(sql)
-            rows = relation.limit(max_rows + 1).fetchall()
-            columns = relation.columns
-        return {"columns": columns, "rows": [[_json_value(value) for value in row] for row in rows[:max_rows]],
+            relation = _sql_errors(lambda: self.collection.sql(sql))
+            rows = _sql_errors(lambda: relation.limit(max_rows + 1).fetchall())
+        return {"columns": relation.columns, "rows": [[_json_value(value) for value in row] for row in rows[:max_rows]],
                 "truncated": len(rows) > max_rows}
 
-    def _select(self, sql: str) -> duckdb.DuckDBPyRelation:
-        """``sql`` as a relation, if it is exactly one SELECT statement."""
-        try:
-            statements = duckdb.extract_statements(sql)
-        except duckdb.Error as error:
-            raise DashboardError(str(error)) from None
-        if len(statements) != 1:
-            raise DashboardError(f"give exactly one statement, not {len(statements)}")
-        if statements[0].type != duckdb.StatementType.SELECT:
-            raise DashboardError(f"only SELECT, WITH, DESCRIBE or SHOW may run here, not {statements[0].type.name}")
-        try:
-            return self.collection.sql(sql)
-        except duckdb.Error as error:
-            raise DashboardError(str(error)) from None
+
+def _check_select(sql: str) -> None:
+    """Refuse anything but exactly one SELECT statement (WITH, DESCRIBE, SHOW parse as SELECT)."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as error:
+        raise DashboardError(str(error)) from None
+    if len(statements) != 1:
+        raise DashboardError(f"give exactly one statement, not {len(statements)}")
+    if statements[0].type != duckdb.StatementType.SELECT:
+        raise DashboardError(f"only SELECT, WITH, DESCRIBE or SHOW may run here, not {statements[0].type.name}")
+
+
+def _sql_errors(work: Any) -> Any:
+    """``work()``, with DuckDB's errors (bad SQL, a refused file) as DashboardError."""
+    try:
+        return work()
+    except duckdb.Error as error:
+        raise DashboardError(str(error)) from None
 
 
 def debiased_ema(values: np.ndarray, weight: float) -> np.ndarray:

@@ -113,9 +113,11 @@ def create_app(data: DashboardData, token: str, hosts: set[str], cookie: str = "
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
 
     async def runs(request: Request) -> Response:
+        return await answer(data.runs, where=request.query_params.get("where", ""))
+
+    async def stats(request: Request) -> Response:
         query = request.query_params
-        return await answer(data.runs, where=query.get("where", ""), metric=query.get("metric", ""),
-                            x=query.get("x", ""))
+        return await answer(data.stats, metric=query.get("metric", ""), x=query.get("x", ""))
 
     async def columns(request: Request) -> Response:
         return await answer(data.columns)
@@ -144,6 +146,7 @@ def create_app(data: DashboardData, token: str, hosts: set[str], cookie: str = "
     app = Starlette(routes=[
         Route("/", page),
         Route("/api/runs", runs),
+        Route("/api/stats", stats),
         Route("/api/columns", columns),
         Route("/api/curves", curves),
         Route("/api/sql", sql, methods=["POST"]),

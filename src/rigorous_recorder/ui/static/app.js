@@ -11,7 +11,7 @@
 
   // What the tests (and a curious user, from the console) can read.
   const view = window.rrDashboard = {
-    state: readState(), runs: [], infoColumns: [], columns: null, curves: null, chart: null,
+    state: readState(), runs: [], infoColumns: [], columns: null, stats: null, curves: null, chart: null,
     buckets: 0, polls: 0, curveFetches: 0,
   };
   const state = view.state;
@@ -91,12 +91,13 @@
         html: (r) => `<span class="badge ${esc(r.status)}" title="${esc(r.error || "")}">${esc(r.status)}</span>` },
       { key: "error", label: "error", get: (r) => r.error || "", cls: "error-text" },
       { key: "run_id", label: "run", get: (r) => r.run_id },
-      { key: "start", label: "start", get: (r) => r.start, text: (r) => fmtTime(r.start) },
+      { key: "start", label: "start", get: (r) => r.start, text: (r) => (r.start === null ? "" : fmtTime(r.start)) },
       { key: "duration", label: "duration", num: true, get: (r) => r.duration, text: (r) => fmtDuration(r.duration) },
       { key: "records", label: "records", num: true, get: (r) => r.records },
       ...view.infoColumns.map((name) => ({ key: `info.${name}`, label: name, get: (r) => r.info[name] })),
       ...["last", "min", "max"].map((which) => ({
-        key: `metric.${which}`, label: `${which} ${metric}`, num: true, get: (r) => (r.metric ? r.metric[which] : null),
+        key: `metric.${which}`, label: `${which} ${metric}`, num: true,
+        get: (r) => (view.stats && view.stats.stats[r.run_id] ? view.stats.stats[r.run_id][which] : null),
       })),
     ];
   }
@@ -138,8 +139,20 @@
     $("runs").tBodies[0].innerHTML = body;
   }
 
+  async function refreshStats() {
+    if (!state.y) return;
+    const params = new URLSearchParams({ metric: state.y, x: state.x || "" });
+    try {
+      view.stats = await api(`api/stats?${params}`);
+    } catch (error) {
+      view.stats = null;
+      $("runs-message").textContent = error.message;
+    }
+    renderRuns();
+  }
+
   async function refreshRuns() {
-    const params = new URLSearchParams({ where: state.where, metric: state.y, x: state.x || "" });
+    const params = new URLSearchParams({ where: state.where });
     let result;
     try {
       result = await api(`api/runs?${params}`);
@@ -318,6 +331,10 @@
     drawChart(curves);
   }
 
+  function runsSignature() {
+    return JSON.stringify(view.runs.map((r) => [r.run_id, r.status, r.records]));
+  }
+
   function curvesSignature() {
     return JSON.stringify(selection().map((id) => {
       const run = view.runs.find((r) => r.run_id === id);
@@ -360,10 +377,10 @@
     $("smooth-value").textContent = String(state.smooth);
     $("sql").value = state.sql;
 
-    $("where").addEventListener("change", async () => {
+    $("where").addEventListener("change", () => {
       state.where = $("where").value.trim();
       writeState();
-      await refreshRuns();
+      refreshRuns();
     });
     $("hide-failed").addEventListener("change", () => {
       state.hide = $("hide-failed").checked;
@@ -398,10 +415,7 @@
       read();
       state.zoom = null;
       writeState();
-      if (id === "y" || id === "x") {
-        lastRunsText = "";
-        await refreshRuns();  // the table's metric columns follow y (ordered by x)
-      }
+      if (id === "y" || id === "x") refreshStats();  // the table's metric columns follow y (last in x order)
       refreshCurves();
     });
     curveControl("y", () => { state.y = $("y").value; });
@@ -431,9 +445,12 @@
 
   async function poll() {
     try {
-      const known = view.runs.map((r) => r.run_id + r.status).join();
+      const known = runsSignature();
       const ok = await refreshRuns();
-      if (ok && view.runs.map((r) => r.run_id + r.status).join() !== known) await refreshColumns();
+      if (ok && runsSignature() !== known) {
+        await refreshColumns();
+        await refreshStats();
+      }
       if (ok && curvesSignature() !== curveSignature) await refreshCurves();
       $("live").classList.toggle("stale", !ok);
       $("live").textContent = ok ? "live" : "server not answering";
@@ -450,6 +467,7 @@
     await refreshColumns();
     await refreshRuns();
     await refreshCurves();
+    await refreshStats();
     if (state.sql) runSql();
     setTimeout(poll, POLL_MS);
   }

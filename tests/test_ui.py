@@ -1,0 +1,344 @@
+"""The dashboard's server: what it reads, how it downsamples, what it refuses (no browser here)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+from rigorous_recorder import ExperimentCollection, Recorder, cli  # noqa: E402
+from rigorous_recorder.ui import serve  # noqa: E402
+from rigorous_recorder.ui._data import DashboardData, debiased_ema  # noqa: E402
+
+STATIC = Path(__file__).resolve().parents[1] / "src" / "rigorous_recorder" / "ui" / "static"
+UPLOT_VERSION = "1.6.32"
+SPIKE = 1000.0
+LONG_RUN = 20_000
+
+CRASHING_RUN = """
+import os, signal, sys
+from rigorous_recorder import ExperimentCollection, Recorder
+collection = ExperimentCollection(sys.argv[1], quiet=True)
+experiment = collection.new_experiment(lr=0.5, model="rnn")
+train = Recorder(stage="train").set_parent(experiment.recorder)
+for step in range(7):
+    train.push(step=step, loss=2.0)
+collection.flush()
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def record_crashed_run(path: Path) -> None:
+    """A run whose process is killed with SIGKILL after flushing 7 records."""
+    result = subprocess.run([sys.executable, "-c", CRASHING_RUN, str(path)], capture_output=True, timeout=120)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """Two good runs (the first with one spike), a long run, a failed run, a crashed run."""
+    path = tmp_path_factory.mktemp("ui") / "study"
+    collection = ExperimentCollection(path, quiet=True)
+    for lr in (0.1, 0.01):
+        with collection.new_experiment(lr=lr, model="mlp") as experiment:
+            train = Recorder(stage="train").set_parent(experiment)
+            test = Recorder(stage="test").set_parent(experiment)
+            for step in range(1000):
+                train.push(step=step, loss=SPIKE if (lr, step) == (0.1, 500) else 1 / (step + 1))
+            test.push(step=999, accuracy=0.9)
+    with collection.new_experiment(lr=0.001, model="long") as experiment:
+        train = Recorder(stage="train").set_parent(experiment)
+        for step in range(LONG_RUN):
+            train.push(step=step, loss=float(step % 100))
+    with pytest.raises(ValueError), collection.new_experiment(lr=0.5, model="rnn") as experiment:
+        Recorder(stage="train").set_parent(experiment).push(step=0, loss=3.0)
+        raise ValueError("diverged")
+    record_crashed_run(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(study):
+    return DashboardData(study)
+
+
+@pytest.fixture(scope="module")
+def dashboard(study):
+    running = serve(study)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def client(dashboard):
+    with httpx.Client(base_url=dashboard.url.split("?")[0], timeout=30) as session:
+        assert session.get("/", params={"token": token_of(dashboard)}).status_code == 200  # sets the cookie
+        yield session
+
+
+def token_of(dashboard) -> str:
+    return dashboard.url.split("token=")[1]
+
+
+def run_ids(data: DashboardData, model: str | None = None) -> list[str]:
+    return [run["run_id"] for run in data.runs()["runs"] if model is None or run["info"]["model"] == model]
+
+
+# -- the runs table --------------------------------------------------------------------------
+
+
+def test_runs_table_has_every_run_with_its_status_and_error(data):
+    """Each run appears once with its status; the failed run shows its exception."""
+    runs = data.runs()["runs"]
+    assert [(run["info"]["model"], run["status"]) for run in runs] == [
+        ("mlp", "ok"), ("mlp", "ok"), ("long", "ok"), ("rnn", "error"), ("rnn", "crashed")]
+    assert runs[3]["error"] == "ValueError: diverged"
+    assert runs[4]["error"] and runs[4]["records"] == 7
+    assert [run["records"] for run in runs[:3]] == [1001, 1001, LONG_RUN]
+
+
+def test_runs_where_filters_with_sql_over_experiments(data):
+    """The where box is SQL over the experiments view."""
+    assert [run["info"]["lr"] for run in data.runs(where="lr < 0.05 AND status = 'ok'")["runs"]] == [0.01, 0.001]
+
+
+def test_stats_give_last_min_max_of_the_metric(data):
+    """last follows x; min and max see the spike."""
+    stats = data.stats("loss", "step")["stats"]
+    first = stats[run_ids(data, "mlp")[0]]
+    assert first == {"last": 1 / 1000, "min": 1 / 1000, "max": SPIKE}
+
+
+def test_metrics_are_the_records_own_numeric_columns(data):
+    """Inherited info (lr) is not offered as a metric; step is the default x."""
+    columns = data.columns()
+    assert set(columns["metrics"]) == {"step", "loss", "accuracy"}
+    assert columns["default_x"] == "step"
+    assert {"lr", "model"} <= set(columns["groups"])
+
+
+# -- curves ----------------------------------------------------------------------------------
+
+
+def test_downsampling_keeps_spikes_and_stays_within_four_points_per_bucket(data):
+    """M4: first, last, min and max of each bucket survive; never more than 4 x buckets points."""
+    curves = data.curves(run_ids(data, "mlp")[:1], "loss", "step", buckets=50)
+    (series,) = curves["series"]
+    assert 0 < len(series["x"]) <= 4 * 50
+    assert SPIKE in series["y"] and series["x"][0] == 0 and series["x"][-1] == 999
+    long = data.curves(run_ids(data, "long"), "loss", "step", buckets=100)["series"][0]
+    assert len(long["x"]) <= 400 and min(long["y"]) == 0 and max(long["y"]) == 99
+
+
+def test_zoom_returns_every_point_of_the_visible_range(data):
+    """A zoomed range narrower than the buckets comes back at full resolution (plus one point each side)."""
+    (series,) = data.curves(run_ids(data, "long"), "loss", "step", buckets=800, x_range=(5000, 5100))["series"]
+    assert series["x"] == [float(step) for step in range(4999, 5102)]
+
+
+def test_smoothing_is_applied_before_downsampling(data):
+    """The smoothed value at a step is the same zoomed in or not: zooming does not change the curve."""
+    run = run_ids(data, "long")
+    whole = data.curves(run, "loss", "step", buckets=100, smoothing=0.9)["series"]
+    zoomed = data.curves(run, "loss", "step", buckets=800, smoothing=0.9, x_range=(0, LONG_RUN / 2))["series"]
+    line = dict(zip(zoomed[0]["x"], zoomed[0]["y"]))
+    shared = [(x, y) for x, y in zip(whole[0]["x"], whole[0]["y"]) if x in line]
+    assert shared and all(line[x] == pytest.approx(y, rel=1e-12) for x, y in shared)
+    assert [item["kind"] for item in whole] == ["line", "raw"]
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.01, 0.5, 0.9, 0.999])
+def test_smoothing_is_tensorboards_debiased_ema(weight):
+    """Same values as TensorBoard's loop: last = last * w + (1 - w) * y; shown last / (1 - w^(i+1))."""
+    values = np.random.default_rng(1).normal(size=5000).cumsum()
+    expected, last = [], 0.0
+    for index, value in enumerate(values):
+        last = last * weight + (1 - weight) * value
+        expected.append(last / (1 - weight ** (index + 1)))
+    assert debiased_ema(values, weight) == pytest.approx(expected, rel=1e-9, abs=1e-9)
+
+
+def test_group_by_gives_mean_line_and_min_max_band(data):
+    """Grouped by model, the two mlp runs give one mean line between their min and max."""
+    curves = data.curves(run_ids(data, "mlp"), "loss", "step", buckets=2000, group_by="model")
+    (group,) = curves["series"]
+    assert group["group"] == "mlp" and len(group["runs"]) == 2
+    at = group["x"].index(10.0)
+    assert (group["min"][at], group["y"][at], group["max"][at]) == (1 / 11, 1 / 11, 1 / 11)
+    spike = group["x"].index(500.0)
+    assert (group["min"][spike], group["max"][spike]) == (1 / 501, SPIKE)
+    assert group["y"][spike] == pytest.approx((SPIKE + 1 / 501) / 2)
+
+
+def test_without_a_step_column_x_is_the_records_order(tmp_path):
+    """Records pushed without any step column are plotted in the order they were recorded."""
+    collection = ExperimentCollection(tmp_path / "ordered", quiet=True)
+    values = np.random.default_rng(2).permutation(50_000).astype(float)
+    with collection.new_experiment() as experiment:
+        recorder = Recorder().set_parent(experiment)
+        for value in values:
+            recorder.push(value=value)
+    data = DashboardData(tmp_path / "ordered")
+    (series,) = data.curves(run_ids(data), "value", "", buckets=1000, x_range=(1000.0, 1999.0))["series"]
+    assert series["x"] == [float(index) for index in range(999, 2001)]
+    assert series["y"] == values[999:2001].tolist()
+
+
+def test_unknown_columns_and_runs_are_named(data):
+    with pytest.raises(ValueError, match="unknown y column 'lr'; the records' numeric columns: "):
+        data.curves(run_ids(data)[:1], "lr", "step")
+    with pytest.raises(ValueError, match="no run 'nope'"):
+        data.curves(["nope"], "loss", "step")
+
+
+# -- the SQL box -----------------------------------------------------------------------------
+
+
+def test_sql_box_answers_a_select(data):
+    result = data.query("SELECT count(*) AS n FROM records WHERE loss IS NOT NULL")
+    assert result == {"columns": ["n"], "rows": [[1000 + 1000 + LONG_RUN + 1 + 7]], "truncated": False}
+
+
+@pytest.mark.parametrize(("sql", "message"), [
+    ("SELEC 1", 'syntax error at or near "SELEC"'),
+    ("SELECT nope FROM records", 'Referenced column "nope" not found'),
+    ("DELETE FROM experiments", "only SELECT, WITH, DESCRIBE or SHOW may run here, not DELETE"),
+    ("SELECT 1; SELECT 2", "give exactly one statement, not 2"),
+    ("COPY (SELECT 1) TO 'out.csv'", "not COPY"),
+    ("SET enable_external_access = true", "not SET"),
+    ("ATTACH 'other.db'", "not ATTACH"),
+    ("SELECT * FROM read_csv('/etc/passwd')", "Permission Error"),
+    ("SELECT * FROM read_text('{collection}/collection.json')", "Permission Error"),
+])
+def test_sql_box_refuses_writes_and_other_files(data, sql, message):
+    """One SELECT only, and DuckDB reads no file outside the collection's runs."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        data.query(sql.format(collection=data.collection.path))
+
+
+# -- the server ------------------------------------------------------------------------------
+
+
+def test_the_dashboard_never_changes_the_collection(study, client):
+    """Every endpoint only reads: no file is written, not even for the crashed run."""
+    def files() -> dict[str, tuple[int, int]]:
+        return {str(path): (path.stat().st_size, path.stat().st_mtime_ns) for path in study.parent.rglob("*")
+                if path.is_file()}
+
+    before = files()
+    runs = client.get("/api/runs").json()["runs"]
+    ids = ",".join(run["run_id"] for run in runs)
+    assert client.get("/api/columns").status_code == 200
+    assert client.get("/api/stats", params={"metric": "loss", "x": "step"}).status_code == 200
+    assert client.get("/api/curves", params={"runs": ids, "y": "loss", "x": "step"}).status_code == 200
+    assert client.post("/api/sql", json={"sql": "SELECT count(*) FROM records"}).status_code == 200
+    assert files() == before
+    assert runs[-1]["status"] == "crashed"
+
+
+def test_curves_over_http_stay_within_the_bucket_bound(client):
+    """Bytes per curve follow the chart's width, not the run's length."""
+    runs = client.get("/api/runs").json()["runs"]
+    long = next(run["run_id"] for run in runs if run["info"]["model"] == "long")
+    narrow = client.get("/api/curves", params={"runs": long, "y": "loss", "x": "step", "buckets": 200})
+    wide = client.get("/api/curves", params={"runs": long, "y": "loss", "x": "step", "buckets": 800})
+    assert len(narrow.json()["series"][0]["x"]) <= 800 and len(wide.json()["series"][0]["x"]) <= 3200
+    assert len(narrow.content) < len(wide.content) < 100_000
+
+
+def test_bad_requests_answer_400_with_the_reason(client):
+    answer = client.post("/api/sql", json={"sql": "DROP TABLE lineage"})
+    assert answer.status_code == 400 and "not DROP" in answer.json()["error"]
+    answer = client.get("/api/runs", params={"where": "nope = 1"})
+    assert answer.status_code == 400 and '"nope" not found' in answer.json()["error"]
+
+
+def test_requests_without_the_token_are_refused(dashboard):
+    """The token opens the page once (then a cookie); without either, 403."""
+    base = dashboard.url.split("?")[0]
+    assert httpx.get(base).status_code == 403
+    assert httpx.get(base + "api/runs").status_code == 403
+    assert httpx.get(base, params={"token": "wrong"}).status_code == 403
+    first = httpx.get(dashboard.url)
+    assert first.status_code == 200 and "HttpOnly" in first.headers["set-cookie"]
+    assert httpx.get(base + "api/runs", cookies=first.cookies).status_code == 200
+
+
+@pytest.mark.parametrize(("host", "status"), [("evil.example", 403), ("evil.example:80", 403),
+                                              ("localhost", 200), ("127.0.0.1:1234", 200), ("[::1]:1234", 200)])
+def test_foreign_host_headers_are_refused(dashboard, host, status):
+    """A page on another domain that rebinds its name to 127.0.0.1 gets nothing (DNS rebinding)."""
+    assert httpx.get(dashboard.url, headers={"Host": host}).status_code == status
+
+
+def test_binds_loopback_by_default(dashboard):
+    assert dashboard.url.startswith("http://127.0.0.1:")
+
+
+# -- shipped files ---------------------------------------------------------------------------
+
+#: External addresses allowed in shipped files, each where it is and why.
+ALLOWED_URLS = {("vendor/uPlot.iife.min.js", "https://github.com/leeoniya/uPlot"): "uPlot's banner comment"}
+
+
+def test_shipped_files_load_nothing_from_the_network():
+    """No http(s) URL in any file the dashboard ships, except the whitelisted comments."""
+    package = STATIC.parent
+    found = set()
+    for path in package.rglob("*"):
+        if path.is_file() and "__pycache__" not in path.parts:
+            for url in re.findall(r"https?://[^\s\"'`)<>]+", path.read_text(encoding="utf-8", errors="replace")):
+                found.add((path.relative_to(STATIC).as_posix() if STATIC in path.parents else path.name, url))
+    local = {(name, url) for name, url in found if re.match(r"https?://(\{|127\.0\.0\.1[:/])", url)}  # its own
+    assert found - local == set(ALLOWED_URLS)
+    banner = (STATIC / "vendor" / "uPlot.iife.min.js").read_text(encoding="utf-8").splitlines()[0]
+    assert banner == f"/*! https://github.com/leeoniya/uPlot (v{UPLOT_VERSION}) */"
+
+
+def test_vendored_uplot_is_the_recorded_npm_package():
+    """The vendored files are the ones whose version and hashes the vendor README records."""
+    readme = (STATIC / "vendor" / "README").read_text(encoding="utf-8")
+    assert f"npm pack uplot@{UPLOT_VERSION}" in readme
+    hashes = dict((name, digest) for digest, name in re.findall(r"sha256 ([0-9a-f]{64})  (\S+)", readme))
+    assert set(hashes) == {"uPlot.iife.min.js", "uPlot.min.css", "LICENSE"}
+    for name, digest in hashes.items():
+        assert hashlib.sha256((STATIC / "vendor" / name).read_bytes()).hexdigest() == digest, name
+    assert "MIT License" in (STATIC / "vendor" / "LICENSE").read_text(encoding="utf-8")
+
+
+# -- the command -----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_command_serves_until_interrupted(study):
+    """`rigorous-recorder ui PATH` prints the URL, serves the page, and Ctrl-C ends it with code 0."""
+    process = subprocess.Popen([sys.executable, "-m", "rigorous_recorder", "ui", str(study)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+/\?token=\S+", line)
+        assert url, line + process.stderr.read()
+        page = httpx.get(url.group(0), timeout=30)
+        assert page.status_code == 200 and "uPlot.iife.min.js" in page.text
+    finally:
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=30)
+    assert code == 0
+
+
+def test_command_names_a_missing_collection(tmp_path, capsys):
+    assert cli.main(["ui", str(tmp_path / "none")]) == 2
+    assert capsys.readouterr().err == textwrap.dedent(f"""\
+        rigorous-recorder ui: error: {str(tmp_path / 'none.collection')!r} is not a rigorous_recorder collection
+        """)
