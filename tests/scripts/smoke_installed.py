@@ -42,11 +42,6 @@ def optional_import_names() -> set[str]:
     return names
 
 
-def package_failed(name: str) -> None:
-    """``pkgutil.walk_packages`` could not import the package ``name`` to look inside it."""
-    fail(f"package {name} does not import")
-
-
 def check_installed_copy() -> None:
     """The package imported is the installed one, not the repository's source."""
     import rigorous_recorder
@@ -57,23 +52,30 @@ def check_installed_copy() -> None:
     print(f"ok: rigorous_recorder {rigorous_recorder.__version__} from {location.parent}")
 
 
+def import_module(name: str, optional: set[str]) -> str | None:
+    """Import ``name``; returns why it was skipped (a missing optional dependency), fails on anything else."""
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        if (error.name or "").split(".")[0] not in optional:
+            fail(f"{name} does not import: {error}")
+        return f"{name} (needs {error.name})"
+    return None
+
+
 def check_every_module_imports() -> None:
     """Every module of the installed package imports, or lacks only an optional dependency."""
     import rigorous_recorder
 
     optional = optional_import_names()
     imported, skipped = [], []
-    for module in pkgutil.walk_packages(rigorous_recorder.__path__, "rigorous_recorder.", onerror=package_failed):
+    # walk_packages yields a package before importing it to look inside, so the loop judges every
+    # import; a package that cannot import (the UI without its extra) is then left unexplored.
+    for module in pkgutil.walk_packages(rigorous_recorder.__path__, "rigorous_recorder."):
         if module.name.endswith(".__main__"):
             continue  # importing it runs the command line; check_command_line runs it
-        try:
-            importlib.import_module(module.name)
-        except ModuleNotFoundError as error:
-            if (error.name or "").split(".")[0] not in optional:
-                fail(f"{module.name} does not import: {error}")
-            skipped.append(f"{module.name} (needs {error.name})")
-        else:
-            imported.append(module.name)
+        reason = import_module(module.name, optional)
+        (skipped if reason else imported).append(reason or module.name)
     for required in ("rigorous_recorder.store", "rigorous_recorder.integrations", "rigorous_recorder.cli"):
         if required not in imported:
             fail(f"{required} is missing from the installed package")
