@@ -105,8 +105,8 @@ def create_app(data: DashboardData, token: str, hosts: set[str], cookie: str = "
     async def answer(work: Any, *args: Any, **kwargs: Any) -> Response:
         try:
             result = await run_in_threadpool(work, *args, **kwargs)
-        except DashboardError as error:
-            return JSONResponse({"error": str(error)}, status_code=400)
+        except DashboardError as error:  # the user's SQL or choice was wrong: the message is the answer
+            return JSONResponse({"error": str(error)})
         return Response(json.dumps(result, allow_nan=False, separators=(",", ":")), media_type="application/json")
 
     async def page(request: Request) -> Response:

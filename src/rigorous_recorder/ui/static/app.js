@@ -12,13 +12,12 @@
   // What the tests (and a curious user, from the console) can read.
   const view = window.rrDashboard = {
     state: readState(), runs: [], infoColumns: [], columns: null, stats: null, curves: null, chart: null,
-    buckets: 0, polls: 0, curveFetches: 0,
+    buckets: 0, polls: 0, curveFetches: 0, draws: 0,
   };
   const state = view.state;
   let curveSignature = "";
   let curveRequest = 0;
   let lastRunsText = "";
-  let applyingScale = false;
 
   // -- state in the URL ------------------------------------------------------------------
 
@@ -51,7 +50,7 @@
   async function api(path, options) {
     const response = await fetch(path, options);
     const body = await response.json();
-    if (!response.ok) throw new Error(body.error || response.statusText);
+    if (!response.ok || body.error) throw new Error(body.error || response.statusText);
     return body;
   }
 
@@ -255,10 +254,8 @@
     const shape = JSON.stringify([series.map((s) => s.label), state.log, isTime, chartWidth()]);
     let chart = view.chart;
     if (chart && chart.rrShape === shape) {
-      applyingScale = true;
       chart.setData(data, !state.zoom);
       if (state.zoom) chart.setScale("x", { min: state.zoom[0], max: state.zoom[1] });
-      applyingScale = false;
       return;
     }
     if (chart) chart.destroy();
@@ -267,23 +264,23 @@
       width: chartWidth(), height: CHART_HEIGHT, series, bands,
       scales: { x: { time: isTime }, y: { distr: state.log ? 3 : 1 } },
       axes: [{ label: state.x ? (state.rel ? `${state.x} (relative)` : state.x) : "record order" }, { label: state.y }],
-      cursor: { bind: { dblclick: () => null } },  // a double click resets the zoom (below), not to the loaded data
-      hooks: { setScale: [onSetScale] },
+      // A drag selects a range that the page fetches (onSelect); a double click resets the zoom.
+      cursor: { drag: { x: true, y: false, setScale: false }, bind: { dblclick: () => null } },
+      hooks: { setSelect: [onSelect], draw: [() => { view.draws += 1; }] },
     };
-    applyingScale = true;
     chart = new uPlot(options, data, $("chart"));
     if (state.zoom) chart.setScale("x", { min: state.zoom[0], max: state.zoom[1] });
-    applyingScale = false;
     chart.rrShape = shape;
     chart.over.addEventListener("dblclick", resetZoom);
     view.chart = chart;
   }
 
-  function onSetScale(chart, key) {
-    if (key !== "x" || applyingScale) return;
-    const { min, max } = chart.scales.x;
-    if (min === null || max === null) return;
-    state.zoom = [min, max];
+  function onSelect(chart) {
+    const { left, width } = chart.select;
+    if (width < 2) return;
+    state.zoom = [chart.posToVal(left, "x"), chart.posToVal(left + width, "x")];
+    chart.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
+    chart.setScale("x", { min: state.zoom[0], max: state.zoom[1] });
     writeState();
     refreshCurves();  // full resolution for the visible range
   }

@@ -1,0 +1,255 @@
+"""The dashboard in a real browser (Debian's chromium, driven by Playwright), on a real collection
+with good, failed, crashed and live runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import queue
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install chromium"),
+]
+playwright = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("starlette")
+
+from rigorous_recorder import ExperimentCollection, Recorder  # noqa: E402
+from rigorous_recorder.ui import serve  # noqa: E402
+
+from test_ui import record_crashed_run  # noqa: E402
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+#: Where `RIGOROUS_RECORDER_UI_SCREENSHOT=docs/ui.png pytest tests/test_ui_browser.py` puts the README's picture.
+SCREENSHOT = os.environ.get("RIGOROUS_RECORDER_UI_SCREENSHOT")
+LIVE_SECONDS = 2.0  # issue #14: new records and a kill show within 2 s, without a reload
+
+LIVE_RUN = """
+import sys, time
+from rigorous_recorder import ExperimentCollection, Recorder
+collection = ExperimentCollection(sys.argv[1], quiet=True, flush_interval=60)
+experiment = collection.new_experiment(lr=0.05, model="live")
+train = Recorder(stage="train").set_parent(experiment.recorder)
+step = 0
+while True:
+    for _ in range(50):
+        train.push(step=step, loss=1 / (step + 1))
+        step += 1
+    experiment.flush()
+    print("flushed", step, time.time(), flush=True)
+    time.sleep(0.3)
+"""
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """Three good runs, a failed one and a crashed one (killed with SIGKILL)."""
+    path = tmp_path_factory.mktemp("browser") / "study"
+    collection = ExperimentCollection(path, quiet=True)
+    for model, lr in (("mlp", 0.1), ("mlp", 0.01), ("cnn", 0.01)):
+        with collection.new_experiment(lr=lr, model=model) as experiment:
+            train = Recorder(stage="train").set_parent(experiment)
+            for step in range(3000):
+                train.push(step=step, loss=lr * 10 / (step + 1) + (5.0 if step == 1500 else 0.0))
+    with pytest.raises(ZeroDivisionError), collection.new_experiment(lr=1.0, model="rnn") as experiment:
+        Recorder(stage="train").set_parent(experiment).push(step=0, loss=9.0)
+        _ = 1 / 0
+    record_crashed_run(path)
+    return path
+
+
+class LiveRun:
+    """A run recording in another process, flushing every 50 records, until it is killed."""
+
+    def __init__(self, study: Path) -> None:
+        self.process = subprocess.Popen([sys.executable, "-c", LIVE_RUN, str(study)], stdout=subprocess.PIPE,
+                                        text=True)
+        self.flushes: queue.Queue[tuple[int, float]] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.flushes.get(timeout=120)  # it started
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            _, step, at = line.split()
+            self.flushes.put((int(step), float(at)))
+
+    def next_flush(self) -> tuple[int, float]:
+        """(records flushed so far, when) of the next flush from now."""
+        now = time.time()
+        while True:
+            flushed, at = self.flushes.get(timeout=30)
+            if at > now:
+                return flushed, at
+
+
+@pytest.fixture(scope="module")
+def live_run(study):
+    live = LiveRun(study)
+    yield live
+    live.process.kill()
+    live.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def dashboard(study, live_run):
+    running = serve(study)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright.sync_playwright() as driver:
+        chromium = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def console():
+    """Every console error and uncaught exception of the page."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def page(browser, dashboard, console):
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    tab = context.new_page()
+    tab.on("console", lambda message: console.append(message.text) if message.type == "error" else None)
+    tab.on("pageerror", lambda error: console.append(str(error)))
+    tab.goto(dashboard.url)
+    tab.wait_for_function("window.rrDashboard && rrDashboard.chart && rrDashboard.stats")
+    yield tab
+    context.close()
+
+
+@pytest.fixture(autouse=True)
+def no_console_errors(console):
+    yield
+    assert console == []
+
+
+def rows(page) -> list[dict]:
+    return page.eval_on_selector_all("#runs tbody tr", """rows => rows.map(row => ({
+        run: row.dataset.run, status: row.dataset.status, badge: row.querySelector('.badge').textContent,
+        error: row.querySelector('td.error-text').textContent, checked: row.querySelector('input').checked}))""")
+
+
+def select_all(page) -> None:
+    """Select every run; return once the chart has drawn the new curves."""
+    fetches, draws = page.evaluate("[rrDashboard.curveFetches, rrDashboard.draws]")
+    page.click("#select-all")
+    page.wait_for_function(f"rrDashboard.curveFetches > {fetches}")
+    page.wait_for_function(f"rrDashboard.draws > {draws}")
+
+
+def test_table_shows_every_run_with_its_badge_and_error(page):
+    """Six runs: three ok, the failed one with its exception, the crashed one, the live one."""
+    page.wait_for_function("document.querySelectorAll('#runs tbody tr').length === 6")
+    table = rows(page)
+    assert [row["badge"] for row in table] == ["ok", "ok", "ok", "error", "crashed", "running"]
+    assert [row["status"] for row in table] == [row["badge"] for row in table]
+    assert table[3]["error"] == "ZeroDivisionError: division by zero"
+    assert "process" in table[4]["error"]
+    assert page.text_content("#runs thead").count("loss") == 3  # last, min and max of the metric
+
+
+def test_chart_has_one_series_per_selected_run_within_the_bucket_bound(page):
+    """0 < points <= 4 x buckets for each run's curve, and the canvas really drew the lines."""
+    select_all(page)
+    view = page.evaluate("""({selected: rrDashboard.state.sel, buckets: rrDashboard.buckets,
+        series: rrDashboard.curves.series.map(s => ({run: s.run_id, kind: s.kind, points: s.x.length})),
+        plotted: rrDashboard.chart.series.length - 1})""")
+    assert [series["run"] for series in view["series"]] == view["selected"] and len(view["selected"]) == 6
+    assert view["plotted"] == 6 and view["buckets"] >= 200
+    assert all(0 < series["points"] <= 4 * view["buckets"] for series in view["series"])
+    assert colored_pixels(page) > 500
+
+
+def colored_pixels(page) -> int:
+    """How many pixels of the chart's canvas are opaque and coloured: curves, not the grey grid or axes."""
+    return page.evaluate("""() => {
+        const canvas = document.querySelector('#chart canvas');
+        const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+        let count = 0;
+        for (let i = 0; i < pixels.length; i += 4) {
+            const [r, g, b, a] = [pixels[i], pixels[i + 1], pixels[i + 2], pixels[i + 3]];
+            if (a > 200 && Math.max(r, g, b) - Math.min(r, g, b) > 60) count++;
+        }
+        return count;
+    }""")
+
+
+def test_zoom_fetches_the_visible_range_and_lives_in_the_url(page):
+    """Dragging over the chart asks for the zoomed range; a reload keeps selection, axes and zoom."""
+    box = page.locator("#chart .u-over").bounding_box()
+    before = page.evaluate("rrDashboard.curveFetches")
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.2, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.3, y, steps=5)
+    page.mouse.up()
+    page.wait_for_function(f"rrDashboard.curveFetches > {before} && rrDashboard.state.zoom")
+    zoom = page.evaluate("rrDashboard.state.zoom")
+    assert page.evaluate("rrDashboard.curves.x_range") == zoom
+    state = page.evaluate("rrDashboard.state")
+    page.reload()
+    page.wait_for_function("window.rrDashboard && rrDashboard.chart")
+    again = page.evaluate("rrDashboard.state")
+    assert (again["sel"], again["y"], again["x"], again["zoom"]) == (state["sel"], state["y"], state["x"], zoom)
+    page.dblclick("#chart .u-over")
+    page.wait_for_function("rrDashboard.state.zoom === null")
+
+
+def test_sql_box_shows_a_result_and_duckdb_errors(page):
+    page.fill("#sql", "SELECT count(*) AS n FROM records WHERE model = 'mlp'")
+    page.click("#run-sql")
+    page.wait_for_function("document.querySelector('#sql-result').dataset.rows === '1'")
+    assert page.text_content("#sql-result tbody td") == "6000"
+    page.fill("#sql", "SELECT nope FROM records")
+    page.click("#run-sql")
+    page.wait_for_selector("#sql-error:not([hidden])")
+    assert 'Referenced column "nope" not found' in page.text_content("#sql-error")
+    assert page.inner_html("#sql-result") == ""
+
+
+def test_screenshot(page, tmp_path):
+    """The README's picture, from this browser (written to docs/ only when asked)."""
+    page.fill("#sql", "SELECT model, count(*) AS runs, min(records) AS fewest FROM experiments GROUP BY model ORDER BY model")
+    page.click("#run-sql")
+    page.wait_for_function("document.querySelector('#sql-result').dataset.rows === '4'")
+    target = Path(SCREENSHOT) if SCREENSHOT else tmp_path / "ui.png"
+    page.screenshot(path=str(target), full_page=True)
+    assert target.stat().st_size > 10_000
+
+
+def test_live_run_grows_and_a_kill_shows_as_crashed(page, live_run):
+    """Flushed records reach the chart within 2 s; after a SIGKILL the badge says crashed within 2 s."""
+    live = rows(page)[-1]["run"]
+    if live not in page.evaluate("rrDashboard.state.sel"):
+        select_all(page)
+    points = curve_points(page, live)
+    flushed, at = live_run.next_flush()
+    page.wait_for_function(f"""rrDashboard.curves.series.some(s => s.run_id === '{live}'
+        && s.x[s.x.length - 1] >= {flushed - 1})""", timeout=10_000)
+    seen = time.time()
+    assert seen - at < LIVE_SECONDS, f"flushed records took {seen - at:.2f} s to show"
+    assert curve_points(page, live) > points
+    live_run.process.send_signal(signal.SIGKILL)
+    killed = time.time()
+    page.wait_for_function(f"""document.querySelector('#runs tr[data-run="{live}"]').dataset.status === 'crashed'""",
+                           timeout=10_000)
+    assert time.time() - killed < LIVE_SECONDS, f"the kill took {time.time() - killed:.2f} s to show"
+
+
+def curve_points(page, run_id: str) -> int:
+    return page.evaluate(f"rrDashboard.curves.series.filter(s => s.run_id === '{run_id}')[0].x.length")
