@@ -83,6 +83,7 @@ class ExperimentCollection:
         self.record_context = record_context
         self._runs_path = self.path / RUNS_FOLDER
         self._trees: dict[tuple[str, str], Recorder] = {}
+        self._damaged: dict[str, str] = {}  # runs whose files turned out unreadable when read
         self._query_cache: Any = None
         self._numbering = FileLock(self.path / NUMBERING_LOCK)
         if not (self.path / COLLECTION_FILE).is_file():
@@ -292,6 +293,8 @@ class ExperimentCollection:
             folder = RunFolder(Path(entry.path))
             try:
                 info = folder.read_info()
+                if folder.id in self._damaged:
+                    raise DamagedFileError(folder.path, self._damaged[folder.id])
             except DamagedFileError as error:
                 info = _damaged(folder, number, error)
             else:
@@ -328,7 +331,8 @@ class ExperimentCollection:
         if tree is None:
             try:
                 recorders = build_tree(folder.nodes(info))
-            except DamagedFileError:
+            except DamagedFileError as error:
+                self._damaged[folder.id] = error.problem if error.path == folder.path else str(error)
                 return None
             tree = next((recorder for recorder in recorders.values() if recorder.parent is None), None)
             if key[1] is not None and tree is not None:
@@ -373,6 +377,7 @@ class ExperimentCollection:
     def reload(self) -> None:
         """Forget cached trees and queries; the next read sees the folder as it is now."""
         self._trees.clear()
+        self._damaged.clear()
         self._query_cache = None
 
     # -- queries -------------------------------------------------------------------------

@@ -189,6 +189,11 @@ class _Running:
 
     def _install(self) -> None:
         self._installed = True
+        # Finishing at exit may convert values with pyarrow, which imports pandas on first use,
+        # which imports concurrent.futures.thread, which cannot be imported once the
+        # interpreter is exiting: import that one now.
+        import concurrent.futures.thread  # noqa: F401
+
         atexit.register(self._at_exit)
         previous = sys.excepthook
 

@@ -196,7 +196,7 @@ def _sql_column(values: list[Any]) -> tuple[str, list[Any]]:
 def _signature(runs: Runs) -> tuple[Any, ...] | None:
     if any(info["status"] == RUNNING for _, info in runs):
         return None  # running runs grow: rebuild every time
-    return tuple((folder.id, info.get("records")) for folder, info in runs)
+    return tuple((folder.id, info["status"], info.get("records")) for folder, info in runs)
 
 
 def _name(key: str) -> str:

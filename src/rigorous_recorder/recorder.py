@@ -210,6 +210,8 @@ class Recorder:
     def add(self, data: Mapping[str, Any] | None = None, /, **values: Any) -> Self:
         """Stage values for the next ``commit()`` (a later value for the same key wins)."""
         staged = normalize_mapping(data, values)  # raises before anything is changed
+        if self._store.failure is not None:
+            raise self._store.failure
         if self._staged is None:
             self._staged = staged
             self._fast = False

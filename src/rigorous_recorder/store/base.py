@@ -25,6 +25,9 @@ class RecordStore(ABC):
     while it commits, and a store holds it while it takes rows away to write them.
     """
 
+    #: The error that stops this store from taking rows (a failed write), or None.
+    failure: Exception | None = None
+
     #: True when ``push()`` may append plain values without taking ``lock``: a store whose
     #: flusher thread takes unsealed rows away may allow it only where that append and the
     #: read of the recorder's columns are one step (the compiled hot path).

@@ -89,8 +89,12 @@ class RunFolder:
             raise DamagedFileError(path, f"belongs to run {info['id']!r}, not to its folder {self.id!r}")
         if info["status"] not in STATUSES or info["status"] == DAMAGED:
             raise DamagedFileError(path, f"unknown status {info['status']!r}")
-        if info.get("records") is not None and not is_records_name(info["records"]):
-            raise DamagedFileError(path, f"names a records file {info['records']!r} that is not in its run folder")
+        if info["status"] != RUNNING and info.get("records") is None:
+            raise DamagedFileError(path, f"a {info['status']} run that names no records file")
+        if info.get("records") is not None:
+            if not is_records_name(info["records"]):
+                raise DamagedFileError(path, f"names a records file {info['records']!r} that is not in its run folder")
+            _check_parquet(self.path / info["records"])
         return info
 
     def write_info(self, info: dict[str, Any]) -> None:
@@ -210,6 +214,25 @@ class RunFolder:
         if info["status"] != RUNNING:
             shutil.rmtree(self.journal, ignore_errors=True)
             self.heartbeat.unlink(missing_ok=True)
+
+
+def _check_parquet(path: Path) -> None:
+    """Raise DamagedFileError unless ``path`` starts and ends as a Parquet file does (cheap:
+    a missing, emptied, truncated or overwritten file is caught without reading it)."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(4)
+            file.seek(-4, os.SEEK_END)
+            tail = file.read(4)
+    except FileNotFoundError:
+        raise DamagedFileError(path, "missing") from None
+    except OSError as error:
+        raise DamagedFileError(path, f"cannot be read ({error.strerror or error})") from None
+    if head != _PARQUET_MAGIC or tail != _PARQUET_MAGIC:
+        raise DamagedFileError(path, "not a whole Parquet file (truncated or overwritten)")
+
+
+_PARQUET_MAGIC = b"PAR1"
 
 
 def _frames(journals: list[Path], problems: list[str]) -> Iterator[tuple[bytes, bytes]]:

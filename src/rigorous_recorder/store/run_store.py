@@ -16,6 +16,7 @@ next flush; until one succeeds, the run's recorders refuse new rows with a
 from __future__ import annotations
 
 import threading
+from array import array
 from collections.abc import Iterable
 from itertools import islice
 from typing import TYPE_CHECKING, Any
@@ -51,7 +52,6 @@ class RunStore(RecordStore):
                  resumed: dict[int, Recorder] | None = None, earlier: dict[int, TreeNode] | None = None) -> None:
         super().__init__()
         self.folder = folder
-        self.failure: StorageError | None = None
         self._session = session
         self._flushing = threading.Lock()  # taken before ``lock``, never after
         self._recorders: dict[int, Recorder] = dict(resumed or {})
@@ -275,9 +275,15 @@ def _batches_of(taken: list[tuple[int, dict[str, list[Any]], int]]) -> list[pa.R
             for key, values in columns.items():
                 group[1][key].extend(values)
     return [
-        build_batch(columns, len(ids)).add_column(0, RECORDER_FIELD, pa.array(ids, pa.int32()))
+        build_batch(columns, len(ids)).add_column(0, RECORDER_FIELD, _int32_array(ids))
         for ids, columns in groups.values()
     ]
+
+
+def _int32_array(values: list[int]) -> pa.Array:
+    """An int32 array built from a buffer (``pa.array`` on a list would import pandas, which
+    fails while the interpreter exits: a run finished at exit must not import anything)."""
+    return pa.Array.from_buffers(pa.int32(), len(values), [None, pa.py_buffer(array("i", values))])
 
 
 def _grouped(batches: Iterable[pa.RecordBatch]) -> list[pa.RecordBatch]:

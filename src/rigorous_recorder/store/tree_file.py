@@ -145,7 +145,7 @@ def write_tree_file(path: Path, entries: Sequence[dict[str, Any]], tagged: Batch
     schema = schema.with_metadata({TREE_KEY: to_json(tree)})
     temporary = temporary_path_beside(path)
     try:
-        with pq.ParquetWriter(temporary, schema, compression="zstd") as writer:
+        with pq.ParquetWriter(temporary, schema, compression="zstd", write_page_checksum=True) as writer:
             group: list[pa.RecordBatch] = []
             grouped = 0
             for batch in tagged():
@@ -228,7 +228,7 @@ def _bound(load: Callable[[int], list[pa.RecordBatch]], node_id: int) -> Batches
 def _read_batches(path: Path, tree: dict[str, Any]) -> dict[int, list[pa.RecordBatch]]:
     """Each recorder's rows, with its own column types restored (once per distinct schema)."""
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(path, page_checksum_verification=True)
     except (OSError, pa.ArrowException) as error:
         raise DamagedFileError(path, f"its records cannot be read ({error})") from None
     by_id = {entry["id"]: entry for entry in tree["recorders"]}
