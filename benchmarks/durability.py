@@ -1,0 +1,256 @@
+"""Durability trials (issue #10): kill -9 at random moments, a damage matrix, a full disk.
+
+Three tables for README's durability section, each counted from real processes:
+
+1. kill -9 trials: a writer (tests/scripts/durability_writer.py) records one of four
+   workloads and is SIGKILLed at a random moment; a new process opens the collection and
+   counts. The same for a kill inside ``finish()`` (a big run), inside a recovery
+   (``rigorous-recorder recover`` or an open), and for two processes recovering at once.
+   A record "had to survive" when the writer flushed it, or committed it more than 1.5 s
+   before the kill (the flush interval is 1.0 s).
+2. A damage matrix: every file kind found in a finished and in a killed run folder, times
+   every damage kind (garbage, truncation, non-UTF-8 bytes, missing, JSON without its keys,
+   a file name pointing outside the run folder, ...), plus stray files in every folder.
+3. Full-disk trials on an 8 MB tmpfs (needs root): the first push/add/commit/flush after
+   the flusher failed, corrupt files, runs marked ok with records missing, reading the
+   collection while the disk is full and once it is read-only.
+
+Run: ``.venv/bin/python benchmarks/durability.py [--trials N] [--seed S]`` (~3 minutes at the
+default N = 2 on 2 cores). Progress goes to stderr, the report to stdout; it exits 1 when
+any promise was broken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import _harness as H
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "scripts"))
+import durability_trials as trials  # noqa: E402
+
+#: Seconds after a writer's run starts within which a kill lands, per workload.
+KILL_WINDOW = (0.3, 4.0)
+FINISHED_RECORDS = 300_000
+RECOVERED_RECORDS = 200_000
+
+
+def progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# -- kill -9 ----------------------------------------------------------------------------------
+
+
+def attempt(name: str, must_survive: int, trial: Callable[[], trials.Trial]) -> trials.Trial:
+    """Run one trial; a trial that raises counts as one whose reader failed."""
+    try:
+        return trial()
+    except Exception as error:  # one broken trial is reported, the others still run
+        return trials.Trial(name, must_survive, trials.Count(error=f"{type(error).__name__}: {error}"), "setup")
+
+
+def kill_rows(work: Path, count: int, chooser: random.Random) -> tuple[list[list[str]], list[str]]:
+    """One row per kind of kill trial, and every broken promise."""
+    rows, problems = [], []
+
+    def add_row(name: str, done: list[trials.Trial]) -> None:
+        for trial in done:
+            problems.extend(trial.problems())
+        rows.append([
+            name, str(len(done)),
+            f"{sum(trial.must_survive for trial in done):,}",
+            f"**{sum(max(trial.lost, 0) for trial in done):,}**",
+            f"{sum(trial.count.doubled for trial in done if trial.count.error is None):,}",
+            str(sum(1 for trial in done if trial.count.error is None and not trial.count.agree)),
+            str(sum(1 for trial in done if trial.count.error is not None or trial.writer_failure)),
+        ])
+
+    for workload in trials.WORKLOAD_OPTIONS:
+        done = []
+        for index in range(count):
+            delay = chooser.uniform(*KILL_WINDOW)
+            progress(f"kill -9: {workload} #{index + 1} at {delay:.2f} s")
+            folder = _fresh(work, f"{workload}-{index}")
+            done.append(attempt(workload, 0, lambda: trials.kill_trial(folder, workload, delay)))
+        add_row(f"{workload} ({' '.join(trials.WORKLOAD_OPTIONS[workload])})", done)
+
+    try:  # a calibration that fails is reported; the other tables still print
+        seconds = trials.finish_seconds(_fresh(work, "finish-calibration"), FINISHED_RECORDS)
+        done = []
+        for index in range(count):
+            delay = chooser.uniform(0.0, 1.2 * seconds)
+            progress(f"kill -9 inside finish() (takes {seconds:.2f} s) at {delay:.2f} s")
+            folder = _fresh(work, f"finish-{index}")
+            done.append(attempt("finish", FINISHED_RECORDS,
+                                lambda: trials.finish_kill_trial(folder, delay, FINISHED_RECORDS)))
+        add_row(f"inside finish() of {FINISHED_RECORDS:,} records (finish takes {seconds:.2f} s)", done)
+    except Exception as error:
+        problems.append(f"kill inside finish(): calibration failed: {type(error).__name__}: {error}")
+
+    try:
+        template, _ = trials.crashed_collection(_fresh(work, "crashed"), RECOVERED_RECORDS)
+        for how in ("cli", "open"):
+            calibration = _fresh(work, f"recover-{how}-calibration") / "study"
+            shutil.copytree(trials.collection_folder(template), trials.collection_folder(calibration))
+            seconds = trials.timed(trials.recover_command(calibration, how))
+            done = []
+            for index in range(count):
+                delay = chooser.uniform(0.2 * seconds, seconds)
+                progress(f"kill -9 inside recovery ({how}, takes {seconds:.2f} s) at {delay:.2f} s")
+                folder = _fresh(work, f"recover-{how}-{index}")
+                done.append(attempt(how, RECOVERED_RECORDS, lambda: trials.recovery_kill_trial(
+                    template, folder, RECOVERED_RECORDS, how, delay)))
+            what = "`rigorous-recorder recover`" if how == "cli" else "an open"
+            add_row(f"inside {what} of {RECOVERED_RECORDS:,} records (takes {seconds:.2f} s)", done)
+
+        done = []
+        for index in range(count):
+            progress(f"two recoveries at once #{index + 1}")
+            folder = _fresh(work, f"race-{index}")
+            done.append(attempt("two recoveries", RECOVERED_RECORDS, lambda: two_recoveries(template, folder)))
+        add_row("`recover` and an open racing on one crashed run", done)
+    except Exception as error:
+        problems.append(f"kill inside recovery: the crashed collection failed: {type(error).__name__}: {error}")
+    return rows, problems
+
+
+def two_recoveries(template: Path, folder: Path) -> trials.Trial:
+    """``rigorous-recorder recover`` and an open, started at once on a copy of ``template``."""
+    path = folder / "study"
+    shutil.copytree(trials.collection_folder(template), trials.collection_folder(path))
+    racers = [subprocess.Popen(trials.recover_command(path, how), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True) for how in ("cli", "open")]
+    failures = [racer.stderr.read().strip().splitlines()[-1:] for racer in racers if racer.wait(trials.PATIENCE)]
+    failure = "; ".join(line for lines in failures for line in lines) or None
+    return trials.Trial("two recoveries", RECOVERED_RECORDS, trials.count_records(path, RECOVERED_RECORDS),
+                        "at once", failure)
+
+
+def _fresh(work: Path, name: str) -> Path:
+    folder = work / name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
+
+
+# -- damage ------------------------------------------------------------------------------------
+
+
+def damage_rows(work: Path) -> tuple[list[list[str]], list[str]]:
+    """One row per (run state, file kind): damages tried, failed opens, dropped runs, other problems."""
+    rows, problems = [], []
+    for state, make in (("finished", trials.finished_template), ("killed", trials.crashed_template)):
+        template = _fresh(work, f"damage-{state}") / "template" / "study"
+        try:
+            target = make(template)
+        except Exception as error:  # the other tables still print
+            problems.append(f"damage matrix, {state} run: building it failed: {type(error).__name__}: {error}")
+            continue
+        progress(f"damage matrix: {state} run, files {sorted(trials.file_kinds(trials.run_folder_of(template, target)))}")
+        results = trials.damage_matrix(template, target, "target", template.parent.parent / "cases")
+        stray = trials.stray_files_problems(template, target, "target", template.parent.parent / "stray")
+        by_kind: dict[str, dict[str, list[str]]] = {}
+        for label, found in results.items():
+            by_kind.setdefault(label.split(": ")[0], {})[label] = found
+        by_kind["stray files in every folder"] = {"stray files everywhere": stray}
+        for kind, cases in by_kind.items():
+            found = [problem for case in cases.values() for problem in case]
+            problems.extend(found)
+            rows.append([
+                f"{state} run: `{kind}`", str(len(cases)),
+                f"**{sum(any('fails to open' in problem for problem in case) for case in cases.values())}**",
+                f"**{sum(any('silently dropped' in problem for problem in case) for case in cases.values())}**",
+                str(sum(bool(case) for case in cases.values())),
+            ])
+    return rows, problems
+
+
+# -- full disk ---------------------------------------------------------------------------------
+
+
+def full_disk_rows(work: Path, count: int) -> tuple[list[list[str]], list[str]]:
+    """One row per first call after the failure; reading while full and read-only in the problems."""
+    rows, problems = [], []
+    for first_call in ("push", "add", "commit", "flush"):
+        done = []
+        for index in range(count):
+            progress(f"full disk: first call {first_call} #{index + 1}")
+            try:
+                with trials.small_tmpfs(_fresh(work, f"disk-{first_call}-{index}")) as mount_point:
+                    result = trials.full_disk_trial(mount_point, first_call)
+                    result.problems += trials.read_only_problems(mount_point, mount_point / "study", result.flushed)
+            except trials.MountNotPermitted as error:
+                return [], [f"full-disk trials skipped: cannot mount a tmpfs here: {error}"]
+            except Exception as error:  # counted as a trial with a broken promise
+                result = trials.FullDisk(problems=[f"the trial raised {type(error).__name__}: {error}"])
+            done.append(result)
+            problems.extend(f"full disk, {first_call}: {problem}" for problem in result.problems)
+        rows.append([
+            f"`{first_call}()` first after the failed write", str(len(done)),
+            str(sum(result.first_error is not None for result in done)),
+            f"{sum(result.flushed for result in done):,} / {sum(result.kept for result in done):,}",
+            f"**{sum(len(result.corrupt_files) for result in done)}**",
+            f"**{sum(result.ok_with_missing for result in done)}**",
+            str(sum(any("while the disk is full" in p or "read-only" in p for p in result.problems) for result in done)),
+        ])
+    return rows, problems
+
+
+# -- the report --------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=2, help="trials per row of the kill and full-disk tables")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the random kill moments")
+    args = parser.parse_args()
+    seed = random.randrange(10**6) if args.seed is None else args.seed
+    chooser = random.Random(seed)
+    start = time.time()
+    with tempfile.TemporaryDirectory(prefix="rr-durability-") as folder:
+        work = Path(folder)
+        kills, kill_problems = kill_rows(work, args.trials, chooser)
+        damages, damage_problems = damage_rows(work)
+        disks, disk_problems = full_disk_rows(work, args.trials)
+    print(f"`{shlex.join([Path(sys.executable).name, *sys.argv[:1], '--trials', str(args.trials), '--seed', str(seed)])}`"
+          f" ({time.time() - start:.0f} s)\n")
+    print(f"- machine: {os.cpu_count()} CPUs, {platform.platform()}; load average {os.getloadavg()[0]:.2f} at the end")
+    import rigorous_recorder
+
+    print(f"- library: rigorous-recorder {H.library_version(sys.executable)} from "
+          f"{Path(rigorous_recorder.__file__).parent} ({sys.executable})\n")
+    print("kill -9 at random moments (a record had to survive if flushed, or committed > 1.5 s before the kill):\n")
+    print(H.markdown_table(["workload", "trials", "records that had to survive", "records lost",
+                            "records counted twice", "trials where SQL, len() and records disagree",
+                            "trials where the writer or the reader failed"], kills))
+    print("\ndamage matrix (each damage done to a copy of a collection of three runs, the third damaged):\n")
+    print(H.markdown_table(["file kind", "damages tried", "collections that fail to open", "runs silently dropped",
+                            "damages with any broken promise"], damages))
+    if disks:
+        print("\nfull disk (8 MB tmpfs; the flusher thread hits the full disk first):\n")
+        print(H.markdown_table(["first call", "trials", "raised", "records flushed / kept", "corrupt files",
+                                "runs marked ok with records missing", "trials where reading full/read-only failed"],
+                               disks))
+    problems = kill_problems + damage_problems + disk_problems
+    print(f"\n{len(problems)} broken promises" + (":" if problems else "."))
+    for problem in problems[:80]:
+        print(f"- {problem[:300]}")
+    if len(problems) > 80:
+        print(f"- ... and {len(problems) - 80} more")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
