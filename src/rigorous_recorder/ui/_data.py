@@ -38,7 +38,7 @@ BOOKKEEPING = ("experiment_number", "error_number", "had_error", "experiment_sta
 #: Columns of the ``experiments`` view that are not experiment info.
 RUN_COLUMNS = ("run_id", "status", "records", "error", *BOOKKEEPING)
 #: The records view's columns that together name one run (until the view carries ``run_id``).
-RUN_KEY = ("experiment_number", "error_number", "experiment_start_time")
+RUN_KEY = ("experiment_number", "error_number")
 #: Most rows the SQL box returns.
 MAX_RESULT_ROWS = 1000
 #: Most points per curve per bucket: first, last, min and max (M4).
@@ -66,29 +66,34 @@ class DashboardData:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.collection = ExperimentCollection(path, quiet=True, create=False, recover=False)
         self._lock = threading.Lock()
+        # The runs table reads through a second copy: its answers never wait for a long records query.
+        self._table = ExperimentCollection(path, quiet=True, create=False, recover=False)
+        self._table_lock = threading.Lock()
         self._curves: OrderedDict[tuple[Any, ...], Curve] = OrderedDict()
         self._stats: dict[tuple[Any, ...], dict[str, Any] | None] = {}
         self._columns: tuple[tuple[Any, ...], float, list[str]] | None = None
         self._buckets = duckdb.connect()  # private: downsampling only, never user SQL
         self._lock_down()
-        # Import what the first curve needs now (pyarrow's numpy path pulls in pandas: ~0.5 s).
+        # Load now what the first curve needs (pyarrow's numpy conversions: ~0.5 s on first use).
         self._buckets.sql("SELECT 1.0 AS x").to_arrow_table().column("x").to_numpy(zero_copy_only=False)
+        self._m4(Curve(np.arange(2.0), np.arange(2.0)), 0.0, 1.0, 1)
 
     def _lock_down(self) -> None:
         runs = _literal(str(self.collection.path / "runs") + os.sep)
         # One thread: keeps the records in their order (the x of last resort) and leaves cores to training.
-        for statement in ("SET threads=1", f"SET allowed_directories=[{runs}]", "SET enable_external_access=false",
-                          "SET lock_configuration=true"):
-            self.collection.sql(statement)
+        for collection in (self.collection, self._table):
+            for statement in ("SET threads=1", f"SET allowed_directories=[{runs}]",
+                              "SET enable_external_access=false", "SET lock_configuration=true"):
+                collection.sql(statement)
 
     # -- fresh state -------------------------------------------------------------------------
 
-    def _views(self) -> duckdb.DuckDBPyRelation:
+    def _views(self, collection: ExperimentCollection | None = None) -> duckdb.DuckDBPyRelation:
         """``experiments`` as the runs folder is now; :meth:`_also` runs more SQL on the same views.
 
         Each ``collection.sql()`` scans the runs folder: one call per request, then ``_also``.
         """
-        return self.collection.sql("SELECT * FROM experiments")
+        return (collection or self.collection).sql("SELECT * FROM experiments")
 
     @staticmethod
     def _also(views: duckdb.DuckDBPyRelation, sql: str) -> duckdb.DuckDBPyRelation:
@@ -103,9 +108,9 @@ class DashboardData:
 
     def runs(self, where: str = "") -> dict[str, Any]:
         """Every run (or those of ``experiments`` matching the SQL ``where``): status, error, info."""
-        with self._lock:
-            infos = self.collection.runs
-            views = self._views()
+        with self._table_lock:
+            infos = self._table.runs
+            views = self._views(self._table)
             names = views.columns
             rows = {row[names.index("run_id")]: dict(zip(names, row)) for row in views.fetchall()}
             kept = None
@@ -237,8 +242,8 @@ class DashboardData:
             curves = self._load_curves(views, [infos[run_id] for run_id in run_ids], y, x)
         for run_id, curve in curves.items():
             smoothed = debiased_ema(curve.y, smoothing) if smoothing else curve.y
-            offset = curve.x[0] if relative and len(curve.x) else 0
-            curves[run_id] = (Curve(curve.x - offset, smoothed), Curve(curve.x - offset, curve.y))
+            xs = curve.x - curve.x[0] if relative and len(curve.x) else curve.x
+            curves[run_id] = (Curve(xs, smoothed), Curve(xs, curve.y))
         low, high = x_range if x_range else _extent([pair[0].x for pair in curves.values()])
         if group_by:
             series = self._grouped(curves, groups, low, high, buckets)
@@ -263,21 +268,26 @@ class DashboardData:
                 found[info["id"]] = self._curves[key]
             else:
                 missing.append(info)
+        for info in [info for info in missing if info["status"] == DAMAGED]:  # nothing readable
+            found[info["id"]] = Curve(np.empty(0), np.empty(0))
+            missing.remove(info)
         if missing:
-            ids = ", ".join(_literal(info["id"]) for info in missing)
-            x_value = f"r.{_name(x)}" if x else "NULL"
-            condition = f" AND r.{_name(x)} IS NOT NULL" if x else ""
+            # A run is its (experiment_number, error_number): a filter on the lineage side of the view.
+            which = [f"experiment_number = {int(info['experiment_number'])} AND error_number = "
+                     f"{int(info['error_number'])}" for info in missing]
+            position = " ".join(f"WHEN {condition} THEN {index}" for index, condition in enumerate(which, start=1))
+            x_value = f"CAST({_name(x)} AS DOUBLE)" if x else "NULL::DOUBLE"
             table = self._also(
                 views,
-                f"SELECT list_position([{ids}], e.run_id) AS run, CAST({x_value} AS DOUBLE) AS x, "
-                f"CAST(r.{_name(y)} AS DOUBLE) AS y FROM records AS r JOIN experiments AS e USING ({', '.join(RUN_KEY)}) "
-                f"WHERE e.run_id IN ({ids}) AND isfinite(r.{_name(y)}){condition}"
+                f"SELECT CASE {position} END AS run, {x_value} AS x, CAST({_name(y)} AS DOUBLE) AS y FROM records "
+                f"WHERE ({' OR '.join(f'({condition})' for condition in which)}) AND isfinite({_name(y)})"
+                + (f" AND {_name(x)} IS NOT NULL" if x else "")
             ).to_arrow_table()
             runs = table.column("run").to_numpy()
             xs = table.column("x").to_numpy(zero_copy_only=False)
             ys = table.column("y").to_numpy(zero_copy_only=False)
             for position, info in enumerate(missing, start=1):
-                mine = runs == position
+                mine = slice(None) if len(missing) == 1 else runs == position
                 curve_y = ys[mine]
                 if x:
                     curve_x = xs[mine]
@@ -309,26 +319,23 @@ class DashboardData:
     def _m4(self, curve: Curve, low: float, high: float, buckets: int) -> dict[str, list[Any]]:
         """The first, last, min and max point of each x bucket, plus the nearest point outside
         the range on each side (so that a zoomed line reaches the chart's edges)."""
-        if not len(curve.x):
-            return {"x": [], "y": []}
         start = int(np.searchsorted(curve.x, low, side="left"))
         stop = int(np.searchsorted(curve.x, high, side="right"))
-        rows = np.arange(start, stop)
-        keep = [np.array([start - 1, stop], dtype=np.int64)]
-        if len(rows):
-            self._buckets.register("points", pa.table({"row": rows, "x": curve.x[start:stop],
-                                                       "y": curve.y[start:stop]}))
-            width = (high - low) or 1.0
+        edges = [index for index in (start - 1, stop) if 0 <= index < len(curve.x)]
+        xs, ys = [curve.x[edges]], [curve.y[edges]]
+        if stop > start:
+            self._buckets.register("points", pa.table({"x": curve.x[start:stop], "y": curve.y[start:stop]}))
             picked = self._buckets.execute(
-                "SELECT arg_min(row, x), arg_max(row, x), arg_min(row, y), arg_max(row, y) FROM points "
-                "GROUP BY least(floor((x - $low) / $width * $buckets), $buckets - 1)",
-                {"low": low, "width": width, "buckets": buckets},
+                "SELECT min(x), arg_min(y, x), max(x), arg_max(y, x), arg_min(x, y), min(y), arg_max(x, y), max(y) "
+                "FROM points GROUP BY least(floor((x - $low) / $width * $buckets), $buckets - 1)",
+                {"low": low, "width": (high - low) or 1.0, "buckets": buckets},
             ).fetchnumpy()
             self._buckets.unregister("points")
-            keep.extend(np.asarray(column, dtype=np.int64) for column in picked.values())
-        chosen = np.unique(np.concatenate(keep))
-        chosen = chosen[(chosen >= 0) & (chosen < len(curve.x))]
-        return {"x": curve.x[chosen].tolist(), "y": curve.y[chosen].tolist()}
+            columns = [np.asarray(column, dtype=np.float64) for column in picked.values()]
+            xs.extend(columns[0::2])
+            ys.extend(columns[1::2])
+        points = np.unique(np.column_stack([np.concatenate(xs), np.concatenate(ys)]), axis=0)  # sorted by x, then y
+        return {"x": points[:, 0].tolist(), "y": points[:, 1].tolist()}
 
     def _grouped(self, curves: dict[str, tuple[Curve, Curve]], groups: dict[str, Any], low: float, high: float,
                  buckets: int) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 "use strict";
 (() => {
   const POLL_MS = 1000;
+  const STATS_EVERY = 5;  // polls between two refreshes of a running run's last/min/max
   const CHART_HEIGHT = 360;
   const FAILED = new Set(["error", "crashed", "damaged"]);
   const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -329,7 +330,7 @@
   }
 
   function runsSignature() {
-    return JSON.stringify(view.runs.map((r) => [r.run_id, r.status, r.records]));
+    return JSON.stringify(view.runs.map((r) => [r.run_id, r.status]));
   }
 
   function curvesSignature() {
@@ -444,9 +445,11 @@
     try {
       const known = runsSignature();
       const ok = await refreshRuns();
-      if (ok && runsSignature() !== known) {
+      if (ok && runsSignature() !== known) {  // a run started or stopped
         await refreshColumns();
         await refreshStats();
+      } else if (ok && view.polls % STATS_EVERY === 0 && view.runs.some((r) => r.status === "running")) {
+        await refreshStats();  // a running run's figures; not at every poll, as they read every record
       }
       if (ok && curvesSignature() !== curveSignature) await refreshCurves();
       $("live").classList.toggle("stale", !ok);
@@ -461,8 +464,7 @@
 
   async function start() {
     bind();
-    await refreshColumns();
-    await refreshRuns();
+    await Promise.all([refreshRuns(), refreshColumns()]);
     await refreshCurves();
     await refreshStats();
     if (state.sql) runSql();
