@@ -443,6 +443,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # noqa: BLE001 - the command line never prints a traceback
+        print(f"rigorous-recorder {args.command}: unexpected error ({type(error).__name__}: {_one_line(error)}); "
+              "please report it with the command you ran", file=sys.stderr)
+        return 2
     return 0
 
 
