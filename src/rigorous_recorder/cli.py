@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .errors import RecorderError
+from .store.layout import CRASHED, DAMAGED, RUNNING
 
 #: Formats that ``sql --format`` and ``export`` write, and the file extensions that pick them.
 FORMATS = ("csv", "json", "parquet")
@@ -43,20 +44,19 @@ class CommandError(Exception):
 
 def command_ls(args: argparse.Namespace) -> None:
     collection = _open(args.path)
-    experiments = {row["run_id"]: row for row in _rows(collection.sql("SELECT * FROM experiments"))}
-    hidden = {"run_id", "status", "records", "error", "experiment_number", "error_number", "had_error",
-              "experiment_start_time", "experiment_end_time", "experiment_duration"}
     rows = []
     for info in collection.runs:
-        row = experiments.get(info["id"], {})
         duration = info.get("experiment_duration")
-        if duration is None and info["status"] == "running":
+        if duration is None and info["status"] == RUNNING:
             duration = time.time() - info["experiment_start_time"]
-        count = info.get("records_count", row.get("records"))
-        details = " ".join(f"{key}={_text(value)}" for key, value in row.items() if key not in hidden)
-        rows.append([info["experiment_number"], info["error_number"], info["status"],
-                     _when(info["experiment_start_time"]), _duration(duration),
-                     "" if count is None else count, details])
+        if info["status"] == DAMAGED:
+            count, details = "", info["error"]
+        else:
+            count = collection.records_count(info["id"]) if info["status"] in (RUNNING, CRASHED) \
+                else info["records_count"]
+            details = " ".join(f"{key}={_text(value)}" for key, value in (info.get("experiment") or {}).items())
+        rows.append([info["experiment_number"], "" if info["error_number"] is None else info["error_number"],
+                     info["status"], _when(info["experiment_start_time"]), _duration(duration), count, details])
     print(_table(["experiment", "error", "status", "start", "duration", "records", "info"], rows))
 
 
@@ -127,24 +127,19 @@ def command_export(args: argparse.Namespace) -> None:
         raise CommandError("export writes parquet or csv; for JSON use: sql PATH 'SELECT * FROM records' --format json")
     relation = collection.sql("SELECT * FROM records")
     count = _write(relation, args.output, fmt, quiet=args.quiet,
-                   total=lambda: collection.sql("SELECT count(*) FROM records").fetchone()[0])
+                   total=lambda: collection.sql("SELECT count(*) FROM records").fetchall()[0][0])
     print(f"wrote {count} record{'s' * (count != 1)} to {args.output}", file=sys.stderr)
 
 
 def command_recover(args: argparse.Namespace) -> None:
-    from .store.layout import RUNNING
-
     collection = _open(args.path, recover=False)
-    candidates = [info["id"] for info in collection.runs if info["status"] == RUNNING]
-    with _progress(len(candidates), "recovering", "runs", quiet=args.quiet or not candidates) as bar:
-        recovered = collection.recover()
-        bar.update(len(candidates))
+    recovered = collection.recover()
     by_id = {info["id"]: info for info in collection.runs}
-    for run_id in sorted(recovered, key=lambda run_id: by_id[run_id]["experiment_start_time"]):
+    for run_id in recovered:
         info = by_id[run_id]
         print(f"recovered experiment {info['experiment_number']} (error {info['error_number']}), run {run_id}: "
               f"{info.get('records_count', 0)} records kept")
-    still = [run_id for run_id in candidates if by_id[run_id]["status"] == RUNNING]
+    still = [info for info in by_id.values() if info["status"] == RUNNING]
     summary = f"{len(recovered)} crashed run{'s' * (len(recovered) != 1)} recovered"
     if still:
         summary += f"; {len(still)} still running"
@@ -443,6 +438,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # noqa: BLE001 - the command line never prints a traceback
+        print(f"rigorous-recorder {args.command}: unexpected error ({type(error).__name__}: {_one_line(error)}); "
+              "please report it with the command you ran", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -130,6 +130,7 @@ class ExperimentCollection:
                 "experiment_end_time": None,
                 "experiment_duration": None,
                 "session": 1,
+                "experiment": data,
                 "context": context,
                 **this_process(),
             }
@@ -311,13 +312,21 @@ class ExperimentCollection:
             if folder.id == run_id:
                 if info["status"] == DAMAGED:
                     raise CollectionError(f"run {run_id!r} is damaged: {info['error']}")
-                return folder, folder.read_info()
+                return folder, info
         raise CollectionError(f"no run {run_id!r} in {str(self.path)!r}")
 
     @property
     def runs(self) -> list[dict[str, Any]]:
         """Each run's bookkeeping (run.json) as seen now, oldest first; damaged runs included."""
         return [info for _, info in self._scan()]
+
+    def records_count(self, run_id: str) -> int:
+        """The number of records of a run: from its run.json once stopped, else counted on disk."""
+        folder, info = self._find(run_id)
+        live = running_experiment(folder.path)
+        if live is not None:
+            return len(live.root.all_records)
+        return folder.records_count(info)
 
     def _root(self, folder: RunFolder, info: dict[str, Any]) -> Recorder | None:
         """The run's tree: the live one for a run of this process, else read from disk."""

@@ -113,6 +113,7 @@ class Experiment:
                 "experiment_end_time": end,
                 "experiment_duration": end - self.info["experiment_start_time"],
                 "error": describe(error) if failed else None,
+                "experiment": dict(self.recorder.local_data),
             }
             self.info = self.collection.finished(self, info)
             self._store.serve_from(self.folder.compacted_nodes(self.info))

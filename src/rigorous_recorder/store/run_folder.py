@@ -12,7 +12,6 @@ point counts each record exactly once.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -23,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 
 from .._files import atomic_write_text
-from .._values import from_json
+from .._values import from_json, to_json
 from ..errors import DamagedFileError
 from .journal import BATCH, JournalDamage, decode_batch, read_journal
 from .layout import (
@@ -71,7 +70,7 @@ class RunFolder:
         """The run's bookkeeping; DamagedFileError when run.json is missing or not one of ours."""
         path = self.path / RUN_FILE
         try:
-            info = json.loads(path.read_bytes().decode("utf-8"))
+            info = from_json(path.read_bytes().decode("utf-8"))
         except FileNotFoundError:
             raise DamagedFileError(path, "missing") from None
         except OSError as error:
@@ -99,7 +98,7 @@ class RunFolder:
 
     def write_info(self, info: dict[str, Any]) -> None:
         """Replace run.json atomically."""
-        atomic_write_text(self.path / RUN_FILE, json.dumps({**info, "format": FORMAT_VERSION}, indent=1))
+        atomic_write_text(self.path / RUN_FILE, to_json({**info, "format": FORMAT_VERSION}, indent=1))
 
     def touch_heartbeat(self) -> None:
         """Mark the run alive now (its heartbeat file's modification time)."""
@@ -173,6 +172,13 @@ class RunFolder:
                     yield decode_batch(payload)
 
         return list(entries.values()), batches, problems
+
+    def records_count(self, info: dict[str, Any]) -> int:
+        """The number of records of the run: from run.json once stopped, else counted on disk."""
+        if info["status"] != RUNNING and isinstance(info.get("records_count"), int) and not self.journal_paths(info):
+            return info["records_count"]
+        _, batches, _ = self.contents(info)
+        return sum(batch.num_rows for batch in batches())
 
     def nodes(self, info: dict[str, Any]) -> list[TreeNode]:
         """Every recorder of the run with its records, for reading."""
