@@ -42,8 +42,6 @@ import durability_trials as trials  # noqa: E402
 
 #: Seconds after a writer's run starts within which a kill lands, per workload.
 KILL_WINDOW = (0.3, 4.0)
-FINISHED_RECORDS = 300_000
-RECOVERED_RECORDS = 200_000
 
 
 def progress(text: str) -> None:
@@ -87,20 +85,19 @@ def kill_rows(work: Path, count: int, chooser: random.Random) -> tuple[list[list
         add_row(f"{workload} ({' '.join(trials.WORKLOAD_OPTIONS[workload])})", done)
 
     try:  # a calibration that fails is reported; the other tables still print
-        seconds = trials.finish_seconds(_fresh(work, "finish-calibration"), FINISHED_RECORDS)
+        seconds = trials.finish_seconds(_fresh(work, "finish-calibration"))
         done = []
         for index in range(count):
             delay = chooser.uniform(0.0, 1.2 * seconds)
             progress(f"kill -9 inside finish() (takes {seconds:.2f} s) at {delay:.2f} s")
             folder = _fresh(work, f"finish-{index}")
-            done.append(attempt("finish", FINISHED_RECORDS,
-                                lambda: trials.finish_kill_trial(folder, delay, FINISHED_RECORDS)))
-        add_row(f"inside finish() of {FINISHED_RECORDS:,} records (finish takes {seconds:.2f} s)", done)
+            done.append(attempt("finish", trials.FINISHED_RECORDS, lambda: trials.finish_kill_trial(folder, delay)))
+        add_row(f"inside finish() of {trials.FINISHED_RECORDS:,} records (finish takes {seconds:.2f} s)", done)
     except Exception as error:
         problems.append(f"kill inside finish(): calibration failed: {type(error).__name__}: {error}")
 
     try:
-        template, _ = trials.crashed_collection(_fresh(work, "crashed"), RECOVERED_RECORDS)
+        template, _ = trials.crashed_collection(_fresh(work, "crashed"), trials.RECOVERED_RECORDS)
         for how in ("cli", "open"):
             calibration = _fresh(work, f"recover-{how}-calibration") / "study"
             shutil.copytree(trials.collection_folder(template), trials.collection_folder(calibration))
@@ -110,16 +107,17 @@ def kill_rows(work: Path, count: int, chooser: random.Random) -> tuple[list[list
                 delay = chooser.uniform(0.2 * seconds, seconds)
                 progress(f"kill -9 inside recovery ({how}, takes {seconds:.2f} s) at {delay:.2f} s")
                 folder = _fresh(work, f"recover-{how}-{index}")
-                done.append(attempt(how, RECOVERED_RECORDS, lambda: trials.recovery_kill_trial(
-                    template, folder, RECOVERED_RECORDS, how, delay)))
+                done.append(attempt(how, trials.RECOVERED_RECORDS, lambda: trials.recovery_kill_trial(
+                    template, folder, trials.RECOVERED_RECORDS, how, delay)))
             what = "`rigorous-recorder recover`" if how == "cli" else "an open"
-            add_row(f"inside {what} of {RECOVERED_RECORDS:,} records (takes {seconds:.2f} s)", done)
+            add_row(f"inside {what} of {trials.RECOVERED_RECORDS:,} records (takes {seconds:.2f} s)", done)
 
         done = []
         for index in range(count):
             progress(f"two recoveries at once #{index + 1}")
             folder = _fresh(work, f"race-{index}")
-            done.append(attempt("two recoveries", RECOVERED_RECORDS, lambda: two_recoveries(template, folder)))
+            done.append(attempt("two recoveries", trials.RECOVERED_RECORDS,
+                                lambda: two_recoveries(template, folder)))
         add_row("`recover` and an open racing on one crashed run", done)
     except Exception as error:
         problems.append(f"kill inside recovery: the crashed collection failed: {type(error).__name__}: {error}")
@@ -134,8 +132,8 @@ def two_recoveries(template: Path, folder: Path) -> trials.Trial:
                                stderr=subprocess.PIPE, text=True) for how in ("cli", "open")]
     failures = [racer.stderr.read().strip().splitlines()[-1:] for racer in racers if racer.wait(trials.PATIENCE)]
     failure = "; ".join(line for lines in failures for line in lines) or None
-    return trials.Trial("two recoveries", RECOVERED_RECORDS, trials.count_records(path, RECOVERED_RECORDS),
-                        "at once", failure)
+    count = trials.count_records(path, trials.RECOVERED_RECORDS)
+    return trials.Trial("two recoveries", trials.RECOVERED_RECORDS, count, "at once", failure)
 
 
 def _fresh(work: Path, name: str) -> Path:
@@ -158,7 +156,8 @@ def damage_rows(work: Path) -> tuple[list[list[str]], list[str]]:
         except Exception as error:  # the other tables still print
             problems.append(f"damage matrix, {state} run: building it failed: {type(error).__name__}: {error}")
             continue
-        progress(f"damage matrix: {state} run, files {sorted(trials.file_kinds(trials.run_folder_of(template, target)))}")
+        kinds = sorted(trials.file_kinds(trials.run_folder_of(template, target)))
+        progress(f"damage matrix: {state} run, files {kinds}")
         results = trials.damage_matrix(template, target, "target", template.parent.parent / "cases")
         stray = trials.stray_files_problems(template, target, "target", template.parent.parent / "stray")
         by_kind: dict[str, dict[str, list[str]]] = {}
@@ -203,7 +202,8 @@ def full_disk_rows(work: Path, count: int) -> tuple[list[list[str]], list[str]]:
             f"{sum(result.flushed for result in done):,} / {sum(result.kept for result in done):,}",
             f"**{sum(len(result.corrupt_files) for result in done)}**",
             f"**{sum(result.ok_with_missing for result in done)}**",
-            str(sum(any("while the disk is full" in p or "read-only" in p for p in result.problems) for result in done)),
+            str(sum(any("while the disk is full" in problem or "read-only" in problem for problem in result.problems)
+                    for result in done)),
         ])
     return rows, problems
 
@@ -224,8 +224,8 @@ def main() -> int:
         kills, kill_problems = kill_rows(work, args.trials, chooser)
         damages, damage_problems = damage_rows(work)
         disks, disk_problems = full_disk_rows(work, args.trials)
-    print(f"`{shlex.join([Path(sys.executable).name, *sys.argv[:1], '--trials', str(args.trials), '--seed', str(seed)])}`"
-          f" ({time.time() - start:.0f} s)\n")
+    command = shlex.join([Path(sys.executable).name, *sys.argv[:1], "--trials", str(args.trials), "--seed", str(seed)])
+    print(f"`{command}` ({time.time() - start:.0f} s)\n")
     print(f"- machine: {os.cpu_count()} CPUs, {platform.platform()}; load average {os.getloadavg()[0]:.2f} at the end")
     import rigorous_recorder
 

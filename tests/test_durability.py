@@ -29,9 +29,6 @@ from durability_writer import FAILURE, RECORDS_PER_EPISODE  # noqa: E402
 SEED = int(os.environ.get("DURABILITY_SEED", random.randrange(10**6)))
 #: Seconds after which a run on another host without a heartbeat counts as crashed (in these tests).
 HEARTBEAT_TIMEOUT = 3.0
-#: Records of the run killed inside finish(), and of the run killed before a recovery.
-FINISHED_RECORDS = 300_000
-RECOVERED_RECORDS = 200_000
 
 
 def only_run(path: Path) -> dict:
@@ -66,7 +63,10 @@ def test_uncaught_exception_marks_the_run_error_with_its_text(tmp_path):
     assert_counted_once(tmp_path / "study", 100)
 
 
-@pytest.mark.parametrize(("sig", "names"), [(signal.SIGTERM, ("SIGTERM",)), (signal.SIGINT, ("SIGINT", "KeyboardInterrupt"))])
+@pytest.mark.parametrize(("sig", "names"), [
+    (signal.SIGTERM, ("SIGTERM",)),
+    (signal.SIGINT, ("SIGINT", "KeyboardInterrupt")),
+])
 def test_signal_flushes_every_record_and_marks_the_run_error_naming_it(tmp_path, sig, names):
     """SIGTERM or Ctrl-C with 5,000 unflushed records: all kept, the run "error", the signal named."""
     writer = trials.Writer(tmp_path / "study", "hold", "--records", "5000", "--flush-interval", "600")
@@ -116,17 +116,17 @@ def test_kill_9_at_a_random_moment_loses_no_committed_record(tmp_path, workload)
 @pytest.mark.slow
 def test_kill_9_inside_finish_counts_each_record_once(tmp_path):
     """A writer killed while finish() compacts 300,000 flushed records keeps each exactly once."""
-    seconds = trials.finish_seconds(tmp_path / "calibration", FINISHED_RECORDS)
+    seconds = trials.finish_seconds(tmp_path / "calibration")
     chooser = random.Random(f"{SEED}-finish")
     for index, fraction in enumerate((0.3, chooser.uniform(0.5, 1.0))):
-        trial = trials.finish_kill_trial(tmp_path / str(index), fraction * seconds, FINISHED_RECORDS)
+        trial = trials.finish_kill_trial(tmp_path / str(index), fraction * seconds)
         assert trial.problems() == [], f"seed {SEED}, finish() took {seconds:.2f} s"
 
 
 @pytest.fixture(scope="module")
 def crashed_template(tmp_path_factory):
     """A collection whose one run flushed RECOVERED_RECORDS records and was killed; not yet recovered."""
-    path, _ = trials.crashed_collection(tmp_path_factory.mktemp("crashed"), RECOVERED_RECORDS)
+    path, _ = trials.crashed_collection(tmp_path_factory.mktemp("crashed"), trials.RECOVERED_RECORDS)
     return path
 
 
@@ -139,8 +139,8 @@ def test_kill_9_inside_recovery_counts_each_record_once(tmp_path, crashed_templa
     seconds = trials.timed(trials.recover_command(calibration, how))
     chooser = random.Random(f"{SEED}-{how}")
     for index, fraction in enumerate((0.5, chooser.uniform(0.3, 1.0))):
-        trial = trials.recovery_kill_trial(crashed_template, tmp_path / str(index), RECOVERED_RECORDS, how,
-                                           fraction * seconds)
+        trial = trials.recovery_kill_trial(crashed_template, tmp_path / str(index), trials.RECOVERED_RECORDS,
+                                           how, fraction * seconds)
         assert trial.problems() == [], f"seed {SEED}, recovery took {seconds:.2f} s"
 
 
@@ -154,7 +154,7 @@ def test_two_processes_recovering_at_once_keep_the_flushed_run(tmp_path, crashed
     for racer in racers:
         assert racer.wait(trials.PATIENCE) == 0, racer.stderr.read()
     assert only_run(path)["status"] == "crashed"
-    assert_counted_once(path, RECOVERED_RECORDS)
+    assert_counted_once(path, trials.RECOVERED_RECORDS)
 
 
 # -- damaged files ---------------------------------------------------------------------------------
@@ -168,8 +168,7 @@ def broken(results: dict[str, list[str]]) -> list[str]:
 def test_damage_to_any_file_of_a_finished_run_is_isolated_and_reported(tmp_path):
     """Every file kind of a finished run x every damage: the collection opens, the run is listed."""
     target = trials.finished_template(tmp_path / "template" / "study")
-    results = trials.damage_matrix(tmp_path / "template" / "study", target, "target", tmp_path / "cases",
-                                   every_key=False)
+    results = trials.damage_matrix(tmp_path / "template" / "study", target, "target", tmp_path / "cases")
     assert len(results) > 10
     assert broken(results) == []
 
@@ -178,8 +177,7 @@ def test_damage_to_any_file_of_a_finished_run_is_isolated_and_reported(tmp_path)
 def test_damage_to_any_file_of_a_crashed_run_is_isolated_and_reported(tmp_path):
     """Every file kind of a killed, unrecovered run x every damage: recovery copes, the run is listed."""
     target = trials.crashed_template(tmp_path / "template" / "study")
-    results = trials.damage_matrix(tmp_path / "template" / "study", target, "target", tmp_path / "cases",
-                                   every_key=False)
+    results = trials.damage_matrix(tmp_path / "template" / "study", target, "target", tmp_path / "cases")
     assert len(results) > 10
     assert broken(results) == []
 

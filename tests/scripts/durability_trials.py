@@ -35,6 +35,9 @@ WRITER = Path(__file__).with_name("durability_writer.py")
 SAFE_AGE = 1.5
 #: Seconds to wait for a writer's line or a process's end before calling the trial hung.
 PATIENCE = 120.0
+#: Records of the big run killed inside finish(), and of the killed run whose recovery is killed.
+FINISHED_RECORDS = 300_000
+RECOVERED_RECORDS = 200_000
 SUFFIX = ".collection"
 
 
@@ -273,7 +276,7 @@ def kill_trial(folder: Path, workload: str, delay: float) -> Trial:
     return Trial(workload, must, count_records(path, must), f"kill -9 at {delay:.2f} s", writer.failure())
 
 
-def finish_kill_trial(folder: Path, delay: float, records: int = 1_000_000) -> Trial:
+def finish_kill_trial(folder: Path, delay: float, records: int = FINISHED_RECORDS) -> Trial:
     """SIGKILL a ``big`` writer ``delay`` seconds into its ``finish()`` (every record flushed before)."""
     path = folder / "study"
     writer = Writer(path, "big", "--records", str(records))
@@ -288,7 +291,7 @@ def finish_kill_trial(folder: Path, delay: float, records: int = 1_000_000) -> T
                  f"kill -9 {delay:.2f} s after finish() began, {done}", writer.failure())
 
 
-def finish_seconds(folder: Path, records: int = 1_000_000) -> float:
+def finish_seconds(folder: Path, records: int = FINISHED_RECORDS) -> float:
     """How long a ``big`` writer's finish() takes, undisturbed (it must end well)."""
     writer = Writer(folder / "study", "big", "--records", str(records))
     if writer.end() != 0:
@@ -307,12 +310,18 @@ def crashed_collection(folder: Path, records: int, flush_interval: float = 600.0
     return path, writer.run_ids[0]
 
 
+OPEN_TO_RECOVER = (
+    "import sys\n"
+    "from rigorous_recorder import ExperimentCollection\n"
+    "ExperimentCollection(sys.argv[1], quiet=True)\n"
+)
+
+
 def recover_command(path: Path, how: str) -> list[str]:
     """A command that recovers the collection at ``path``: the CLI, or opening it from Python."""
     if how == "cli":
         return [*cli_command(), "recover", str(path)]
-    code = "import sys\nfrom rigorous_recorder import ExperimentCollection\nExperimentCollection(sys.argv[1], quiet=True)\n"
-    return [sys.executable, "-c", code, str(path)]
+    return [sys.executable, "-c", OPEN_TO_RECOVER, str(path)]
 
 
 def timed(command: list[str]) -> float:
@@ -387,16 +396,11 @@ FILE_DAMAGES = {
 
 #: Damages after which a killed run may show as running until its heartbeat times out.
 LIVENESS_DAMAGES = frozenset(f"key {key!r} missing" for key in ("host", "pid", "pid_start"))
-#: The keys of a JSON file whose loss :func:`json_damages` tries when not told to try every key.
-VITAL_KEYS = ("id", "experiment_number", "error_number", "status", "experiment_start_time", "host", "pid",
-              "records", "parent", "local_data")
-
-
-def json_damages(data: Any, every_key: bool = True) -> dict[str, Any]:
-    """Ways to damage a JSON file that still parses: wrong shape, keys missing (every key, or VITAL_KEYS)."""
+def json_damages(data: Any) -> dict[str, Any]:
+    """Ways to damage a JSON file that still parses: wrong shape, each key missing, wrong types."""
     damages: dict[str, Any] = {"not an object": [1, 2, 3], "no keys": {}}
     if isinstance(data, dict):
-        for key in data if every_key else [key for key in data if key in VITAL_KEYS]:
+        for key in data:
             damages[f"key {key!r} missing"] = {other: value for other, value in data.items() if other != key}
         for key in ("experiment_number", "experiment_start_time", "status"):
             if key in data:
@@ -451,7 +455,7 @@ class Damage:
         return f"{self.kind}: {self.damage}"
 
 
-def damages_of(run_folder: Path, every_key: bool = True) -> list[Damage]:
+def damages_of(run_folder: Path) -> list[Damage]:
     """Every damage to try on a run folder like ``run_folder``: each file kind x each damage kind."""
     found = []
     for kind, relative in file_kinds(run_folder).items():
@@ -462,7 +466,7 @@ def damages_of(run_folder: Path, every_key: bool = True) -> list[Damage]:
                 data = json.loads((run_folder / relative).read_text(encoding="utf-8"))
             except ValueError:
                 continue
-            for name, value in json_damages(data, every_key).items():
+            for name, value in json_damages(data).items():
                 found.append(Damage(kind, name, _json_write(relative, value), relative.name))
             for keys in names_files(data, run_folder):
                 label = f"{'.'.join(map(str, keys))} = {OUTSIDE!r}"
@@ -828,7 +832,7 @@ def run_folder_of(collection_path: Path, run_id: str) -> Path:
 
 
 def damage_matrix(template: Path, target_id: str, target_tag: str, work: Path,
-                  cli: Any = run_cli_here, every_key: bool = True) -> dict[str, list[str]]:
+                  cli: Any = run_cli_here) -> dict[str, list[str]]:
     """Each damage of :func:`damages_of` done to a copy of ``template``'s run ``target_id``.
 
     Returns each damage's label with the promises it broke (an empty list: none).
@@ -837,7 +841,7 @@ def damage_matrix(template: Path, target_id: str, target_tag: str, work: Path,
     shutil.copytree(collection_folder(template), collection_folder(pristine_copy))
     pristine = pristine_state(pristine_copy, target_tag)
     results = {}
-    for index, damage in enumerate(damages_of(run_folder_of(template, target_id), every_key)):
+    for index, damage in enumerate(damages_of(run_folder_of(template, target_id))):
         case = work / f"case-{index}" / "study"
         shutil.copytree(collection_folder(template), collection_folder(case))
         damage.apply(run_folder_of(case, target_id), random.Random(index))
