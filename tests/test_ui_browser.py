@@ -3,14 +3,17 @@ with good, failed, crashed and live runs."""
 
 from __future__ import annotations
 
+import math
 import os
-import signal
 import queue
+import random
+import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 import pytest
 
@@ -25,13 +28,24 @@ pytest.importorskip("starlette")
 from rigorous_recorder import ExperimentCollection, Recorder  # noqa: E402
 from rigorous_recorder.ui import serve  # noqa: E402
 
-from test_ui import record_crashed_run  # noqa: E402
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
 #: Where `RIGOROUS_RECORDER_UI_SCREENSHOT=docs/ui.png pytest tests/test_ui_browser.py` puts the README's picture.
 SCREENSHOT = os.environ.get("RIGOROUS_RECORDER_UI_SCREENSHOT")
 LIVE_SECONDS = 2.0  # issue #14: new records and a kill show within 2 s, without a reload
+
+CRASHING_RUN = """
+import os, signal, sys
+from rigorous_recorder import ExperimentCollection, Recorder
+collection = ExperimentCollection(sys.argv[1], quiet=True)
+experiment = collection.new_experiment(lr=0.5, model="rnn")
+train = Recorder(stage="train").set_parent(experiment.recorder)
+for step in range(7):
+    train.push(step=step, loss=2.0)
+collection.flush()
+os.kill(os.getpid(), signal.SIGKILL)
+"""
 
 LIVE_RUN = """
 import sys, time
@@ -55,15 +69,18 @@ def study(tmp_path_factory):
     """Three good runs, a failed one and a crashed one (killed with SIGKILL)."""
     path = tmp_path_factory.mktemp("browser") / "study"
     collection = ExperimentCollection(path, quiet=True)
+    noise = random.Random(0)
     for model, lr in (("mlp", 0.1), ("mlp", 0.01), ("cnn", 0.01)):
         with collection.new_experiment(lr=lr, model=model) as experiment:
             train = Recorder(stage="train").set_parent(experiment)
             for step in range(3000):
-                train.push(step=step, loss=lr * 10 / (step + 1) + (5.0 if step == 1500 else 0.0))
+                loss = 0.2 + 2 * math.exp(-step * lr / 20) + noise.gauss(0, 0.08) + (3.0 if step == 1500 else 0.0)
+                train.push(step=step, loss=loss)
     with pytest.raises(ZeroDivisionError), collection.new_experiment(lr=1.0, model="rnn") as experiment:
         Recorder(stage="train").set_parent(experiment).push(step=0, loss=9.0)
         _ = 1 / 0
-    record_crashed_run(path)
+    crashed = subprocess.run([sys.executable, "-c", CRASHING_RUN, str(path)], capture_output=True, timeout=120)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     return path
 
 
@@ -222,11 +239,18 @@ def test_sql_box_shows_a_result_and_duckdb_errors(page):
     assert page.inner_html("#sql-result") == ""
 
 
-def test_screenshot(page, tmp_path):
-    """The README's picture, from this browser (written to docs/ only when asked)."""
-    page.fill("#sql", "SELECT model, count(*) AS runs, min(records) AS fewest FROM experiments GROUP BY model ORDER BY model")
-    page.click("#run-sql")
+def test_screenshot(page, dashboard, tmp_path):
+    """The README's picture, from this browser (written to docs/ only when asked): smoothed
+    curves of the good runs and the live one over their faint raw values, and a query."""
+    shown = [row["run"] for row in rows(page) if row["status"] in ("ok", "running")]
+    query = "SELECT model, count(*) AS runs, sum(records) AS records FROM experiments GROUP BY model ORDER BY model"
+    state = urlencode({"sel": ",".join(shown), "y": "loss", "x": "step", "smooth": 0.9, "sql": query}, quote_via=quote)
+    page.goto(f"{dashboard.url}#{state}")
+    page.reload()
+    page.wait_for_function("window.rrDashboard && rrDashboard.chart && rrDashboard.stats && rrDashboard.draws > 0")
     page.wait_for_function("document.querySelector('#sql-result').dataset.rows === '4'")
+    kinds = page.evaluate("rrDashboard.curves.series.map(s => s.kind)")
+    assert kinds == ["line", "raw"] * len(shown)
     target = Path(SCREENSHOT) if SCREENSHOT else tmp_path / "ui.png"
     page.screenshot(path=str(target), full_page=True)
     assert target.stat().st_size > 10_000

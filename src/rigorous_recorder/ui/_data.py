@@ -93,7 +93,7 @@ class DashboardData:
 
         Each ``collection.sql()`` scans the runs folder: one call per request, then ``_also``.
         """
-        return (collection or self.collection).sql("SELECT * FROM experiments")
+        return (self.collection if collection is None else collection).sql("SELECT * FROM experiments")
 
     @staticmethod
     def _also(views: duckdb.DuckDBPyRelation, sql: str) -> duckdb.DuckDBPyRelation:
@@ -107,12 +107,15 @@ class DashboardData:
     # -- the runs table ----------------------------------------------------------------------
 
     def runs(self, where: str = "") -> dict[str, Any]:
-        """Every run (or those of ``experiments`` matching the SQL ``where``): status, error, info."""
+        """Every run (or those of ``experiments`` matching the SQL ``where``): status, error, info.
+
+        Read from the ``experiments`` view alone, which ``collection.sql()`` builds from the same
+        scan as ``collection.runs`` (a dead process's run reads as crashed): one scan per call.
+        """
         with self._table_lock:
-            infos = self._table.runs
             views = self._views(self._table)
             names = views.columns
-            rows = {row[names.index("run_id")]: dict(zip(names, row)) for row in views.fetchall()}
+            rows = [dict(zip(names, row)) for row in views.fetchall()]
             kept = None
             if where.strip():
                 query = f"SELECT run_id FROM experiments WHERE {where}"
@@ -121,24 +124,22 @@ class DashboardData:
         info_columns = [name for name in names if name not in RUN_COLUMNS]
         now = time.time()
         table = []
-        for info in infos:
-            run_id = info["id"]
-            if kept is not None and run_id not in kept:
+        for row in rows:
+            if kept is not None and row["run_id"] not in kept:
                 continue
-            row = rows.get(run_id, {})
-            duration = info.get("experiment_duration")
-            if duration is None and info["status"] == RUNNING:
-                duration = now - info["experiment_start_time"]
+            duration = row["experiment_duration"]
+            if duration is None and row["status"] == RUNNING:
+                duration = now - row["experiment_start_time"]
             table.append({
-                "run_id": run_id,
-                "experiment_number": info["experiment_number"],
-                "error_number": info["error_number"],
-                "status": info["status"],
-                "error": info.get("error"),
-                "start": info["experiment_start_time"],
+                "run_id": row["run_id"],
+                "experiment_number": row["experiment_number"],
+                "error_number": row["error_number"],
+                "status": row["status"],
+                "error": row["error"],
+                "start": row["experiment_start_time"],
                 "duration": duration,
-                "records": row.get("records", info.get("records_count")),
-                "info": {name: _json_value(row.get(name)) for name in info_columns},
+                "records": row["records"],
+                "info": {name: _json_value(row[name]) for name in info_columns},
             })
         return {"columns": info_columns, "runs": table}
 

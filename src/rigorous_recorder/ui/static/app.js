@@ -464,7 +464,8 @@
 
   async function start() {
     bind();
-    await Promise.all([refreshRuns(), refreshColumns()]);
+    await refreshRuns();  // the table first: it needs one scan of the runs folder, the rest read records
+    await refreshColumns();
     await refreshCurves();
     await refreshStats();
     if (state.sql) runSql();
