@@ -1,6 +1,99 @@
-"""Test configuration shared by every test module."""
+"""Test configuration, fixtures and helpers shared by every test module."""
 
+from __future__ import annotations
+
+import datetime
+import math
 import os
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import pytest
 
 # Keras 3 needs a backend chosen before it is imported; the tests use torch's.
 os.environ.setdefault("KERAS_BACKEND", "torch")
+
+from rigorous_recorder import ExperimentCollection, Record, Recorder  # noqa: E402
+from rigorous_recorder.store.layout import BOOKKEEPING_KEYS  # noqa: E402
+
+
+def same(expected: Any, actual: Any, widen: bool = False) -> bool:
+    """Equal values of the same types: NaN equals NaN, aware datetimes need the same offset;
+    with ``widen``, an int (also inside a list) may read back as its float."""
+    if widen and type(expected) is int and type(actual) is float:
+        return float(expected) == actual
+    if type(expected) is not type(actual):
+        return False
+    if isinstance(expected, float) and math.isnan(expected):
+        return math.isnan(actual)
+    if isinstance(expected, list):
+        return len(expected) == len(actual) and all(same(e, a, widen) for e, a in zip(expected, actual))
+    if isinstance(expected, dict):
+        return expected.keys() == actual.keys() and all(same(expected[key], actual[key]) for key in expected)
+    if isinstance(expected, datetime.datetime) and expected.utcoffset() != actual.utcoffset():
+        return False
+    return expected == actual
+
+
+def plain(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A record as a dict, without the bookkeeping keys that every record of a collection run sees."""
+    return {key: value for key, value in record.items() if key not in BOOKKEEPING_KEYS}
+
+
+def plains(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """:func:`plain` of each record."""
+    return [plain(record) for record in records]
+
+
+def statuses(collection: ExperimentCollection) -> list[tuple[int, int, str]]:
+    """(experiment_number, error_number, status) of each run, oldest first."""
+    return [(run["experiment_number"], run["error_number"], run["status"]) for run in collection.runs]
+
+
+#: The stores a root recorder of :func:`root` lives in.
+STORES = ["memory", "collection"]
+
+
+@pytest.fixture(scope="module")
+def runs_collection(tmp_path_factory: pytest.TempPathFactory) -> ExperimentCollection:
+    """One collection per test module for the runs of :func:`root` (opening one costs a DuckDB connection)."""
+    return ExperimentCollection(tmp_path_factory.mktemp("runs") / "study", quiet=True, record_context=False)
+
+
+@pytest.fixture(params=STORES)
+def root(request: pytest.FixtureRequest) -> Iterator[Recorder]:
+    """A root for the recorders of a test, once in each store.
+
+    ``memory``: a standalone Recorder. ``collection``: the experiment recorder of a fresh
+    run (its records also see the run's bookkeeping keys: compare them with :func:`plain`).
+    At teardown the run is finished, and the records read while it ran must equal those
+    read after finishing and those the collection reads back from the run's file.
+    """
+    if request.param == "memory":
+        yield Recorder()
+        return
+    collection = request.getfixturevalue("runs_collection")
+    experiment = collection.new_experiment()
+    yield experiment.recorder
+    running = _snapshot(experiment.root.all_records)
+    experiment.finish()
+    finished = _snapshot(experiment.root.all_records)
+    collection.reload()
+    stored = _snapshot(collection[experiment.number])
+    for name, records in [("after finish()", finished), ("read back from the file", stored)]:
+        assert len(records) == len(running), f"{name}: {len(records)} records, {len(running)} while running"
+        for index, (before, after) in enumerate(zip(running, records)):
+            assert same(before, after), f"{name}: record {index} is {after!r}, was {before!r} while running"
+
+
+def _snapshot(records: Iterable[Record]) -> list[list[dict[str, Any]]]:
+    """[own values, lineage data] of each record: what :func:`plain` reads, computed once per recorder."""
+    lineages: dict[int, dict[str, Any]] = {}
+    snapshot = []
+    for record in records:
+        recorder = record.recorder
+        lineage = lineages.get(id(recorder))
+        if lineage is None:
+            lineage = lineages[id(recorder)] = plain(recorder.lineage_data())
+        snapshot.append([record.own_data(), lineage])
+    return snapshot

@@ -15,6 +15,8 @@ from rigorous_recorder import (
 )
 from rigorous_recorder._columns import BATCH_ROWS
 
+from .conftest import plain, plains
+
 # -- the class and its tree ------------------------------------------------------------------
 
 
@@ -35,34 +37,32 @@ def test_a_new_recorder_has_no_records_no_parent_and_no_children():
     assert (len(recorder), list(recorder), recorder.parent, recorder.children) == (0, [], None, ())
 
 
-def test_set_parent_returns_the_child_itself():
+def test_set_parent_returns_the_child_itself(root):
     """set_parent returns self, so a recorder can be built and attached in one expression."""
-    parent = Recorder()
     child = Recorder(x=1)
-    assert child.set_parent(parent) is child
+    assert child.set_parent(root) is child
 
 
-def test_set_parent_links_both_directions():
+def test_set_parent_links_both_directions(root):
     """After set_parent the child names its parent and the parent lists the child."""
-    parent = Recorder()
-    first = Recorder().set_parent(parent)
-    second = Recorder().set_parent(parent)
-    assert (first.parent, second.parent, parent.children) == (parent, parent, (first, second))
+    first = Recorder().set_parent(root)
+    second = Recorder().set_parent(root)
+    assert (first.parent, second.parent, root.children) == (root, root, (first, second))
 
 
-def test_set_parent_again_moves_the_child():
-    """Attaching a child to a new parent removes it from the old parent's children."""
-    old, new = Recorder(), Recorder()
-    child = Recorder().set_parent(old)
+def test_set_parent_again_moves_the_child_and_its_records(root):
+    """Attaching a child to a new parent removes it from the old parent's children; its records follow."""
+    old, new = Recorder(where="old").set_parent(root), Recorder(where="new").set_parent(root)
+    child = Recorder().set_parent(old).push(x=1)
     child.set_parent(new)
     assert (old.children, new.children, child.parent) == ((), (child,), new)
+    assert plains(root.all_records) == [{"x": 1, "where": "new"}]
 
 
-def test_set_parent_twice_to_the_same_parent_lists_the_child_once():
+def test_set_parent_twice_to_the_same_parent_lists_the_child_once(root):
     """Repeating set_parent with the same parent does not duplicate the child."""
-    parent = Recorder()
-    child = Recorder().set_parent(parent).set_parent(parent)
-    assert parent.children == (child,)
+    child = Recorder().set_parent(root).set_parent(root)
+    assert root.children == (child,)
 
 
 def test_set_parent_none_detaches():
@@ -74,37 +74,38 @@ def test_set_parent_none_detaches():
     assert (child.parent, parent.children, dict(child[0])) == (None, (), {"x": 1})
 
 
-def test_sub_recorder_makes_a_child_with_local_data():
+def test_sub_recorder_makes_a_child_with_local_data(root):
     """sub_recorder(**kw) returns a new child that holds kw as its local data."""
-    parent = Recorder(run=1)
+    parent = Recorder(run=1).set_parent(root)
     child = parent.sub_recorder({"a": 1}, model="m")
     assert (child.parent, parent.children, dict(child.local_data)) == (parent, (child,), {"a": 1, "model": "m"})
 
 
 @pytest.mark.parametrize("name", ["SubRecorder", "SubRecordKeeper"])
-def test_the_seed_names_of_sub_recorder_still_work(name):
+def test_the_seed_names_of_sub_recorder_still_work(root, name):
     """SubRecorder and SubRecordKeeper, the seed's names, make a child as sub_recorder does."""
-    parent = Recorder(run=1)
+    parent = Recorder(run=1).set_parent(root)
     child = getattr(parent, name)(model="m")
     child.push(x=1)
-    assert (child.parent, dict(child[0])) == (parent, {"x": 1, "model": "m", "run": 1})
+    assert (child.parent, plain(child[0])) == (parent, {"x": 1, "model": "m", "run": 1})
 
 
-def test_set_parent_to_itself_raises_a_tree_error():
+def test_set_parent_to_itself_raises_a_tree_error(root):
     """A recorder cannot be its own parent."""
-    recorder = Recorder()
+    recorder = Recorder().set_parent(root)
     with pytest.raises(RecorderTreeError, match="own ancestor"):
         recorder.set_parent(recorder)
+    assert recorder.parent is root
 
 
-def test_set_parent_to_a_descendant_raises_and_leaves_the_tree_as_it_was():
+def test_set_parent_to_a_descendant_raises_and_leaves_the_tree_as_it_was(root):
     """A cycle through a grandchild is refused and no link changes."""
-    root = Recorder()
-    child = Recorder().set_parent(root)
+    top = Recorder().set_parent(root)
+    child = Recorder().set_parent(top)
     grandchild = Recorder().set_parent(child)
     with pytest.raises(RecorderTreeError, match="own ancestor"):
-        root.set_parent(grandchild)
-    assert (root.parent, root.children, grandchild.children) == (None, (child,), ())
+        top.set_parent(grandchild)
+    assert (top.parent, top.children, grandchild.children) == (root, (child,), ())
 
 
 def test_a_tree_error_is_a_value_error_and_a_recorder_error():
@@ -118,28 +119,28 @@ def test_set_parent_to_something_else_than_a_recorder_raises():
         Recorder().set_parent({"run": 1})
 
 
-def test_lineage_data_merges_ancestors_nearest_first():
+def test_lineage_data_merges_ancestors_nearest_first(root):
     """lineage_data() gives every key seen from the recorder, the nearest value winning."""
-    root = Recorder(a="root", b="root")
-    middle = Recorder(b="middle", c="middle").set_parent(root)
+    top = Recorder(a="top", b="top").set_parent(root)
+    middle = Recorder(b="middle", c="middle").set_parent(top)
     leaf = Recorder(c="leaf").set_parent(middle)
-    assert leaf.lineage_data() == {"a": "root", "b": "middle", "c": "leaf"}
+    assert plain(leaf.lineage_data()) == {"a": "top", "b": "middle", "c": "leaf"}
 
 
 # -- swap_out -----------------------------------------------------------------------------------
 
 
-def test_swap_out_replaces_the_parent():
+def test_swap_out_replaces_the_parent(root):
     """swap_out(old, new) hangs the recorder below new when old is its parent, and says so."""
-    old, new = Recorder(phase="old"), Recorder(phase="new")
+    old, new = Recorder(phase="old").set_parent(root), Recorder(phase="new").set_parent(root)
     child = Recorder().set_parent(old)
     assert child.swap_out(old, new) is True
     assert (child.parent, old.children, new.children) == (new, (), (child,))
 
 
-def test_swap_out_replaces_a_grandparent_in_the_lineage():
+def test_swap_out_replaces_a_grandparent_in_the_lineage(root):
     """The link to a deeper ancestor is replaced at its own level, the parent is kept."""
-    old, new = Recorder(phase="old"), Recorder(phase="new")
+    old, new = Recorder(phase="old").set_parent(root), Recorder(phase="new").set_parent(root)
     middle = Recorder(m=1).set_parent(old)
     leaf = Recorder().set_parent(middle)
     leaf.push(x=1)
@@ -147,35 +148,42 @@ def test_swap_out_replaces_a_grandparent_in_the_lineage():
     assert (leaf.parent, middle.parent, leaf[0]["phase"]) == (middle, new, "new")
 
 
-def test_swap_out_is_false_when_old_is_not_an_ancestor():
+def test_swap_out_is_false_when_old_is_not_an_ancestor(root):
     """A recorder that is not in the lineage leaves the tree alone."""
-    parent, stranger, new = Recorder(), Recorder(), Recorder()
+    parent, stranger, new = (Recorder().set_parent(root) for _ in range(3))
     child = Recorder().set_parent(parent)
     assert child.swap_out(stranger, new) is False
     assert child.parent is parent
 
 
-def test_records_see_the_swapped_in_ancestor_data():
+def test_records_see_the_swapped_in_ancestor_data(root):
     """Records committed before a swap read the new ancestor's data afterwards."""
-    first_epoch, second_epoch = Recorder(epoch=1), Recorder(epoch=2)
+    first_epoch, second_epoch = Recorder(epoch=1).set_parent(root), Recorder(epoch=2).set_parent(root)
     batch_recorder = Recorder().set_parent(first_epoch)
     batch_recorder.push(loss=0.5)
     batch_recorder.swap_out(first_epoch, second_epoch)
     assert batch_recorder[0]["epoch"] == 2
 
 
-
-def test_records_below_a_moved_recorder_see_its_new_ancestors():
-    """Moving or detaching a recorder changes what its descendants' records inherit."""
-    old, new = Recorder(where="old"), Recorder(where="new", extra=1)
+def test_records_below_a_moved_recorder_see_its_new_ancestors(root):
+    """Moving a recorder changes what its descendants' records inherit."""
+    old, new = Recorder(where="old").set_parent(root), Recorder(where="new", extra=1).set_parent(root)
     middle = Recorder(level="middle").set_parent(old)
     leaf = Recorder().set_parent(middle)
     leaf.push(x=1)
     middle.set_parent(new)
-    assert dict(leaf[0]) == {"x": 1, "level": "middle", "where": "new", "extra": 1}
+    assert plain(leaf[0]) == {"x": 1, "level": "middle", "where": "new", "extra": 1}
+
+
+def test_records_below_a_detached_recorder_stop_inheriting():
+    """Detaching a recorder takes its ancestors' data away from its descendants' records."""
+    top = Recorder(where="top")
+    middle = Recorder(level="middle").set_parent(top)
+    leaf = Recorder().set_parent(middle)
+    leaf.push(x=1)
     middle.set_parent(None)
-    assert dict(leaf[0]) == {"x": 1, "level": "middle"}
-    assert leaf[0]["where"] is None
+    assert (dict(leaf[0]), leaf[0]["where"]) == ({"x": 1, "level": "middle"}, None)
+
 
 # -- local data ---------------------------------------------------------------------------------
 
@@ -196,10 +204,10 @@ def test_get_reads_local_data_with_a_default():
     assert (recorder.get("a", 5), recorder.get("b", 5), recorder.get("b")) == (0, 5, None)
 
 
-def test_get_with_an_int_reads_a_record_or_the_default():
+def test_get_with_an_int_reads_a_record_or_the_default(root):
     """get(i) gives the i-th record, and the default past the end."""
-    recorder = Recorder().push(x=1)
-    assert (recorder.get(0), recorder.get(3, "none")) == ({"x": 1}, "none")
+    recorder = Recorder().set_parent(root).push(x=1)
+    assert (plain(recorder.get(0)), recorder.get(3, "none")) == ({"x": 1}, "none")
 
 
 def test_keys_values_items_and_in_read_local_data():
@@ -220,42 +228,42 @@ def test_local_data_is_a_read_only_view():
         recorder.local_data["a"] = 2  # type: ignore[index]
 
 
-def test_setting_a_key_writes_local_data():
+def test_setting_a_key_writes_local_data(root):
     """recorder["key"] = value adds or replaces a local data value."""
-    recorder = Recorder(a=1)
+    recorder = Recorder(a=1).set_parent(root)
     recorder["a"] = 2
     recorder["b"] = 3
     assert dict(recorder.local_data) == {"a": 2, "b": 3}
 
 
-def test_a_local_value_set_later_is_seen_by_every_earlier_record():
+def test_a_local_value_set_later_is_seen_by_every_earlier_record(root):
     """A value set on the recorder after its commits is visible in all of them."""
-    recorder = Recorder()
+    recorder = Recorder().set_parent(root)
     recorder.push(x=1).push(x=2)
     recorder["note"] = "late"
     assert [record["note"] for record in recorder] == ["late", "late"]
 
 
-def test_a_parent_value_set_later_is_seen_by_earlier_child_records():
+def test_a_parent_value_set_later_is_seen_by_earlier_child_records(root):
     """A value set on the parent after a child's commit is visible in that record."""
-    parent = Recorder(run=1)
+    parent = Recorder(run=1).set_parent(root)
     child = Recorder().set_parent(parent)
     child.push(x=1)
     parent["note"] = "late"
     assert child[0]["note"] == "late"
 
 
-def test_a_late_value_is_seen_by_records_that_were_sealed_into_a_batch():
-    """Parent data set after the rows became an Arrow batch still shows in those records."""
-    recorder = Recorder()
+def test_a_late_value_is_seen_by_records_that_were_sealed_into_a_batch(root):
+    """Parent data set after the rows became an Arrow batch (written, in a run) still shows in those records."""
+    recorder = Recorder().set_parent(root)
     recorder.push(x=1).flush()
     recorder["note"] = "late"
-    assert dict(recorder[0]) == {"x": 1, "note": "late"}
+    assert plain(recorder[0]) == {"x": 1, "note": "late"}
 
 
-def test_update_sets_several_local_values():
+def test_update_sets_several_local_values(root):
     """update(dict, **kw) sets several keys at once, keywords winning."""
-    recorder = Recorder(a=1)
+    recorder = Recorder(a=1).set_parent(root)
     recorder.update({"b": 2, "c": 3}, c=4)
     assert dict(recorder.local_data) == {"a": 1, "b": 2, "c": 4}
 
@@ -276,146 +284,147 @@ def test_the_dict_given_to_the_constructor_is_neither_kept_nor_mutated():
 # -- committing ---------------------------------------------------------------------------------
 
 
-def test_push_returns_the_recorder():
+def test_push_returns_the_recorder(root):
     """push() returns self, so pushes chain."""
-    recorder = Recorder()
+    recorder = Recorder().set_parent(root)
     assert recorder.push(x=1) is recorder
 
 
-def test_add_returns_the_recorder():
+def test_add_returns_the_recorder(root):
     """add() returns self, so add().commit() chains."""
-    recorder = Recorder()
+    recorder = Recorder().set_parent(root)
     assert recorder.add(x=1) is recorder
 
 
-def test_commit_returns_the_record_it_made():
+def test_commit_returns_the_record_it_made(root):
     """commit() returns the new record, seen through the lineage."""
-    recorder = Recorder(model="m")
+    recorder = Recorder(model="m").set_parent(root)
     record = recorder.add(x=1).commit()
-    assert (type(record), record, record.recorder) == (Record, {"x": 1, "model": "m"}, recorder)
+    assert (type(record), plain(record), record.recorder) == (Record, {"x": 1, "model": "m"}, recorder)
 
 
-def test_push_takes_a_dict_and_keywords():
+def test_push_takes_a_dict_and_keywords(root):
     """push(dict, **kw) records both, a keyword winning over the dict's same key."""
-    recorder = Recorder()
+    recorder = Recorder().set_parent(root)
     recorder.push({"x": 1, "y": 2}, y=3)
-    assert dict(recorder[0]) == {"x": 1, "y": 3}
+    assert plain(recorder[0]) == {"x": 1, "y": 3}
 
 
-def test_push_is_add_then_commit():
+def test_push_is_add_then_commit(root):
     """push(values) and add(values).commit() give the same records."""
-    pushed, committed = Recorder(run=1), Recorder(run=1)
+    pushed, committed = Recorder(run=1).set_parent(root), Recorder(run=1).set_parent(root)
     for index in range(3):
         pushed.push({"loss": index / 2}, index=index)
         committed.add({"loss": index / 2}, index=index).commit()
-    assert [dict(record) for record in pushed] == [dict(record) for record in committed]
+    assert [plain(record) for record in pushed] == [plain(record) for record in committed]
 
 
-def test_add_accumulates_values_until_commit():
+def test_add_accumulates_values_until_commit(root):
     """Several add() calls make one record; a later value of the same key wins."""
-    recorder = Recorder()
+    recorder = Recorder().set_parent(root)
     recorder.add(index=0, loss=1.0)
     recorder.add({"loss": 0.5})
     assert len(recorder) == 0
     recorder.commit()
-    assert (len(recorder), dict(recorder[0])) == (1, {"index": 0, "loss": 0.5})
+    assert (len(recorder), plain(recorder[0])) == (1, {"index": 0, "loss": 0.5})
 
 
-def test_push_includes_values_staged_by_add():
+def test_push_includes_values_staged_by_add(root):
     """push() commits what add() staged together with its own values."""
-    recorder = Recorder()
+    recorder = Recorder().set_parent(root)
     recorder.add(index=3)
     recorder.push(loss=0.25)
-    assert dict(recorder[0]) == {"index": 3, "loss": 0.25}
+    assert plain(recorder[0]) == {"index": 3, "loss": 0.25}
 
 
-def test_staged_shows_the_values_added_since_the_last_commit():
+def test_staged_shows_the_values_added_since_the_last_commit(root):
     """staged is empty after a commit and holds what add() gave before it."""
-    recorder = Recorder()
+    recorder = Recorder().set_parent(root)
     recorder.add(x=1).add(y=2)
     before = dict(recorder.staged)
     recorder.commit()
     assert (before, dict(recorder.staged)) == ({"x": 1, "y": 2}, {})
 
 
-def test_commit_with_nothing_staged_makes_an_empty_record():
+def test_commit_with_nothing_staged_makes_an_empty_record(root):
     """commit() without add() still makes a record, which sees only the lineage."""
-    recorder = Recorder(run=1)
+    recorder = Recorder(run=1).set_parent(root)
     recorder.commit()
     recorder.push()
-    assert (len(recorder), [dict(record) for record in recorder]) == (2, [{"run": 1}, {"run": 1}])
+    assert (len(recorder), [plain(record) for record in recorder]) == (2, [{"run": 1}, {"run": 1}])
 
 
-def test_records_may_have_different_keys():
+def test_records_may_have_different_keys(root):
     """A key missing from a record is simply absent from it, not None in the dict."""
-    recorder = Recorder()
+    recorder = Recorder().set_parent(root)
     recorder.push(x=1).push(y=2).push(x=3, y=4)
-    assert [dict(record) for record in recorder] == [{"x": 1}, {"y": 2}, {"x": 3, "y": 4}]
+    assert [plain(record) for record in recorder] == [{"x": 1}, {"y": 2}, {"x": 3, "y": 4}]
 
 
-def test_push_does_not_mutate_the_dict_given():
+def test_push_does_not_mutate_the_dict_given(root):
     """The dict passed to push() is the same afterwards, and later changes to it do not leak."""
     values = {"x": 1, "items": [1, 2]}
-    recorder = Recorder()
+    recorder = Recorder().set_parent(root)
     recorder.push(values, y=2)
     values["items"].append(3)
-    assert (values, dict(recorder[0])) == ({"x": 1, "items": [1, 2, 3]}, {"x": 1, "items": [1, 2], "y": 2})
+    assert (values, plain(recorder[0])) == ({"x": 1, "items": [1, 2, 3]}, {"x": 1, "items": [1, 2], "y": 2})
 
 
-def test_add_does_not_mutate_the_dict_given():
+def test_add_does_not_mutate_the_dict_given(root):
     """Later add() calls update the recorder's staging, never the caller's dict."""
     first = {"x": 1}
-    recorder = Recorder()
+    recorder = Recorder().set_parent(root)
     recorder.add(first).add({"x": 2, "y": 3})
     recorder.commit()
-    assert (first, dict(recorder[0])) == ({"x": 1}, {"x": 2, "y": 3})
+    assert (first, plain(recorder[0])) == ({"x": 1}, {"x": 2, "y": 3})
 
 
 # -- reading records ----------------------------------------------------------------------------
 
 
-def _numbered(count):
-    recorder = Recorder()
+def _numbered(count, root):
+    """A recorder below ``root`` with ``count`` records, whose ``index`` counts from 0."""
+    recorder = Recorder().set_parent(root)
     for index in range(count):
         recorder.push(index=index)
     return recorder
 
 
-def test_len_counts_the_recorders_own_records():
+def test_len_counts_the_recorders_own_records(root):
     """len() is the number of records this recorder committed, not its children's."""
-    parent = _numbered(3)
+    parent = _numbered(3, root)
     Recorder().set_parent(parent).push(index=9)
     assert len(parent) == 3
 
 
-def test_iterating_gives_the_records_in_commit_order():
+def test_iterating_gives_the_records_in_commit_order(root):
     """iter(recorder) yields its records oldest first."""
-    assert [record["index"] for record in _numbered(4)] == [0, 1, 2, 3]
+    assert [record["index"] for record in _numbered(4, root)] == [0, 1, 2, 3]
 
 
-def test_indexing_gives_one_record():
+def test_indexing_gives_one_record(root):
     """recorder[i] is the i-th record."""
-    assert _numbered(4)[2]["index"] == 2
+    assert _numbered(4, root)[2]["index"] == 2
 
 
-def test_negative_indices_count_from_the_end():
+def test_negative_indices_count_from_the_end(root):
     """recorder[-1] is the last record, recorder[-4] the first of four."""
-    recorder = _numbered(4)
+    recorder = _numbered(4, root)
     assert (recorder[-1]["index"], recorder[-4]["index"]) == (3, 0)
 
 
-def test_an_index_past_the_end_raises_index_error():
+def test_an_index_past_the_end_raises_index_error(root):
     """recorder[len] and recorder[-len - 1] raise IndexError, as a list does."""
-    recorder = _numbered(2)
+    recorder = _numbered(2, root)
     with pytest.raises(IndexError):
         recorder[2]
     with pytest.raises(IndexError):
         recorder[-3]
 
 
-def test_slicing_gives_a_list_of_records():
+def test_slicing_gives_a_list_of_records(root):
     """recorder[a:b:c] follows list slicing, negative bounds included."""
-    recorder = _numbered(6)
+    recorder = _numbered(6, root)
     assert (
         [record["index"] for record in recorder[1:4]],
         [record["index"] for record in recorder[::2]],
@@ -424,49 +433,49 @@ def test_slicing_gives_a_list_of_records():
     ) == ([1, 2, 3], [0, 2, 4], [4, 5], [5, 4, 3, 2, 1, 0])
 
 
-def test_records_property_matches_iteration():
+def test_records_property_matches_iteration(root):
     """recorder.records holds the same records as iterating the recorder."""
-    recorder = _numbered(3)
+    recorder = _numbered(3, root)
     assert list(recorder.records) == list(recorder)
     assert len(recorder.records) == 3
 
 
-def test_records_excludes_the_childrens_records():
+def test_records_excludes_the_childrens_records(root):
     """.records is this recorder's own records only."""
-    parent = Recorder(level="parent")
+    parent = Recorder(level="parent").set_parent(root)
     parent.push(x=0)
     Recorder(level="child").set_parent(parent).push(x=1)
-    assert [dict(record) for record in parent.records] == [{"x": 0, "level": "parent"}]
+    assert [plain(record) for record in parent.records] == [{"x": 0, "level": "parent"}]
 
 
-def test_all_records_lists_own_records_then_each_descendant_depth_first():
+def test_all_records_lists_own_records_then_each_descendant_depth_first(root):
     """all_records: the recorder's records, then each child's subtree in attach order."""
-    root = Recorder(name="root").push(x=0)
-    first = Recorder(name="first").set_parent(root).push(x=1)
+    top = Recorder(name="top").set_parent(root).push(x=0)
+    first = Recorder(name="first").set_parent(top).push(x=1)
     Recorder(name="first.child").set_parent(first).push(x=2)
-    Recorder(name="second").set_parent(root).push(x=3)
-    root.push(x=4)
-    assert [(record["name"], record["x"]) for record in root.all_records] == [
-        ("root", 0),
-        ("root", 4),
+    Recorder(name="second").set_parent(top).push(x=3)
+    top.push(x=4)
+    assert [(record["name"], record["x"]) for record in top.all_records] == [
+        ("top", 0),
+        ("top", 4),
         ("first", 1),
         ("first.child", 2),
         ("second", 3),
     ]
 
 
-def test_all_records_supports_len_indexing_and_slicing():
+def test_all_records_supports_len_indexing_and_slicing(root):
     """all_records is a sequence: len, negative index and slices span recorders."""
-    root = Recorder().push(x=0)
+    root.push(x=0)
     Recorder().set_parent(root).push(x=1).push(x=2)
     records = root.all_records
     assert (len(records), records[-1]["x"], [record["x"] for record in records[0:2]]) == (3, 2, [0, 1])
 
 
-def test_all_records_of_a_leaf_are_its_records():
+def test_all_records_of_a_leaf_are_its_records(root):
     """A recorder without children has all_records equal to records."""
-    leaf = Recorder().set_parent(Recorder().push(x=0)).push(x=1)
-    assert [dict(record) for record in leaf.all_records] == [{"x": 1}]
+    leaf = Recorder().set_parent(Recorder().set_parent(root).push(x=0)).push(x=1)
+    assert [plain(record) for record in leaf.all_records] == [{"x": 1}]
 
 
 def test_repr_shows_local_data_and_counts():
@@ -479,10 +488,10 @@ def test_repr_shows_local_data_and_counts():
 # -- many rows: crossing the batch boundary ----------------------------------------------------
 
 
-def test_records_read_back_across_the_batch_boundary():
+def test_records_read_back_across_the_batch_boundary(root):
     """Pushing past BATCH_ROWS keeps every record readable, by index, slice and iteration."""
     count = BATCH_ROWS + 10
-    recorder = _numbered(count)
+    recorder = _numbered(count, root)
     assert len(recorder) == count
     assert [record["index"] for record in recorder] == list(range(count))
     assert (recorder[BATCH_ROWS - 1]["index"], recorder[BATCH_ROWS]["index"], recorder[-1]["index"]) == (
@@ -495,39 +504,39 @@ def test_records_read_back_across_the_batch_boundary():
     )
 
 
-def test_a_record_obtained_before_the_batch_is_sealed_stays_valid():
+def test_a_record_obtained_before_the_batch_is_sealed_stays_valid(root):
     """The Record returned by commit() keeps its values after its rows became a batch."""
-    recorder = Recorder()
+    recorder = Recorder().set_parent(root)
     first = recorder.add(index=0).commit()
     for index in range(1, BATCH_ROWS + 5):
         recorder.push(index=index)
-    assert dict(first) == {"index": 0}
+    assert plain(first) == {"index": 0}
 
 
-def test_a_key_first_seen_after_the_batch_boundary_reads_back():
+def test_a_key_first_seen_after_the_batch_boundary_reads_back(root):
     """A key that appears only in the second batch is absent from the first's records."""
-    recorder = _numbered(BATCH_ROWS)
+    recorder = _numbered(BATCH_ROWS, root)
     recorder.push(index=BATCH_ROWS, late="yes")
     assert (recorder[0].get("late", "absent"), recorder[-1]["late"]) == ("absent", "yes")
 
 
-def test_flush_keeps_every_record():
+def test_flush_keeps_every_record(root):
     """flush() seals the pending rows without changing what the records read."""
-    recorder = Recorder(run=1)
+    recorder = Recorder(run=1).set_parent(root)
     recorder.push(x=1, tag="a").push(x=2)
-    before = [dict(record) for record in recorder]
+    before = [plain(record) for record in recorder]
     recorder.flush()
     recorder.push(x=3)
-    assert [dict(record) for record in recorder] == [*before, {"x": 3, "run": 1}]
+    assert [plain(record) for record in recorder] == [*before, {"x": 3, "run": 1}]
 
 
 # -- bad input ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("key", [1, None, ("a",), b"x", ""], ids=["int", "none", "tuple", "bytes", "empty"])
-def test_a_bad_key_in_a_pushed_dict_raises_an_invalid_key_error_naming_it(key):
+def test_a_bad_key_in_a_pushed_dict_raises_an_invalid_key_error_naming_it(root, key):
     """Only non-empty strings are keys; the message shows the key given."""
-    recorder = Recorder()
+    recorder = Recorder().set_parent(root)
     with pytest.raises(InvalidKeyError, match=re.escape(f"cannot record key {key!r}: keys must be non-empty strings")):
         recorder.push({key: 1})
 
@@ -538,9 +547,9 @@ def test_an_invalid_key_error_is_a_type_error():
         Recorder().push({3: 1})
 
 
-def test_an_empty_keyword_key_is_refused_too():
+def test_an_empty_keyword_key_is_refused_too(root):
     """push(**{"": 1}) is refused like push({"": 1})."""
-    recorder = Recorder()
+    recorder = Recorder().set_parent(root)
     with pytest.raises(InvalidKeyError, match="''"):
         recorder.push(**{"": 1})
     assert len(recorder) == 0
@@ -552,31 +561,31 @@ def test_an_empty_keyword_key_is_refused_by_the_constructor():
         Recorder(**{"": 1})
 
 
-def test_an_empty_key_is_refused_as_local_data():
+def test_an_empty_key_is_refused_as_local_data(root):
     """recorder[""] = value raises and leaves the local data as it was."""
-    recorder = Recorder(a=1)
+    recorder = Recorder(a=1).set_parent(root)
     with pytest.raises(InvalidKeyError):
         recorder[""] = 2
     assert dict(recorder.local_data) == {"a": 1}
 
 
-def test_a_non_string_local_data_key_is_refused():
+def test_a_non_string_local_data_key_is_refused(root):
     """recorder[5] = value raises InvalidKeyError naming 5."""
-    recorder = Recorder()
+    recorder = Recorder().set_parent(root)
     with pytest.raises(InvalidKeyError, match="cannot record key 5"):
         recorder[5] = "x"  # type: ignore[index]
 
 
-def test_the_reserved_recorder_column_name_is_refused_as_a_key():
+def test_the_reserved_recorder_column_name_is_refused_as_a_key(root):
     """__recorder__ names the recorder id in saved files, so it cannot be a record key."""
-    recorder = Recorder()
+    recorder = Recorder().set_parent(root)
     with pytest.raises(InvalidKeyError, match="'__recorder__'.*reserved"):
         recorder.push(__recorder__=1)
 
 
-def test_push_of_an_unsupported_value_names_the_key_and_the_type():
+def test_push_of_an_unsupported_value_names_the_key_and_the_type(root):
     """An object() is refused with an UnsupportedValueError that says where and what."""
-    recorder = Recorder()
+    recorder = Recorder().set_parent(root)
     with pytest.raises(UnsupportedValueError, match=r"cannot record key 'model': builtins\.object is not storable"):
         recorder.push(model=object())
 
@@ -586,64 +595,64 @@ def test_an_unsupported_value_error_is_a_type_error():
     assert issubclass(UnsupportedValueError, TypeError) and issubclass(UnsupportedValueError, RecorderError)
 
 
-def test_a_refused_push_keeps_every_earlier_record():
+def test_a_refused_push_keeps_every_earlier_record(root):
     """After a refused push the records committed before it are all still there."""
-    recorder = Recorder(run=1)
+    recorder = Recorder(run=1).set_parent(root)
     recorder.push(x=1, y=2).push(x=3, y=4)
     with pytest.raises(UnsupportedValueError):
         recorder.push(x=5, y={1, 2})
-    assert [dict(record) for record in recorder] == [{"x": 1, "y": 2, "run": 1}, {"x": 3, "y": 4, "run": 1}]
+    assert [plain(record) for record in recorder] == [{"x": 1, "y": 2, "run": 1}, {"x": 3, "y": 4, "run": 1}]
 
 
-def test_a_refused_push_with_known_keys_leaves_no_partial_row():
+def test_a_refused_push_with_known_keys_leaves_no_partial_row(root):
     """A push whose first value fits and second does not adds nothing, and the next push works."""
-    recorder = Recorder()
+    recorder = Recorder().set_parent(root)
     recorder.push(x=1, y=2)
     with pytest.raises(UnsupportedValueError):
         recorder.push(x=10, y=object())
     recorder.push(x=3, y=4)
-    assert [dict(record) for record in recorder] == [{"x": 1, "y": 2}, {"x": 3, "y": 4}]
+    assert [plain(record) for record in recorder] == [{"x": 1, "y": 2}, {"x": 3, "y": 4}]
 
 
-def test_a_refused_push_leaves_the_staged_values_as_they_were():
+def test_a_refused_push_leaves_the_staged_values_as_they_were(root):
     """Values staged by add() survive a refused push and go into the next commit."""
-    recorder = Recorder()
+    recorder = Recorder().set_parent(root)
     recorder.add(index=7)
     with pytest.raises(UnsupportedValueError):
         recorder.push(loss=object())
     assert dict(recorder.staged) == {"index": 7}
     recorder.push(loss=0.5)
-    assert dict(recorder[0]) == {"index": 7, "loss": 0.5}
+    assert plain(recorder[0]) == {"index": 7, "loss": 0.5}
 
 
-def test_a_refused_add_leaves_the_staged_values_as_they_were():
+def test_a_refused_add_leaves_the_staged_values_as_they_were(root):
     """add() with one bad value stages none of the values of that call."""
-    recorder = Recorder()
+    recorder = Recorder().set_parent(root)
     recorder.add(index=7)
     with pytest.raises(UnsupportedValueError, match="'bad'"):
         recorder.add(index=8, good=1.0, bad=object())
     assert dict(recorder.staged) == {"index": 7}
 
 
-def test_a_refused_add_on_an_empty_stage_leaves_it_empty():
+def test_a_refused_add_on_an_empty_stage_leaves_it_empty(root):
     """The first add() refused stages nothing."""
-    recorder = Recorder()
+    recorder = Recorder().set_parent(root)
     with pytest.raises(UnsupportedValueError):
         recorder.add(bad=object())
     assert dict(recorder.staged) == {}
 
 
-def test_a_refused_local_value_leaves_the_local_data_as_it_was():
+def test_a_refused_local_value_leaves_the_local_data_as_it_was(root):
     """recorder[key] = object() raises and changes nothing."""
-    recorder = Recorder(a=1)
+    recorder = Recorder(a=1).set_parent(root)
     with pytest.raises(UnsupportedValueError, match="'b'"):
         recorder["b"] = object()
     assert dict(recorder.local_data) == {"a": 1}
 
 
-def test_a_refused_update_sets_none_of_its_values():
+def test_a_refused_update_sets_none_of_its_values(root):
     """update() with one bad value sets none of the values given with it."""
-    recorder = Recorder(a=1)
+    recorder = Recorder(a=1).set_parent(root)
     with pytest.raises(UnsupportedValueError):
         recorder.update(a=2, b=object())
     assert dict(recorder.local_data) == {"a": 1}
@@ -655,9 +664,9 @@ def test_the_constructor_refuses_an_unsupported_value():
         Recorder(model=object())
 
 
-def test_data_that_is_not_a_mapping_is_refused():
+def test_data_that_is_not_a_mapping_is_refused(root):
     """push([1, 2]) raises UnsupportedValueError: data must be a dict of values."""
-    recorder = Recorder()
+    recorder = Recorder().set_parent(root)
     with pytest.raises(UnsupportedValueError, match="expected a dict of values, got list"):
         recorder.push([1, 2])  # type: ignore[arg-type]
     assert len(recorder) == 0

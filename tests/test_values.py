@@ -10,29 +10,16 @@ from rigorous_recorder import Recorder, UnsupportedValueError
 from rigorous_recorder._columns import BATCH_ROWS
 from rigorous_recorder._values import from_json, to_json
 
+from .conftest import same
+
 UTC = datetime.timezone.utc
 PLUS_ONE = datetime.timezone(datetime.timedelta(hours=1))
 PLUS_TWO = datetime.timezone(datetime.timedelta(hours=2))
 
 
-def same(expected, actual):
-    """Equal values of the same types, NaN equal to NaN, aware datetimes with the same offset."""
-    if type(expected) is not type(actual):
-        return False
-    if isinstance(expected, float) and math.isnan(expected):
-        return math.isnan(actual)
-    if isinstance(expected, list):
-        return len(expected) == len(actual) and all(map(same, expected, actual))
-    if isinstance(expected, dict):
-        return expected.keys() == actual.keys() and all(same(expected[key], actual[key]) for key in expected)
-    if isinstance(expected, datetime.datetime) and expected.utcoffset() != actual.utcoffset():
-        return False
-    return expected == actual
-
-
-def _stored(*values, seal):
-    """Push each value under key "v" and read them back, after sealing the rows when asked."""
-    recorder = Recorder()
+def _stored(*values, seal, root=None):
+    """Push each value under key "v" (below ``root``) and read them back, after sealing the rows when asked."""
+    recorder = Recorder().set_parent(root)
     for value in values:
         recorder.push(v=value)
     if seal:
@@ -73,15 +60,15 @@ STORABLE = {
 
 @pytest.mark.parametrize("seal", [False, True], ids=["pending", "sealed"])
 @pytest.mark.parametrize("value", list(STORABLE.values()), ids=list(STORABLE))
-def test_a_storable_value_reads_back_unchanged(value, seal):
+def test_a_storable_value_reads_back_unchanged(root, value, seal):
     """Each storable kind reads back with its type and value, before and after sealing."""
-    (back,) = _stored(value, seal=seal)
+    (back,) = _stored(value, seal=seal, root=root)
     assert same(value, back), (value, back)
 
 
-def test_none_reads_back_as_none():
+def test_none_reads_back_as_none(root):
     """A pushed None reads as None (not set), before and after sealing."""
-    assert (_stored(None, seal=False), _stored(None, seal=True)) == ([None], [None])
+    assert (_stored(None, seal=False, root=root), _stored(None, seal=True, root=root)) == ([None], [None])
 
 
 # -- conversions --------------------------------------------------------------------------------
@@ -262,21 +249,21 @@ def test_a_numpy_complex_is_refused():
 # -- type drift ---------------------------------------------------------------------------------
 
 
-def test_int_then_float_in_one_batch_widens_to_float():
+def test_int_then_float_in_one_batch_widens_to_float(root):
     """A key that holds an int and later a float reads back as floats."""
-    back = _stored(1, 1.5, seal=True)
+    back = _stored(1, 1.5, seal=True, root=root)
     assert [(type(value), value) for value in back] == [(float, 1.0), (float, 1.5)]
 
 
-def test_int_then_float_reads_as_float_before_sealing_too():
+def test_int_then_float_reads_as_float_before_sealing_too(root):
     """The widening shows at once, not only once the rows became a batch."""
-    back = _stored(1, 1.5, seal=False)
+    back = _stored(1, 1.5, seal=False, root=root)
     assert [(type(value), value) for value in back] == [(float, 1.0), (float, 1.5)]
 
 
-def test_an_int_only_key_stays_int():
+def test_an_int_only_key_stays_int(root):
     """Without any float, ints stay ints after sealing."""
-    back = _stored(1, None, 2, seal=True)
+    back = _stored(1, None, 2, seal=True, root=root)
     assert [type(value) for value in back] == [int, type(None), int]
 
 
@@ -306,15 +293,15 @@ DRIFTS = {
 
 
 @pytest.mark.parametrize("values", list(DRIFTS.values()), ids=list(DRIFTS))
-def test_type_drift_within_one_batch_keeps_every_value(values):
+def test_type_drift_within_one_batch_keeps_every_value(root, values):
     """Values of different kinds under one key read back exactly after they share a batch."""
-    back = _stored(*values, seal=True)
+    back = _stored(*values, seal=True, root=root)
     assert all(map(same, values, back)), (values, back)
 
 
-def _across_batches(first, second):
-    """A recorder with BATCH_ROWS values ``first`` (one full batch), then one value ``second``."""
-    recorder = Recorder()
+def _across_batches(first, second, root):
+    """A recorder below ``root`` with BATCH_ROWS values ``first`` (one full batch), then one value ``second``."""
+    recorder = Recorder().set_parent(root)
     for _ in range(BATCH_ROWS):
         recorder.push(v=first)
     recorder.push(v=second)
@@ -322,10 +309,10 @@ def _across_batches(first, second):
 
 
 @pytest.mark.parametrize("values", [values for values in DRIFTS.values() if len(values) == 2], ids=[name for name, values in DRIFTS.items() if len(values) == 2])
-def test_type_drift_across_batches_keeps_every_value(values):
+def test_type_drift_across_batches_keeps_every_value(root, values):
     """A key whose kind changes after the first batch was sealed reads back exactly."""
     first, second = values
-    recorder = _across_batches(first, second)
+    recorder = _across_batches(first, second, root)
     assert (same(first, recorder[0]["v"]), same(first, recorder[BATCH_ROWS - 1]["v"]), same(second, recorder[-1]["v"])) == (
         True,
         True,
@@ -333,22 +320,22 @@ def test_type_drift_across_batches_keeps_every_value(values):
     )
 
 
-def test_int_then_float_across_batches_widens_to_float():
+def test_int_then_float_across_batches_widens_to_float(root):
     """Ints of a sealed batch read as floats once a later row holds a float."""
-    recorder = _across_batches(2, 0.5)
+    recorder = _across_batches(2, 0.5, root)
     assert [(type(record["v"]), record["v"]) for record in recorder[BATCH_ROWS - 1 :]] == [(float, 2.0), (float, 0.5)]
 
 
-def test_int_then_float_across_batches_widens_a_huge_int_without_raising():
+def test_int_then_float_across_batches_widens_a_huge_int_without_raising(root):
     """An int beyond 2**53 widens to the nearest float instead of breaking the read."""
-    recorder = _across_batches(2**60 + 1, 0.5)
+    recorder = _across_batches(2**60 + 1, 0.5, root)
     assert (recorder[0]["v"], recorder[-1]["v"]) == (float(2**60), 0.5)
 
 
-def test_type_drift_never_raises_mid_run():
+def test_type_drift_never_raises_mid_run(root):
     """A long run that changes the kind of a key many times records every row."""
     kinds = [1, 2.5, "s", None, [1], {"a": 1}, True, b"b"]
-    recorder = Recorder()
+    recorder = Recorder().set_parent(root)
     for index in range(2 * BATCH_ROWS + 3):
         recorder.push(index=index, v=kinds[index % len(kinds)])
     assert len(recorder) == 2 * BATCH_ROWS + 3
@@ -356,9 +343,9 @@ def test_type_drift_never_raises_mid_run():
     assert [record["index"] for record in recorder] == list(range(2 * BATCH_ROWS + 3))
 
 
-def test_a_string_with_a_lone_surrogate_never_stops_a_run():
+def test_a_string_with_a_lone_surrogate_never_stops_a_run(root):
     """A str that is not valid UTF-8 (os.fsdecode of a bad file name) crosses the batch boundary."""
-    recorder = Recorder()
+    recorder = Recorder().set_parent(root)
     for index in range(BATCH_ROWS + 1):
         recorder.push(index=index, path="bad\udcff" if index % 2 else "good")
     assert (len(recorder), recorder[1]["path"], recorder[BATCH_ROWS]["path"]) == (BATCH_ROWS + 1, "bad\udcff", "good")
