@@ -36,14 +36,14 @@ def main() -> None:
         model.evaluate(x_test, y_test, batch_size=32, callbacks=[cb], verbose=0)
         model.predict(x_test, batch_size=64, callbacks=[cb], verbose=0)
 
-    print(cb.collection.sql(
-        "SELECT experiment_number, epoch, step, round(learning_rate, 5) AS learning_rate, "
-        "round(loss, 4) AS loss, round(val_loss, 4) AS val_loss, round(val_accuracy, 3) AS val_accuracy "
-        "FROM records WHERE stage = 'epoch' ORDER BY experiment_number, epoch"
+    print(cb.collection.sql(  # one row per epoch: the epoch-level records of train and validate, side by side
+        "SELECT experiment_number, epoch, step, any_value(learning_rate) AS learning_rate, "
+        "round(max(loss), 4) AS loss, round(max(val_loss), 4) AS val_loss, round(max(val_accuracy), 3) AS val_accuracy "
+        "FROM records WHERE level = 'epoch' GROUP BY ALL ORDER BY experiment_number, epoch"
     ))
     print(cb.collection.sql(
-        "SELECT experiment_number, stage, count(*) AS records FROM records "
-        "GROUP BY ALL ORDER BY experiment_number, stage"
+        "SELECT experiment_number, stage, level, count(*) AS records FROM records "
+        "GROUP BY ALL ORDER BY experiment_number, stage, level"
     ))
 
 

@@ -12,13 +12,13 @@ except ModuleNotFoundError:
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from rigorous_recorder.integrations.lightning import RigorousLogger
+from rigorous_recorder.integrations.lightning import RigorousLogger, recorder_of
 
 
 class Regressor(pl.LightningModule):
     def __init__(self, hidden: int = 16, lr: float = 0.05) -> None:
         super().__init__()
-        self.save_hyperparameters()  # hidden and lr become keys of every record
+        self.save_hyperparameters()  # hidden and lr: keys of this fit's model recorder, seen by its records
         self.net = torch.nn.Sequential(torch.nn.Linear(4, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 1))
 
     def step(self, batch):
@@ -28,7 +28,8 @@ class Regressor(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         loss = self.step(batch)
         self.log("train_loss", loss, on_step=True, on_epoch=True)
-        self.logger.recorder.add(first_weight_mean=self.net[0].weight.mean())  # any extra value; tensors too
+        # any extra value, tensors too; works with fast_dev_run, logger=False and several loggers
+        recorder_of(self.trainer).add(first_weight_mean=self.net[0].weight.mean())
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -55,11 +56,14 @@ def main() -> None:
     model = Regressor()
     trainer.fit(model, data(512, 0), data(128, 1))
     trainer.test(model, data(128, 2))
-    print(logger.collection.sql(
-        "SELECT experiment_number, stage, epoch, round(avg(train_loss_step), 4) AS train_loss, "
-        "round(max(val_loss), 4) AS val_loss, round(max(test_loss), 4) AS test_loss, count(*) AS records "
-        "FROM records GROUP BY ALL ORDER BY experiment_number, stage, epoch"
+    print(logger.collection.sql(  # one row per epoch: the epoch-level records (level = 'epoch')
+        "SELECT experiment_number, epoch, round(max(train_loss_epoch), 4) AS train_loss, "
+        "round(max(val_loss), 4) AS val_loss, round(max(test_loss), 4) AS test_loss "
+        "FROM records WHERE level = 'epoch' GROUP BY ALL ORDER BY experiment_number, epoch"
     ))  # DuckDB prints the table itself: no pandas needed
+    print(logger.collection.sql(
+        "SELECT stage, level, count(*) AS records FROM records GROUP BY ALL ORDER BY stage, level"
+    ))
     logger.finish()
 
 

@@ -3,35 +3,29 @@
 >>> cb = RigorousCallback("data/my_study", batch_size=32)  # doctest: +SKIP
 >>> model.fit(x, y, validation_split=0.2, epochs=3, callbacks=[cb])  # doctest: +SKIP
 >>> model.evaluate(x_test, y_test, callbacks=[cb])  # doctest: +SKIP
->>> cb.collection.sql("SELECT epoch, val_loss FROM records WHERE val_loss IS NOT NULL")  # doctest: +SKIP
+>>> cb.collection.sql("SELECT epoch, val_loss FROM records WHERE level = 'epoch' AND stage = 'validate'")  # doctest: +SKIP
 
 The tree of one experiment::
 
-    experiment (bookkeeping + experiment info)
-    └── model (model, optimizer, learning_rate, the optimizer's config, parameters)
-        ├── stage="train",    fit=1      one record per batch: epoch, batch, step, learning_rate, logs
-        ├── stage="epoch",    fit=1      one record per epoch: epoch, step, learning_rate, logs (val_*)
-        ├── stage="validate", fit=1      the validation batches run inside fit: epoch, batch, step, logs
-        ├── stage="test",     evaluate=1 one record per evaluate() batch: batch, logs (step: at the call)
-        └── stage="predict",  predict=1  one record per predict() batch: batch, samples
+    experiment (the experiment info; collection bookkeeping above it)
+    └── model (model, model_number, parameters, optimizer and its config)
+        ├── stage="train",    fit=1       level=step: a batch; level=epoch: the epoch's training logs
+        ├── stage="validate", fit=1       level=batch: a validation batch (val_* names); level=epoch: val_* logs
+        ├── stage="test",     evaluate=1  level=batch: an evaluate() batch
+        └── stage="predict",  predict=1   level=batch: a predict() batch, with its number of samples
 
-Each fit/evaluate/predict call gets its own stage recorders, numbered by the ``fit``,
-``evaluate`` and ``predict`` keys. ``step`` counts training steps across every fit call of
-the callback, so it only grows. ``epoch`` and ``batch`` are Keras's own 0-based indices.
+Aligned with the Lightning adapter: ``step`` is the optimizer's step count before the batch
+(0-based); validation rows and epoch rows carry the step of the epoch's last training batch;
+``epoch`` and ``batch_idx`` are Keras's 0-based indices; validation values are named
+``val_<metric>`` on batch rows too; every record sees the ``learning_rate`` in force. Float
+values that are float32 are stored as the float32 value Keras shows (``0.005``, not
+``0.004999999888``).
 
-How a run ends (Keras has no "on exception" hook):
-
-* ``with cb: model.fit(...)`` finishes the experiment at the end of the block; an exception
-  (KeyboardInterrupt included) that escapes marks it failed (``had_error``) and propagates
-  unchanged.
-* ``cb.finish()`` finishes it by hand. Without either, it stays open across calls (fit, then
-  evaluate, then queries) and is finished when the process exits: by ``sys.excepthook``
-  with the uncaught exception, else by ``atexit``.
-* A call whose end hook never ran (an exception left it) taints the experiment: it is
-  noticed at the next call's begin hook, by ``finish()`` or at exit, its stage recorders get
-  ``interrupted=True``, and the experiment finishes as failed.
-* Records are flushed to disk at every epoch end and call end (and every second by the
-  collection), so a crash keeps them.
+The experiment ends with ``with cb:``, ``cb.finish()``, or else as the core does it: at the
+process's exit, or on an uncaught exception (marked failed). A call whose end hook never ran
+(an exception escaped it, then was caught) is noticed at the next call: its records get
+``interrupted=True``, the experiment ends as failed, and the next call starts a new attempt
+(same experiment number, next error number).
 
 Batch-end hooks run synchronously (``async_safe = False``): on the torch backend Keras would
 otherwise run them on a thread pool, after the next batch began, and values ``add()``-ed to
@@ -40,22 +34,27 @@ otherwise run them on a thread pool, after the next batch began, and values ``ad
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
-import sys
-import weakref
+import struct
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from rigorous_recorder import Experiment, ExperimentCollection, Recorder
 
+from ._common import BATCH, EPOCH, STEP, NullRecorder, commit_row, stored_info
+
 try:
     import keras
 except ModuleNotFoundError as error:  # pragma: no cover - depends on the environment
+    if error.name == "keras":
+        raise ModuleNotFoundError("RigorousCallback needs Keras 3: pip install 'rigorous-recorder[keras]'",
+                                  name="keras") from error
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     raise ModuleNotFoundError(
-        "RigorousCallback needs Keras 3: pip install 'rigorous-recorder[keras]'", name="keras"
-    ) from error
+        f"Keras is installed but cannot import its backend {backend!r} ({error}): install it, or set the "
+        "KERAS_BACKEND environment variable to an installed backend (jax, torch or tensorflow) before "
+        "importing Keras", name=error.name) from error
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -63,6 +62,34 @@ if TYPE_CHECKING:
 __all__ = ["RigorousCallback"]
 
 _PLAIN = (str, int, float, bool, type(None))
+#: Keys the callback sets on the model and stage recorders.
+MODEL_KEYS = frozenset({"model", "model_number", "parameters", "optimizer", "learning_rate",
+                        "learning_rate_schedule", "stage", "fit", "evaluate", "predict", "samples", "interrupted"})
+_FLOAT32 = struct.Struct("f")
+
+
+def as_float32_seen(value: float) -> float:
+    """A float that is a float32 value, as the shortest decimal that gives that float32 back.
+
+    >>> as_float32_seen(0.004999999888241291), as_float32_seen(0.1)
+    (0.005, 0.1)
+    """
+    try:
+        packed = _FLOAT32.pack(value)
+    except OverflowError:
+        return value
+    if _FLOAT32.unpack(packed)[0] != value:
+        return value  # not a float32 value (or NaN): kept as it is
+    for digits in (6, 7, 8):
+        shorter = float(f"{value:.{digits}g}")
+        if _FLOAT32.pack(shorter) == packed:
+            return shorter
+    return float(f"{value:.9g}")
+
+
+def _seen(logs: Mapping[str, Any] | None, prefix: str = "") -> dict[str, Any]:
+    return {prefix + key: as_float32_seen(value) if type(value) is float else value
+            for key, value in (logs or {}).items()}
 
 
 class RigorousCallback(keras.callbacks.Callback):
@@ -81,7 +108,7 @@ class RigorousCallback(keras.callbacks.Callback):
                  experiment_info: Mapping[str, Any] | None = None, /, **info: Any) -> None:
         super().__init__()
         self.collection = collection if isinstance(collection, ExperimentCollection) else ExperimentCollection(collection)
-        self.info = {**(experiment_info or {}), **info}
+        self.info = stored_info({**(experiment_info or {}), **info}, MODEL_KEYS)
         self.experiment: Experiment | None = None
         self._reset()
 
@@ -89,11 +116,10 @@ class RigorousCallback(keras.callbacks.Callback):
         self._models: dict[tuple[int, int], Recorder] = {}
         self._calls = {"fit": 0, "evaluate": 0, "predict": 0}
         self._open: dict[str, list[Recorder]] = {}  # kind -> its stage recorders, while the call runs
-        self._interrupted: str | None = None
         self._current: Recorder | None = None
-        self._train = self._epochs = self._validate = self._test = self._predict = None
+        self._train = self._validate = self._test = self._predict = None
         self._optimizer: Any = None
-        self._step = 0
+        self._step = 0  # optimizer steps taken before the coming batch
         self._epoch = 0
         self._last_batch = -1
         self._learning_rate: float | None = None
@@ -104,35 +130,29 @@ class RigorousCallback(keras.callbacks.Callback):
     # -- the experiment ------------------------------------------------------------------
 
     @property
-    def recorder(self) -> Recorder | None:
-        """The recorder of the running stage (values ``add()``-ed go into its next record).
+    def recorder(self) -> Recorder:
+        """The running stage's recorder (values ``add()``-ed go into its next record).
 
-        Outside a call: the model recorder of the last call, else the experiment recorder,
-        else None before the first call.
+        Outside a call: the experiment recorder; before the first call, a recorder that drops values.
         """
         if self._current is not None:
             return self._current
-        return self.experiment.recorder if self.experiment is not None else None
+        return self.experiment.recorder if self.experiment is not None else NullRecorder()
 
     def start(self) -> Experiment:
         """Start the experiment now (the first hook does it otherwise); returns it."""
         if self.experiment is None or self.experiment.finished:
             self._reset()
             self.experiment = self.collection.new_experiment(self.info)
-            _LIVE.add(self)
-            _install_fallbacks()
         return self.experiment
 
     def finish(self, error: BaseException | None = None) -> None:
         """Finish the experiment: failed if ``error`` is given or a call was interrupted."""
         if self.experiment is None or self.experiment.finished:
             return
-        self._close_interrupted()
-        if error is None and self._interrupted is not None:
-            error = RuntimeError(self._interrupted)
-        _LIVE.discard(self)
+        interrupted = self._close_interrupted()
         self._current = None
-        self.experiment.finish(error)
+        self.experiment.finish(error or interrupted)
 
     def __enter__(self) -> RigorousCallback:
         self.start()
@@ -142,28 +162,30 @@ class RigorousCallback(keras.callbacks.Callback):
                  trace: TracebackType | None) -> None:
         self.finish(error)
 
-    def _close_interrupted(self) -> None:
-        """Mark the calls that began and never ended as interrupted."""
-        for kind, stages in self._open.items():
-            for stage in stages:
-                stage["interrupted"] = True
-            if self._interrupted is None:
-                self._interrupted = f"a {kind}() call was interrupted: its end hook never ran"
+    def _close_interrupted(self) -> str | None:
+        """Mark the calls that began and never ended as interrupted; the error text, if any."""
+        kinds = list(self._open)
+        for stage in (stage for stages in self._open.values() for stage in stages):
+            stage["interrupted"] = True
         self._open.clear()
+        return f"a {kinds[0]}() call was interrupted: its end hook never ran" if kinds else None
 
     def _begin(self, kind: str, stages: tuple[str, ...]) -> list[Recorder]:
         """Open a call of ``kind``: number it and make its stage recorders below the model's."""
-        self.start()
         self._new_call = False
-        self._close_interrupted()
+        if self.experiment is not None and self._open:
+            self.finish()  # the last call was interrupted: that attempt failed, this one is new
+        self.start()
         self._calls[kind] += 1
         model = self.model
         self._optimizer = getattr(model, "optimizer", None)
+        self._step = _read(getattr(self._optimizer, "iterations", 0), int)
         key = (id(model), id(self._optimizer))
         parent = self._models.get(key)
         if parent is None:
-            parent = self._models[key] = self.experiment.recorder.sub_recorder(_describe(model, self._optimizer))
-        extra = {"step": self._step} if kind != "fit" else {}
+            parent = self._models[key] = self.experiment.recorder.sub_recorder(
+                _describe(model, self._optimizer), model_number=len(self._models) + 1)
+        extra = {} if kind == "fit" else {"step": self._step, "learning_rate": self._rate_now()}
         recorders = [parent.sub_recorder(stage=stage, **{kind: self._calls[kind]}, **extra) for stage in stages]
         self._open[kind] = recorders
         return recorders
@@ -172,6 +194,10 @@ class RigorousCallback(keras.callbacks.Callback):
         self._open.pop(kind, None)
         self._current = None
         self.experiment.flush()
+
+    def _rate_now(self) -> float | None:
+        rate = getattr(self._optimizer, "learning_rate", None)
+        return None if rate is None else as_float32_seen(_read(rate, float))
 
     def set_model(self, model: Any) -> None:
         # Keras builds a CallbackList, which calls set_model, at the start of each top-level
@@ -182,7 +208,7 @@ class RigorousCallback(keras.callbacks.Callback):
     # -- fit -----------------------------------------------------------------------------
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self._train, self._epochs = self._begin("fit", ("train", "epoch"))
+        (self._train,) = self._begin("fit", ("train",))
         self._validate = None
         self._current = self._train
         self._schedule = _schedule_of(self._optimizer)
@@ -198,7 +224,7 @@ class RigorousCallback(keras.callbacks.Callback):
         if self._epoch_rates is not None and batch < len(self._epoch_rates):
             self._learning_rate = self._epoch_rates[batch]
         elif self._optimizer is not None:
-            self._learning_rate = float(keras.ops.convert_to_numpy(self._optimizer.learning_rate))
+            self._learning_rate = self._rate_now()
 
     def _rates_of_epoch(self) -> list[float] | None:
         """A schedule's rate at every batch of the coming epoch, in one vectorized evaluation.
@@ -211,23 +237,29 @@ class RigorousCallback(keras.callbacks.Callback):
         optimizer, steps = self._optimizer, (self.params or {}).get("steps")
         if self._schedule is None or not steps or getattr(optimizer, "gradient_accumulation_steps", None):
             return None
-        first = int(keras.ops.convert_to_numpy(optimizer.iterations))
+        first = _read(optimizer.iterations, int)
         try:
             rates = keras.ops.convert_to_numpy(self._schedule(keras.ops.arange(first, first + steps, dtype="float32")))
         except Exception:  # noqa: BLE001 - a schedule written for one step at a time
             return None
-        ends = [float(keras.ops.convert_to_numpy(self._schedule(step))) for step in (first, first + steps - 1)]
+        ends = [_read(self._schedule(step), float) for step in (first, first + steps - 1)]
         if rates.shape != (steps,) or [float(rates[0]), float(rates[-1])] != ends:
             return None
-        return [float(rate) for rate in rates]
+        return [as_float32_seen(float(rate)) for rate in rates]
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self._step += batch - self._last_batch  # more than 1 with steps_per_execution > 1
         self._last_batch = batch
-        self._train.push(logs, epoch=self._epoch, batch=batch, step=self._step, learning_rate=self._learning_rate)
+        commit_row(self._train.add(_seen(logs)), {"step": self._step - 1, "epoch": self._epoch, "batch_idx": batch,
+                                                  "level": STEP, "learning_rate": self._learning_rate})
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._epochs.push(logs, epoch=epoch, step=self._step, learning_rate=self._learning_rate)
+        logs = _seen(logs)
+        ours = {"step": self._step - 1, "epoch": epoch, "level": EPOCH, "learning_rate": self._learning_rate}
+        validation = {key: logs.pop(key) for key in list(logs) if key.startswith("val_")}
+        commit_row(self._train.add(logs), ours)
+        if validation and self._validate is not None:
+            commit_row(self._validate.add(validation), ours)
         self._current = self._train
         self.experiment.flush()
 
@@ -248,13 +280,15 @@ class RigorousCallback(keras.callbacks.Callback):
 
     def on_test_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self._test is self._validate:
-            self._test.push(logs, epoch=self._epoch, batch=batch, step=self._step)
+            commit_row(self._test.add(_seen(logs, "val_")), {"step": self._step - 1, "epoch": self._epoch,
+                                                             "batch_idx": batch, "level": BATCH,
+                                                             "learning_rate": self._learning_rate})
         else:
-            self._test.push(logs, batch=batch)
+            commit_row(self._test.add(_seen(logs)), {"batch_idx": batch, "level": BATCH})
 
     def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
         if self._test is self._validate:
-            self._current = self._epochs  # until on_epoch_end commits the epoch's record
+            self._current = self._train  # until on_epoch_end commits the epoch's records
         else:
             self._end("evaluate")
         self._test = None
@@ -268,13 +302,18 @@ class RigorousCallback(keras.callbacks.Callback):
     def on_predict_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         outputs = keras.tree.flatten((logs or {}).get("outputs"))
         samples = int(outputs[0].shape[0]) if outputs and getattr(outputs[0], "shape", ()) else None
-        self._predict.push(batch=batch, samples=samples)
+        commit_row(self._predict, {"batch_idx": batch, "level": BATCH, "samples": samples})
 
     def on_predict_end(self, logs: dict[str, Any] | None = None) -> None:
         self._end("predict")
 
     def __repr__(self) -> str:
         return f"RigorousCallback({str(self.collection.path)!r}, experiment={self.experiment!r})"
+
+
+def _read(value: Any, kind: type) -> Any:
+    """A backend scalar (a variable, a tensor, a number) as a Python ``int`` or ``float``."""
+    return kind(keras.ops.convert_to_numpy(value))
 
 
 def _schedule_of(optimizer: Any) -> Any:
@@ -306,38 +345,8 @@ def _describe(model: Any, optimizer: Any) -> dict[str, Any]:
         if key == "learning_rate":
             if not isinstance(value, _PLAIN):  # a schedule: its config, and its value now
                 data["learning_rate_schedule"] = json.dumps(value, sort_keys=True, default=str)
-            value = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+            value = _read(optimizer.learning_rate, float)
         elif not isinstance(value, _PLAIN):
             value = json.dumps(value, sort_keys=True, default=str)
-        data[key] = value
+        data[key] = as_float32_seen(value) if type(value) is float else value
     return data
-
-
-# -- the fallbacks that finish experiments left running ----------------------------------
-
-_LIVE: weakref.WeakSet[RigorousCallback] = weakref.WeakSet()
-_installed = False
-
-
-def _install_fallbacks() -> None:
-    """Once per process: finish running experiments on an uncaught exception, and at exit."""
-    global _installed
-    if _installed:
-        return
-    _installed = True
-    previous = sys.excepthook
-
-    def excepthook(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
-        _finish_live(error)
-        previous(kind, error, trace)
-
-    sys.excepthook = excepthook
-    atexit.register(_finish_live, None)
-
-
-def _finish_live(error: BaseException | None) -> None:
-    for callback in list(_LIVE):
-        try:
-            callback.finish(error)
-        except Exception as problem:  # noqa: BLE001 - never hide the original error
-            print(f"rigorous_recorder: could not finish {callback!r}: {problem!r}", file=sys.stderr)

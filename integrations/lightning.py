@@ -2,8 +2,8 @@
 
 ``Trainer(logger=RigorousLogger("data/my_study", lr=1e-3))`` is all the set-up. The tree::
 
-    experiment    collection bookkeeping, the experiment info, the hyperparameters
-    └── model     model = the LightningModule class name, parameters = parameter count
+    experiment    the experiment info (collection bookkeeping above it)
+    └── model     model, model_number, parameters, session, version, and that module's hparams
         └── stage stage = train | validate | test | predict | sanity_check
 
 Works with ``lightning.pytorch`` (tried first) and ``pytorch_lightning``; a Trainer of either
@@ -12,9 +12,9 @@ accepts the logger, because Lightning duck-types its loggers.
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
+import time
+import uuid
 import weakref
 from argparse import Namespace
 from collections.abc import Mapping
@@ -22,110 +22,119 @@ from pathlib import Path
 from typing import Any
 
 from rigorous_recorder import Experiment, ExperimentCollection, Recorder
+from rigorous_recorder.experiment import running_experiment
+from rigorous_recorder.store.layout import RUNS_FOLDER, SUFFIX
+
+from ._common import BATCH, EPOCH, STEP, NullRecorder, commit_row, hyperparameters, stored_info
 
 try:  # the unified package first, as dvclive and aim do
     from lightning.pytorch.callbacks import Callback
-    from lightning.pytorch.loggers import Logger
+    from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
     from lightning.pytorch.utilities import rank_zero_only
 except ModuleNotFoundError:
     try:
         from pytorch_lightning.callbacks import Callback
-        from pytorch_lightning.loggers import Logger
+        from pytorch_lightning.loggers.logger import Logger, rank_zero_experiment
         from pytorch_lightning.utilities import rank_zero_only
     except ModuleNotFoundError as error:
         raise ModuleNotFoundError(
             "RigorousLogger needs Lightning: pip install 'rigorous-recorder[lightning]'", name="pytorch_lightning"
         ) from error
 
-__all__ = ["RigorousLogger"]
+__all__ = ["RigorousLogger", "recorder_of"]
 
 #: The checkpoint key that carries the run's identity (see RigorousLogger, "Resuming").
 CHECKPOINT_KEY = "rigorous_recorder"
-_BATCH_HOOK_STAGES = ("train", "validate", "test", "predict", "sanity_check")
+#: Keys the logger sets on the model and stage recorders.
+MODEL_KEYS = frozenset({"model", "model_number", "parameters", "session", "version", "stage"})
+
+
+def recorder_of(trainer: Any) -> Recorder:
+    """The running stage's recorder of the RigorousLogger among ``trainer.loggers``.
+
+    Values ``add()``-ed to it during a batch join that batch's record. When nothing records
+    (``fast_dev_run``, ``logger=False``, no RigorousLogger, ranks other than zero), a
+    recorder that drops everything: the same code runs in every trainer configuration.
+    """
+    for logger in getattr(trainer, "loggers", None) or ():
+        if isinstance(logger, RigorousLogger):
+            return logger.recorder
+    return NullRecorder()
 
 
 class RigorousLogger(Logger):
-    """Record a Lightning run into an ExperimentCollection, one record per batch.
+    """Record a Lightning run into an ExperimentCollection, one record per optimizer step.
 
     Example::
 
         logger = RigorousLogger("data/my_study", lr=1e-3)
         trainer = Trainer(logger=logger, max_epochs=3)
         trainer.fit(model, datamodule)
-        trainer.test(model, datamodule)
-        logger.collection.sql("SELECT stage, epoch, avg(train_loss_step) FROM records GROUP BY ALL")
+        logger.collection.sql("SELECT epoch, val_loss FROM records WHERE level = 'epoch' AND stage = 'validate'")
 
     Args:
         collection: a path (``"data/my_study"`` stores in ``data/my_study.collection``) or an
             existing :class:`~rigorous_recorder.ExperimentCollection`.
-        name: the folder name for checkpoints under :attr:`save_dir` (default: the
-            collection's name); checkpoints land beside the collection, in
-            ``<save_dir>/<name>/<run id>/checkpoints``.
+        name: the checkpoint folder name under :attr:`save_dir` (default: the collection's name).
+        version: the checkpoint sub-folder, ``<save_dir>/<name>/<version>/checkpoints``; give
+            the earlier logger's version to resume with ``ckpt_path`` (default: a new one).
         quiet: passed to the collection when ``collection`` is a path.
         **info: the experiment info, stored on the experiment recorder.
 
-    What is recorded:
-        Every train, validation, test and predict batch commits one record into its stage's
-        recorder, at the end of that batch, whatever ``log_every_n_steps`` is. The record
-        holds ``step`` (Lightning's logging step, ``_batches_that_stepped``), ``epoch``,
-        ``batch_idx``, ``dataloader_idx`` (evaluation and predict), what you ``add()``ed to
-        ``self.logger.recorder`` during the batch, and the metrics Lightning logged for that
-        batch under Lightning's names (``train_loss_step``...; on the steps Lightning logs).
-        Epoch-end metrics (``train_loss_epoch``, ``val_loss``) are a record of their own.
-        Use ``add()`` during a batch (in ``training_step`` or any batch-end hook); ``push()``
-        makes a record of its own.
-        Sanity-check batches go to the stage ``sanity_check``, never to ``validate``.
-        When a new Trainer is used with the same logger, its steps are shifted past the
-        steps already recorded, so steps stay monotonic within a stage.
+    Records: each optimizer step is one record of stage ``train`` (``level='step'``): ``step``
+    (Lightning's global step), ``epoch``, ``batch_idx``, the metrics logged for it (the
+    LearningRateMonitor's too) and what was ``add()``-ed to :func:`recorder_of` during its
+    batches. Each evaluation or predict batch is one record (``level='batch'``, with
+    ``dataloader_idx``); epoch-end metrics are records of ``level='epoch'`` in their stage.
 
-    Lifetime:
-        The experiment starts when the Trainer first touches :attr:`experiment` (at the start
-        of ``fit``/``validate``/``test``/``predict``). Lightning calls ``finalize("success")``
-        after every one of those, so success only flushes to disk: the same logger can go on
-        with ``test()`` and another ``fit()`` in the same experiment. The experiment is
-        finished (compacted to Parquet, marked ok) by :meth:`finish`, or when the process
-        exits. An exception (KeyboardInterrupt too) finishes it at once, marked
-        ``had_error``, with its data kept; the exception is not touched. A later run on the
-        same logger reopens it with ``collection.resume``.
+    Each Trainer call records below a model recorder holding that module's hyperparameters;
+    a later call with the same module and hyperparameters shares it. A failed call ends the
+    experiment as failed; the next call on this logger starts a new attempt (same
+    experiment number, next error number). Success only flushes: the process's exit (or
+    :meth:`finish`) ends the experiment. Only rank zero records.
 
-    Resuming:
-        The run id travels in every checkpoint (key ``"rigorous_recorder"``).
-        ``trainer.fit(model, ckpt_path=...)`` in a new process continues the same experiment,
-        steps continuing where they stopped. The run that process had started before it read
-        the checkpoint holds nothing yet and is removed.
-
-    Requirements and limits:
-        ``Trainer(enable_autolog_hparams=False)`` never calls the hook this logger uses to
-        find its Trainer; then pass the callback yourself:
-        ``Trainer(logger=logger, callbacks=[logger.callback], enable_autolog_hparams=False)``.
-        Under DDP only rank zero records; ``self.logger.recorder`` on other ranks accepts
-        values and drops them.
+    Resuming: the run id travels in every checkpoint; ``fit(ckpt_path=...)`` continues that
+    run, in a new model recorder whose ``session`` tells the new rows from the earlier ones.
     """
 
-    def __init__(self, collection: str | os.PathLike[str] | ExperimentCollection, *,
-                 name: str | None = None, quiet: bool = True, **info: Any) -> None:
+    def __init__(self, collection: str | os.PathLike[str] | ExperimentCollection, *, name: str | None = None,
+                 version: str | None = None, quiet: bool = True, **info: Any) -> None:
         super().__init__()
-        if isinstance(collection, ExperimentCollection):
-            self._collection: ExperimentCollection | None = collection
-            self._path = collection.path
-        else:
-            self._collection = None
-            text = os.fspath(collection)
-            self._path = Path(text if text.endswith(".collection") else text + ".collection").absolute()
+        given = collection if isinstance(collection, ExperimentCollection) else None
+        text = os.fspath(collection.path if given is not None else collection)
+        self._path = Path(text if text.endswith(SUFFIX) else text + SUFFIX).absolute()
         self._quiet = quiet
-        self._name = name or self._path.name.removesuffix(".collection")
-        self._info = info
+        self._name = name or self._path.name.removesuffix(SUFFIX)
+        self._version = version or f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        self._info = stored_info(info, MODEL_KEYS)
+        self._origin_pid = os.getpid()  # a run in another process is a worker's: it ends with the call
+        self._run_folder: Path | None = None
+        self.callback = _Companion(self)
+        self._forget(given)
+
+    def _forget(self, collection: ExperimentCollection | None = None) -> None:
+        """(Re)set what lives only in this process: collection, experiment, recorders, trainer."""
+        self._collection = collection
         self._experiment: Experiment | None = None
-        self._placeholder = False  # started by this process, nothing recorded yet
-        self._hparams: dict[str, Any] = {}
+        self._experiment_pid = os.getpid()
+        self._trainer: Any = None
+        self._module: Any = None  # weak reference to the LightningModule of the current call
+        self._hparams: dict[str, Any] = {}  # logged for the coming call
+        self._model_data: dict[str, Any] | None = None  # the model recorder the current call needs
         self._model: Recorder | None = None
         self._stages: dict[str, Recorder] = {}
-        self._trainer: Any = None
-        self._step_base = 0
-        self._max_step = -1
-        self._pending: Recorder | None = None
-        self.callback = _Companion(self)
-        self._exit_hook: Any = None
+        self._rows: dict[str, dict[str, Any]] = {}  # stage -> the adapter's values of its open row
+        self._epoch_end: set[str] = set()  # stages whose epoch-end metrics are arriving
+        self._resume_id: str | None = None
+        self._error: BaseException | None = None
+        self._in_call = False  # between a Trainer call's log_graph and its finalize
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        runtime = RigorousLogger.__new__(RigorousLogger)
+        runtime._forget()
+        state.update(runtime.__dict__)  # no locks, threads, open files or weak references
+        return state
 
     # -- Lightning's Logger contract -------------------------------------------------------
 
@@ -136,9 +145,8 @@ class RigorousLogger(Logger):
 
     @property
     def version(self) -> str:
-        """The run id of the experiment (the checkpoint sub-folder)."""
-        experiment = self.experiment
-        return experiment.id if isinstance(experiment, Experiment) else ""
+        """The checkpoint sub-folder; known before any run starts."""
+        return self._version
 
     @property
     def save_dir(self) -> str:
@@ -147,10 +155,12 @@ class RigorousLogger(Logger):
 
     @property
     def root_dir(self) -> str:
+        """``<save_dir>/<name>``."""
         return os.path.join(self.save_dir, self.name)
 
     @property
     def log_dir(self) -> str:
+        """``<save_dir>/<name>/<version>``: where checkpoints go."""
         return os.path.join(self.root_dir, self.version)
 
     @property
@@ -161,271 +171,233 @@ class RigorousLogger(Logger):
         return self._collection
 
     @property
+    @rank_zero_experiment
     def experiment(self) -> Experiment | None:
-        """The running :class:`~rigorous_recorder.Experiment`, started on first access (rank zero only)."""
-        if rank_zero_only.rank != 0:
-            return None
-        if self._experiment is None:
-            self._experiment = self.collection.new_experiment(self._info)
-            self._placeholder = True
-            self._register_exit()
-        elif self._experiment.finished:
-            self._experiment = self.collection.resume(self._experiment.id)
-            self._rebind()
-            self._register_exit()
-        return self._experiment
+        """The running :class:`~rigorous_recorder.Experiment`; None until the first record."""
+        return self._own_experiment()
 
     @property
     def recorder(self) -> Recorder:
-        """The recorder of the running stage; values ``add()``ed during a batch join its record.
-
-        Outside a run: the experiment recorder. On ranks other than zero: a throw-away recorder.
-        """
-        if rank_zero_only.rank != 0:
-            return Recorder()
-        trainer = self._trainer
-        stage = getattr(getattr(trainer, "state", None), "stage", None)
-        if stage is None or self._model is None:
-            return self.experiment.recorder
-        self._placeholder = False
-        return self._stage(stage.value)
+        """The running stage's recorder (see :func:`recorder_of`); outside a stage, the model's."""
+        if rank_zero_only.rank != 0 or self._model_data is None:
+            return NullRecorder()
+        stage = self._stage_name()
+        return self._model_recorder() if stage is None else self._stage(stage)
 
     @rank_zero_only
     def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
-        """Store each hyperparameter as its own key of the experiment recorder."""
+        """Store hyperparameters on the running call's model recorder, else keep them for the next call's."""
         flat = _flatten(vars(params) if isinstance(params, Namespace) else dict(params))
-        self._hparams.update(flat)
-        if self._model is not None:  # else kept until log_graph has chosen the run
-            self.experiment.recorder.update(flat)
+        if self._in_call:
+            self._model_recorder().update(hyperparameters(flat, MODEL_KEYS, self._info))
+        else:  # Lightning logs them at the start of each call, before log_graph
+            self._hparams.update(flat)
 
     @rank_zero_only
     def log_graph(self, model: Any, input_array: Any = None) -> None:
         """Called by Lightning at the start of every run: find the Trainer, attach the callback."""
-        trainer = getattr(model, "_trainer", None) or getattr(model, "trainer", None)
+        trainer = getattr(model, "_trainer", None)
         if trainer is not None:
             self._attach(trainer, model)
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        """Merge Lightning's metrics into the running batch's record, else record them alone."""
-        if self._model is None:
-            self.recorder.push(metrics)
+        """Merge Lightning's metrics into the open record of their stage (an epoch's end: its own record)."""
+        stage = self._stage_name()
+        if stage is None:  # called by hand, outside a run
+            self._ensure_experiment().recorder.push(metrics, step=step)
             return
-        stage = self._trainer.state.stage
-        recorder = self._stage("train" if stage is None else stage.value)
-        pending = self._pending
-        if pending is recorder:  # the step metrics of the batch that just ended
-            self._pending = None
-            recorder.add(metrics)
-            recorder.commit()
+        if stage in self._epoch_end:
+            self._commit(stage)
+            commit_row(self._stage(stage).add(metrics), {"step": step, "epoch": self._trainer.current_epoch,
+                                                           "level": EPOCH})
             return
-        if pending is not None:
-            self._commit()
-        if step is not None:
-            step += self._step_base
-            self._max_step = max(self._max_step, step)
-        recorder.add(metrics, step=step)
-        recorder.commit()
+        row = self._rows.get(stage)
+        if row is None or (stage == "train" and step is not None and row["step"] != step):
+            self._open(stage, step=step)
+        self._stage(stage).add(metrics)
 
     def save(self) -> None:
         """Nothing to do: the collection flushes in the background (Lightning calls this per log)."""
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
-        """Flush after success (the experiment goes on); finish as failed after an exception."""
-        self._commit()
-        experiment = self._experiment
+        """After each Trainer call: flush on success; end the experiment as failed after an exception."""
+        self._commit_all()
+        self._in_call = False
+        experiment = self._own_experiment()
         if experiment is None or experiment.finished:
             return
         if status == "failed":
-            error = getattr(self.callback, "error", None) or RuntimeError("the Lightning run failed")
-            self.callback.error = None
-            experiment.finish(error)
+            error, self._error = self._error, None
+            experiment.finish(error or "the Lightning run failed")
+        elif os.getpid() != self._origin_pid:  # a ddp_spawn or fork worker, about to end
+            experiment.finish()
         else:
             experiment.flush()
 
     def finish(self) -> None:
-        """Finish the experiment now, as a success: compact it to Parquet. A later run resumes it."""
-        self._commit()
-        if self._experiment is not None and not self._experiment.finished:
-            if self._hparams and self._model is None:  # logged by hand, no run since
-                self._experiment.recorder.update(self._hparams)
-            self._experiment.finish()
-
-    close = finish
+        """End the experiment now, as a success; a later call on this logger starts a new one."""
+        self._commit_all()
+        if (experiment := self._own_experiment()) is not None:
+            experiment.finish()
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
-        """Checkpoints are written by Lightning beside the collection; nothing to record."""
+        """Checkpoints are written by Lightning into :attr:`log_dir`; nothing to record."""
 
-    # -- internals ---------------------------------------------------------------------------
+    # -- the run and its recorders ------------------------------------------------------------
 
-    def _register_exit(self) -> None:
-        if self._exit_hook is None:
-            reference = weakref.ref(self)
-
-            def finish_at_exit() -> None:
-                logger = reference()
-                if logger is not None:
-                    logger.finish()
-
-            self._exit_hook = finish_at_exit
-            atexit.register(finish_at_exit)
-
-    def _attach(self, trainer: Any, model: Any) -> None:
-        self._commit()
-        # The checkpoint given as ckpt_path is loaded (and our callback's state with it) by now.
-        connector = getattr(trainer, "_checkpoint_connector", None)
-        if CHECKPOINT_KEY in (loaded := getattr(connector, "_loaded_checkpoint", None) or {}):
-            self._adopt(loaded[CHECKPOINT_KEY], trainer)
-        elif trainer is not self._trainer and self._max_step >= 0:
-            self._step_base = self._max_step + 1  # a new Trainer: keep steps monotonic
+    def _attach(self, trainer: Any, module: Any) -> None:
+        """Start of a Trainer call: take its Trainer and module; read the run id of a loaded checkpoint."""
+        self._commit_all()
         self._trainer = trainer
         if self.callback not in trainer.callbacks:
-            # First, so that its batch-start hook commits before other callbacks add values.
-            trainer.callbacks.insert(0, self.callback)
-        experiment = self.experiment
-        if self._hparams:
-            experiment.recorder.update(self._hparams)
-        name = type(model).__name__
-        if self._model is None or self._model.local_data.get("model") != name:
-            self._model = next((child for child in experiment.recorder.children
-                                if child.local_data.get("model") == name), None)
-            if self._model is None:
-                self._model = experiment.recorder.sub_recorder(model=name)
-            self._stages = {child.local_data["stage"]: child for child in self._model.children
-                            if "stage" in child.local_data}
-        self._model["parameters"] = sum(parameter.numel() for parameter in model.parameters())
+            trainer.callbacks.insert(0, self.callback)  # first: it opens a batch's row before others log
+        loaded = getattr(trainer._checkpoint_connector, "_loaded_checkpoint", None) or {}
+        if CHECKPOINT_KEY in loaded:
+            self._resume_id = loaded[CHECKPOINT_KEY].get("run_id")
+        hparams, self._hparams = self._hparams, {}
+        data = {"model": type(module).__name__, "parameters": sum(p.numel() for p in module.parameters()),
+                "version": self._version, **hyperparameters(hparams, MODEL_KEYS, self._info)}
+        same_module = self._module is not None and self._module() is module
+        if not (same_module and data == self._model_data) or self._resume_id is not None:
+            self._model = None
+            self._stages = {}
+        self._module = weakref.ref(module)
+        self._model_data = data
+        self._in_call = True
 
-    def _adopt(self, state: Mapping[str, Any], trainer: Any) -> None:
-        """Continue the run named in a checkpoint (the state written by ``_Companion``)."""
-        self._step_base = state.get("step_base", 0)
-        self._max_step = max(self._max_step, state.get("max_step", -1))
-        current = self._experiment
-        if current is not None and current.id == state["run_id"]:
-            return
-        collection = self.collection
-        if current is not None and self._placeholder and not current.finished:
-            current.finish()
-            shutil.rmtree(current.folder.path, ignore_errors=True)
-            for callback in trainer.checkpoint_callbacks:  # resolved from the placeholder's id
-                if callback.dirpath and current.id in str(callback.dirpath):
-                    callback.dirpath = str(callback.dirpath).replace(current.id, state["run_id"])
-        elif current is not None and not current.finished:
-            current.finish()
-        self._experiment = collection.resume(state["run_id"])
-        self._placeholder = False
-        self._register_exit()
-        self._rebind()
+    def _ensure_experiment(self) -> Experiment:
+        """The experiment to record into: the running one, a resumed one, or a new attempt."""
+        experiment, wanted = self._own_experiment(), self._resume_id
+        self._resume_id = None
+        if experiment is not None and not experiment.finished and wanted in (None, experiment.id):
+            return experiment
+        if experiment is not None:
+            experiment.finish()  # a checkpoint of another run was loaded: this one is done
+        folder = self._path / RUNS_FOLDER / wanted if wanted else self._run_folder
+        experiment = running_experiment(folder) if folder is not None else None  # a copy of this logger's
+        if experiment is None:
+            experiment = self.collection.resume(wanted) if wanted else self.collection.new_experiment(self._info)
+        self._experiment, self._run_folder, self._experiment_pid = experiment, experiment.folder.path, os.getpid()
+        self._model, self._stages = None, {}
+        return experiment
 
-    def _rebind(self) -> None:
-        """After ``resume``: the recorders are new objects; find the model and stages again."""
-        name = None if self._model is None else self._model.local_data.get("model")
-        self._model, self._stages, self._pending = None, {}, None
-        if name is not None:
-            self._model = next((child for child in self._experiment.recorder.children
-                                if child.local_data.get("model") == name), None)
-            if self._model is not None:
-                self._stages = {child.local_data["stage"]: child for child in self._model.children
-                                if "stage" in child.local_data}
+    def _own_experiment(self) -> Experiment | None:
+        """The experiment, unless a fork copied it from the process that records it."""
+        return self._experiment if self._experiment_pid == os.getpid() else None
+
+    def _model_recorder(self) -> Recorder:
+        experiment = self._ensure_experiment()
+        if self._model is None:
+            parent = experiment.recorder
+            number = 1 + sum("model_number" in child.local_data for child in parent.children)
+            self._model = parent.sub_recorder(self._model_data or {}, model_number=number,
+                                              session=experiment.info.get("session", 1))
+            self._stages = {}
+        return self._model
 
     def _stage(self, stage: str) -> Recorder:
+        model = self._model_recorder()  # a new model recorder comes with no stages
         recorder = self._stages.get(stage)
         if recorder is None:
-            recorder = self._stages[stage] = self._model.sub_recorder(stage=stage)
+            recorder = self._stages[stage] = model.sub_recorder(stage=stage)
         return recorder
 
-    def _batch_end(self, stage: str, batch_idx: int, dataloader_idx: int | None) -> None:
-        """Stage the batch's record: committed with the step metrics Lightning logs next, or, if
-        Lightning logs none for this batch, at the next batch start, validation start or epoch end."""
-        if self._model is None:
-            return
-        self._commit()
-        self._placeholder = False
+    def _stage_name(self) -> str | None:
+        stage = getattr(getattr(self._trainer, "state", None), "stage", None)
+        return None if stage is None else str(stage.value)
+
+    def _open(self, stage: str, step: int | None = None, batch_idx: int | None = None,
+              dataloader_idx: int | None = None) -> None:
+        """Commit the stage's open row and open the next (the adapter's values go in at commit)."""
+        self._commit(stage)
         trainer = self._trainer
-        step = trainer.fit_loop.epoch_loop._batches_that_stepped + self._step_base
-        self._max_step = max(self._max_step, step)
-        recorder = self._stage(stage)
-        if dataloader_idx is None:
-            recorder.add(step=step, epoch=trainer.current_epoch, batch_idx=batch_idx)
+        row = {"step": trainer.fit_loop.epoch_loop._batches_that_stepped if step is None else step,
+               "epoch": trainer.current_epoch, "batch_idx": batch_idx, "level": STEP if stage == "train" else BATCH}
+        if dataloader_idx is not None:
+            row["dataloader_idx"] = dataloader_idx
+        self._rows[stage] = row
+
+    def _batch_start(self, stage: str, batch_idx: int, dataloader_idx: int | None) -> None:
+        self._epoch_end.discard(stage)
+        row = self._rows.get(stage)
+        if stage == "train" and row is not None and row["step"] == self._trainer.fit_loop.epoch_loop._batches_that_stepped:
+            row["batch_idx"] = batch_idx  # gradient accumulation, or metrics logged ahead: the same step
         else:
-            recorder.add(step=step, epoch=trainer.current_epoch, batch_idx=batch_idx, dataloader_idx=dataloader_idx)
-        self._pending = recorder
+            self._open(stage, batch_idx=batch_idx, dataloader_idx=dataloader_idx)
 
-    def _commit(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.commit()
+    def _commit(self, stage: str) -> None:
+        row = self._rows.pop(stage, None)
+        if row is not None:
+            commit_row(self._stage(stage), row)
 
-    def _state(self) -> dict[str, Any]:
-        experiment = self._experiment
-        return {"run_id": experiment.id if experiment is not None else None,
-                "step_base": self._step_base, "max_step": self._max_step}
+    def _commit_all(self) -> None:
+        for stage in list(self._rows):
+            self._commit(stage)
+
+    def _checkpoint_state(self) -> dict[str, Any]:
+        experiment = self._own_experiment()
+        return {"run_id": experiment.id if experiment is not None else None, "version": self._version}
 
 
 class _Companion(Callback):
-    """The batch-end hooks of a RigorousLogger; appended to the Trainer's callbacks by the logger.
+    """The batch and epoch hooks of a RigorousLogger; the logger puts it first in the Trainer's callbacks.
 
     Lightning overwrites the attributes ``log`` and ``log_dict`` of every callback: none here.
     """
 
     def __init__(self, logger: RigorousLogger) -> None:
-        self._logger = weakref.ref(logger)
-        self.error: BaseException | None = None
+        self.logger = logger
 
-    def _owner(self, trainer: Any) -> RigorousLogger | None:
-        logger = self._logger()
-        return logger if logger is not None and trainer.is_global_zero else None
+    def _own(self, trainer: Any) -> RigorousLogger | None:
+        logger = self.logger
+        return logger if trainer.is_global_zero and logger._trainer is trainer else None
 
-    def _end(self, trainer: Any, stage: str, batch_idx: int, dataloader_idx: int | None) -> None:
-        logger = self._owner(trainer)
-        if logger is not None:
-            if trainer.sanity_checking:
-                stage = "sanity_check"
-            logger._batch_end(stage, batch_idx, dataloader_idx)
+    def _start(self, trainer: Any, batch_idx: int, dataloader_idx: int | None) -> None:
+        if (logger := self._own(trainer)) is not None and (stage := logger._stage_name()) is not None:
+            logger._batch_start(stage, batch_idx, dataloader_idx)
 
-    def _boundary(self, trainer: Any, *args: Any, **kwargs: Any) -> None:
-        logger = self._owner(trainer)
-        if logger is not None:
-            logger._commit()
+    def _end_of_epoch(self, trainer: Any, *args: Any) -> None:
+        if (logger := self._own(trainer)) is not None and (stage := logger._stage_name()) is not None:
+            logger._commit(stage)
+            logger._epoch_end.add(stage)
 
-    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self._end(trainer, "train", batch_idx, None)
+    def _boundary(self, trainer: Any, *args: Any) -> None:
+        if (logger := self._own(trainer)) is not None:
+            logger._commit_all()
+            logger._epoch_end.discard(logger._stage_name())
 
-    def on_validation_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int,
-                                dataloader_idx: int = 0) -> None:
-        self._end(trainer, "validate", batch_idx, dataloader_idx)
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        self._start(trainer, batch_idx, None)
 
-    def on_test_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int,
-                          dataloader_idx: int = 0) -> None:
-        self._end(trainer, "test", batch_idx, dataloader_idx)
+    def on_validation_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int,
+                                  dataloader_idx: int = 0) -> None:
+        self._start(trainer, batch_idx, dataloader_idx)
 
-    def on_predict_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int,
-                             dataloader_idx: int = 0) -> None:
-        self._end(trainer, "predict", batch_idx, dataloader_idx)
-
-    on_train_batch_start = on_validation_batch_start = on_test_batch_start = on_predict_batch_start = _boundary
-    on_validation_start = on_train_epoch_end = on_validation_epoch_end = _boundary
-    on_test_epoch_end = on_predict_epoch_end = on_sanity_check_end = teardown = _boundary
+    on_test_batch_start = on_predict_batch_start = on_validation_batch_start
+    on_train_epoch_start = on_validation_start = on_test_start = on_predict_start = _boundary
+    on_train_epoch_end = on_validation_epoch_end = on_test_epoch_end = on_predict_epoch_end = _end_of_epoch
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        # Only matters when the user passed the callback (enable_autolog_hparams=False).
-        logger = self._owner(trainer)
-        if logger is not None and logger in trainer.loggers:
-            logger._attach(trainer, pl_module)
+        # Passed by hand to a Trainer(enable_autolog_hparams=False), which never calls log_graph.
+        if trainer.is_global_zero and not trainer.enable_autolog_hparams and self.logger in trainer.loggers:
+            self.logger._attach(trainer, pl_module)
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if (logger := self._own(trainer)) is not None:
+            logger._commit_all()
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        self.error = exception
+        self.logger._error = exception
 
     def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
-        logger = self._logger()
-        if logger is not None:
-            checkpoint[CHECKPOINT_KEY] = logger._state()
+        checkpoint[CHECKPOINT_KEY] = self.logger._checkpoint_state()
 
     def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
-        # Reached only by strategies that restore after setup (the logger is attached by then).
-        logger = self._logger()
-        if logger is not None and trainer.is_global_zero and CHECKPOINT_KEY in checkpoint:
-            logger._adopt(checkpoint[CHECKPOINT_KEY], trainer)
+        # Reached by strategies that restore after setup, and by later calls on one Trainer.
+        if CHECKPOINT_KEY in checkpoint:
+            self.logger._resume_id = checkpoint[CHECKPOINT_KEY].get("run_id")
 
 
 def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """RigorousCallback with real Keras fit/evaluate/predict calls on a tiny model (torch backend)."""
 
+import importlib.util
 import math
 import os
 import subprocess
@@ -81,49 +82,54 @@ def test_stage_recorders_are_children_of_the_model(run):
     """The model's children are the stages, in the order the calls opened them."""
     cb, *_ = run
     (model,) = cb.experiment.recorder.children
-    assert [child["stage"] for child in model.children] == ["train", "epoch", "validate", "test", "predict"]
+    assert [child["stage"] for child in model.children] == ["train", "validate", "test", "predict"]
+    assert model["model_number"] == 1
 
 
-def test_train_records_one_per_batch_with_epoch_batch_step_and_logs(run):
-    """Each training batch is one record: epoch, batch, step, and every value in Keras's logs."""
+def test_train_records_one_per_batch_with_epoch_batch_idx_step_and_logs(run):
+    """Each training batch is one record: epoch, batch_idx, step (0-based, as in Lightning), and Keras's logs."""
     cb, *_ = run
-    records = rows(cb.collection, "SELECT epoch, batch, step, loss IS NOT NULL, accuracy IS NOT NULL, fit "
-                                  "FROM records WHERE stage = 'train' ORDER BY step")
-    assert records == [(epoch, batch, 5 * epoch + batch + 1, True, True, 1) for epoch in range(2) for batch in range(5)]
+    records = rows(cb.collection, "SELECT epoch, batch_idx, step, loss IS NOT NULL, accuracy IS NOT NULL, fit "
+                                  "FROM records WHERE stage = 'train' AND level = 'step' ORDER BY step")
+    assert records == [(epoch, batch, 5 * epoch + batch, True, True, 1) for epoch in range(2) for batch in range(5)]
 
 
-def test_epoch_records_hold_every_epoch_log_including_validation(run):
-    """The epoch stage has one record per epoch with exactly what History saw, val_* included."""
+def test_epoch_records_hold_every_epoch_log_split_into_train_and_validate(run):
+    """Each epoch's logs are two level='epoch' records: training values in train, val_* in validate."""
     cb, _, history, _ = run
-    records = stage(cb, "epoch")[0].records
-    assert [record["epoch"] for record in records] == [0, 1]
-    for key, values in history.items():
-        assert [record[key] for record in records] == pytest.approx(values), key
+    for name in ("train", "validate"):
+        records = [record for record in stage(cb, name)[0] if record["level"] == "epoch"]
+        assert [(record["epoch"], record["step"]) for record in records] == [(0, 4), (1, 9)]
+        for key, values in history.items():
+            if key.startswith("val_") == (name == "validate"):
+                assert [record[key] for record in records] == pytest.approx(values), key
     assert {"val_loss", "val_accuracy"} <= set(history)
 
 
-def test_query_from_the_issue_returns_validation_loss_per_epoch(run):
-    """SELECT epoch, val_loss ... WHERE val_loss IS NOT NULL gives one row per epoch."""
+def test_query_from_the_readme_returns_validation_loss_per_epoch(run):
+    """README's query: validation loss per epoch for every experiment, one row per epoch."""
     cb, _, history, _ = run
-    result = rows(cb.collection, "SELECT epoch, val_loss FROM records WHERE val_loss IS NOT NULL ORDER BY epoch")
-    assert [epoch for epoch, _ in result] == [0, 1]
-    assert [loss for _, loss in result] == pytest.approx(history["val_loss"])
+    result = rows(cb.collection, "SELECT experiment_number, epoch, val_loss FROM records "
+                                 "WHERE level = 'epoch' AND stage = 'validate' ORDER BY experiment_number, epoch")
+    assert [row[:2] for row in result] == [(1, 0), (1, 1)]
+    assert [loss for *_, loss in result] == pytest.approx(history["val_loss"])
 
 
-def test_validation_inside_fit_goes_to_the_validate_stage(run):
-    """Validation batches run by fit are `validate` records with the epoch and step they followed."""
+def test_validation_inside_fit_goes_to_the_validate_stage_with_val_names(run):
+    """Validation batches run by fit are `validate` records named val_*, at the step of the epoch's last batch."""
     cb, _, history, _ = run
-    records = rows(cb.collection, "SELECT epoch, batch, step, fit, loss FROM records WHERE stage = 'validate' "
-                                  "ORDER BY epoch, batch")
-    assert [row[:4] for row in records] == [(0, 0, 5, 1), (0, 1, 5, 1), (1, 0, 10, 1), (1, 1, 10, 1)]
+    records = rows(cb.collection, "SELECT epoch, batch_idx, step, fit, val_loss, loss FROM records "
+                                  "WHERE stage = 'validate' AND level = 'batch' ORDER BY epoch, batch_idx")
+    assert [row[:4] for row in records] == [(0, 0, 4, 1), (0, 1, 4, 1), (1, 0, 9, 1), (1, 1, 9, 1)]
     assert records[1][4] == pytest.approx(history["val_loss"][0])
+    assert {row[5] for row in records} == {None}
 
 
 def test_evaluate_goes_to_the_test_stage(run):
-    """evaluate() batches are `test` records of evaluate call 1, at the step the model had reached."""
+    """evaluate() batches are `test` records of evaluate call 1, at the step count the model had reached."""
     cb, _, _, evaluated = run
-    records = rows(cb.collection, "SELECT batch, evaluate, step, fit, loss FROM records WHERE stage = 'test' "
-                                  "ORDER BY batch")
+    records = rows(cb.collection, "SELECT batch_idx, evaluate, step, fit, loss FROM records WHERE stage = 'test' "
+                                  "ORDER BY batch_idx")
     assert [row[:4] for row in records] == [(batch, 1, 10, None) for batch in range(math.ceil(SAMPLES / BATCH))]
     assert records[-1][4] == pytest.approx(evaluated["loss"])
 
@@ -131,9 +137,27 @@ def test_evaluate_goes_to_the_test_stage(run):
 def test_predict_records_batch_counts(run):
     """predict() batches are `predict` records with the number of samples of each batch."""
     cb, *_ = run
-    records = rows(cb.collection, "SELECT batch, samples FROM records WHERE stage = 'predict' ORDER BY batch")
+    records = rows(cb.collection, "SELECT batch_idx, samples FROM records WHERE stage = 'predict' ORDER BY batch_idx")
     assert [batch for batch, _ in records] == list(range(7))
     assert sum(samples for _, samples in records) == SAMPLES
+
+
+def test_every_record_sees_the_learning_rate_in_force(run):
+    """train, validate, test and predict records all carry the learning rate, as the float32 value Keras shows."""
+    cb, model, *_ = run
+    got = dict(rows(cb.collection, "SELECT stage, count(*) FILTER (WHERE learning_rate = 0.01) = count(*) "
+                                   "FROM records GROUP BY stage"))
+    assert got == {"train": True, "validate": True, "test": True, "predict": True}
+
+
+def test_float32_values_are_stored_as_keras_shows_them():
+    """0.005 as float32 is stored as 0.005; NaN, infinities and float64-only values are kept as they are."""
+    from rigorous_recorder.integrations.keras import as_float32_seen
+
+    assert as_float32_seen(float(np.float32(0.005))) == 0.005
+    assert [as_float32_seen(float(np.float32(value))) for value in (0.1, 1e-7, 123456.7)] == [0.1, 1e-7, 123456.7]
+    assert as_float32_seen(0.1 + 1e-12) == 0.1 + 1e-12 and as_float32_seen(1e300) == 1e300
+    assert math.isnan(as_float32_seen(math.nan)) and as_float32_seen(math.inf) == math.inf
 
 
 def test_finished_run_is_ok(run):
@@ -162,7 +186,7 @@ def test_recorder_follows_the_running_stage_and_added_values_join_the_batch_reco
         model.fit(x, y, validation_split=0.5, epochs=1, batch_size=16, callbacks=[cb, Annotate()], verbose=0)
         model.evaluate(x, y, batch_size=32, callbacks=[cb, Annotate()], verbose=0)
     assert seen == ["train", "train", "validate", "validate", "test", "test"]
-    records = rows(cb.collection, "SELECT stage, batch, note FROM records WHERE batch IS NOT NULL")
+    records = rows(cb.collection, "SELECT stage, batch_idx, note FROM records WHERE batch_idx IS NOT NULL")
     assert sorted(records) == [("test", 0, "test 0"), ("test", 1, "test 1"), ("train", 0, "train 0"),
                                ("train", 1, "train 1"), ("validate", 0, "test 0"), ("validate", 1, "test 1")]
 
@@ -173,15 +197,16 @@ def test_recorder_follows_the_running_stage_and_added_values_join_the_batch_reco
     keras.optimizers.schedules.PiecewiseConstantDecay([5, 10], [0.1, 0.05, 0.01]),
 ], ids=["exponential", "cosine-warmup", "piecewise"])
 def test_each_train_record_holds_the_schedules_rate_at_its_step(tmp_path, schedule):
-    """Whether the callback evaluates a schedule per epoch or per batch, each record holds schedule(step - 1)."""
+    """Whether the callback evaluates a schedule per epoch or per batch, each record holds schedule(step)."""
     model = make_model(schedule)
     cb = new_callback(tmp_path)
     x, y = make_data(128)
     with cb:
         model.fit(x, y, epochs=2, batch_size=16, callbacks=[cb], verbose=0)
-    records = rows(cb.collection, "SELECT step, learning_rate FROM records WHERE stage = 'train' ORDER BY step")
+    records = rows(cb.collection, "SELECT step, learning_rate FROM records WHERE level = 'step' ORDER BY step")
     assert len(records) == 16
-    assert [rate for _, rate in records] == [float(keras.ops.convert_to_numpy(schedule(step - 1))) for step, _ in records]
+    expected = [str(keras.ops.convert_to_numpy(schedule(step)).astype("float32")) for step, _ in records]
+    assert [str(rate) for _, rate in records] == expected
     assert type(schedule).__name__ in cb.experiment.recorder.children[0]["learning_rate_schedule"]
 
 
@@ -209,12 +234,15 @@ def test_keyboard_interrupt_in_a_batch_propagates_unchanged_and_marks_had_error(
     assert caught.value is interrupt.raised
     (run,) = cb.collection.runs
     assert (run["status"], run["had_error"], run["error"]) == ("error", True, "KeyboardInterrupt: stop here")
-    assert rows(cb.collection, "SELECT batch, interrupted FROM records WHERE stage = 'train' ORDER BY batch") == [
+    assert rows(cb.collection, "SELECT batch_idx, interrupted FROM records WHERE stage = 'train' ORDER BY 1") == [
         (0, True), (1, True), (2, True)]
 
 
-def test_interrupted_fit_is_noticed_by_the_next_call(tmp_path):
-    """Without a with block, the next call notices the interrupted fit; evaluate() still counts as test."""
+def test_interrupted_fit_stays_failed_and_the_next_call_is_a_new_attempt(tmp_path):
+    """A caught interrupt: the next call ends that run as failed and records in a new attempt of the same number.
+
+    (A successful attempt ends with error_number 0, as every successful run.)
+    """
     cb = new_callback(tmp_path)
     x, y = make_data(160)
     model = make_model()
@@ -222,12 +250,13 @@ def test_interrupted_fit_is_noticed_by_the_next_call(tmp_path):
         model.fit(x, y, validation_split=0.2, epochs=1, batch_size=32, callbacks=[cb, InterruptAt(2)], verbose=0)
     model.evaluate(x, y, batch_size=80, callbacks=[cb], verbose=0)
     cb.finish()
-    (run,) = cb.collection.runs
-    assert (run["had_error"], run["error"]) == (True, "RuntimeError: a fit() call was interrupted: its end hook never ran")
-    assert rows(cb.collection, "SELECT stage, count(*), any_value(interrupted) FROM records GROUP BY stage ORDER BY stage") == [
-        ("test", 2, None), ("train", 2, True)]
+    runs = [(run["experiment_number"], run["error_number"], run["status"], run["error"]) for run in cb.collection.runs]
+    assert runs == [(1, 1, "error", "a fit() call was interrupted: its end hook never ran"), (1, 0, "ok", None)]
+    assert rows(cb.collection, "SELECT error_number, stage, count(*), any_value(interrupted) FROM records "
+                               "GROUP BY ALL ORDER BY 1") == [(0, "test", 2, None), (1, "train", 2, True)]
 
 
+@pytest.mark.slow
 def test_uncaught_interrupt_in_a_script_finishes_the_run_as_failed(tmp_path):
     """A script killed by an uncaught KeyboardInterrupt inside fit leaves a failed run with its records."""
     script = textwrap.dedent("""
@@ -248,11 +277,11 @@ def test_uncaught_interrupt_in_a_script_finishes_the_run_as_failed(tmp_path):
     collection = ExperimentCollection(tmp_path / "data" / "study", quiet=True)
     (run,) = collection.runs
     assert (run["status"], run["had_error"], run["error"]) == ("error", True, "KeyboardInterrupt: ctrl-c")
-    assert rows(collection, "SELECT batch FROM records WHERE stage = 'train' ORDER BY batch") == [(0,), (1,)]
+    assert rows(collection, "SELECT batch_idx FROM records WHERE stage = 'train' ORDER BY 1") == [(0,), (1,)]
 
 
 def test_several_fit_calls_share_one_experiment_with_monotonic_steps(tmp_path):
-    """Two fit calls: one experiment, records told apart by `fit`, steps increasing across calls."""
+    """Two fit calls: one experiment, records told apart by `fit`, steps (optimizer iterations) increasing."""
     cb = new_callback(tmp_path)
     x, y = make_data(96)
     model = make_model()
@@ -260,9 +289,9 @@ def test_several_fit_calls_share_one_experiment_with_monotonic_steps(tmp_path):
         model.fit(x, y, epochs=2, batch_size=32, callbacks=[cb], verbose=0)
         model.fit(x, y, epochs=1, batch_size=32, callbacks=[cb], verbose=0)
     assert len(cb.collection.runs) == 1
-    records = rows(cb.collection, "SELECT fit, epoch, step FROM records WHERE stage = 'train' ORDER BY fit, epoch, batch")
+    records = rows(cb.collection, "SELECT fit, epoch, step FROM records WHERE level = 'step' ORDER BY fit, epoch, batch_idx")
     assert [(fit, epoch) for fit, epoch, _ in records] == [(1, 0)] * 3 + [(1, 1)] * 3 + [(2, 0)] * 3
-    assert [step for *_, step in records] == list(range(1, 10))
+    assert [step for *_, step in records] == list(range(9))
 
 
 def test_batch_end_hooks_run_in_order_on_the_training_thread(tmp_path):
@@ -285,7 +314,8 @@ def test_batch_end_hooks_run_in_order_on_the_training_thread(tmp_path):
     with cb:
         make_model().fit(x, y, validation_split=0.25, epochs=2, batch_size=16, callbacks=[AsyncSafe(), cb], verbose=0)
     assert set(threads) == {threading.get_ident()}
-    in_commit_order = [(record["epoch"], record["batch"]) for name in ("train", "validate") for record in stage(cb, name)[0]]
+    in_commit_order = [(record["epoch"], record["batch_idx"]) for name in ("train", "validate")
+                       for record in stage(cb, name)[0] if record["level"] != "epoch"]
     assert in_commit_order == [(e, b) for e in range(2) for b in range(12)] + [(e, b) for e in range(2) for b in range(4)]
 
 
@@ -299,11 +329,33 @@ def test_callback_takes_a_path_and_experiment_info(tmp_path):
     assert rows(cb.collection, 'SELECT "learning setup", batch_size, stage FROM records LIMIT 1') == [("small", 8, "predict")]
 
 
+def test_info_meeting_the_callbacks_keys_is_kept_under_user(tmp_path):
+    """Experiment info named like a key the callback sets (step, model) is kept as user/<key>."""
+    with pytest.warns(UserWarning, match="'user/step'"):
+        cb = RigorousCallback(ExperimentCollection(tmp_path / "study", quiet=True), step=5, model="mine")
+    x, y = make_data(32)
+    with cb:
+        make_model().fit(x, y, batch_size=16, callbacks=[cb], verbose=0)
+    assert rows(cb.collection, 'SELECT DISTINCT "user/step", "user/model", model FROM records') == [(5, "mine", "tiny")]
+
+
 def test_callback_source_uses_no_backend_specific_code():
     """The callback reaches tensors through keras.ops only: no torch, tensorflow or jax."""
     source = (ROOT / "integrations" / "keras.py").read_text()
     for backend in ("torch", "tensorflow", "jax"):
-        assert f"import {backend}" not in source and f"{backend}." not in source
+        assert f"import {backend}" not in source and f" {backend}." not in source
+
+
+def test_keras_without_its_backend_names_the_backend_and_keras_backend(tmp_path):
+    """Keras installed, its backend not: the import error names the backend and the KERAS_BACKEND variable."""
+    if importlib.util.find_spec("tensorflow") is not None:
+        pytest.skip("tensorflow is installed: Keras's default backend imports")
+    env = {key: value for key, value in ENV.items() if key != "KERAS_BACKEND"}
+    code = "from rigorous_recorder.integrations.keras import RigorousCallback"
+    done = subprocess.run([sys.executable, "-c", code], env={**env, "HOME": str(tmp_path), "KERAS_HOME": str(tmp_path)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "cannot import its backend 'tensorflow'" in done.stderr and "KERAS_BACKEND" in done.stderr
 
 
 def test_importing_the_package_does_not_import_keras():
@@ -312,6 +364,7 @@ def test_importing_the_package_does_not_import_keras():
     subprocess.run([sys.executable, "-c", code], check=True, env=ENV, timeout=60)
 
 
+@pytest.mark.slow
 def test_example_runs_and_prints_a_query(tmp_path):
     """examples/keras_example.py records into data/ and prints the epoch table."""
     done = subprocess.run([sys.executable, str(ROOT / "examples" / "keras_example.py")], cwd=tmp_path, env=ENV,

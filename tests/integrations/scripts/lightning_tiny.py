@@ -1,7 +1,8 @@
 """A tiny LightningModule and data for the Lightning tests, and a script for subprocess runs.
 
-    python lightning_tiny.py ddp <collection>                 fit with strategy="ddp" on 2 CPU processes
-    python lightning_tiny.py fit <collection> <ckpt_dir or -> <epochs> [<ckpt_path>] [--crash]
+    python lightning_tiny.py ddp <collection>      fit with strategy="ddp" on 2 CPU processes
+    python lightning_tiny.py spawn <collection>    fit with "ddp_spawn", then with "ddp_notebook" (fork)
+    python lightning_tiny.py fit <collection> <version> <epochs> [<ckpt_path>] [--crash]
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from rigorous_recorder.integrations.lightning import RigorousLogger
+from rigorous_recorder.integrations.lightning import RigorousLogger, recorder_of
 
 
 class TinyModel(pl.LightningModule):
@@ -30,7 +31,7 @@ class TinyModel(pl.LightningModule):
         x, y = batch
         loss = torch.nn.functional.mse_loss(self.net(x), y)
         self.log("train_loss", loss, on_step=True, on_epoch=True)
-        self.logger.recorder.add(batch_size=len(x))
+        recorder_of(self.trainer).add(batch_size=len(x))
         return loss
 
     def validation_step(self, batch, batch_idx, dataloader_idx=0):
@@ -42,7 +43,7 @@ class TinyModel(pl.LightningModule):
         self.log("test_loss", torch.nn.functional.mse_loss(self.net(x), y))
 
     def predict_step(self, batch, batch_idx):
-        self.logger.recorder.add(predicted=len(batch[0]))
+        recorder_of(self.trainer).add(predicted=len(batch[0]))
         return self.net(batch[0])
 
     def configure_optimizers(self):
@@ -65,25 +66,38 @@ def trainer(logger, **kwargs) -> pl.Trainer:
 
 def main(argv: list[str]) -> None:
     command, path = argv[0], argv[1]
-    if command == "ddp":
+    if command == "ddp":  # Lightning starts rank 1 by running this script again
         logger = RigorousLogger(path, run="ddp")
         trainer(logger, strategy="ddp", devices=2, enable_checkpointing=False).fit(
             TinyModel(), loader(), loader(batches=2))
-        logger.finish()
-    else:
-        ckpt_dir, epochs = argv[2], int(argv[3])
+    elif command == "spawn":  # a worker process per rank, each with an unpickled (spawn) or copied (fork) logger
+        for strategy in ("ddp_spawn", "ddp_notebook"):
+            logger = RigorousLogger(path, run=strategy)
+            trainer(logger, strategy=strategy, devices=2, enable_checkpointing=False).fit(
+                TinyModel(), loader(), loader(batches=2))
+    else:  # fit <collection> <version> <epochs> [<ckpt_path>] [--crash]: checkpoints in <study>/<version>
+        version, epochs = argv[2], int(argv[3])
         ckpt_path = argv[4] if len(argv) > 4 and argv[4] != "--crash" else None
         model = TinyModel()
         if "--crash" in argv:
             model.fail_at_step = 6
-        logger = RigorousLogger(path, run="resume")
-        from pytorch_lightning.callbacks import ModelCheckpoint
+        from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
-        callbacks = [] if ckpt_dir == "-" else [ModelCheckpoint(dirpath=ckpt_dir, save_last=True, every_n_train_steps=1)]
-        fitter = trainer(logger, max_epochs=epochs, callbacks=callbacks)
+        class Report(Callback):
+            def on_train_start(self, trainer, pl_module):
+                checkpoint = trainer.checkpoint_callback
+                print("RESTORED", float(checkpoint.best_model_score or -1), sorted(checkpoint.best_k_models),
+                      checkpoint.last_model_path, flush=True)
+
+            def on_train_epoch_start(self, trainer, pl_module):
+                if trainer.current_epoch > 0:
+                    print("BEST", float(trainer.checkpoint_callback.best_model_score), flush=True)
+
+        logger = RigorousLogger(path, version=version, run="resume")
+        checkpoints = ModelCheckpoint(monitor="val_loss", save_top_k=2, save_last=True)
+        fitter = trainer(logger, max_epochs=epochs, callbacks=[checkpoints, Report()])
         fitter.fit(model, loader(), loader(batches=2), ckpt_path=ckpt_path)
-        print("RUN_ID", logger.experiment.id)
-        print("CHECKPOINTS", fitter.checkpoint_callback.dirpath)
+        print("RUN_ID", logger.experiment.id, flush=True)
 
 
 if __name__ == "__main__":

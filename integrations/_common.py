@@ -1,0 +1,86 @@
+"""What the Lightning and Keras adapters share: key naming rules, the row commit, a null recorder.
+
+Name clashes never lose a value. The adapters own some keys (``model``, ``stage``, ``step``,
+``epoch``, ``batch_idx``, ``level``, ...); a key of yours that meets one of them is kept
+under a prefixed name:
+
+* experiment info, ``add()``-ed values and logged metrics: ``user/<key>``;
+* hyperparameters: ``hparams/<key>``, also when the key is experiment info of another value
+  (the info given to the logger keeps its name; the value the fit used is ``hparams/<key>``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+from rigorous_recorder import Recorder
+from rigorous_recorder.store.layout import BOOKKEEPING_KEYS
+
+#: The prefix of a user key (info, added value, metric) that meets an adapter key.
+USER_PREFIX = "user/"
+#: The prefix of a hyperparameter that meets an adapter key or an experiment info key.
+HPARAMS_PREFIX = "hparams/"
+#: ``level`` of a record: one optimizer step, one evaluation or predict batch, one epoch's end.
+STEP, BATCH, EPOCH = "step", "batch", "epoch"
+#: Keys the adapters set on every record.
+RECORD_KEYS = frozenset({"step", "epoch", "batch_idx", "dataloader_idx", "level"})
+
+
+def renamed(data: Mapping[str, Any], taken: frozenset[str] | set[str], prefix: str, what: str) -> dict[str, Any]:
+    """``data`` with each key found in ``taken`` moved to ``prefix + key``, with a warning."""
+    clashes = sorted(taken.intersection(data))
+    if not clashes:
+        return dict(data)
+    warnings.warn(f"rigorous_recorder: {what} {', '.join(map(repr, clashes))} "
+                  f"{'is' if len(clashes) == 1 else 'are'} also the adapter's: kept as "
+                  f"{', '.join(repr(prefix + key) for key in clashes)}", stacklevel=4)
+    return {(prefix + key if key in taken else key): value for key, value in data.items()}
+
+
+def stored_info(info: Mapping[str, Any], adapter_keys: frozenset[str]) -> dict[str, Any]:
+    """The experiment info as stored: keys the adapter uses on the records become ``user/<key>``."""
+    return renamed(info, adapter_keys | RECORD_KEYS | set(BOOKKEEPING_KEYS), USER_PREFIX, "experiment info")
+
+
+def hyperparameters(hparams: Mapping[str, Any], adapter_keys: frozenset[str], info: Mapping[str, Any]) -> dict[str, Any]:
+    """Hyperparameters as stored: adapter keys, and info keys of another value, become ``hparams/<key>``.
+
+    A hyperparameter equal to the experiment info of its name is stored as it is.
+    """
+    differ = {key for key in hparams if key in info and info[key] != hparams[key]}
+    return renamed(hparams, adapter_keys | RECORD_KEYS | set(BOOKKEEPING_KEYS) | differ, HPARAMS_PREFIX,
+                   "hyperparameter")
+
+
+def commit_row(recorder: Recorder, adapter_values: Mapping[str, Any]) -> None:
+    """Commit the staged values with the adapter's; a staged user value that differs is kept as ``user/<key>``."""
+    staged = recorder.staged
+    moved = {USER_PREFIX + key: staged[key] for key in adapter_values
+             if key in staged and staged[key] != adapter_values[key]}
+    recorder.add(moved, **adapter_values)
+    recorder.commit()
+
+
+class NullRecorder(Recorder):
+    """A recorder that records nothing: what the adapters hand out when no run is recording."""
+
+    __slots__ = ()
+
+    def add(self, data: Mapping[str, Any] | None = None, /, **values: Any) -> NullRecorder:
+        """Accept the values and drop them."""
+        return self
+
+    def push(self, data: Mapping[str, Any] | None = None, /, **values: Any) -> NullRecorder:
+        """Accept the values and drop them."""
+        return self
+
+    def commit(self) -> None:  # type: ignore[override]
+        """Record nothing."""
+
+    def update(self, data: Mapping[str, Any] | None = None, /, **values: Any) -> None:
+        """Accept the values and drop them."""
+
+    def __repr__(self) -> str:
+        return "NullRecorder()"
