@@ -70,6 +70,15 @@ class ExperimentCollection:
             line, host, Python and package versions; see ``context``).
         heartbeat_timeout: seconds without a heartbeat after which a run of another host
             counts as crashed (runs of this host are checked by their process at once).
+
+    >>> import tempfile
+    >>> collection = ExperimentCollection(tempfile.mkdtemp() + "/study", quiet=True)
+    >>> with collection.new_experiment(lr=0.1) as recorder:
+    ...     model = recorder.sub_recorder(model="mlp").push(step=0, loss=0.5).push(step=1, loss=0.25)
+    >>> collection.sql("SELECT lr, model, avg(loss) FROM records GROUP BY ALL").fetchall()
+    [(0.1, 'mlp', 0.375)]
+    >>> [(run["experiment_number"], run["status"]) for run in collection.runs]
+    [(1, 'ok')]
     """
 
     def __init__(self, path: str | os.PathLike[str], quiet: bool = False, *, flush_interval: float = 1.0,

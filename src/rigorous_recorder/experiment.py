@@ -51,6 +51,18 @@ class Experiment:
 
     ``with collection.new_experiment() as recorder:`` yields :attr:`recorder` and finishes the
     run at the end of the block, marking it failed (and re-raising) if an exception escapes.
+
+    >>> import tempfile
+    >>> from rigorous_recorder import ExperimentCollection
+    >>> collection = ExperimentCollection(tempfile.mkdtemp() + "/study", quiet=True)
+    >>> experiment = collection.new_experiment(lr=0.1)
+    >>> experiment.recorder.push(loss=0.5)
+    Recorder(lr=0.1, records=1, children=0)
+    >>> experiment.number, experiment.status
+    (1, 'running')
+    >>> experiment.finish()
+    >>> experiment.status, collection.records[0]["loss"], collection.records[0]["had_error"]
+    ('ok', 0.5, False)
     """
 
     def __init__(self, collection: ExperimentCollection, folder: RunFolder, info: dict[str, Any],

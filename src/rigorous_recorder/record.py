@@ -114,6 +114,11 @@ class RecordSequence(Sequence[Record]):
 
     Supports ``len``, iteration, indexing (negative too) and slicing. Values are read from
     compact storage chunk by chunk, so iterating millions of records holds one chunk at a time.
+
+    >>> from rigorous_recorder import Recorder
+    >>> records = Recorder(run=1).push(x=1).push(x=2).push(x=3).records
+    >>> len(records), records[-1], [record["x"] for record in records[:2]]
+    (3, {'x': 3, 'run': 1}, [1, 2])
     """
 
     __slots__ = ("_chunks", "_starts", "_cached")
