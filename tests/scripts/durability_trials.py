@@ -38,6 +38,7 @@ PATIENCE = 120.0
 #: Records of the big run killed inside finish(), and of the killed run whose recovery is killed.
 FINISHED_RECORDS = 300_000
 RECOVERED_RECORDS = 200_000
+#: The folder suffix README's on-disk format documents (``data/s`` is stored in ``data/s.collection``).
 SUFFIX = ".collection"
 
 
@@ -167,10 +168,6 @@ class Writer:
         counts = [line.count for line in self.lines if line.count >= 0 and line.moment <= limit]
         return max(counts, default=0)
 
-    def committed(self) -> int:
-        """The most records the writer said it committed."""
-        return max((line.count for line in self.lines), default=0)
-
     def tail(self) -> str:
         return (self.stderr or "")[-2000:]
 
@@ -205,10 +202,10 @@ class Count:
         return max(self.sql, self.length, self.records) - self.distinct
 
 
-def count_records(path: Path, floor: int, **options: Any) -> Count:
+def count_records(path: Path, floor: int) -> Count:
     """Open the collection at ``path`` and count its records (``seq`` values below ``floor`` too)."""
     try:
-        collection = ExperimentCollection(path, quiet=True, **options)
+        collection = ExperimentCollection(path, quiet=True)
         statuses = [run["status"] for run in collection.runs]
         if "seq" not in collection.sql("SELECT * FROM records LIMIT 0").columns:
             sql = collection.sql("SELECT count(*) FROM records").fetchall()[0][0]
