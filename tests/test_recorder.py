@@ -221,11 +221,17 @@ def test_keys_values_items_and_in_read_local_data():
     assert ("a" in recorder, "c" in recorder) == (True, False)
 
 
-def test_local_data_is_a_read_only_view():
-    """local_data cannot be written through; recorder[key] = value is the way."""
+def test_writing_local_data_is_checked_like_update_and_seen_by_earlier_records():
+    """local_data["k"] = v (1.x's way) goes through update(): values are checked, records see the change."""
     recorder = Recorder(a=1)
-    with pytest.raises(TypeError):
-        recorder.local_data["a"] = 2  # type: ignore[index]
+    recorder.push(x=1)
+    recorder.local_data["a"] = 2
+    del recorder.local_data["a"]
+    recorder.local_data["b"] = (1, 2)
+    assert dict(recorder.local_data) == {"b": [1, 2]}
+    assert recorder[0]["b"] == [1, 2] and recorder[0]["a"] is None
+    with pytest.raises(UnsupportedValueError, match="'bad'"):
+        recorder.local_data["bad"] = object()
 
 
 def test_setting_a_key_writes_local_data(root):

@@ -61,8 +61,10 @@ class ExperimentCollection:
     """Every run of a study, on disk in ``path + ".collection"``.
 
     Args:
-        path: where to store; ``.collection`` is appended unless already there.
+        path: where to store; ``extension`` is appended unless already there.
         quiet: print nothing.
+        records: 1.x's argument; only None is accepted.
+        extension: the folder's suffix, ``.collection`` by default.
         flush_interval: seconds between automatic flushes while an experiment runs.
         create: make the collection if it does not exist (else raise CollectionError).
         recover: finish the runs whose process died now (else :meth:`recover` does it).
@@ -81,11 +83,15 @@ class ExperimentCollection:
     [(1, 'ok')]
     """
 
-    def __init__(self, path: str | os.PathLike[str], quiet: bool = False, *, flush_interval: float = 1.0,
+    def __init__(self, path: str | os.PathLike[str], quiet: bool = False, records: None = None,
+                 extension: str = SUFFIX, *, flush_interval: float = 1.0,
                  create: bool = True, recover: bool = True, record_context: bool = True,
                  heartbeat_timeout: float = HEARTBEAT_TIMEOUT) -> None:
+        if records is not None:
+            raise CollectionError("records= (1.x's records to add at the next save) has no 2.x meaning: "
+                                  "record them in an experiment instead")
         text = os.fspath(path).rstrip("/\\") or os.fspath(path)
-        self.path = Path(text if text.endswith(SUFFIX) else text + SUFFIX).absolute()
+        self.path = Path(text if text.endswith(extension) else text + extension).absolute()
         self.quiet = quiet
         self.flush_interval = flush_interval
         self.heartbeat_timeout = heartbeat_timeout

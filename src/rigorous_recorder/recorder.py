@@ -13,7 +13,7 @@ used from several threads.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -149,9 +149,15 @@ class Recorder:
     # -- local data ----------------------------------------------------------------------
 
     @property
-    def local_data(self) -> Mapping[str, Any]:
-        """A read-only view of this recorder's own data; write with ``recorder[key] = value``."""
-        return MappingProxyType(self._local)
+    def local_data(self) -> LocalData:
+        """This recorder's own data, a dict-like view; writing to it is ``recorder.update()``.
+
+        >>> recorder = Recorder(seed=1)
+        >>> recorder.local_data["lr"] = 0.1
+        >>> dict(recorder.local_data)
+        {'seed': 1, 'lr': 0.1}
+        """
+        return LocalData(self)
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.update({key: value})
@@ -224,8 +230,15 @@ class Recorder:
         """The values added since the last commit."""
         return MappingProxyType(self._staged or {})
 
-    def commit(self) -> Record:
-        """Commit the staged values as one record and return it."""
+    def commit(self, *, additional_info: Mapping[str, Any] | None = None) -> Record:
+        """Commit the staged values (and ``additional_info``, as 1.x took it) as one record.
+
+        >>> recorder = Recorder()
+        >>> recorder.add(x=1).commit(additional_info={"y": 2})
+        {'x': 1, 'y': 2}
+        """
+        if additional_info is not None:
+            self.add(additional_info)
         values = self._staged or {}
         store = self._store
         with store.lock:
@@ -353,6 +366,11 @@ class Recorder:
     def __len__(self) -> int:
         return self._sealed_rows + self._pending_rows()
 
+    @property
+    def number_of_records(self) -> int:
+        """``len(recorder)``, under its 1.x name."""
+        return len(self)
+
     def __iter__(self) -> Iterator[Record]:
         return iter(self.records)
 
@@ -418,6 +436,37 @@ class Recorder:
 
 
 RecordKeeper = Recorder
+
+
+class LocalData(MutableMapping[str, Any]):
+    """A recorder's local data: reads see its dict, writes go through ``Recorder.update``
+    (checked, normalized, and stored with the run)."""
+
+    __slots__ = ("_recorder",)
+
+    def __init__(self, recorder: Recorder) -> None:
+        self._recorder = recorder
+
+    def __getitem__(self, key: str) -> Any:
+        return self._recorder._local[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._recorder.update({key: value})
+
+    def __delitem__(self, key: str) -> None:
+        recorder = self._recorder
+        with recorder._store.lock:
+            del recorder._local[key]
+            recorder._store.local_data_changed(recorder)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._recorder._local)
+
+    def __len__(self) -> int:
+        return len(self._recorder._local)
+
+    def __repr__(self) -> str:
+        return repr(self._recorder._local)
 
 
 def _loader(batch: pa.RecordBatch, as_float: frozenset[str]):  # noqa: ANN202
