@@ -1,7 +1,6 @@
 """Tests of save_to / load_from: one Parquet file holds a whole recorder tree, never a pickle."""
 
 import datetime
-import math
 import pickle
 
 import pyarrow.parquet as pq
@@ -12,22 +11,7 @@ from hypothesis import strategies as st
 from rigorous_recorder import Recorder, RecorderError
 from rigorous_recorder._columns import BATCH_ROWS
 
-
-def same(expected, actual, widen=False):
-    """Equal values of the same types (NaN equal to NaN); with widen, an int may read as its float."""
-    if widen and type(expected) is int and type(actual) is float:
-        return float(expected) == actual
-    if type(expected) is not type(actual):
-        return False
-    if isinstance(expected, float) and math.isnan(expected):
-        return math.isnan(actual)
-    if isinstance(expected, list):
-        return len(expected) == len(actual) and all(same(e, a, widen) for e, a in zip(expected, actual))
-    if isinstance(expected, dict):
-        return expected.keys() == actual.keys() and all(same(expected[k], actual[k]) for k in expected)
-    if isinstance(expected, datetime.datetime) and expected.utcoffset() != actual.utcoffset():
-        return False
-    return expected == actual
+from .conftest import same
 
 
 def _round_trip(recorder, tmp_path, name="tree.parquet"):
