@@ -95,6 +95,10 @@ class RigorousLogger(Logger):
 
     Resuming: the run id travels in every checkpoint; ``fit(ckpt_path=...)`` continues that
     run, in a new model recorder whose ``session`` tells the new rows from the earlier ones.
+    Give the same ``version`` so that ModelCheckpoint finds its folder and keeps its state.
+
+    ``Trainer(enable_autolog_hparams=False)`` never calls the hook that attaches the logger:
+    pass ``callbacks=[logger.callback]`` to such a Trainer.
     """
 
     def __init__(self, collection: str | os.PathLike[str] | ExperimentCollection, *, name: str | None = None,

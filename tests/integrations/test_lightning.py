@@ -182,7 +182,7 @@ def test_recorder_of_works_in_every_trainer_configuration(tmp_path, configuratio
     options = {"fast_dev_run": {"fast_dev_run": True},
                "logger=False": {"logger": False},
                "second logger": {"logger": [pl.loggers.CSVLogger(tmp_path), logger]}}[configuration]
-    fitter = trainer(options.pop("logger", logger), limit_val_batches=0, **options)
+    fitter = trainer(options.pop("logger", logger), limit_val_batches=0, default_root_dir=tmp_path, **options)
     fitter.fit(TinyModel(), loader())
     if configuration == "second logger":
         assert rows(logger, f"SELECT count(batch_size) FROM records WHERE {TRAIN_STEPS}") == [(8,)]
