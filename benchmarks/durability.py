@@ -179,25 +179,35 @@ def damage_rows(work: Path) -> tuple[list[list[str]], list[str]]:
 # -- full disk ---------------------------------------------------------------------------------
 
 
+#: Full-disk trials: the first call after the flusher failed, and whether finish() runs while still full.
+FULL_DISK_CASES = (
+    ("`push()` first after the failed write", "push", False),
+    ("`add()` first after the failed write", "add", False),
+    ("`commit()` first after the failed write", "commit", False),
+    ("`flush()` first after the failed write", "flush", False),
+    ("`push()` first, then `finish()` while still full", "push", True),
+)
+
+
 def full_disk_rows(work: Path, count: int) -> tuple[list[list[str]], list[str]]:
-    """One row per first call after the failure; reading while full and read-only in the problems."""
+    """One row per full-disk case; reading while full and read-only counted too."""
     rows, problems = [], []
-    for first_call in ("push", "add", "commit", "flush"):
+    for label, first_call, finish_while_full in FULL_DISK_CASES:
         done = []
         for index in range(count):
-            progress(f"full disk: first call {first_call} #{index + 1}")
+            progress(f"full disk: {label} #{index + 1}")
             try:
-                with trials.small_tmpfs(_fresh(work, f"disk-{first_call}-{index}")) as mount_point:
-                    result = trials.full_disk_trial(mount_point, first_call)
+                with trials.small_tmpfs(_fresh(work, f"disk-{len(rows)}-{index}")) as mount_point:
+                    result = trials.full_disk_trial(mount_point, first_call, finish_while_full=finish_while_full)
                     result.problems += trials.read_only_problems(mount_point, mount_point / "study", result.flushed)
             except trials.MountNotPermitted as error:
                 return [], [f"full-disk trials skipped: cannot mount a tmpfs here: {error}"]
             except Exception as error:  # counted as a trial with a broken promise
                 result = trials.FullDisk(problems=[f"the trial raised {type(error).__name__}: {error}"])
             done.append(result)
-            problems.extend(f"full disk, {first_call}: {problem}" for problem in result.problems)
+            problems.extend(f"full disk, {label}: {problem}" for problem in result.problems)
         rows.append([
-            f"`{first_call}()` first after the failed write", str(len(done)),
+            label, str(len(done)),
             str(sum(result.first_error is not None for result in done)),
             f"{sum(result.flushed for result in done):,} / {sum(result.kept for result in done):,}",
             f"**{sum(len(result.corrupt_files) for result in done)}**",
@@ -240,7 +250,7 @@ def main() -> int:
                             "damages with any broken promise"], damages))
     if disks:
         print("\nfull disk (8 MB tmpfs; the flusher thread hits the full disk first):\n")
-        print(H.markdown_table(["first call", "trials", "raised", "records flushed / kept", "corrupt files",
+        print(H.markdown_table(["case", "trials", "first call raised", "records flushed / kept", "corrupt files",
                                 "runs marked ok with records missing", "trials where reading full/read-only failed"],
                                disks))
     problems = kill_problems + damage_problems + disk_problems

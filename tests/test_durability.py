@@ -227,6 +227,13 @@ def test_full_disk_raises_at_the_first_call_and_keeps_what_was_flushed(small_dis
     assert result.problems == []
 
 
+@pytest.mark.slow
+def test_finish_on_a_full_disk_never_marks_the_run_ok_short_of_records(small_disk):
+    """finish() while the disk is still full may fail, never says "ok" with records missing, corrupts nothing."""
+    result = trials.full_disk_trial(small_disk, "push", read_while_full=False, finish_while_full=True)
+    assert result.problems == []
+
+
 def test_collection_opens_and_answers_queries_on_a_full_and_a_read_only_disk(small_disk):
     """Another process opens and queries a collection while its disk is full, then read-only."""
     path = small_disk / "study"

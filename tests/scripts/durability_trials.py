@@ -711,13 +711,15 @@ class FullDisk:
 
 
 def full_disk_trial(mount_point: Path, first_call: str = "push", flush_interval: float = 0.1,
-                    read_while_full: bool = True) -> FullDisk:
+                    read_while_full: bool = True, finish_while_full: bool = False) -> FullDisk:
     """Record into a collection on a small disk until it is full; check every promise.
 
     The flusher thread hits the full disk (no explicit flush after the disk fills); the
     first ``first_call`` (push, add, commit or flush) afterwards must raise an error that
     names the collection and the cause. ``read_while_full``: also open and query the
-    collection from another process while the disk is full.
+    collection from another process while the disk is full. ``finish_while_full``: call
+    finish() before freeing space too (it may raise; it must not mark the run ok short of
+    records), then again after.
     """
     result = FullDisk()
     path = mount_point / "study"
@@ -758,28 +760,47 @@ def full_disk_trial(mount_point: Path, first_call: str = "push", flush_interval:
             result.problems.append(f"{first_call}()'s error does not name the cause (no space): {result.first_error}")
     if read_while_full:
         result.problems += reader_problems(path, "while the disk is full", result.flushed)
+    if finish_while_full:
+        try:
+            experiment.finish()
+        except Exception:  # refusing to finish on a full disk is allowed
+            pass
+        _check_kept(path, result, "finish() on the full disk")
     ballast.unlink()
     try:
-        experiment.finish()
+        experiment.finish()  # a second call after a finished run does nothing
     except Exception as error:
         result.problems.append(f"finish() after space came back raised {type(error).__name__}: {error}")
-    count = count_records(path, result.committed)
-    runs = ExperimentCollection(path, quiet=True).runs if count.error is None else []
-    run = runs[-1] if runs else None
-    if count.error is not None:
-        result.problems.append(f"reading after the full disk failed: {count.error}")
-    result.kept = count.distinct
-    result.status = run and run.get("status")
-    if result.kept < result.flushed:
-        result.problems.append(f"only {result.kept:,} of {result.flushed:,} flushed records kept")
-    if count.doubled:
-        result.problems.append(f"{count.doubled:,} records counted twice")
-    result.ok_with_missing = result.status == "ok" and result.kept < result.committed
-    if result.ok_with_missing:
-        result.problems.append(f"finish() marked the run ok with {result.kept:,} of {result.committed:,} records")
+    _check_kept(path, result, "finish() after space came back")
     result.corrupt_files = corrupt_files(collection_folder(path))
     result.problems += [f"corrupt file {name}" for name in result.corrupt_files]
     return result
+
+
+COUNTER = (
+    "import json, sys\n"
+    "from rigorous_recorder import ExperimentCollection\n"
+    "collection = ExperimentCollection(sys.argv[1], quiet=True)\n"
+    "total, distinct = collection.sql('SELECT count(*), count(DISTINCT seq) FROM records').fetchall()[0]\n"
+    "print(json.dumps([total, distinct, collection.runs[-1]['status']]))\n"
+)
+
+
+def _check_kept(path: Path, result: FullDisk, when: str) -> None:
+    """Count the run's records from another process: flushed ones kept, none twice, never "ok" short."""
+    done = subprocess.run([sys.executable, "-c", COUNTER, str(path)], capture_output=True, text=True,
+                          timeout=PATIENCE)
+    if done.returncode != 0:
+        result.problems.append(f"reading after {when} failed: {_last_line(done.stderr)}")
+        return
+    total, result.kept, result.status = json.loads(done.stdout)
+    if result.kept < result.flushed:
+        result.problems.append(f"after {when}: only {result.kept:,} of {result.flushed:,} flushed records kept")
+    if total != result.kept:
+        result.problems.append(f"after {when}: {total - result.kept:,} records counted twice")
+    if result.status == "ok" and result.kept < result.committed:
+        result.ok_with_missing = True
+        result.problems.append(f"{when} marked the run ok with {result.kept:,} of {result.committed:,} records")
 
 
 def corrupt_files(folder: Path) -> list[str]:
