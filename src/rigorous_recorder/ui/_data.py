@@ -86,6 +86,11 @@ class DashboardData:
                               "SET enable_external_access=false", "SET lock_configuration=true"):
                 collection.sql(statement)
 
+    def wait_idle(self) -> None:
+        """Return once no query is running (a query left running at interpreter exit aborts it)."""
+        with self._lock, self._table_lock:
+            pass
+
     # -- fresh state -------------------------------------------------------------------------
 
     def _views(self, collection: ExperimentCollection | None = None) -> duckdb.DuckDBPyRelation:
@@ -200,7 +205,10 @@ class DashboardData:
         if cached and cached[0] == signature and not (running and time.monotonic() - cached[1] > _LIVE_COLUMNS_AGE):
             return cached[2]
         types = dict(self._also(views, "SELECT column_name, column_type FROM (DESCRIBE records)").fetchall())
-        inherited = set(self._also(views, "SELECT * FROM lineage LIMIT 0").columns)
+        try:  # the records' inherited columns: the lineage table's (a detail of the view)
+            inherited = set(self._also(views, "SELECT * FROM lineage LIMIT 0").columns)
+        except duckdb.CatalogException:  # else at least the experiment info is inherited
+            inherited = set(views.columns)
         metrics = [name for name, kind in types.items()
                    if name not in inherited and name not in BOOKKEEPING and kind.startswith(NUMERIC_TYPES)]
         self._columns = (signature, time.monotonic(), metrics)

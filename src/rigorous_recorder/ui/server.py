@@ -44,6 +44,7 @@ STATIC = Path(__file__).with_name("static")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 _WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # noqa: S104 - names, not a bind
 _STARTUP_TIMEOUT = 30.0
+_SHUTDOWN_GRACE = 5.0  # seconds a stopping server gives the requests in flight (a query over 1,000 runs takes seconds)
 
 
 class _Guard:
@@ -158,16 +159,18 @@ def create_app(data: DashboardData, token: str, hosts: set[str], cookie: str = "
 class Dashboard:
     """A dashboard served from a background thread: open :attr:`url`; :meth:`stop` ends it."""
 
-    def __init__(self, server: uvicorn.Server, thread: threading.Thread, url: str) -> None:
+    def __init__(self, server: uvicorn.Server, thread: threading.Thread, url: str, data: DashboardData) -> None:
         self._server = server
         self._thread = thread
+        self._data = data
         #: The page's address, token included.
         self.url = url
 
     def stop(self) -> None:
-        """Stop serving and wait for the server thread to end."""
+        """Stop serving; returns once the server thread and every query it started have ended."""
         self._server.should_exit = True
         self._thread.join()
+        self._data.wait_idle()
 
     def wait(self) -> None:
         """Block until the server stops (Ctrl-C stops it)."""
@@ -204,7 +207,7 @@ def serve(collection_or_path: ExperimentCollection | str | os.PathLike[str], hos
     hosts = _served_hosts(host)
     config = uvicorn.Config(create_app(data, token, hosts, cookie="rigorous_recorder_" + hashlib.sha256(token.encode()).hexdigest()[:12]),
                             host=host, port=port, log_level="warning", lifespan="off",
-                            timeout_graceful_shutdown=1)
+                            timeout_graceful_shutdown=_SHUTDOWN_GRACE)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="rigorous-recorder-ui", daemon=True)
     thread.start()
@@ -217,7 +220,7 @@ def serve(collection_or_path: ExperimentCollection | str | os.PathLike[str], hos
     bound = server.servers[0].sockets[0].getsockname()[1]
     shown = host if host not in _WILDCARD_HOSTS else socket.gethostname()
     shown = f"[{shown}]" if ":" in shown else shown
-    dashboard = Dashboard(server, thread, f"http://{shown}:{bound}/?token={token}")
+    dashboard = Dashboard(server, thread, f"http://{shown}:{bound}/?token={token}", data)
     if open_browser:
         webbrowser.open(dashboard.url)
     return dashboard

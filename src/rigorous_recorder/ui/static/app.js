@@ -4,6 +4,7 @@
 (() => {
   const POLL_MS = 1000;
   const STATS_EVERY = 5;  // polls between two refreshes of a running run's last/min/max
+  const PAGE_ROWS = 100;  // rows the table shows at first, and per "show more": a long table lays out slowly
   const CHART_HEIGHT = 360;
   const FAILED = new Set(["error", "crashed", "damaged"]);
   const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -19,6 +20,7 @@
   let curveSignature = "";
   let curveRequest = 0;
   let lastRunsText = "";
+  let shownRows = PAGE_ROWS;
 
   // -- state in the URL ------------------------------------------------------------------
 
@@ -121,6 +123,10 @@
         return (va < vb ? -1 : 1) * sign;
       });
     }
+    const total = rows.length;
+    rows = rows.slice(0, shownRows);
+    $("more-runs").hidden = total <= rows.length;
+    $("runs-count").textContent = total > rows.length ? `showing ${rows.length} of ${total} runs` : `${total} runs`;
     const selected = selection();
     const head = `<tr><th></th>${columns.map((c) => `<th data-key="${esc(c.key)}">${esc(c.label)}${
       c.key === sortKey ? (sortDir === "desc" ? " ▼" : " ▲") : ""}</th>`).join("")}</tr>`;
@@ -423,6 +429,10 @@
     curveControl("log", () => { state.log = $("log").checked; });
     curveControl("smooth", () => { state.smooth = Number($("smooth").value); });
     $("smooth").addEventListener("input", () => { $("smooth-value").textContent = $("smooth").value; });
+    $("more-runs").addEventListener("click", () => {
+      shownRows += PAGE_ROWS;
+      renderRuns();
+    });
     $("reset-zoom").addEventListener("click", resetZoom);
     $("run-sql").addEventListener("click", runSql);
     $("sql").addEventListener("keydown", (event) => {
