@@ -4,7 +4,8 @@ pyproject.toml lists the packages by hand; MANIFEST.in grafts the package folder
 data file goes into the sdist and, through include-package-data, into the wheel. These tests
 compare the built archives and the package list with the files found in a copy of the tree
 (names derived from the tree, not from a list kept here), so a subpackage or data file that
-the build would leave out fails here, not on a user's machine.
+the build would leave out fails here, not on a user's machine. The dependency floors that
+constraints-floor.txt pins must be the ones pyproject.toml declares.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 SMOKE_SCRIPT = REPOSITORY / "tests" / "scripts" / "smoke_installed.py"
@@ -28,6 +32,7 @@ WHEEL_LOCATIONS = {"src/rigorous_recorder": "rigorous_recorder", "integrations":
 #: Folders whose every file the sdist carries, so that it builds, tests and runs the examples.
 SDIST_FOLDERS = (*WHEEL_LOCATIONS, "tests", "examples")
 C_SOURCE = "src/rigorous_recorder/_speedups.c"
+FLOOR_CONSTRAINTS = REPOSITORY / "constraints-floor.txt"
 
 
 @dataclass
@@ -98,6 +103,26 @@ def package_list_mismatch(listed: set[str], files: list[str]) -> dict[str, list[
     return {"not listed": sorted(found - listed), "listed, not in the tree": sorted(listed - found)}
 
 
+def declared_requirements() -> dict[str, list[Requirement]]:
+    """pyproject.toml's requirements by group: ``"dependencies"`` and each extra's name."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())["project"]
+    groups = {"dependencies": project["dependencies"], **project["optional-dependencies"]}
+    return {group: [Requirement(line) for line in lines] for group, lines in groups.items()}
+
+
+def floor_pins() -> dict[str, Version]:
+    """constraints-floor.txt's ``name==version`` lines, by canonical name."""
+    pins = {}
+    for line in FLOOR_CONSTRAINTS.read_text().splitlines():
+        if line.split("#")[0].strip():
+            requirement = Requirement(line.split("#")[0])
+            (specifier,) = requirement.specifier
+            assert specifier.operator == "==", f"constraints-floor.txt: {line!r} is not a name==version pin"
+            pins[canonicalize_name(requirement.name)] = Version(specifier.version)
+    return pins
+
+
 def missing_from_wheel(built: Built) -> list[str]:
     """Source files under a package folder whose place in the wheel is empty."""
     missing = []
@@ -128,6 +153,23 @@ def test_package_list_check_names_a_forgotten_package():
     """The check above names a subpackage that the list forgets."""
     mismatch = package_list_mismatch(listed_packages() - {"rigorous_recorder.store"}, source_files())
     assert mismatch["not listed"] == ["rigorous_recorder.store"]
+
+
+def test_floor_constraints_pin_exactly_the_declared_floors():
+    """Each core dependency is pinned in constraints-floor.txt, and each pin is the ``>=`` floor declared for it."""
+    floors: dict[str, set[Version]] = {}
+    for requirements in declared_requirements().values():
+        for requirement in requirements:
+            for specifier in requirement.specifier:
+                if specifier.operator == ">=":
+                    floors.setdefault(canonicalize_name(requirement.name), set()).add(Version(specifier.version))
+    pins = floor_pins()
+    unpinned = [str(r) for r in declared_requirements()["dependencies"] if canonicalize_name(r.name) not in pins]
+    assert unpinned == [], "core dependencies without a floor pin in constraints-floor.txt"
+    # name: (pin, floors declared for it), for each pin that is not the one floor declared
+    mismatched = {name: (str(pin), sorted(map(str, floors.get(name, ())))) for name, pin in pins.items()
+                  if floors.get(name) != {pin}}
+    assert mismatched == {}
 
 
 @pytest.mark.slow
