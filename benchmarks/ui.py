@@ -133,8 +133,8 @@ def main() -> None:
                     _, answer = timed_get(client, "/api/curves", runs=run["run_id"], y="loss", x="step",
                                           buckets=width)
                     points = len(answer.json()["series"][0]["x"])
-                    rows.append((f"/api/curves, 10,000 records, {width} px wide",
-                                 f"{len(answer.content) / 1024:.0f} KiB, {points:,} points", f"<= {4 * width:,} points"))
+                    size = f"{len(answer.content) / 1024:.0f} KiB, {points:,} points"
+                    rows.append((f"/api/curves, 10,000 records, {width} px wide", size, f"<= {4 * width:,} points"))
         finally:
             dashboard.stop()
 

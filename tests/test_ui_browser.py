@@ -180,6 +180,23 @@ def test_table_shows_every_run_with_its_badge_and_error(page):
     assert page.text_content("#runs thead").count("loss") == 3  # last, min and max of the metric
 
 
+def test_where_filters_the_table_and_shows_duckdbs_error(page):
+    """The where box filters runs with SQL over experiments; bad SQL is named, and the page stays live."""
+    page.fill("#where", "model = 'mlp'")
+    page.press("#where", "Enter")
+    page.wait_for_function("document.querySelectorAll('#runs tbody tr').length === 2")
+    page.fill("#where", "nope = 1")
+    page.press("#where", "Enter")
+    page.wait_for_function("document.querySelector('#runs-message').textContent.includes('\"nope\" not found')")
+    polls = page.evaluate("rrDashboard.polls")
+    page.wait_for_function(f"rrDashboard.polls > {polls} + 1")
+    assert page.text_content("#live") == "live"
+    page.fill("#where", "")
+    page.press("#where", "Enter")
+    page.wait_for_function("document.querySelectorAll('#runs tbody tr').length === 6")
+    assert page.text_content("#runs-message") == ""
+
+
 def test_chart_has_one_series_per_selected_run_within_the_bucket_bound(page):
     """0 < points <= 4 x buckets for each run's curve, and the canvas really drew the lines."""
     select_all(page)

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 STATIC = Path(__file__).with_name("static")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-_WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # noqa: S104 - names, not a bind
+_WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # every address: the URL then names this machine
 _STARTUP_TIMEOUT = 30.0
 _SHUTDOWN_GRACE = 5.0  # seconds a stopping server gives the requests in flight (a query over 1,000 runs takes seconds)
 
@@ -205,7 +205,8 @@ def serve(collection_or_path: ExperimentCollection | str | os.PathLike[str], hos
     data = DashboardData(path)
     token = secrets.token_urlsafe(24)
     hosts = _served_hosts(host)
-    config = uvicorn.Config(create_app(data, token, hosts, cookie="rigorous_recorder_" + hashlib.sha256(token.encode()).hexdigest()[:12]),
+    cookie = "rigorous_recorder_" + hashlib.sha256(token.encode()).hexdigest()[:12]  # one per server
+    config = uvicorn.Config(create_app(data, token, hosts, cookie=cookie),
                             host=host, port=port, log_level="warning", lifespan="off",
                             timeout_graceful_shutdown=_SHUTDOWN_GRACE)
     server = uvicorn.Server(config)

@@ -53,7 +53,11 @@
   async function api(path, options) {
     const response = await fetch(path, options);
     const body = await response.json();
-    if (!response.ok || body.error) throw new Error(body.error || response.statusText);
+    if (!response.ok || body.error) {
+      const failure = new Error(body.error || response.statusText);
+      failure.answered = response.ok;  // the server works; the request (the user's SQL) was wrong
+      throw failure;
+    }
     return body;
   }
 
@@ -165,7 +169,7 @@
       $("runs-message").textContent = "";
     } catch (error) {
       $("runs-message").textContent = error.message;
-      return false;
+      return Boolean(error.answered);
     }
     view.runs = result.runs;
     view.infoColumns = result.columns;
