@@ -156,7 +156,7 @@ def test_numpy_and_torch_values_are_written_as_plain_values(tmp_path):
 
 def test_records_past_the_batch_boundary_are_all_written(tmp_path):
     """Sealing rows into a batch does not skip or repeat any record in the file."""
-    from rigorous_recorder._columns import BATCH_ROWS
+    from rigorous_recorder.recorder import BATCH_ROWS
 
     path = tmp_path / "live.yaml"
     recorder = Recorder().live_write_to(path)

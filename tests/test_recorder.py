@@ -13,7 +13,7 @@ from rigorous_recorder import (
     RecorderTreeError,
     UnsupportedValueError,
 )
-from rigorous_recorder._columns import BATCH_ROWS
+from rigorous_recorder.recorder import BATCH_ROWS
 
 from .conftest import plain, plains
 

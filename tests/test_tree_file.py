@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rigorous_recorder import Recorder, RecorderError
-from rigorous_recorder._columns import BATCH_ROWS
+from rigorous_recorder.recorder import BATCH_ROWS
 
 from .conftest import same
 

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from rigorous_recorder import Recorder, UnsupportedValueError
-from rigorous_recorder._columns import BATCH_ROWS
+from rigorous_recorder.recorder import BATCH_ROWS
 from rigorous_recorder._values import from_json, to_json
 
 from .conftest import same

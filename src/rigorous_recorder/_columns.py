@@ -1,7 +1,7 @@
 """Columns: from per-key Python lists to typed Arrow batches, and back.
 
 A recorder appends each committed value to a Python list per key (the cheapest thing
-Python can do). Every :data:`BATCH_ROWS` rows those lists become one Arrow record batch,
+Python can do). Every ``recorder.BATCH_ROWS`` rows those lists become one Arrow record batch,
 8 bytes a number, and the lists are dropped. This module holds that conversion, the rule
 that merges batches whose types drifted, and the way back to Python values.
 
@@ -25,9 +25,6 @@ import pyarrow as pa
 
 from ._hotpath import pack_column
 from ._values import from_json, to_json
-
-#: Rows a recorder buffers as Python lists before they become an Arrow batch.
-BATCH_ROWS = 4096
 
 ENCODING_KEY = b"rigorous_recorder.encoding"
 _JSON_METADATA = {ENCODING_KEY: b"json"}

@@ -44,8 +44,6 @@ from .store.layout import (
 )
 from .store.process import HEARTBEAT_TIMEOUT, run_alive, this_process
 from .store.run_folder import RunFolder
-from .store.run_store import RunStore
-from .store.tree_file import TreeNode
 
 if TYPE_CHECKING:
     import duckdb
@@ -105,9 +103,7 @@ class ExperimentCollection:
             if not create:
                 raise CollectionError(f"{str(self.path)!r} is not a rigorous_recorder collection")
             self._create()
-        import duckdb  # the query engine starts with the collection, not at its first query
-
-        self._database = duckdb.connect()
+        self._database: duckdb.DuckDBPyConnection | None = None  # started at the first query
         if recover:
             try:
                 with self._numbering.acquire(timeout=10):
@@ -152,6 +148,8 @@ class ExperimentCollection:
             folder = self._create_run(info)
         root = Recorder(bookkeeping(info))
         Recorder(data).set_parent(root)
+        from .store.run_store import RunStore  # loads pyarrow: only a recording process needs it
+
         store = RunStore(folder, info["session"], self.flush_interval)
         store.take(root)
         return self._started(Experiment(self, folder, info, root, store))
@@ -182,7 +180,10 @@ class ExperimentCollection:
             (self.path / ACTIVE_FOLDER / run_id).touch()
             folder.write_info(info)
             folder.touch_heartbeat()
-        recorders = build_tree([_without_records(node) for node in nodes])
+        from .store.run_store import RunStore
+        from .store.tree_file import TreeNode
+
+        recorders = build_tree([TreeNode(node.id, node.parent, node.local_data) for node in nodes])
         root = next(recorder for recorder in recorders.values() if recorder.parent is None)
         store = RunStore(folder, info["session"], self.flush_interval, resumed=recorders,
                          earlier={node.id: node for node in nodes})
@@ -414,6 +415,10 @@ class ExperimentCollection:
         """
         from .query import Query
 
+        if self._database is None:
+            import duckdb
+
+            self._database = duckdb.connect()
         self.flush()
         runs = self._scan()
         if self._query_cache is None or not self._query_cache.is_current(runs):
@@ -448,7 +453,3 @@ def _damaged(folder: RunFolder, number: int, error: DamagedFileError) -> dict[st
     return {"id": folder.id, "experiment_number": number, "error_number": None, "had_error": True,
             "status": DAMAGED, "error": str(error), "experiment_start_time": None, "experiment_end_time": None,
             "experiment_duration": None}
-
-
-def _without_records(node: TreeNode) -> TreeNode:
-    return TreeNode(node.id, node.parent, node.local_data)

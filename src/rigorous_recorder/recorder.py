@@ -18,9 +18,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-
-from ._columns import BATCH_ROWS, build_batch, keys_widened_to_float, to_python_columns
 from ._hotpath import append_plain_row
 from ._values import normalize_mapping
 from .errors import RecorderTreeError
@@ -30,8 +27,15 @@ from .store.base import MemoryStore, RecordStore
 if TYPE_CHECKING:
     from typing import Self
 
+    import pyarrow as pa
+
     from .live import LiveWriter
     from .store.tree_file import TreeNode
+
+
+#: Rows a recorder buffers as Python lists before they become an Arrow batch. (The Arrow side,
+#: ``_columns``, loads pyarrow: it is imported at the first batch, not with the package.)
+BATCH_ROWS = 4096
 
 
 class Recorder:
@@ -277,6 +281,8 @@ class Recorder:
         """Turn the unsealed rows into one Arrow batch for the store (called under its lock)."""
         columns, rows = self.take_unsealed_rows()
         if rows:
+            from ._columns import build_batch
+
             self._store.write(self, build_batch(columns, rows))
 
     def flush(self) -> Self:
@@ -346,6 +352,8 @@ class Recorder:
 
     def _chunks_of(self, sealed: list[pa.RecordBatch], pending: dict[str, list[Any]], rows: int) -> list[RecordChunk]:
         """Chunks of the ``sealed`` batches, then of the ``rows`` unsealed rows in ``pending``."""
+        from ._columns import keys_widened_to_float
+
         as_float = keys_widened_to_float((batch.schema for batch in sealed), self._pending_kinds(pending))
         chunks = [RecordChunk(self, batch.num_rows, _loader(batch, as_float)) for batch in sealed]
         if as_float:
@@ -470,6 +478,8 @@ class LocalData(MutableMapping[str, Any]):
 
 
 def _loader(batch: pa.RecordBatch, as_float: frozenset[str]):  # noqa: ANN202
+    from ._columns import to_python_columns
+
     return lambda: to_python_columns(batch, as_float)
 
 

@@ -13,8 +13,6 @@ import os
 import socket
 from typing import Any
 
-import psutil
-
 #: Seconds without a heartbeat after which a run of another host counts as crashed. The
 #: writer touches the heartbeat every flush interval (1 s by default), so this leaves room for
 #: slow shared filesystems and clocks that differ between hosts by less than a minute.
@@ -23,6 +21,8 @@ HEARTBEAT_TIMEOUT = 60.0
 
 def this_process() -> dict[str, Any]:
     """The identity of the current process, as a run records its writer's."""
+    import psutil  # a fifth of a second to import: only checks of liveness need it
+
     pid = os.getpid()
     return {"pid": pid, "pid_start": psutil.Process(pid).create_time(), "host": socket.gethostname()}
 
@@ -31,6 +31,8 @@ def process_alive(info: dict[str, Any]) -> bool | None:
     """Whether the writer of ``info`` still runs; None when it is on another host."""
     if info.get("host") != socket.gethostname():
         return None
+    import psutil
+
     try:
         process = psutil.Process(info["pid"])
         if process.status() == psutil.STATUS_ZOMBIE:

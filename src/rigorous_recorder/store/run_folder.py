@@ -17,14 +17,11 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from .._files import atomic_write_text
 from .._values import from_json, to_json
 from ..errors import DamagedFileError
-from .journal import BATCH, JournalDamage, decode_batch, read_journal
 from .layout import (
     EXPERIMENT_NODE,
     FORMAT_VERSION,
@@ -40,15 +37,14 @@ from .layout import (
     journal_key,
     records_name,
 )
-from .tree_file import (
-    Batches,
-    TreeNode,
-    read_tree_file,
-    recorder_counts,
-    split_by_recorder,
-    tagged_batches,
-    write_tree_file,
-)
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from .tree_file import Batches, TreeNode
+
+# The record formats (journal, tree_file) load pyarrow: they are imported by the methods that
+# read or write records, so that listing runs (the CLI's ls, numbering) never loads it.
 
 #: Keys every run.json holds, with the types they must have.
 _REQUIRED = {"id": str, "experiment_number": int, "error_number": int, "status": str, "had_error": bool,
@@ -123,6 +119,8 @@ class RunFolder:
 
     def compacted_nodes(self, info: dict[str, Any]) -> dict[int, TreeNode]:
         """The recorders of the compacted records file by id; their records load on first use."""
+        from .tree_file import read_tree_file
+
         path = self.compacted_path(info)
         return {node.id: node for node in read_tree_file(path)[1]} if path is not None else {}
 
@@ -145,6 +143,9 @@ class RunFolder:
         entry (a damaged tree) are kept under an entry of their own below the experiment.
         Reading the batches streams the files, so memory holds one batch at a time.
         """
+        from .journal import BATCH, decode_batch
+        from .tree_file import read_tree_file, recorder_counts, tagged_batches
+
         entries: dict[int, dict[str, Any]] = {}
         problems: list[str] = []
         path = self.compacted_path(info)
@@ -188,6 +189,8 @@ class RunFolder:
                 if node.id == RUN_NODE:
                     node.local_data = bookkeeping(info)
             return nodes
+        from .tree_file import TreeNode, split_by_recorder
+
         entries, batches, _ = self.contents(info)
         by_id = split_by_recorder(batches())
         return [TreeNode(entry["id"], entry["parent"], entry["local_data"], _constant(by_id.get(entry["id"], [])))
@@ -199,6 +202,8 @@ class RunFolder:
         The new file is written under a new name, then run.json names it, then the merged
         files go: a kill at any step leaves every record counted exactly once.
         """
+        from .tree_file import write_tree_file
+
         entries, batches, problems = self.contents(info)
         generation = info.get("generation", 0) + 1
         name = records_name(generation)
@@ -243,6 +248,8 @@ _PARQUET_MAGIC = b"PAR1"
 
 def _frames(journals: list[Path], problems: list[str]) -> Iterator[tuple[bytes, bytes]]:
     """(kind, payload) of every whole frame of ``journals``; damage is noted in ``problems``."""
+    from .journal import JournalDamage, read_journal
+
     for journal in journals:
         try:
             for frame, payload in read_journal(journal):
