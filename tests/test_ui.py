@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -106,6 +107,24 @@ def test_runs_table_has_every_run_with_its_status_and_error(data):
     assert runs[3]["error"] == "ValueError: diverged"
     assert runs[4]["error"] and runs[4]["records"] == 7
     assert [run["records"] for run in runs[:3]] == [1001, 1001, LONG_RUN]
+
+
+def test_a_damaged_run_is_listed_with_the_reason(tmp_path):
+    """A run whose run.json cannot be read shows as damaged, names the problem, and plots nothing."""
+    collection = ExperimentCollection(tmp_path / "damaged", quiet=True)
+    with collection.new_experiment(model="fine") as experiment:
+        Recorder().set_parent(experiment).push(step=0, loss=1.0)
+    (run,) = collection.runs
+    broken = collection.path / "runs" / run["id"].replace("000001-", "000002-")
+    shutil.copytree(collection.path / "runs" / run["id"], broken)
+    (broken / "run.json").write_text("{ not json")
+    data = DashboardData(tmp_path / "damaged")
+    runs = data.runs()["runs"]
+    assert [entry["status"] for entry in runs] == ["ok", "damaged"]
+    assert "run.json" in runs[1]["error"]
+    curves = data.curves([entry["run_id"] for entry in runs], "loss", "step")
+    assert [len(series["x"]) for series in curves["series"]] == [1, 0]
+    assert data.stats("loss", "step")["stats"] == {runs[0]["run_id"]: {"last": 1.0, "min": 1.0, "max": 1.0}}
 
 
 def test_runs_where_filters_with_sql_over_experiments(data):

@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from ..collection import ExperimentCollection
 from ..errors import RecorderError
-from ..store.run_folder import DAMAGED, RUNNING
+from ..store.layout import DAMAGED, RUNNING, RUNS_FOLDER
 
 #: Columns of a numeric DuckDB type: what a curve can plot.
 NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
@@ -41,8 +41,7 @@ RUN_COLUMNS = ("run_id", "status", "records", "error", *BOOKKEEPING)
 RUN_KEY = ("experiment_number", "error_number")
 #: Most rows the SQL box returns.
 MAX_RESULT_ROWS = 1000
-#: Most points per curve per bucket: first, last, min and max (M4).
-POINTS_PER_BUCKET = 4
+#: Most buckets (pixel columns) a curve request may ask for.
 MAX_BUCKETS = 4000
 _LIVE_COLUMNS_AGE = 5.0  # seconds the metric columns are trusted while runs are running
 _CACHED_VALUES = 32_000_000  # x and y values of finished runs kept in memory, all runs together
@@ -79,7 +78,7 @@ class DashboardData:
         self._m4(Curve(np.arange(2.0), np.arange(2.0)), 0.0, 1.0, 1)
 
     def _lock_down(self) -> None:
-        runs = _literal(str(self.collection.path / "runs") + os.sep)
+        runs = _literal(str(self.collection.path / RUNS_FOLDER) + os.sep)
         # One thread: keeps the records in their order (the x of last resort) and leaves cores to training.
         for collection in (self.collection, self._table):
             for statement in ("SET threads=1", f"SET allowed_directories=[{runs}]",
@@ -205,10 +204,8 @@ class DashboardData:
         if cached and cached[0] == signature and not (running and time.monotonic() - cached[1] > _LIVE_COLUMNS_AGE):
             return cached[2]
         types = dict(self._also(views, "SELECT column_name, column_type FROM (DESCRIBE records)").fetchall())
-        try:  # the records' inherited columns: the lineage table's (a detail of the view)
-            inherited = set(self._also(views, "SELECT * FROM lineage LIMIT 0").columns)
-        except duckdb.CatalogException:  # else at least the experiment info is inherited
-            inherited = set(views.columns)
+        # The inherited columns are the lineage table's, a detail of the view (until a `columns` view says).
+        inherited = set(self._also(views, "SELECT * FROM lineage LIMIT 0").columns)
         metrics = [name for name, kind in types.items()
                    if name not in inherited and name not in BOOKKEEPING and kind.startswith(NUMERIC_TYPES)]
         self._columns = (signature, time.monotonic(), metrics)
@@ -309,7 +306,7 @@ class DashboardData:
                 found[info["id"]] = curve
                 if info["status"] != RUNNING:
                     self._remember((info["id"], info.get("records"), y, x), curve)
-        return found
+        return {info["id"]: found[info["id"]] for info in infos}  # in the order asked
 
     def _remember(self, key: tuple[Any, ...], curve: Curve) -> None:
         self._curves[key] = curve
