@@ -115,12 +115,15 @@ def test_kill_9_at_a_random_moment_loses_no_committed_record(tmp_path, workload)
 
 @pytest.mark.slow
 def test_kill_9_inside_finish_counts_each_record_once(tmp_path):
-    """A writer killed while finish() compacts 300,000 flushed records keeps each exactly once."""
+    """A writer killed while finish() compacts 300,000 flushed records keeps each once, resumed or not."""
     seconds = trials.finish_seconds(tmp_path / "calibration")
     chooser = random.Random(f"{SEED}-finish")
     for index, fraction in enumerate((0.3, chooser.uniform(0.5, 1.0))):
         trial = trials.finish_kill_trial(tmp_path / str(index), fraction * seconds)
         assert trial.problems() == [], f"seed {SEED}, finish() took {seconds:.2f} s"
+        collection = ExperimentCollection(tmp_path / str(index) / "study", quiet=True)
+        collection.resume(collection.runs[0]["id"]).finish()  # resuming must not make duplicates permanent
+        assert_counted_once(tmp_path / str(index) / "study", trial.must_survive)
 
 
 @pytest.fixture(scope="module")
