@@ -21,6 +21,8 @@ from rigorous_recorder import (
     UnsupportedValueError,
 )
 
+from .conftest import statuses
+
 SIX_KEYS = (
     "experiment_number",
     "error_number",
@@ -46,11 +48,6 @@ def run_failing(collection: ExperimentCollection) -> None:
     with pytest.raises(RuntimeError), collection.new_experiment() as recorder:
         recorder.sub_recorder(role="child").push(index=0)
         raise RuntimeError("failed on purpose")
-
-
-def statuses(collection: ExperimentCollection) -> list[tuple[int, int, str]]:
-    """(experiment_number, error_number, status) of each run, oldest first."""
-    return [(run["experiment_number"], run["error_number"], run["status"]) for run in collection.runs]
 
 
 class Marker:

@@ -11,6 +11,8 @@ import pyarrow.parquet as pq
 
 from rigorous_recorder import ExperimentCollection
 
+from .conftest import statuses
+
 WORKER = Path(__file__).parent / "scripts" / "experiment_worker.py"
 #: Records pushed before the worker says "ready": not a multiple of the 4,096 rows a recorder
 #: seals by itself, so the last 904 survive only if the flush really wrote them.
@@ -117,9 +119,7 @@ def test_run_after_a_crash_takes_the_failed_run_number(tmp_path):
     collection = crashed_collection(tmp_path, "flush")
     with collection.new_experiment() as recorder:
         recorder.push(index=0)
-    assert [(run["experiment_number"], run["error_number"], run["status"]) for run in collection.runs] == [
-        (1, 1, "crashed"), (1, 2, "crashed"), (1, 0, "ok"),
-    ]
+    assert statuses(collection) == [(1, 1, "crashed"), (1, 2, "crashed"), (1, 0, "ok")]
 
 
 def test_crashed_run_can_be_resumed_to_append_records(tmp_path):
