@@ -235,6 +235,7 @@ def test_sealing_plain_columns_does_not_import_pandas(pure_python):
 # -- the whole recorder on the Python twins -----------------------------------------------------
 
 
+@pytest.mark.slow  # runs three test modules in a new process: 10 s
 def test_the_recorder_tests_pass_on_the_python_twins():
     """The core test modules, run in a process that uses the pure-Python loops."""
     environment = {**os.environ, "RIGOROUS_RECORDER_PURE_PYTHON": "1"}
