@@ -50,6 +50,12 @@ def statuses(collection: ExperimentCollection) -> list[tuple[int, int, str]]:
     return [(run["experiment_number"], run["error_number"], run["status"]) for run in collection.runs]
 
 
+@pytest.fixture
+def collection(tmp_path: Any) -> ExperimentCollection:
+    """A new, quiet collection stored in ``tmp_path / "study.collection"``."""
+    return ExperimentCollection(tmp_path / "study", quiet=True)
+
+
 #: The stores a root recorder of :func:`root` lives in.
 STORES = ["memory", "collection"]
 
