@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -198,6 +199,16 @@ def test_group_by_gives_mean_line_and_min_max_band(data):
     spike = group["x"].index(500.0)
     assert (group["min"][spike], group["max"][spike]) == (1 / 501, SPIKE)
     assert group["y"][spike] == pytest.approx((SPIKE + 1 / 501) / 2)
+
+
+def test_concurrent_curve_requests_all_answer(data):
+    """The server answers requests on several threads: none may trip over another's downsampling."""
+    runs = run_ids(data, "mlp")
+    requests = [{"group_by": "model"}, {}, {"smoothing": 0.5}, {"x_range": (10.0, 500.0)}] * 4
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda options: data.curves(runs, "loss", "step", buckets=300, **options), requests))
+    assert all(answer["points"] > 0 for answer in answers)
+    assert answers[1] == answers[5] == answers[13]
 
 
 def test_without_a_step_column_x_is_the_records_order(tmp_path):

@@ -223,6 +223,21 @@ def colored_pixels(page) -> int:
     }""")
 
 
+def test_group_by_draws_a_mean_line_and_band_per_value_on_a_log_scale(page):
+    """Grouped by model: one mean line with a min-max band per model among the selected runs."""
+    page.select_option("#by", "model")
+    page.wait_for_function("rrDashboard.curves.series.every(s => s.kind === 'group')")
+    page.check("#log")
+    page.wait_for_function("rrDashboard.chart.scales.y.distr === 3")
+    groups = page.evaluate("rrDashboard.curves.series.map(s => s.group)")
+    assert groups == ["cnn", "live", "mlp", "rnn"]
+    assert page.evaluate("rrDashboard.chart.bands.length") == len(groups)
+    assert page.evaluate("rrDashboard.chart.series.length") == 1 + 3 * len(groups)  # x, then mean, min, max
+    page.uncheck("#log")
+    page.select_option("#by", "")
+    page.wait_for_function("rrDashboard.curves.series.every(s => s.kind === 'line')")
+
+
 def test_zoom_fetches_the_visible_range_and_lives_in_the_url(page):
     """Dragging over the chart asks for the zoomed range; a reload keeps selection, axes and zoom."""
     box = page.locator("#chart .u-over").bounding_box()

@@ -75,7 +75,7 @@ class DashboardData:
         self._lock_down()
         # Load now what the first curve needs (pyarrow's numpy conversions: ~0.5 s on first use).
         self._buckets.sql("SELECT 1.0 AS x").to_arrow_table().column("x").to_numpy(zero_copy_only=False)
-        self._m4(Curve(np.arange(2.0), np.arange(2.0)), 0.0, 1.0, 1)
+        self._m4(self._buckets, Curve(np.arange(2.0), np.arange(2.0)), 0.0, 1.0, 1)
 
     def _lock_down(self) -> None:
         runs = _literal(str(self.collection.path / RUNS_FOLDER) + os.sep)
@@ -251,14 +251,15 @@ class DashboardData:
             xs = curve.x - curve.x[0] if relative and len(curve.x) else curve.x
             curves[run_id] = (Curve(xs, smoothed), Curve(xs, curve.y))
         low, high = x_range if x_range else _extent([pair[0].x for pair in curves.values()])
-        if group_by:
-            series = self._grouped(curves, groups, low, high, buckets)
-        else:
-            series = []
-            for run_id, (smoothed, raw) in curves.items():
-                series.append({"run_id": run_id, "kind": "line", **self._m4(smoothed, low, high, buckets)})
-                if smoothing:
-                    series.append({"run_id": run_id, "kind": "raw", **self._m4(raw, low, high, buckets)})
+        with self._buckets.cursor() as database:  # one per request: requests bucket at the same time
+            if group_by:
+                series = self._grouped(database, curves, groups, low, high, buckets)
+            else:
+                series = []
+                for run_id, (smoothed, raw) in curves.items():
+                    series.append({"run_id": run_id, "kind": "line", **self._m4(database, smoothed, low, high, buckets)})
+                    if smoothing:
+                        series.append({"run_id": run_id, "kind": "raw", **self._m4(database, raw, low, high, buckets)})
         return {"series": series, "buckets": buckets, "x_range": [_json_value(low), _json_value(high)],
                 "points": sum(len(item["x"]) for item in series)}
 
@@ -322,7 +323,9 @@ class DashboardData:
         rows = self._also(views, f"SELECT run_id, {_name(column)} FROM experiments WHERE run_id IN ({ids})")
         return {run_id: _json_value(value) for run_id, value in rows.fetchall()}
 
-    def _m4(self, curve: Curve, low: float, high: float, buckets: int) -> dict[str, list[Any]]:
+    @staticmethod
+    def _m4(database: duckdb.DuckDBPyConnection, curve: Curve, low: float, high: float,
+            buckets: int) -> dict[str, list[Any]]:
         """The first, last, min and max point of each x bucket, plus the nearest point outside
         the range on each side (so that a zoomed line reaches the chart's edges)."""
         start = int(np.searchsorted(curve.x, low, side="left"))
@@ -330,21 +333,22 @@ class DashboardData:
         edges = [index for index in (start - 1, stop) if 0 <= index < len(curve.x)]
         xs, ys = [curve.x[edges]], [curve.y[edges]]
         if stop > start:
-            self._buckets.register("points", pa.table({"x": curve.x[start:stop], "y": curve.y[start:stop]}))
-            picked = self._buckets.execute(
+            database.register("points", pa.table({"x": curve.x[start:stop], "y": curve.y[start:stop]}))
+            picked = database.execute(
                 "SELECT min(x), arg_min(y, x), max(x), arg_max(y, x), arg_min(x, y), min(y), arg_max(x, y), max(y) "
                 "FROM points GROUP BY least(floor((x - $low) / $width * $buckets), $buckets - 1)",
                 {"low": low, "width": (high - low) or 1.0, "buckets": buckets},
             ).fetchnumpy()
-            self._buckets.unregister("points")
+            database.unregister("points")
             columns = [np.asarray(column, dtype=np.float64) for column in picked.values()]
             xs.extend(columns[0::2])
             ys.extend(columns[1::2])
         points = np.unique(np.column_stack([np.concatenate(xs), np.concatenate(ys)]), axis=0)  # sorted by x, then y
         return {"x": points[:, 0].tolist(), "y": points[:, 1].tolist()}
 
-    def _grouped(self, curves: dict[str, tuple[Curve, Curve]], groups: dict[str, Any], low: float, high: float,
-                 buckets: int) -> list[dict[str, Any]]:
+    @staticmethod
+    def _grouped(database: duckdb.DuckDBPyConnection, curves: dict[str, tuple[Curve, Curve]], groups: dict[str, Any],
+                 low: float, high: float, buckets: int) -> list[dict[str, Any]]:
         """Per group value: per x bucket, the mean over runs of each run's mean, and the min and max."""
         parts = []
         for run_id, (smoothed, _) in curves.items():
@@ -353,10 +357,10 @@ class DashboardData:
                                    "x": smoothed.x[inside], "y": smoothed.y[inside]}))
         if not parts:
             return []
-        self._buckets.register("points", pa.concat_tables(parts))
-        self._buckets.register("groups", pa.table({"run": list(groups),
+        database.register("points", pa.concat_tables(parts))
+        database.register("groups", pa.table({"run": list(groups),
                                                    "label": [_label(value) for value in groups.values()]}))
-        rows = self._buckets.execute(
+        rows = database.execute(
             "WITH per_run AS (SELECT label, run, least(floor((x - $low) / $width * $buckets), $buckets - 1) AS b, "
             "avg(x) AS x, avg(y) AS mean, min(y) AS low, max(y) AS high FROM points JOIN groups USING (run) "
             "GROUP BY ALL) "
@@ -364,8 +368,8 @@ class DashboardData:
             "ORDER BY label, b",
             {"low": low, "width": (high - low) or 1.0, "buckets": buckets},
         ).fetchall()
-        self._buckets.unregister("points")
-        self._buckets.unregister("groups")
+        database.unregister("points")
+        database.unregister("groups")
         series: dict[str, dict[str, Any]] = {}
         for label, _, x, mean, lowest, highest, runs in rows:
             members = sorted(run_id for run_id, value in groups.items() if _label(value) == label)
