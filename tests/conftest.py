@@ -6,6 +6,7 @@ import datetime
 import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -51,7 +52,7 @@ def statuses(collection: ExperimentCollection) -> list[tuple[int, int, str]]:
 
 
 @pytest.fixture
-def collection(tmp_path: Any) -> ExperimentCollection:
+def collection(tmp_path: Path) -> ExperimentCollection:
     """A new, quiet collection stored in ``tmp_path / "study.collection"``."""
     return ExperimentCollection(tmp_path / "study", quiet=True)
 
