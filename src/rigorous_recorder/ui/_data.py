@@ -193,7 +193,7 @@ class DashboardData:
                 "groups": groups}
 
     def _metric_columns(self, views: duckdb.DuckDBPyRelation, infos: list[dict[str, Any]]) -> list[str]:
-        """Numeric columns that records hold themselves: the view's columns minus inherited ones.
+        """Numeric columns that records hold themselves (not inherited info).
 
         Binding ``records`` opens every run's file, so the answer is kept until a run starts,
         stops or is compacted, and for at most a few seconds while runs are running.
@@ -203,11 +203,16 @@ class DashboardData:
         cached = self._columns
         if cached and cached[0] == signature and not (running and time.monotonic() - cached[1] > _LIVE_COLUMNS_AGE):
             return cached[2]
-        types = dict(self._also(views, "SELECT column_name, column_type FROM (DESCRIBE records)").fetchall())
-        # The inherited columns are the lineage table's, a detail of the view (until a `columns` view says).
-        inherited = set(self._also(views, "SELECT * FROM lineage LIMIT 0").columns)
-        metrics = [name for name, kind in types.items()
-                   if name not in inherited and name not in BOOKKEEPING and kind.startswith(NUMERIC_TYPES)]
+        if "columns" in {name for (name,) in self._also(views, "SHOW TABLES").fetchall()}:
+            # The view says which columns hold the records' own values (source 'record', or
+            # 'record and inherited' for a key that records and recorders both hold).
+            typed = self._also(views, "SELECT name, type FROM columns WHERE part = 'value' AND source LIKE 'record%'")
+            metrics = [name for name, kind in typed.fetchall() if kind.startswith(NUMERIC_TYPES)]
+        else:  # a flat view without the `columns` table: what its lineage table lacks is the records' own
+            types = dict(self._also(views, "SELECT column_name, column_type FROM (DESCRIBE records)").fetchall())
+            inherited = set(self._also(views, "SELECT * FROM lineage LIMIT 0").columns)
+            metrics = [name for name, kind in types.items()
+                       if name not in inherited and name not in BOOKKEEPING and kind.startswith(NUMERIC_TYPES)]
         self._columns = (signature, time.monotonic(), metrics)
         return metrics
 
