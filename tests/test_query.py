@@ -242,6 +242,16 @@ def test_an_int_beyond_2_53_among_floats_of_other_runs_stays_exact(tmp_path):
     assert sorted(rows, key=repr) == [(0.5, None), (3.0, None), (None, str(2**60 + 1))]
 
 
+def test_an_int_beyond_2_53_in_one_of_several_int_runs_stays_exact(tmp_path):
+    """Two BIGINT runs read in one scan, the first with an int beyond 2**53, and a DOUBLE run."""
+    collection = ExperimentCollection(tmp_path / "study", quiet=True)
+    for value in (2**60 + 1, 3, 0.5):
+        with collection.new_experiment() as recorder:
+            recorder.push(k=value)
+    rows = collection.sql('SELECT k, "k~json" FROM records').fetchall()
+    assert sorted(rows, key=repr) == [(0.5, None), (3.0, None), (None, str(2**60 + 1))]
+
+
 def test_every_record_carries_its_run_id_and_status(tmp_path):
     """A failed attempt and its retry share a number; ``run_id`` and ``status`` tell them apart."""
     collection = ExperimentCollection(tmp_path / "study", quiet=True)

@@ -162,14 +162,15 @@ def _count(part: Part, name: str, connection: duckdb.DuckDBPyConnection) -> None
                 low, high = pc.min_max(array).values()
                 column.wide = not -EXACT_FLOAT_INT <= low.as_py() <= high.as_py() <= EXACT_FLOAT_INT
     else:
+        for column in part.columns:
+            column.wide = False
         for path in part.files:
             metadata = pq.read_metadata(path)
             for column in part.columns:
                 count, low, high = _statistics(metadata, column.position)
                 column.votes[column.kind] += count
-                if column.kind == "BIGINT" and count:
-                    column.wide = column.wide if low is None else not (
-                        -EXACT_FLOAT_INT <= low and high <= EXACT_FLOAT_INT)
+                if column.kind == "BIGINT" and count:  # an unknown range may be wide
+                    column.wide |= low is None or not -EXACT_FLOAT_INT <= low <= high <= EXACT_FLOAT_INT
     texts = [column for column in part.columns if column.kind == JSON_TEXT]
     if texts:
         histograms = ", ".join(f"histogram({json_kind_sql(f'c{column.position}')})" for column in texts)
