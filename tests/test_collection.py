@@ -18,6 +18,7 @@ from rigorous_recorder import (
     ExperimentCollection,
     Recorder,
     RecorderError,
+    RecorderTreeError,
     UnsupportedValueError,
 )
 
@@ -324,6 +325,23 @@ def test_reload_sees_runs_written_by_another_collection_object(tmp_path):
     reader.reload()
     assert len(reader) == 7
     assert reader.experiment_numbers == (1, 2)
+
+
+@pytest.mark.xfail(raises=AssertionError, strict=True,
+                   reason="a recorder detached with set_parent(None) stays in the run's store: its records "
+                          "go to the run's file, where sql() reads them and collection.records does not")
+def test_records_and_sql_agree_after_a_recorder_of_a_run_is_detached(collection):
+    """Detaching a run's recorder (or refusing to) never leaves records that one reader shows and the other not."""
+    with collection.new_experiment() as recorder:
+        child = Recorder(model="m").set_parent(recorder)
+        child.push(x=1)
+        try:
+            child.set_parent(None)
+        except RecorderTreeError:
+            pass  # refusing, as moving to another tree is refused, keeps them in agreement too
+        else:
+            child.push(x=2)
+    assert collection.sql("SELECT count(*) FROM records").fetchall() == [(len(collection.records),)]
 
 
 # -- storage -------------------------------------------------------------------------------
