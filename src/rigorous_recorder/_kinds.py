@@ -207,14 +207,14 @@ class StoredColumn:
         """SQL for this column's share of the key's typed and companion columns (None: nothing)."""
         column = f"c{self.position}"
         if self.kind == JSON_TEXT:
-            fit = " OR ".join(f"kind = '{kind}'" for kind in self.votes if fits(kind, main))
-            if not fit:
+            fitting = [f"'{kind}'" for kind in self.votes if fits(kind, main)]
+            if not fitting:
                 return None, column
-            kind = json_kind_sql(column)
-            typed = f"CASE WHEN {fit.replace('kind', kind)} THEN {_from_json_sql(column, main)} END"
-            if all(fits(kind, main) for kind in self.votes):
+            fit = f"{json_kind_sql(column)} IN ({', '.join(fitting)})"
+            typed = f"CASE WHEN {fit} THEN {_from_json_sql(column, main)} END"
+            if len(fitting) == len(self.votes):
                 return typed, None
-            return typed, f"CASE WHEN NOT ({fit.replace('kind', kind)}) THEN {column} END"
+            return typed, f"CASE WHEN NOT ({fit}) THEN {column} END"
         if self.kind == "BIGINT" and main == "DOUBLE":
             if not self.wide:
                 return f"CAST({column} AS DOUBLE)", None
@@ -224,8 +224,6 @@ class StoredColumn:
         if fits(self.kind, main):
             return (_to_json_sql(column, self.kind) if main == JSON else column), None
         return None, _to_json_sql(column, self.kind)
-
-
 
 
 def stored_columns(schema: pa.Schema) -> list[StoredColumn]:
