@@ -59,6 +59,17 @@ def test_set_parent_again_moves_the_child_and_its_records(root):
     assert plains(root.all_records) == [{"x": 1, "where": "new"}]
 
 
+def test_a_subtree_with_records_brings_them_along_when_attached(root):
+    """Records committed before set_parent, sealed or not, in the recorder and below it, move with it."""
+    model = Recorder(model="m").push(x=1).flush().push(x=2)
+    Recorder(split="test").set_parent(model).push(y=1)
+    model.set_parent(root)
+    model.push(x=3)
+    assert plains(root.all_records) == [
+        {"x": 1, "model": "m"}, {"x": 2, "model": "m"}, {"x": 3, "model": "m"}, {"y": 1, "split": "test", "model": "m"},
+    ]
+
+
 def test_set_parent_twice_to_the_same_parent_lists_the_child_once(root):
     """Repeating set_parent with the same parent does not duplicate the child."""
     child = Recorder().set_parent(root).set_parent(root)
