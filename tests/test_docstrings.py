@@ -17,8 +17,8 @@ import pytest
 import rigorous_recorder
 import rigorous_recorder.integrations
 
-#: Modules that import a machine-learning framework (seconds, the first time in a process).
-FRAMEWORK_MODULES = {"rigorous_recorder.integrations.keras", "rigorous_recorder.integrations.lightning"}
+#: Modules that import a machine-learning framework (seconds, the first time in a process), and that framework.
+FRAMEWORK_MODULES = {"rigorous_recorder.integrations.keras": "keras", "rigorous_recorder.integrations.lightning": "torch"}
 #: Modules whose every example is marked +SKIP today, and why: a debt to pay, not a rule.
 ALL_SKIPPED = {
     "rigorous_recorder.ui": "the dashboard's examples start a server on a real collection",
@@ -72,7 +72,7 @@ def _module_param(name: str) -> object:
 def test_the_docstring_examples_of_a_module_run_and_pass(name):
     """The module's examples run (not all skipped) and each gives the output written under it."""
     if name in FRAMEWORK_MODULES:
-        pytest.importorskip("keras" if name.endswith("keras") else "torch")
+        pytest.importorskip(FRAMEWORK_MODULES[name])
     tests = doctest.DocTestFinder().find(importlib.import_module(name))
     assert runnable(tests), f"every example in {name} is marked +SKIP: none of them runs"
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
