@@ -81,7 +81,7 @@ class Recorder:
         self._kinds_of: tuple[dict[str, list[Any]], dict[str, tuple[int, set[type]]]] | None = None
         self._live: list[LiveWriter] = []
         self._fast = True  # push() may append plain values directly: nothing staged, no live file
-        self.node_id: int | None = None  # the recorder's id inside its store, if the store numbers them
+        self.node_id: int | None = None  # the recorder's id inside its run, for a run's recorders
         self._store: RecordStore = MemoryStore()
         self._store.adopt(self)
 
@@ -374,6 +374,15 @@ class Recorder:
     def __len__(self) -> int:
         return self._sealed_rows + self._pending_rows()
 
+    def own_keys(self) -> list[str]:
+        """The keys this recorder's own records hold, in the order they first appeared.
+
+        >>> Recorder().push(loss=1.0).push(loss=0.5, lr=0.1).own_keys()
+        ['loss', 'lr']
+        """
+        sealed, pending, _ = self._store.read(self)
+        return list(dict.fromkeys([*(name for batch in sealed for name in batch.schema.names), *pending]))
+
     @property
     def number_of_records(self) -> int:
         """``len(recorder)``, under its 1.x name."""
@@ -489,6 +498,7 @@ def build_tree(nodes: Sequence[TreeNode]) -> dict[int, Recorder]:
     recorders: dict[int, Recorder] = {}
     for node in nodes:
         recorder = recorders[node.id] = Recorder(node.local_data)
+        recorder.node_id = node.id
         recorder.move_to(store)
         with store.lock:
             for batch in node.batches():
