@@ -62,6 +62,11 @@ DISTRIBUTIONS = {
     "wandb": "wandb", "dvclive": "dvclive", "aim": "aim",
 }
 # What each contender needs installed (distribution names).
+PARTS = ("lightning", "keras", "analysis")
+# Peers that --peers can leave out (the rest are the targets' references), and the
+# framework contenders' names for them.
+OPTIONAL_PEERS = {"tensorboard", "mlflow", "wandb", "dvclive", "aim"}
+PEER_KEYS = {"w&b": "wandb"}
 LIGHTNING = {
     "no logger": ["pytorch-lightning"], "ours": ["pytorch-lightning", "rigorous-recorder"],
     "CSVLogger": ["pytorch-lightning"], "TensorBoard": ["pytorch-lightning", "tensorboard"],
@@ -95,10 +100,15 @@ def version_of(distribution: str) -> str | None:
     return importlib.metadata.version(distribution)
 
 
-def available(contenders: dict[str, list[str]], part: str) -> list[str]:
-    """The contenders whose distributions are installed; prints how to install the others."""
+def available(contenders: dict[str, list[str]], part: str, peers: set[str]) -> list[str]:
+    """The contenders chosen by ``--peers`` whose distributions are installed.
+
+    Prints how to install the missing ones.  No logger, CSV and ours always take part.
+    """
     kept = []
     for name, needs in contenders.items():
+        if PEER_KEYS.get(name.lower(), name.lower()) in OPTIONAL_PEERS - peers:
+            continue
         missing = [distribution for distribution in needs if version_of(distribution) is None]
         if missing:
             print(f"{part}: skipping {name}: {', '.join(missing)} not installed here; install with "
@@ -191,8 +201,8 @@ def framework_table(results: dict[str, list[dict]], baseline: str, unit: str,
     return markdown_table(headers, rows), ratio
 
 
-def lightning_part(rounds: int, steps: int, scratch: str) -> tuple[str, dict, float | None]:
-    contenders = available(LIGHTNING, "Lightning")
+def lightning_part(rounds: int, steps: int, scratch: str, peers: set[str]) -> tuple[str, dict, float | None]:
+    contenders = available(LIGHTNING, "Lightning", peers)
 
     def run_one(name: str) -> dict:
         with tempfile.TemporaryDirectory(dir=scratch) as folder:
@@ -206,8 +216,9 @@ def lightning_part(rounds: int, steps: int, scratch: str) -> tuple[str, dict, fl
     return title + "\n" + table, results, ratio
 
 
-def keras_part(rounds: int, epochs: int, batches: int, batch_size: int, scratch: str) -> tuple[str, dict, float | None]:
-    contenders = available(KERAS, "Keras")
+def keras_part(rounds: int, epochs: int, batches: int, batch_size: int, scratch: str,
+               peers: set[str]) -> tuple[str, dict, float | None]:
+    contenders = available(KERAS, "Keras", peers)
 
     def run_one(name: str) -> dict:
         with tempfile.TemporaryDirectory(dir=scratch) as folder:
@@ -235,10 +246,10 @@ def fresh_query(tool: str, root: str, expected: list[list]) -> dict:
     rest, errors = process.communicate(timeout=H.WORKLOAD_TIMEOUT_S)
     if process.returncode != 0 or not first_line:
         return {"error": f"query process exited {process.returncode}\n{errors[-4000:]}"}
-    answer = json.loads(first_line)
-    if not answers_agree(answer, expected):
-        return {"error": f"wrong answer\n got:      {answer}\n expected: {expected}"}
-    return {"fresh_s": fresh, "in_process_s": statistics.median(json.loads(rest))}
+    reply = json.loads(first_line)
+    if not answers_agree(reply["answer"], expected):
+        return {"error": f"wrong answer\n got:      {reply['answer']}\n expected: {expected}"}
+    return {"fresh_s": fresh, "fresh_cpu_s": reply["cpu_s"], "in_process_s": statistics.median(json.loads(rest))}
 
 
 def answers_agree(answer: list[list], expected: list[list]) -> bool:
@@ -248,8 +259,8 @@ def answers_agree(answer: list[list], expected: list[list]) -> bool:
         for got, want in zip(answer, expected))
 
 
-def analysis_part(rounds: int, steps: int, scratch: str) -> tuple[str, dict, dict]:
-    tools = available({tool: needs for tool, (_, needs) in ANALYSIS.items()}, "analysis job")
+def analysis_part(rounds: int, steps: int, scratch: str, peers: set[str]) -> tuple[str, dict, dict]:
+    tools = available({tool: needs for tool, (_, needs) in ANALYSIS.items()}, "analysis job", peers)
     recorded: dict[str, dict] = {}
     for tool in tools:
         root = Path(scratch, tool)
@@ -273,14 +284,15 @@ def analysis_part(rounds: int, steps: int, scratch: str) -> tuple[str, dict, dic
         problem = status_of([recorded[tool]]) or status_of(runs)
         label = f"**{ANALYSIS[tool][0]}**" if tool == "ours" else ANALYSIS[tool][0]
         if problem:
-            rows.append([label, problem, "", "", "", "", ""])
+            rows.append([label, problem, "", "", "", "", "", "", ""])
             continue
         fresh, in_process = median_field(runs, "fresh_s"), median_field(runs, "in_process_s")
         rows.append([label, H.fmt(recorded[tool]["record_s"], 1), H.fmt(recorded[tool]["bytes"] / 1e6, 1),
                      H.fmt(recorded[tool]["bytes"] / values, 1), H.fmt(fresh, 2),
                      "" if not ours_fresh else f"{fresh / ours_fresh:.2f}",
+                     H.fmt(median_field(runs, "fresh_cpu_s"), 2),
                      H.fmt(in_process * 1e3, 1), "" if not ours_in else f"{in_process / ours_in:.2f}"])
-    headers = ["tool", "recording s", "disk MB", "B/value", "fresh process s", "× ours",
+    headers = ["tool", "recording s", "disk MB", "B/value", "fresh process s", "× ours", "its CPU s",
                "in process ms", "× ours"]
     title = (f"### Analysis job: {A.RUNS} runs x {len(A.MODELS)} models x {steps:,} steps "
              f"({values:,} values); \"average loss over the first {A.FIRST_STEPS} steps per model and lr, "
@@ -325,11 +337,16 @@ def fastest_peer(queried: dict, key: str) -> tuple[str | None, float | None]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per contender (default 5)")
-    parser.add_argument("--parts", default="lightning,keras,analysis",
-                        help="comma-separated subset of lightning,keras,analysis")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    parser.add_argument("--peers", default=",".join(sorted(OPTIONAL_PEERS)),
+                        help="comma-separated subset of the optional peers "
+                             f"{','.join(sorted(OPTIONAL_PEERS))} (no logger, CSV and ours always run)")
     parser.add_argument("--quick", action="store_true", help="small sizes and one round: a smoke test")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
+    peers = set(filter(None, args.peers.split(",")))
+    if peers - OPTIONAL_PEERS or parts - set(PARTS):
+        parser.error(f"unknown --peers {sorted(peers - OPTIONAL_PEERS)} or --parts {sorted(parts - set(PARTS))}")
     rounds = 1 if args.quick else args.rounds
     lightning_steps, keras_epochs, keras_batches, analysis_steps = (
         (300, 1, 50, 600) if args.quick else (2000, 3, 300, 5000))
@@ -338,17 +355,17 @@ def main() -> int:
     sections, failures = [], {}
     with tempfile.TemporaryDirectory(prefix="rr-peers-") as scratch:
         if "lightning" in parts:
-            table, results, ratio = lightning_part(rounds, lightning_steps, scratch)
+            table, results, ratio = lightning_part(rounds, lightning_steps, scratch, peers)
             sections.append(table)
             failures.update({f"Lightning {name}": runs[0] for name, runs in results.items() if "error" in runs[0]})
             targets.check("Lightning: ours' CPU overhead per step over CSVLogger's", ratio, 0.5, "x")
         if "keras" in parts:
-            table, results, ratio = keras_part(rounds, keras_epochs, keras_batches, 32, scratch)
+            table, results, ratio = keras_part(rounds, keras_epochs, keras_batches, 32, scratch, peers)
             sections.append(table)
             failures.update({f"Keras {name}": runs[0] for name, runs in results.items() if "error" in runs[0]})
             targets.check("Keras: ours' CPU overhead per batch over CSVLogger's", ratio, 0.5, "x")
         if "analysis" in parts:
-            table, recorded, queried = analysis_part(rounds, analysis_steps, scratch)
+            table, recorded, queried = analysis_part(rounds, analysis_steps, scratch, peers)
             sections.append(table)
             failures.update({f"analysis {tool}": result for tool, result in recorded.items() if "error" in result})
             failures.update({f"analysis query {tool}": runs[0] for tool, runs in queried.items() if "error" in runs[0]})

@@ -14,9 +14,9 @@ pandas frame; MLflow: a client; Aim: the repo); ``query_<tool>(opened)`` answers
 question from that.
 
 Run as a script, ``python -I peers_analysis.py TOOL ROOT REPEATS`` is the fresh process
-whose wall time the parent measures: it prints the answer as one JSON line as soon as it
-has it, then times ``REPEATS`` more in-process queries on what it opened and prints their
-seconds as a second JSON line.  Module level imports the standard library only, so a
+whose wall time the parent measures: it prints the answer and its own CPU seconds so far
+as one JSON line as soon as it has them, then times ``REPEATS`` more in-process queries
+on what it opened and prints their seconds as a second JSON line.  Module level imports the standard library only, so a
 fresh process pays for nothing but the tool it asks.
 """
 
@@ -30,7 +30,7 @@ import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
-from time import perf_counter, time
+from time import perf_counter, process_time, time
 
 RUNS = 20
 MODELS = ("mlp", "cnn")
@@ -452,7 +452,7 @@ def main(tool: str, root: str, repeats: int) -> None:
     os.chdir(root)
     opened = globals()[f"open_{tool}"](root)
     query = globals()[f"query_{tool}"]
-    print(json.dumps(query(opened)), flush=True)
+    print(json.dumps({"answer": query(opened), "cpu_s": process_time()}), flush=True)
     seconds = []
     for _ in range(repeats):
         start = perf_counter()

@@ -6,6 +6,7 @@ import datetime
 import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,6 +49,12 @@ def plains(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 def statuses(collection: ExperimentCollection) -> list[tuple[int, int, str]]:
     """(experiment_number, error_number, status) of each run, oldest first."""
     return [(run["experiment_number"], run["error_number"], run["status"]) for run in collection.runs]
+
+
+@pytest.fixture
+def collection(tmp_path: Path) -> ExperimentCollection:
+    """A new, quiet collection stored in ``tmp_path / "study.collection"``."""
+    return ExperimentCollection(tmp_path / "study", quiet=True)
 
 
 #: The stores a root recorder of :func:`root` lives in.

@@ -1,7 +1,13 @@
-"""The ``rigorous-recorder`` command, run as the real console script in subprocesses."""
+"""The ``rigorous-recorder`` command line.
+
+Most tests call ``cli.main`` in this process (a subprocess costs a second of imports); the
+tests of the installed console script, ``python -m`` and ``--version`` start real processes,
+and one checks that the console script prints exactly what ``cli.main`` prints.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import io
@@ -24,8 +30,18 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 COMMANDS = ["ls", "show", "sql", "export", "plot", "recover"]
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=60)
+def run(*args: object) -> subprocess.CompletedProcess[str]:
+    """Run the command line with ``args`` in this process: its exit code, stdout and stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main([str(arg) for arg in args])
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+def run_script(*args: object, **environment: str) -> subprocess.CompletedProcess[str]:
+    """Run the installed console script with ``args`` in a subprocess."""
+    return subprocess.run([str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **environment})
 
 
 def fill(path: Path) -> Path:
@@ -54,9 +70,12 @@ def assert_clean_error(result: subprocess.CompletedProcess[str], message: str) -
     assert message in result.stderr
 
 
-def test_console_script_is_installed():
-    """The editable install puts the console script next to the interpreter."""
-    assert SCRIPT.is_file()
+def test_the_console_script_prints_what_main_prints(study):
+    """The installed console script runs ``cli.main``: the same output, the same exit codes."""
+    for args in [("ls", study), ("sql", study, "SELEC 1")]:
+        script, in_process = run_script(*args), run(*args)
+        assert (script.returncode, script.stdout, script.stderr) == (
+            in_process.returncode, in_process.stdout, in_process.stderr)
 
 
 @pytest.mark.parametrize(("pure_python", "hot_path"), [("0", "compiled"), ("1", "pure Python")])
@@ -64,8 +83,7 @@ def test_version_tells_which_hot_path_is_in_use(pure_python, hot_path):
     """--version names the release and whether push runs the compiled loops."""
     from rigorous_recorder import __version__
 
-    environment = {**os.environ, "RIGOROUS_RECORDER_PURE_PYTHON": pure_python}
-    result = subprocess.run([str(SCRIPT), "--version"], capture_output=True, text=True, timeout=60, env=environment)
+    result = run_script("--version", RIGOROUS_RECORDER_PURE_PYTHON=pure_python)
     assert result.stdout == f"rigorous-recorder {__version__} (hot path: {hot_path})\n"
 
 

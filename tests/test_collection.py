@@ -21,6 +21,8 @@ from rigorous_recorder import (
     UnsupportedValueError,
 )
 
+from .conftest import statuses
+
 SIX_KEYS = (
     "experiment_number",
     "error_number",
@@ -48,11 +50,6 @@ def run_failing(collection: ExperimentCollection) -> None:
         raise RuntimeError("failed on purpose")
 
 
-def statuses(collection: ExperimentCollection) -> list[tuple[int, int, str]]:
-    """(experiment_number, error_number, status) of each run, oldest first."""
-    return [(run["experiment_number"], run["error_number"], run["status"]) for run in collection.runs]
-
-
 class Marker:
     """Unpickling this creates the file ``path``."""
 
@@ -66,9 +63,8 @@ class Marker:
 # -- the folder ----------------------------------------------------------------------------
 
 
-def test_collection_is_stored_in_path_plus_collection_suffix(tmp_path):
+def test_collection_is_stored_in_path_plus_collection_suffix(collection, tmp_path):
     """The collection's files live in ``path + ".collection"``."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     run_ok(collection)
     assert collection.path == tmp_path / "study.collection"
     assert sorted(path.name for path in (tmp_path / "study.collection").iterdir()) == [
@@ -77,9 +73,8 @@ def test_collection_is_stored_in_path_plus_collection_suffix(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["study.collection"]
 
 
-def test_quiet_collection_prints_nothing(tmp_path, capsys):
+def test_quiet_collection_prints_nothing(collection, capsys):
     """With quiet=True creating, running, failing and recovering print nothing at all."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     run_ok(collection)
     run_failing(collection)
     collection.records[0]
@@ -119,9 +114,8 @@ def test_create_false_opens_an_existing_collection(tmp_path):
 # -- running experiments -------------------------------------------------------------------
 
 
-def test_with_block_yields_the_experiment_recorder_holding_experiment_info(tmp_path):
+def test_with_block_yields_the_experiment_recorder_holding_experiment_info(collection):
     """``with new_experiment(**info) as recorder`` yields a Recorder whose local data is the info."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     with collection.new_experiment(learning_rate=0.1, optimizer="adam") as recorder:
         assert isinstance(recorder, Recorder)
         assert dict(recorder.local_data) == {"learning_rate": 0.1, "optimizer": "adam"}
@@ -132,9 +126,8 @@ def test_with_block_yields_the_experiment_recorder_holding_experiment_info(tmp_p
     }
 
 
-def test_experiment_without_with_records_after_finish(tmp_path):
+def test_experiment_without_with_records_after_finish(collection):
     """An experiment used without ``with``: push through ``exp.recorder``, then ``finish(error=None)``."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     experiment = collection.new_experiment(name="manual")
     Recorder(model="m").set_parent(experiment.recorder).push(loss=0.5)
     assert experiment.finished is False
@@ -147,9 +140,8 @@ def test_experiment_without_with_records_after_finish(tmp_path):
     assert collection.runs[0]["status"] == "ok"
 
 
-def test_finish_with_an_error_marks_the_run_failed(tmp_path):
+def test_finish_with_an_error_marks_the_run_failed(collection):
     """``finish(error=exc)`` marks the run had_error=True with status "error" and the error text."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     experiment = collection.new_experiment()
     experiment.recorder.push(x=1)
     experiment.finish(error=ValueError("bad data"))
@@ -158,18 +150,16 @@ def test_finish_with_an_error_marks_the_run_failed(tmp_path):
     assert collection.records[0]["had_error"] is True
 
 
-def test_children_hang_below_the_experiment_recorder(tmp_path):
+def test_children_hang_below_the_experiment_recorder(collection):
     """Recorders given the experiment recorder as parent are its children, in order."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     with collection.new_experiment() as recorder:
         first = Recorder(model="a").set_parent(recorder)
         second = recorder.sub_recorder(model="b")
         assert recorder.children == (first, second)
 
 
-def test_finished_experiment_refuses_more_records(tmp_path):
+def test_finished_experiment_refuses_more_records(collection):
     """Pushing into a recorder of a finished run raises a RecorderError that names resume()."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     with collection.new_experiment() as recorder:
         child = recorder.sub_recorder(model="a")
         child.push(x=1)
@@ -182,9 +172,8 @@ def test_finished_experiment_refuses_more_records(tmp_path):
 # -- the six keys and numbering ------------------------------------------------------------
 
 
-def test_every_record_sees_the_six_keys_of_its_run(tmp_path):
+def test_every_record_sees_the_six_keys_of_its_run(collection):
     """Each record reads the six bookkeeping keys from its run's run.json."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     run_ok(collection)
     run = collection.runs[0]
     assert [{key: record[key] for key in SIX_KEYS} for record in collection.records] == [
@@ -192,9 +181,8 @@ def test_every_record_sees_the_six_keys_of_its_run(tmp_path):
     ] * 3
 
 
-def test_six_keys_of_a_successful_run_have_the_right_values(tmp_path):
+def test_six_keys_of_a_successful_run_have_the_right_values(collection):
     """A successful first run: number 1, error_number 0, no error, duration = end - start >= 0."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     run_ok(collection)
     record = collection.records[0]
     assert (record["experiment_number"], record["error_number"], record["had_error"]) == (1, 0, False)
@@ -202,26 +190,23 @@ def test_six_keys_of_a_successful_run_have_the_right_values(tmp_path):
     assert record["experiment_duration"] == record["experiment_end_time"] - record["experiment_start_time"]
 
 
-def test_six_keys_are_not_stored_in_local_data_of_the_experiment_recorder(tmp_path):
+def test_six_keys_are_not_stored_in_local_data_of_the_experiment_recorder(collection):
     """The six keys come through the experiment recorder's parent, not its own local data."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     with collection.new_experiment(a=1) as recorder:
         assert dict(recorder.local_data) == {"a": 1}
         assert set(recorder.parent.local_data) == set(SIX_KEYS)
         assert recorder.parent.parent is None
 
 
-def test_successful_runs_take_consecutive_numbers(tmp_path):
+def test_successful_runs_take_consecutive_numbers(collection):
     """Three successful runs are numbered 1, 2, 3 with error_number 0."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     for _ in range(3):
         run_ok(collection)
     assert statuses(collection) == [(1, 0, "ok"), (2, 0, "ok"), (3, 0, "ok")]
 
 
-def test_failed_runs_repeat_the_number_and_count_consecutive_errors(tmp_path):
+def test_failed_runs_repeat_the_number_and_count_consecutive_errors(collection):
     """After failures the same number comes again, error_number counting them; success resets it."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     run_ok(collection)
     run_failing(collection)
     run_failing(collection)
@@ -244,18 +229,16 @@ def test_numbering_continues_in_a_new_collection_object(tmp_path):
 # -- exceptions inside the with block ------------------------------------------------------
 
 
-def test_exception_in_with_block_reraises_the_same_object(tmp_path):
+def test_exception_in_with_block_reraises_the_same_object(collection):
     """The exception raised inside the block is the very object that leaves it."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     error = ValueError("boom")
     with pytest.raises(ValueError) as caught, collection.new_experiment():
         raise error
     assert caught.value is error
 
 
-def test_keyboard_interrupt_in_with_block_is_reraised_and_recorded(tmp_path):
+def test_keyboard_interrupt_in_with_block_is_reraised_and_recorded(collection):
     """A KeyboardInterrupt leaves the block as the same object and the run is marked failed."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     interrupt = KeyboardInterrupt()
     with pytest.raises(KeyboardInterrupt) as caught, collection.new_experiment() as recorder:
         recorder.push(step=1)
@@ -264,9 +247,8 @@ def test_keyboard_interrupt_in_with_block_is_reraised_and_recorded(tmp_path):
     assert (collection.runs[0]["status"], collection.records[0]["had_error"]) == ("error", True)
 
 
-def test_exception_in_with_block_keeps_every_record(tmp_path):
+def test_exception_in_with_block_keeps_every_record(collection, tmp_path):
     """Everything pushed before the exception is saved, and its records say had_error=True."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     with pytest.raises(ZeroDivisionError), collection.new_experiment(lr=0.5) as recorder:
         child = recorder.sub_recorder(model="m")
         for index in range(5000):
@@ -282,9 +264,8 @@ def test_exception_in_with_block_keeps_every_record(tmp_path):
 # -- reading -------------------------------------------------------------------------------
 
 
-def test_records_hold_every_record_of_every_run_in_run_order(tmp_path):
+def test_records_hold_every_record_of_every_run_in_run_order(collection):
     """``collection.records`` lists the records of all runs, oldest run first."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     run_ok(collection, range(2))
     run_failing(collection)
     run_ok(collection, range(3))
@@ -293,25 +274,22 @@ def test_records_hold_every_record_of_every_run_in_run_order(tmp_path):
     ]
 
 
-def test_record_reads_missing_key_as_none(tmp_path):
+def test_record_reads_missing_key_as_none(collection):
     """A key no record nor ancestor holds reads as None, like the seed's records."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     run_ok(collection)
     assert collection.records[0]["no such key"] is None
     assert collection.records[0].get("no such key", "default") == "default"
 
 
-def test_len_counts_every_record_of_every_run(tmp_path):
+def test_len_counts_every_record_of_every_run(collection):
     """``len(collection)`` is the number of records of all runs together."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     run_ok(collection, range(4))
     run_failing(collection)
     assert len(collection) == 5
 
 
-def test_experiment_numbers_lists_each_number_once_ascending(tmp_path):
+def test_experiment_numbers_lists_each_number_once_ascending(collection):
     """A number given to several runs (failures) appears once in experiment_numbers."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     run_ok(collection)
     run_failing(collection)
     run_ok(collection)
@@ -319,9 +297,8 @@ def test_experiment_numbers_lists_each_number_once_ascending(tmp_path):
     assert collection.experiment_numbers == (1, 2, 3)
 
 
-def test_getitem_gives_the_records_of_one_experiment_number(tmp_path):
+def test_getitem_gives_the_records_of_one_experiment_number(collection):
     """``collection[n]`` holds the records of every run numbered n."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     run_ok(collection, range(2))
     run_failing(collection)
     run_ok(collection, range(10, 13))
@@ -330,9 +307,8 @@ def test_getitem_gives_the_records_of_one_experiment_number(tmp_path):
     ]
 
 
-def test_getitem_with_negative_number_counts_from_the_last_experiment(tmp_path):
+def test_getitem_with_negative_number_counts_from_the_last_experiment(collection):
     """``collection[-1]`` is the latest experiment number's records, ``[-2]`` the one before."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     run_ok(collection, range(1))
     run_ok(collection, range(2))
     assert [record["experiment_number"] for record in collection[-1]] == [2, 2]
@@ -353,18 +329,16 @@ def test_reload_sees_runs_written_by_another_collection_object(tmp_path):
 # -- storage -------------------------------------------------------------------------------
 
 
-def test_finished_run_is_one_parquet_file_and_json_metadata(tmp_path):
+def test_finished_run_is_one_parquet_file_and_json_metadata(collection):
     """A finished run's folder holds run.json and one records-<n>.parquet file, nothing else."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     experiment = run_ok(collection)
     assert sorted(path.name for path in experiment.folder.path.iterdir()) == ["records-1.parquet", "run.json"]
     assert json.loads((experiment.folder.path / "run.json").read_text())["records"] == "records-1.parquet"
     assert json.loads((collection.path / "collection.json").read_text())["format"] == 2
 
 
-def test_parquet_file_stores_parent_data_once_per_recorder_not_per_row(tmp_path):
+def test_parquet_file_stores_parent_data_once_per_recorder_not_per_row(collection):
     """The Parquet columns are the records' own keys only: no lineage or bookkeeping column."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     with collection.new_experiment(lr=0.1) as recorder:
         episode = recorder.sub_recorder(episode=1)
         for step in range(100):
@@ -374,9 +348,8 @@ def test_parquet_file_stores_parent_data_once_per_recorder_not_per_row(tmp_path)
     assert pq.read_table(path).num_rows == 100
 
 
-def test_parquet_file_is_readable_by_pyarrow_and_duckdb_without_the_package(tmp_path):
+def test_parquet_file_is_readable_by_pyarrow_and_duckdb_without_the_package(collection, tmp_path):
     """A fresh interpreter that never imports rigorous_recorder reads the run with pyarrow and DuckDB."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     run_ok(collection, range(100))
     (path,) = collection.path.glob("runs/*/records-*.parquet")
     script = (
@@ -418,9 +391,8 @@ def test_loading_never_unpickles_a_pickle_in_the_folder(tmp_path):
 # -- bad values ----------------------------------------------------------------------------
 
 
-def test_unsupported_value_raises_naming_the_key_and_loses_nothing(tmp_path):
+def test_unsupported_value_raises_naming_the_key_and_loses_nothing(collection):
     """An unstorable value raises UnsupportedValueError naming its key; the other records stay."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     with collection.new_experiment() as recorder:
         child = recorder.sub_recorder(model="m")
         child.push(index=0, loss=0.5)
@@ -433,17 +405,15 @@ def test_unsupported_value_raises_naming_the_key_and_loses_nothing(tmp_path):
     assert collection.runs[0]["status"] == "ok"
 
 
-def test_unsupported_experiment_info_raises_before_a_run_starts(tmp_path):
+def test_unsupported_experiment_info_raises_before_a_run_starts(collection):
     """An unstorable experiment info value raises naming the key, and no run is created."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     with pytest.raises(UnsupportedValueError, match="'callback'"):
         collection.new_experiment(callback=lambda: None)
     assert collection.runs == []
 
 
-def test_unsupported_value_escaping_the_with_block_marks_run_failed_and_keeps_records(tmp_path):
+def test_unsupported_value_escaping_the_with_block_marks_run_failed_and_keeps_records(collection):
     """An uncaught UnsupportedValueError ends the run as an error with the earlier records kept."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     with pytest.raises(UnsupportedValueError), collection.new_experiment() as recorder:
         recorder.push(index=0)
         recorder.push(index=1, bad={1, 2})
@@ -454,9 +424,8 @@ def test_unsupported_value_escaping_the_with_block_marks_run_failed_and_keeps_re
 # -- resume --------------------------------------------------------------------------------
 
 
-def test_resume_keeps_the_number_and_the_recorders_with_their_data(tmp_path):
+def test_resume_keeps_the_number_and_the_recorders_with_their_data(collection, tmp_path):
     """A resumed run has its old number, and its experiment recorder's children are the old recorders."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     with collection.new_experiment(lr=0.1) as recorder:
         Recorder(model="a").set_parent(recorder).push(index=0)
         Recorder(model="b").set_parent(recorder).push(index=0).push(index=1)
@@ -470,9 +439,8 @@ def test_resume_keeps_the_number_and_the_recorders_with_their_data(tmp_path):
     experiment.finish()
 
 
-def test_resumed_pushes_append_after_the_old_records(tmp_path):
+def test_resumed_pushes_append_after_the_old_records(collection):
     """Records pushed after resume come after the run's earlier ones, in the same run and recorder."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     experiment = run_ok(collection, range(3))
     resumed = collection.resume(experiment.id)
     (child,) = resumed.recorder.children
@@ -483,9 +451,8 @@ def test_resumed_pushes_append_after_the_old_records(tmp_path):
     assert [(run["experiment_number"], run["records_count"], run["session"]) for run in collection.runs] == [(1, 6, 2)]
 
 
-def test_resume_of_a_failed_run_that_succeeds_clears_had_error(tmp_path):
+def test_resume_of_a_failed_run_that_succeeds_clears_had_error(collection):
     """A failed run resumed and finished without error reads had_error=False in every record."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     run_failing(collection)
     with collection.resume(collection.runs[0]["id"]) as recorder:
         recorder.children[0].push(index=1)
@@ -494,26 +461,23 @@ def test_resume_of_a_failed_run_that_succeeds_clears_had_error(tmp_path):
     ]
 
 
-def test_resume_can_add_new_recorders(tmp_path):
+def test_resume_can_add_new_recorders(collection):
     """A recorder hung below a resumed experiment is saved with the run."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     experiment = run_ok(collection, range(1))
     with collection.resume(experiment.id) as recorder:
         recorder.sub_recorder(role="late").push(index=7)
     assert [(record["role"], record["index"]) for record in collection.records] == [("child", 0), ("late", 7)]
 
 
-def test_resume_of_an_unknown_run_id_raises_collection_error(tmp_path):
+def test_resume_of_an_unknown_run_id_raises_collection_error(collection):
     """An id no run has raises CollectionError quoting it."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     run_ok(collection)
     with pytest.raises(CollectionError, match="no run 'no-such-run'"):
         collection.resume("no-such-run")
 
 
-def test_resume_of_a_running_run_raises_collection_error(tmp_path):
+def test_resume_of_a_running_run_raises_collection_error(collection):
     """A run whose process is still recording cannot be resumed a second time."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     experiment = collection.new_experiment()
     with pytest.raises(CollectionError, match="still running"):
         collection.resume(experiment.id)

@@ -8,8 +8,11 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from rigorous_recorder import ExperimentCollection
+
+from .conftest import statuses
 
 WORKER = Path(__file__).parent / "scripts" / "experiment_worker.py"
 #: Records pushed before the worker says "ready": not a multiple of the 4,096 rows a recorder
@@ -111,15 +114,14 @@ def test_killed_run_leaves_one_readable_parquet_file(tmp_path):
     assert pq.read_table(folder / "records-1.parquet").num_rows == run["records_count"]
 
 
+@pytest.mark.slow  # two killed processes, then a run: 11 s here
 def test_run_after_a_crash_takes_the_failed_run_number(tmp_path):
     """The run after a killed run gets the same number with error_number 2 on a second crash, then 0 on success."""
     crashed_collection(tmp_path, "flush")
     collection = crashed_collection(tmp_path, "flush")
     with collection.new_experiment() as recorder:
         recorder.push(index=0)
-    assert [(run["experiment_number"], run["error_number"], run["status"]) for run in collection.runs] == [
-        (1, 1, "crashed"), (1, 2, "crashed"), (1, 0, "ok"),
-    ]
+    assert statuses(collection) == [(1, 1, "crashed"), (1, 2, "crashed"), (1, 0, "ok")]
 
 
 def test_crashed_run_can_be_resumed_to_append_records(tmp_path):
@@ -139,6 +141,7 @@ def test_crashed_run_can_be_resumed_to_append_records(tmp_path):
 # -- several processes ---------------------------------------------------------------------
 
 
+@pytest.mark.slow  # eight processes at once: 20 s here
 def test_eight_processes_sharing_a_collection_never_collide_or_lose_records(tmp_path):
     """Eight concurrent runs get numbers 1..8, each keeps exactly its 3,000 records, every file reads whole."""
     workers = [start_worker(tmp_path / "study", "finish", 3_000, 0.05) for _ in range(8)]
@@ -160,6 +163,7 @@ def test_eight_processes_sharing_a_collection_never_collide_or_lose_records(tmp_
 # -- memory --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 10,000,000 records: 8 s of CPU, 30 s here
 def test_memory_stays_bounded_while_recording_ten_million_records(tmp_path):
     """RSS grows by less than 100 MB while one run records 10,000,000 two-key records."""
     worker = start_worker(tmp_path / "study", "memory", 10_000_000)

@@ -115,12 +115,15 @@ def test_kill_9_at_a_random_moment_loses_no_committed_record(tmp_path, workload)
 
 @pytest.mark.slow
 def test_kill_9_inside_finish_counts_each_record_once(tmp_path):
-    """A writer killed while finish() compacts 300,000 flushed records keeps each exactly once."""
+    """A writer killed while finish() compacts 300,000 flushed records keeps each once, resumed or not."""
     seconds = trials.finish_seconds(tmp_path / "calibration")
     chooser = random.Random(f"{SEED}-finish")
     for index, fraction in enumerate((0.3, chooser.uniform(0.5, 1.0))):
         trial = trials.finish_kill_trial(tmp_path / str(index), fraction * seconds)
         assert trial.problems() == [], f"seed {SEED}, finish() took {seconds:.2f} s"
+        collection = ExperimentCollection(tmp_path / str(index) / "study", quiet=True)
+        collection.resume(collection.runs[0]["id"]).finish()  # resuming must not make duplicates permanent
+        assert_counted_once(tmp_path / str(index) / "study", trial.must_survive)
 
 
 @pytest.fixture(scope="module")
@@ -278,12 +281,16 @@ def test_lone_surrogate_key_is_refused_naming_it_and_nothing_is_lost(tmp_path, w
 
 @pytest.mark.slow
 def test_sixteen_writers_and_a_reader_never_crash_and_take_distinct_numbers(tmp_path):
-    """16 writer processes beside a reader looping sql(), records and ls: no error, numbers 1 to 16."""
+    """16 writer processes beside a reader looping sql(), records and ls: no error, numbers 1 to 16.
+
+    The reader is this process (sql() and records) plus one ``rigorous-recorder ls`` process
+    after another.
+    """
     path = tmp_path / "study"
     ExperimentCollection(path, quiet=True)
     writers = [trials.Writer(path, "small", "--runs", "1", "--records", "200", "--flush-interval", "0.2",
                              "--info", f"writer={index}") for index in range(16)]
-    failures, loops = [], 0
+    failures, loops, listings = [], 0, []
     while any(writer.process.poll() is None for writer in writers) or loops < 3:
         loops += 1
         try:
@@ -292,11 +299,12 @@ def test_sixteen_writers_and_a_reader_never_crash_and_take_distinct_numbers(tmp_
             len(collection.records)
         except Exception as error:
             failures.append(f"{type(error).__name__}: {error}")
-        listing = trials.run_cli_here("ls", str(path))
-        if listing.returncode != 0:
-            failures.append(f"ls: {listing.stderr}")
+        if not listings or listings[-1].poll() is not None:
+            listings.append(subprocess.Popen([*trials.cli_command(), "ls", str(path)], stdout=subprocess.DEVNULL,
+                                             stderr=subprocess.PIPE, text=True))
         time.sleep(0.2)  # a reader looks now and then; the writers need the two cores too
     assert [writer.end() for writer in writers] == [0] * 16, [writer.tail() for writer in writers]
+    failures += [f"ls: {listing.stderr.read()}" for listing in listings if listing.wait(trials.PATIENCE) != 0]
     assert failures == []
     runs = ExperimentCollection(path, quiet=True).runs
     assert sorted(run["experiment_number"] for run in runs) == list(range(1, 17))

@@ -235,12 +235,13 @@ def test_sealing_plain_columns_does_not_import_pandas(pure_python):
 # -- the whole recorder on the Python twins -----------------------------------------------------
 
 
+@pytest.mark.slow  # runs the fast tests of four modules, over both stores, in a new process
 def test_the_recorder_tests_pass_on_the_python_twins():
     """The core test modules, run in a process that uses the pure-Python loops."""
     environment = {**os.environ, "RIGOROUS_RECORDER_PURE_PYTHON": "1"}
-    modules = ["tests/test_recorder.py", "tests/test_record.py", "tests/test_tree_file.py"]
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *modules],
-                            cwd=REPO, env=environment, capture_output=True, text=True)
+    modules = ["tests/test_recorder.py", "tests/test_record.py", "tests/test_values.py", "tests/test_tree_file.py"]
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow", *modules]
+    result = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
 
 

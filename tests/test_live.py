@@ -145,6 +145,7 @@ def test_an_enum_value_is_written_as_its_plain_value(tmp_path):
     assert _read(path)["records"] == [{"phase": 0}]
 
 
+@pytest.mark.slow  # importing torch takes seconds
 def test_numpy_and_torch_values_are_written_as_plain_values(tmp_path):
     """numpy scalars, arrays and 0-d tensors reach the file as plain numbers and lists."""
     numpy = pytest.importorskip("numpy")

@@ -108,9 +108,12 @@ def test_set_parent_to_a_descendant_raises_and_leaves_the_tree_as_it_was(root):
     assert (top.parent, top.children, grandchild.children) == (root, (child,), ())
 
 
-def test_a_tree_error_is_a_value_error_and_a_recorder_error():
-    """RecorderTreeError can be caught as the built-in ValueError or as RecorderError."""
-    assert issubclass(RecorderTreeError, ValueError) and issubclass(RecorderTreeError, RecorderError)
+@pytest.mark.parametrize("caught", [ValueError, RecorderError])
+def test_a_refused_set_parent_is_caught_as_value_error_or_recorder_error(caught):
+    """The tree error of a cycle is caught by an ``except`` of the built-in ValueError or of RecorderError."""
+    recorder = Recorder()
+    with pytest.raises(caught, match="own ancestor"):
+        recorder.set_parent(recorder)
 
 
 def test_set_parent_to_something_else_than_a_recorder_raises():
@@ -596,9 +599,11 @@ def test_push_of_an_unsupported_value_names_the_key_and_the_type(root):
         recorder.push(model=object())
 
 
-def test_an_unsupported_value_error_is_a_type_error():
-    """UnsupportedValueError can be caught as the built-in TypeError."""
-    assert issubclass(UnsupportedValueError, TypeError) and issubclass(UnsupportedValueError, RecorderError)
+@pytest.mark.parametrize("caught", [TypeError, RecorderError])
+def test_a_refused_value_is_caught_as_type_error_or_recorder_error(caught):
+    """UnsupportedValueError is caught by an ``except`` of the built-in TypeError or of RecorderError."""
+    with pytest.raises(caught, match="'model'"):
+        Recorder().push(model=object())
 
 
 def test_a_refused_push_keeps_every_earlier_record(root):

@@ -75,3 +75,21 @@ def test_to_spark_includes_a_running_experiment(spark, collection):
     assert frame.where("model = 'live'").select("lr", "step", "experiment_number").collect() == [(0.3, 0, 2)]
     assert frame.count() == 8
     experiment.finish()
+
+
+def test_to_spark_names_and_splits_columns_like_the_duckdb_view(spark, tmp_path):
+    """Case twins, a drifted value, an own-versus-inherited clash and a running run: Spark's
+    columns and values are those of ``to_pandas()``, names and companion columns included."""
+    collection = ExperimentCollection(tmp_path / "hostile", quiet=True)
+    with collection.new_experiment(seed=42) as recorder:
+        Recorder(model="a").set_parent(recorder).push(Loss=1.0, loss=2.0, step=0).push(loss=3.0, step=1, seed="42-b")
+    with collection.new_experiment(seed=7) as recorder:
+        recorder.push(loss="nan!", step=0, **{"a~b": 1})
+    running = collection.new_experiment(seed=9)
+    running.recorder.push(loss=0.5, step=0)
+    expected = collection.sql("SELECT * FROM records")
+    actual = collection.to_spark(spark)
+    assert actual.columns == expected.columns
+    assert {"Loss~2", "loss~json", "seed~json", "a~~b"} <= set(actual.columns)
+    assert sorted(map(tuple, actual.collect()), key=repr) == sorted(expected.fetchall(), key=repr)
+    running.finish()

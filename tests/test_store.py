@@ -93,9 +93,8 @@ def test_push_inside_a_collection_takes_the_unlocked_fast_path(tmp_path):
 
 
 @pytest.mark.parametrize("place", ["push", "add", "local data", "experiment info"])
-def test_a_lone_surrogate_key_is_refused_by_name_and_nothing_is_lost(tmp_path, place):
+def test_a_lone_surrogate_key_is_refused_by_name_and_nothing_is_lost(collection, place):
     """A key no file can store is refused where it is given; what was recorded before is kept."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     with collection.new_experiment() as recorder:
         recorder.push(x=1)
         with pytest.raises(InvalidKeyError, match="surrogate"):
@@ -110,9 +109,8 @@ def test_a_lone_surrogate_key_is_refused_by_name_and_nothing_is_lost(tmp_path, p
     assert collection.sql("SELECT count(*) FROM records").fetchall() == [(1,)]
 
 
-def test_a_damaged_run_is_listed_and_its_number_never_reused(tmp_path):
+def test_a_damaged_run_is_listed_and_its_number_never_reused(collection):
     """A garbled run.json makes its run 'damaged' (naming the file); the next run takes a new number."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     with collection.new_experiment() as recorder:
         recorder.push(x=1)
     (run,) = collection.runs
@@ -125,9 +123,8 @@ def test_a_damaged_run_is_listed_and_its_number_never_reused(tmp_path):
     assert collection.sql("SELECT x FROM records").fetchall() == [(2,)]
 
 
-def test_a_records_name_outside_the_run_folder_is_damage_not_read(tmp_path):
+def test_a_records_name_outside_the_run_folder_is_damage_not_read(collection):
     """run.json naming '../x.parquet' is never followed."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
     with collection.new_experiment() as recorder:
         recorder.push(x=1)
     path = collection.path / "runs" / collection.runs[0]["id"] / "run.json"

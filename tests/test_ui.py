@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +110,24 @@ def test_runs_table_has_every_run_with_its_status_and_error(data):
     assert [run["records"] for run in runs[:3]] == [1001, 1001, LONG_RUN]
 
 
+def test_a_damaged_run_is_listed_with_the_reason(tmp_path):
+    """A run whose run.json cannot be read shows as damaged, names the problem, and plots nothing."""
+    collection = ExperimentCollection(tmp_path / "damaged", quiet=True)
+    with collection.new_experiment(model="fine") as experiment:
+        Recorder().set_parent(experiment).push(step=0, loss=1.0)
+    (run,) = collection.runs
+    broken = collection.path / "runs" / run["id"].replace("000001-", "000002-")
+    shutil.copytree(collection.path / "runs" / run["id"], broken)
+    (broken / "run.json").write_text("{ not json")
+    data = DashboardData(tmp_path / "damaged")
+    runs = data.runs()["runs"]
+    assert [entry["status"] for entry in runs] == ["ok", "damaged"]
+    assert "run.json" in runs[1]["error"]
+    curves = data.curves([entry["run_id"] for entry in runs], "loss", "step")
+    assert [len(series["x"]) for series in curves["series"]] == [1, 0]
+    assert data.stats("loss", "step")["stats"] == {runs[0]["run_id"]: {"last": 1.0, "min": 1.0, "max": 1.0}}
+
+
 def test_runs_where_filters_with_sql_over_experiments(data):
     """The where box is SQL over the experiments view."""
     assert [run["info"]["lr"] for run in data.runs(where="lr < 0.05 AND status = 'ok'")["runs"]] == [0.01, 0.001]
@@ -179,6 +199,16 @@ def test_group_by_gives_mean_line_and_min_max_band(data):
     spike = group["x"].index(500.0)
     assert (group["min"][spike], group["max"][spike]) == (1 / 501, SPIKE)
     assert group["y"][spike] == pytest.approx((SPIKE + 1 / 501) / 2)
+
+
+def test_concurrent_curve_requests_all_answer(data):
+    """The server answers requests on several threads: none may trip over another's downsampling."""
+    runs = run_ids(data, "mlp")
+    requests = [{"group_by": "model"}, {}, {"smoothing": 0.5}, {"x_range": (10.0, 500.0)}] * 4
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda options: data.curves(runs, "loss", "step", buckets=300, **options), requests))
+    assert all(answer["points"] > 0 for answer in answers)
+    assert answers[1] == answers[5] == answers[13]
 
 
 def test_without_a_step_column_x_is_the_records_order(tmp_path):

@@ -223,6 +223,21 @@ def colored_pixels(page) -> int:
     }""")
 
 
+def test_group_by_draws_a_mean_line_and_band_per_value_on_a_log_scale(page):
+    """Grouped by model: one mean line with a min-max band per model among the selected runs."""
+    page.select_option("#by", "model")
+    page.wait_for_function("rrDashboard.curves.series.every(s => s.kind === 'group')")
+    page.check("#log")
+    page.wait_for_function("rrDashboard.chart.scales.y.distr === 3")
+    groups = page.evaluate("rrDashboard.curves.series.map(s => s.group)")
+    assert groups == ["cnn", "live", "mlp", "rnn"]
+    assert page.evaluate("rrDashboard.chart.bands.length") == len(groups)
+    assert page.evaluate("rrDashboard.chart.series.length") == 1 + 3 * len(groups)  # x, then mean, min, max
+    page.uncheck("#log")
+    page.select_option("#by", "")
+    page.wait_for_function("rrDashboard.curves.series.every(s => s.kind === 'line')")
+
+
 def test_zoom_fetches_the_visible_range_and_lives_in_the_url(page):
     """Dragging over the chart asks for the zoomed range; a reload keeps selection, axes and zoom."""
     box = page.locator("#chart .u-over").bounding_box()
@@ -278,13 +293,13 @@ def test_live_run_grows_and_a_kill_shows_as_crashed(page, live_run):
     live = rows(page)[-1]["run"]
     if live not in page.evaluate("rrDashboard.state.sel"):
         select_all(page)
-    points = curve_points(page, live)
+    last_step = curve_end(page, live)
     flushed, at = live_run.next_flush()
     page.wait_for_function(f"""rrDashboard.curves.series.some(s => s.run_id === '{live}'
         && s.x[s.x.length - 1] >= {flushed - 1})""", timeout=10_000)
     seen = time.time()
     assert seen - at < LIVE_SECONDS, f"flushed records took {seen - at:.2f} s to show"
-    assert curve_points(page, live) > points
+    assert curve_end(page, live) > last_step
     live_run.process.send_signal(signal.SIGKILL)
     killed = time.time()
     page.wait_for_function(f"""document.querySelector('#runs tr[data-run="{live}"]').dataset.status === 'crashed'""",
@@ -292,5 +307,6 @@ def test_live_run_grows_and_a_kill_shows_as_crashed(page, live_run):
     assert time.time() - killed < LIVE_SECONDS, f"the kill took {time.time() - killed:.2f} s to show"
 
 
-def curve_points(page, run_id: str) -> int:
-    return page.evaluate(f"rrDashboard.curves.series.filter(s => s.run_id === '{run_id}')[0].x.length")
+def curve_end(page, run_id: str) -> float:
+    """The last x of the run's curve (its point count stops growing at 4 x buckets; its end does not)."""
+    return page.evaluate(f"rrDashboard.curves.series.filter(s => s.run_id === '{run_id}')[0].x.at(-1)")

@@ -154,6 +154,7 @@ def test_a_numpy_timedelta64_is_refused_rather_than_turned_into_an_int():
         Recorder().push(wait=numpy.timedelta64(5, "ns"))
 
 
+@pytest.mark.slow  # importing torch takes seconds
 def test_a_zero_dim_torch_tensor_becomes_a_python_scalar():
     """torch 0-d tensors (float, int, bool, bfloat16, requiring grad) become Python scalars."""
     torch = pytest.importorskip("torch")
@@ -174,12 +175,14 @@ def test_a_zero_dim_torch_tensor_becomes_a_python_scalar():
     ]
 
 
+@pytest.mark.slow  # importing torch takes seconds
 def test_a_one_dim_torch_tensor_becomes_a_list():
     """A 1-d tensor is stored as a list of Python numbers."""
     torch = pytest.importorskip("torch")
     assert _stored(torch.tensor([1.0, 2.5]), seal=True) == [[1.0, 2.5]]
 
 
+@pytest.mark.slow  # importing torch takes seconds
 def test_a_torch_loss_can_be_pushed_directly():
     """The loss of a real tiny model, a tensor with grad, is pushed as its float value."""
     torch = pytest.importorskip("torch")

@@ -67,6 +67,8 @@ def _json_array(values: Iterable[Any]) -> pa.Array:
     return pa.array([None if value is None else to_json(value) for value in values], pa.string())
 
 
+#: The ints an int64 column holds; larger ones are stored as JSON text.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _ARROW_SCALARS = frozenset({bool, int, float, str, bytes, datetime.date, datetime.datetime})
 
 
@@ -77,7 +79,9 @@ def _fits_one_arrow_type(kinds: set[type], values: Iterable[Any]) -> bool:
     bytes, a datetime among dates to a date, naive datetimes among aware ones to UTC.
     """
     kinds = kinds - {type(None)}
-    if not kinds or kinds == {int, float}:
+    if kinds == {int, float}:  # an int beyond int64 would round: it goes to JSON text instead
+        return all(type(value) is not int or INT64_MIN <= value <= INT64_MAX for value in values)
+    if not kinds:
         return True
     if len(kinds) > 1:
         return False

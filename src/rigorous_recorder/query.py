@@ -1,119 +1,347 @@
-"""The flat view of a collection: every record with its whole lineage as columns.
+"""The flat views of a collection: ``records`` (every record, its whole lineage as columns),
+``experiments`` (one row per run) and ``columns`` (what each column of ``records`` holds).
 
-Records are stored once per row with a ``__recorder__`` id; parent data is stored once
-per recorder. The view joins the two at query time: a small "lineage" table (one row per
-recorder of every run, holding the merged data of the recorder and its ancestors) against
-the runs' Parquet files, which DuckDB (or Spark) scans directly. A key a record holds
-itself wins over the same key inherited (nearest wins, as in Python).
+Records are stored once per row with their recorder's id; parent data is stored once per
+recorder. The view joins the two at query time: a small ``lineage`` table (one row per
+recorder of every run: the merged data of the recorder and its ancestors) against the runs'
+Parquet files, which DuckDB scans in place. A key a record holds itself wins over the same
+key inherited (nearest wins, as in Python).
+
+The view is queryable whatever keys and values the runs hold. The rule, per key:
+
+* one typed column, of the type most of the key's values have across every run (its
+  records' own values and its inherited values, counted together). Ints and floats count
+  together and make a DOUBLE column (BIGINT when no value is a float);
+* the values of any other type go to the key's companion column ``<name>~json``, as the
+  JSON text that :func:`~rigorous_recorder._values.to_json` writes (DuckDB's ``->>`` and
+  ``from_json`` read it, and so does ``json.loads``). So do ints beyond ±2**53 in a DOUBLE
+  column, which a float would round; ints beyond int64 are JSON everywhere. A row's value is
+  in exactly one of the two columns, or in neither when it has none;
+* column names follow :mod:`~rigorous_recorder._naming` (case twins and names the view
+  reserves get a ``~2`` suffix; the ``columns`` view maps each column back to its key).
+
+Every row of ``records`` also carries its run's ``run_id`` and ``status``. ``had_error`` is
+NULL while a run is running; for a stopped run it is True when the run failed or crashed.
+A run whose files cannot be read (status ``damaged``) is listed in ``experiments`` and adds
+no records.
 """
 
 from __future__ import annotations
 
-import datetime
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from ._values import to_json
+from ._columns import is_json_field
+from ._kinds import (
+    EXACT_FLOAT_INT,
+    JSON,
+    JSON_TEXT,
+    StoredColumn,
+    choose,
+    json_kind_sql,
+    sql_type,
+    split,
+    stored_columns,
+    value_kind,
+    vote,
+)
+from ._naming import RECORDER_COLUMN, SOURCE_COLUMN, companion, view_names
 from .errors import DamagedFileError
-from .store.layout import BOOKKEEPING_KEYS, DAMAGED, EXPERIMENT_NODE, RECORDER_COLUMN, RUN_NODE, RUNNING, bookkeeping
+from .store.layout import BOOKKEEPING_KEYS, DAMAGED, EXPERIMENT_NODE, RUN_NODE, RUNNING
+from .store.layout import RECORDER_COLUMN as STORED_RECORDER_COLUMN
 from .store.run_folder import RunFolder
 from .store.tree_file import read_tree_schema, records_table, tree_of
 
 if TYPE_CHECKING:
     import pyspark.sql
 
-SOURCE = "__source__"
 Runs = Sequence[tuple[RunFolder, dict[str, Any]]]
-_BOOKKEEPING_KEYS = list(BOOKKEEPING_KEYS)
+
+#: The columns every row of ``records`` has that no key gives, and their types.
+HANDLES = {"run_id": "VARCHAR", "status": "VARCHAR"}
+#: The bookkeeping keys keep these types whatever values a record gives them.
+_BOOKKEEPING_KINDS = dict(zip(BOOKKEEPING_KEYS, ("BIGINT", "BIGINT", "BOOLEAN", "DOUBLE", "DOUBLE", "DOUBLE")))
+#: The columns of ``experiments`` that no experiment info gives.
+RUN_COLUMNS = {"run_id": "VARCHAR", **_BOOKKEEPING_KINDS, "status": "VARCHAR", "records": "BIGINT",
+               "error": "VARCHAR"}
 
 
 @dataclass
-class _RunSource:
-    """One run as the flat view reads it: its recorders, and where its records are."""
+class Part:
+    """Records that one scan reads: Parquet files of one schema, or a running run's table."""
+
+    schema: pa.Schema
+    columns: list[StoredColumn]
+    files: list[Path] = field(default_factory=list)
+    table: pa.Table | None = None
+    first_source: int = 0  # the ~source of its first file; the next files count up from it
+
+    def scan(self, name: str) -> str:
+        """SQL for the rows of this part, every column named by position (c0, c1, ...)."""
+        if self.table is not None:
+            return name
+        names = ", ".join(f"c{index}" for index in range(len(self.schema)))
+        files = ", ".join(_literal(str(path)) for path in self.files)
+        return f"read_parquet([{files}]) AS {name}({names})"
+
+    def source_sql(self) -> str:
+        """SQL for each row's source id."""
+        if self.table is not None:
+            return str(self.first_source)
+        return f"CAST(file_index AS INTEGER) + {self.first_source}"
+
+
+@dataclass
+class RunSource:
+    """One run as the flat views read it."""
 
     folder: RunFolder
     info: dict[str, Any]
     entries: list[dict[str, Any]]  # id, parent and local data of each recorder
-    columns: list[str]  # the records' own columns
-    parquet: Path | None = None  # a stopped run's compacted file, scanned in place
-    table: pa.Table | None = None  # a running run's records, read from its segments
-
-    @property
-    def count(self) -> int | None:
-        return self.info.get("records_count") if self.table is None else self.table.num_rows
+    count: int | None
+    id: int = -1  # the ~source of its rows, given once every part is known
 
 
-def _sources(runs: Runs) -> list[_RunSource]:
-    sources = []
+def _sources(runs: Runs, connection: duckdb.DuckDBPyConnection) -> tuple[list[RunSource], list[Part]]:
+    """Every run, and the parts its records are read from (files of one schema share a part)."""
+    sources: list[RunSource] = []
+    parts: list[tuple[Part, list[RunSource]]] = []
+    by_schema: dict[tuple[Any, ...], tuple[Part, list[RunSource]]] = {}
     for folder, info in runs:
         try:
             if info["status"] == DAMAGED:
-                sources.append(_RunSource(folder, info, [], [], table=None))
+                sources.append(RunSource(folder, info, [], 0))
             elif info["status"] != RUNNING and info.get("records") and not folder.journal_paths(info):
                 path = folder.compacted_path(info)
                 schema = read_tree_schema(path)
-                sources.append(_RunSource(folder, info, tree_of(schema, path)["recorders"], schema.names, parquet=path))
+                source = RunSource(folder, info, tree_of(schema, path)["recorders"], info.get("records_count"))
+                shape = tuple((each.name, str(each.type), is_json_field(each)) for each in schema)
+                if shape not in by_schema:
+                    by_schema[shape] = (Part(schema, stored_columns(schema)), [])
+                    parts.append(by_schema[shape])
+                by_schema[shape][0].files.append(path)
+                by_schema[shape][1].append(source)
+                sources.append(source)
             else:
                 nodes = folder.nodes(info)
                 table = records_table(nodes)
-                sources.append(_RunSource(folder, info, [node.entry() for node in nodes], table.column_names, table=table))
+                source = RunSource(folder, info, [node.entry() for node in nodes], table.num_rows)
+                parts.append((Part(table.schema, stored_columns(table.schema), table=table), [source]))
+                sources.append(source)
         except DamagedFileError as error:
-            info = {**info, "status": DAMAGED, "error": str(error)}
-            sources.append(_RunSource(folder, info, [], [], table=None))
-    return sources
+            sources.append(RunSource(folder, {**info, "status": DAMAGED, "error": str(error)}, [], 0))
+    numbers = iter(range(len(sources)))
+    for part, members in parts:  # a part's files are scanned in order: their ids are consecutive
+        for source in members:
+            source.id = next(numbers)
+        part.first_source = members[0].id
+    for source in sources:
+        if source.id < 0:
+            source.id = next(numbers)
+    for index, (part, _) in enumerate(parts):
+        _count(part, f"part_{index}", connection)
+    return sources, [part for part, _ in parts]
 
 
-def _flat_columns(inherited: Iterable[str], sources: Iterable[_RunSource]) -> list[tuple[str, bool, bool]]:
-    """The flat view's columns: (key, a record holds it, a recorder's lineage holds it).
+def _count(part: Part, name: str, connection: duckdb.DuckDBPyConnection) -> None:
+    """Count each stored column's values per kind, from Parquet statistics where they exist."""
+    if part.table is not None:
+        connection.register(name, part.table.rename_columns([f"c{index}" for index in range(part.table.num_columns)]))
+        for column in part.columns:
+            array = part.table.column(column.position)
+            column.votes[column.kind] = len(array) - array.null_count
+            if column.kind == "BIGINT" and column.votes[column.kind]:
+                low, high = pc.min_max(array).values()
+                column.wide = not -EXACT_FLOAT_INT <= low.as_py() <= high.as_py() <= EXACT_FLOAT_INT
+    else:
+        for column in part.columns:
+            column.wide = False
+        for path in part.files:
+            metadata = pq.read_metadata(path)
+            for column in part.columns:
+                count, low, high = _statistics(metadata, column.position)
+                column.votes[column.kind] += count
+                if column.kind == "BIGINT" and count:  # an unknown range may be wide
+                    column.wide |= low is None or not -EXACT_FLOAT_INT <= low <= high <= EXACT_FLOAT_INT
+    texts = [column for column in part.columns if column.kind == JSON_TEXT]
+    if texts:
+        histograms = ", ".join(f"histogram({json_kind_sql(f'c{column.position}')})" for column in texts)
+        row = connection.execute(f"SELECT {histograms} FROM {part.scan(name)}").fetchone()
+        for column, histogram in zip(texts, row):
+            column.votes = Counter(histogram or {})
 
-    Inherited keys come first, in lineage order; where both hold a key, the record's wins.
+
+def _statistics(metadata: pq.FileMetaData, position: int) -> tuple[int, Any, Any]:
+    """Values (not null), least and greatest value of one column of a Parquet file.
+
+    Where a file has no statistics the row count stands for the value count and the range
+    is unknown (None).
     """
-    own = dict.fromkeys(name for source in sources for name in source.columns)
-    own.pop(RECORDER_COLUMN, None)
-    inherited = [key for key in inherited if key not in (SOURCE, RECORDER_COLUMN)]
-    return [(key, key in own, True) for key in inherited] + [(key, True, False) for key in own if key not in inherited]
+    count, low, high = 0, None, None
+    for index in range(metadata.num_row_groups):
+        group = metadata.row_group(index)
+        statistics = group.column(position).statistics if position < group.num_columns else None
+        if statistics is None or statistics.null_count is None or not statistics.has_null_count:
+            return metadata.num_rows, None, None
+        values = group.num_rows - statistics.null_count
+        count += values
+        if values and not statistics.has_min_max:
+            return count, None, None
+        if values:
+            low = statistics.min if low is None else min(low, statistics.min)
+            high = statistics.max if high is None else max(high, statistics.max)
+    return count, low, high
+
+
+# -- the plan: one typed column (and maybe a companion) per key ------------------------------
+
+
+@dataclass
+class KeyColumns:
+    """A key's columns in ``records``: typed column name and kind, and who holds the key."""
+
+    key: str
+    name: str
+    kind: str
+    own: bool = False  # some record holds it itself
+    inherited: bool = False  # some recorder's lineage holds it
+    own_typed: bool = False  # some part gives the typed column values
+    own_json: bool = False  # some part gives the companion column values
+    inherited_json: bool = False  # some lineage value does not fit the typed column
+
+    @property
+    def json_name(self) -> str:
+        """The companion column's name."""
+        return companion(self.name)
+
+    @property
+    def has_json(self) -> bool:
+        """True when some value of the key does not fit the typed column."""
+        return self.own_json or self.inherited_json
+
+
+def _lineage(source: RunSource) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Each recorder of a run: its id, and its data merged with its ancestors' (nearest wins)."""
+    by_id = {entry["id"]: entry for entry in source.entries}
+    for node_id, entry in by_id.items():
+        chain = []
+        while entry is not None:
+            chain.append(_run_values(source.info) if entry["id"] == RUN_NODE else entry["local_data"])
+            entry = by_id.get(entry["parent"])
+        merged: dict[str, Any] = {}
+        for data in reversed(chain):  # root first, so the nearest value is written last
+            merged.update(data)
+        yield node_id, merged
+
+
+def _run_values(info: dict[str, Any]) -> dict[str, Any]:
+    """The bookkeeping keys of a run as the views show them: had_error is NULL while it runs."""
+    values = {key: info.get(key) for key in BOOKKEEPING_KEYS}
+    if info["status"] == RUNNING:
+        values["had_error"] = None
+    return values
+
+
+def plan(sources: list[RunSource], parts: list[Part],
+         lineages: dict[int, list[tuple[int, dict[str, Any]]]]) -> dict[str, KeyColumns]:
+    """Every key of ``records`` with its columns, inherited keys first (bookkeeping keys first)."""
+    votes: dict[str, Counter[str]] = {key: Counter() for key in BOOKKEEPING_KEYS}
+    inherited = dict.fromkeys(BOOKKEEPING_KEYS)
+    for source in sources:
+        for entry in source.entries:
+            data = _run_values(source.info) if entry["id"] == RUN_NODE else entry["local_data"]
+            for key, value in data.items():
+                inherited[key] = None
+                kind = value_kind(value)
+                counts = votes.setdefault(key, Counter())
+                if kind is not None:
+                    counts[vote(kind)] += 1
+    own = {}
+    for part in parts:
+        for column in part.columns:
+            own[column.key] = None
+            counts = votes.setdefault(column.key, Counter())
+            for kind, count in column.votes.items():
+                counts[vote(kind)] += count
+    names = view_names([*inherited, *own], reserved=HANDLES)
+    keys = {
+        key: KeyColumns(key, names[key], _BOOKKEEPING_KINDS.get(key) or choose(votes[key]),
+                        own=key in own, inherited=key in inherited)
+        for key in names
+    }
+    for part in parts:
+        for column in part.columns:
+            typed, text = column.expressions(keys[column.key].kind)
+            keys[column.key].own_typed |= typed is not None
+            keys[column.key].own_json |= text is not None
+    for rows in lineages.values():
+        for _, data in rows:
+            for key, value in data.items():
+                if value is not None and not keys[key].inherited_json:
+                    keys[key].inherited_json = split(value, keys[key].kind)[1] is not None
+    return keys
+
+
+# -- the views -----------------------------------------------------------------------------
+
+
+@dataclass
+class Tables:
+    """The parts of some runs' records, the plan of their keys, and the small tables made of
+    them in a DuckDB connection: ``lineage``, ``experiments`` and ``columns``."""
+
+    parts: list[Part]
+    keys: dict[str, KeyColumns]
+
+    @classmethod
+    def build(cls, runs: Runs, connection: duckdb.DuckDBPyConnection) -> Tables:
+        """Read the runs' trees and file footers (never their records) and make the tables."""
+        sources, parts = _sources(runs, connection)
+        lineages = {source.id: list(_lineage(source)) for source in sources}
+        keys = plan(sources, parts, lineages)
+        inherited = [columns for columns in keys.values() if columns.inherited]
+        _create_table(connection, "lineage", _lineage_columns(inherited), [
+            [source.id, node_id, source.info["id"], source.info["status"],
+             *(value for columns in inherited for value in _cells(columns, data.get(columns.key)))]
+            for source in sources for node_id, data in lineages[source.id]
+        ])
+        _create_table(connection, "experiments", *_experiments(sources, keys))
+        _create_table(connection, "columns", _COLUMNS_COLUMNS, list(_describe(keys)))
+        return cls(parts, keys)
+
+    def part_sql(self, index: int) -> str:
+        """SQL for the rows of part ``index`` with ~source, ~recorder and each key's columns."""
+        return _part_sql(self.parts[index], f"part_{index}", self.keys)
+
+    def columns(self) -> Iterator[Column]:
+        """The columns of ``records``, in order."""
+        return _columns(self.keys)
 
 
 class Query:
-    """A DuckDB connection with the views ``records`` and ``experiments`` of some runs."""
+    """A DuckDB connection with the views ``records``, ``experiments`` and ``columns`` of some runs."""
 
     def __init__(self, runs: Runs, database: duckdb.DuckDBPyConnection) -> None:
         self._signature = _signature(runs)
         self.connection = database.cursor()
-        sources = _sources(runs)
-
-        def key(source: _RunSource) -> str:  # the parquet scan names each row's file
-            return str(source.parquet) if source.parquet is not None else source.folder.id
-
-        lineage = [row for source in sources for row in lineage_rows(key(source), source.entries, source.info)]
-        _create_table(self.connection, "lineage", lineage, [SOURCE, RECORDER_COLUMN, *_BOOKKEEPING_KEYS])
-        experiments = [_experiment_row(source.info, source.entries, source.count) for source in sources]
-        _create_table(self.connection, "experiments", experiments, ["run_id", *_BOOKKEEPING_KEYS])
-        scans = []
-        files = [_literal(key(source)) for source in sources if source.parquet is not None]
-        if files:
-            scans.append(f"SELECT * FROM read_parquet([{', '.join(files)}], filename={_literal(SOURCE)}, union_by_name=true)")
-        for index, source in enumerate(source for source in sources if source.table is not None):
-            self.connection.register(f"running_{index}", _with_source(source.table, key(source)))
-            scans.append(f"SELECT * FROM running_{index}")
-        columns = [
-            f"coalesce(r.{_name(key)}, l.{_name(key)}) AS {_name(key)}" if own and inherited
-            else f"{'r' if own else 'l'}.{_name(key)}"
-            for key, own, inherited in _flat_columns(self.connection.table("lineage").columns, sources)
-        ]
+        tables = Tables.build(runs, self.connection)
+        scans = [tables.part_sql(index) for index in range(len(tables.parts))]
+        select = ", ".join(column.duckdb() for column in tables.columns())
         if scans:
             union = " UNION ALL BY NAME ".join(scans)
-            self.connection.execute(
-                f"CREATE OR REPLACE VIEW records AS SELECT {', '.join(columns)} FROM ({union}) AS r "
-                f"JOIN lineage AS l ON r.{SOURCE} = l.{SOURCE} AND r.{RECORDER_COLUMN} = l.{RECORDER_COLUMN}"
-            )
+            join = " AND ".join(f"r.{_name(column)} = l.{_name(column)}" for column in (SOURCE_COLUMN, RECORDER_COLUMN))
+            self.connection.execute(f"CREATE OR REPLACE VIEW records AS SELECT {select} "
+                                    f"FROM ({union}) AS r JOIN lineage AS l ON {join}")
         else:
-            self.connection.execute(f"CREATE OR REPLACE VIEW records AS SELECT {', '.join(columns)} FROM lineage AS l")
+            self.connection.execute(f"CREATE OR REPLACE VIEW records AS SELECT {select} FROM lineage AS l WHERE false")
 
     def is_current(self, runs: Runs) -> bool:
         """True while ``runs`` are what this query was built from (no run is still running)."""
@@ -124,73 +352,143 @@ class Query:
         return self.connection.sql(query)
 
 
-def _with_source(table: pa.Table, source: str) -> pa.Table:
-    return table.append_column(SOURCE, pa.repeat(pa.scalar(source), table.num_rows))
+def _cells(columns: KeyColumns, value: Any) -> tuple[Any, ...]:
+    """A value as the cells of its key's typed column and (if the key has one) companion column."""
+    typed, text = split(value, columns.kind)
+    return (typed, text) if columns.inherited_json else (typed,)
 
 
-def lineage_rows(source: str, entries: Iterable[dict[str, Any]], info: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per recorder: its id, and its data merged with its ancestors' (nearest wins)."""
-    by_id = {entry["id"]: entry for entry in entries}
+def _lineage_columns(inherited: list[KeyColumns]) -> list[tuple[str, str]]:
+    names = [(SOURCE_COLUMN, "INTEGER"), (RECORDER_COLUMN, "INTEGER"), *HANDLES.items()]
+    for columns in inherited:
+        names.append((columns.name, sql_type(columns.kind)))
+        if columns.inherited_json:
+            names.append((columns.json_name, "VARCHAR"))
+    return names
+
+
+def _experiments(sources: list[RunSource], keys: dict[str, KeyColumns]) -> tuple[list[tuple[str, str]], list[list[Any]]]:
+    """The columns and rows of ``experiments``: the run's columns, then its experiment info."""
+    infos = [next((entry["local_data"] for entry in source.entries if entry["id"] == EXPERIMENT_NODE), {})
+             for source in sources]
+    names = view_names((key for info in infos for key in info), reserved=RUN_COLUMNS)
+    info_columns = [KeyColumns(key, name, keys[key].kind) for key, name in names.items()]
+    for columns in info_columns:
+        columns.inherited_json = any(split(info.get(columns.key), columns.kind)[1] is not None for info in infos)
     rows = []
-    for node_id, entry in by_id.items():
-        chain = []
-        while entry is not None:
-            chain.append(bookkeeping(info) if entry["id"] == RUN_NODE else entry["local_data"])
-            entry = by_id.get(entry["parent"])
-        row = {SOURCE: source, RECORDER_COLUMN: node_id}
-        for data in reversed(chain):  # root first, so the nearest value is written last
-            row.update(data)
-        rows.append(row)
-    return rows
+    for source, info in zip(sources, infos):
+        run = {"run_id": source.info["id"], **_run_values(source.info), "status": source.info["status"],
+               "records": source.count, "error": source.info.get("error")}
+        rows.append([run[name] for name in RUN_COLUMNS]
+                    + [cell for columns in info_columns for cell in _cells(columns, info.get(columns.key))])
+    return list(RUN_COLUMNS.items()) + _lineage_columns(info_columns)[2 + len(HANDLES):], rows
 
 
-def _experiment_row(info: dict[str, Any], entries: list[dict[str, Any]], count: int | None) -> dict[str, Any]:
-    experiment = next((entry["local_data"] for entry in entries if entry["id"] == EXPERIMENT_NODE), {})
-    row = {"run_id": info["id"], **bookkeeping(info), "status": info["status"], "records": count,
-           "error": info.get("error")}
-    return {**{key: value for key, value in experiment.items() if key not in row}, **row}
+_COLUMNS_COLUMNS = [("name", "VARCHAR"), ("key", "VARCHAR"), ("part", "VARCHAR"), ("source", "VARCHAR"),
+                    ("type", "VARCHAR")]
 
 
-def _create_table(connection: duckdb.DuckDBPyConnection, name: str, rows: list[dict[str, Any]],
-                  first: list[str]) -> None:
-    """Make table ``name`` from Python rows, typed by the rule of ``_columns`` (ints and floats
-    widen to DOUBLE; values of no single type become JSON text).
+def _describe(keys: dict[str, KeyColumns]) -> Iterator[list[Any]]:
+    """Rows of ``columns``: each column of ``records``, its key, part, source and type."""
+    handles = [[name, None, "handle", "run", kind] for name, kind in HANDLES.items()]
+    yield handles[0]
+    for columns in _ordered(keys):
+        source = ("run" if columns.key in BOOKKEEPING_KEYS and not columns.own
+                  else "record and inherited" if columns.own and columns.inherited
+                  else "record" if columns.own else "inherited")
+        yield [columns.name, columns.key, "value", source, columns.kind]
+        if columns.has_json:
+            yield [columns.json_name, columns.key, "json", source, JSON]
+        if columns.key == BOOKKEEPING_KEYS[-1]:
+            yield handles[1]
+
+
+def _part_sql(part: Part, name: str, keys: dict[str, KeyColumns]) -> str:
+    """SQL for one part: its rows with ~source, ~recorder and each key's typed and companion column."""
+    recorder = part.schema.get_field_index(STORED_RECORDER_COLUMN)
+    selects = [f"{part.source_sql()} AS {_name(SOURCE_COLUMN)}", f"CAST(c{recorder} AS INTEGER) AS {_name(RECORDER_COLUMN)}"]
+    for column in part.columns:
+        columns = keys[column.key]
+        typed, text = column.expressions(columns.kind)
+        if typed is not None:
+            selects.append(f"CAST({typed} AS {sql_type(columns.kind)}) AS {_name(columns.name)}")
+        if text is not None:
+            selects.append(f"{text} AS {_name(columns.json_name)}")
+    return f"SELECT {', '.join(selects)} FROM {part.scan(name)}"
+
+
+@dataclass
+class Column:
+    """One column of ``records``: the record's own column (``own``) where the record holds the
+    key, else the inherited one; None where the side never has it; ``holds``: the own columns
+    that tell whether the record holds the key (None: the own column alone)."""
+
+    name: str
+    kind: str
+    own: str | None
+    inherited: str | None
+    holds: list[str] | None = None
+
+    def duckdb(self) -> str:
+        """The column as DuckDB SQL over the records ``r`` joined to the lineage ``l``."""
+        empty = f"CAST(NULL AS {sql_type(self.kind)})"
+        own = f"r.{_name(self.own)}" if self.own else empty
+        inherited = f"l.{_name(self.inherited)}" if self.inherited else empty
+        if self.holds is None:
+            value = own if self.inherited is None else inherited if self.own is None else f"coalesce({own}, {inherited})"
+        else:
+            holds = " OR ".join(f"r.{_name(name)} IS NOT NULL" for name in self.holds)
+            value = f"CASE WHEN {holds} THEN {own} ELSE {inherited} END"
+        return f"{value} AS {_name(self.name)}"
+
+
+def _columns(keys: dict[str, KeyColumns]) -> Iterator[Column]:
+    """The columns of ``records``: handles, then the bookkeeping and inherited keys, then own keys."""
+    yield Column("run_id", "VARCHAR", None, "run_id")
+    for columns in _ordered(keys):
+        yield from _key_columns(columns)
+        if columns.key == BOOKKEEPING_KEYS[-1]:
+            yield Column("status", "VARCHAR", None, "status")
+
+
+def _ordered(keys: dict[str, KeyColumns]) -> list[KeyColumns]:
+    """Keys in the order of ``records``: bookkeeping and inherited keys first, then own keys.
+
+    ``status`` follows the last bookkeeping key, as in ``experiments``.
+    """
+    return [*(columns for columns in keys.values() if columns.inherited),
+            *(columns for columns in keys.values() if not columns.inherited)]
+
+
+def _key_columns(columns: KeyColumns) -> Iterator[Column]:
+    holds = None
+    if columns.own and columns.inherited and columns.has_json:
+        holds = [name for name, has in ((columns.name, columns.own_typed), (columns.json_name, columns.own_json)) if has]
+    parts = [(columns.name, columns.kind, columns.own_typed, True)]
+    if columns.has_json:
+        parts.append((columns.json_name, JSON, columns.own_json, columns.inherited_json))
+    for name, kind, own, inherited in parts:
+        yield Column(name, kind, name if columns.own and own else None,
+                     name if columns.inherited and inherited else None, holds)
+
+
+def _create_table(connection: duckdb.DuckDBPyConnection, name: str, columns: list[tuple[str, str]],
+                  rows: list[list[Any]]) -> None:
+    """Make table ``name`` with ``columns`` (name, SQL type) from Python rows.
 
     The columns reach DuckDB as typed list parameters: no pyarrow conversion, which would
     import pandas (a quarter of a second) on a collection's first query.
     """
-    names = list(dict.fromkeys([*first, *(key for row in rows for key in row)]))
-    selects, parameters = [], []
-    for index, key in enumerate(names, start=1):
-        sql_type, values = _sql_column([row.get(key) for row in rows])
-        if key == RECORDER_COLUMN:
-            sql_type = "INTEGER"
-        selects.append(f"unnest(${index}::{sql_type}[]) AS {_name(key)}")
-        parameters.append(values)
-    connection.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT {', '.join(selects)}", parameters)
+    selects = [f"unnest(${index}::{kind}[]) AS {_name(column)}" for index, (column, kind) in enumerate(columns, start=1)]
+    parameters = [[row[index] for row in rows] for index in range(len(columns))]
+    connection.execute(f"CREATE OR REPLACE TABLE {_name(name)} AS SELECT {', '.join(selects)}", parameters)
 
 
-_SQL_TYPES = {bool: "BOOLEAN", int: "BIGINT", float: "DOUBLE", str: "VARCHAR", bytes: "BLOB",
-              datetime.date: "DATE"}
+def spark_records(spark: pyspark.sql.SparkSession, runs: Runs) -> pyspark.sql.DataFrame:
+    """The flat table in Spark (see :mod:`rigorous_recorder.spark`)."""
+    from .spark import records_frame
 
-
-def _sql_column(values: list[Any]) -> tuple[str, list[Any]]:
-    kinds = set(map(type, values)) - {type(None)}
-    if not kinds:
-        return "VARCHAR", values
-    if kinds == {int, float}:
-        return "DOUBLE", [None if value is None else float(value) for value in values]
-    if len(kinds) == 1:
-        kind = kinds.pop()
-        if kind is int and all(value is None or -(1 << 63) <= value < 1 << 63 for value in values):
-            return "BIGINT", values
-        if kind is datetime.datetime:
-            aware = {value.tzinfo is not None for value in values if value is not None}
-            if len(aware) == 1:
-                return ("TIMESTAMPTZ" if aware.pop() else "TIMESTAMP"), values
-        elif kind in _SQL_TYPES:
-            return _SQL_TYPES[kind], values
-    return "VARCHAR", [None if value is None else to_json(value) for value in values]
+    return records_frame(spark, runs)
 
 
 def _signature(runs: Runs) -> tuple[Any, ...] | None:
@@ -205,35 +503,3 @@ def _name(key: str) -> str:
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
-
-
-def spark_records(spark: pyspark.sql.SparkSession, runs: Runs) -> pyspark.sql.DataFrame:
-    """The flat table in Spark: Spark scans the runs' Parquet files, joined to the lineage."""
-    from pyspark.sql import functions
-
-    sources = _sources(runs)
-    lineage = [row for source in sources for row in lineage_rows(source.folder.id, source.entries, source.info)]
-    parts = [spark.createDataFrame(_with_source(source.table, source.folder.id))
-             for source in sources if source.table is not None]
-    finished = [str(source.parquet) for source in sources if source.parquet is not None]
-    if finished:
-        scanned = spark.read.option("mergeSchema", "true").parquet(*finished)
-        run_id = functions.regexp_extract(functions.input_file_name(), r"/runs/([^/]+)/records-\d+\.parquet$", 1)
-        parts.insert(0, scanned.withColumn(SOURCE, run_id))
-    connection = duckdb.connect()
-    _create_table(connection, "lineage", lineage, [SOURCE, RECORDER_COLUMN, *_BOOKKEEPING_KEYS])
-    table = connection.table("lineage").to_arrow_table()
-    inherited_frame = spark.createDataFrame(table)
-    plan = _flat_columns(table.column_names, sources)
-    if not parts:
-        return inherited_frame.select(*(key for key, _, _ in plan)).limit(0)
-    records = parts[0]
-    for part in parts[1:]:
-        records = records.unionByName(part, allowMissingColumns=True)
-    joined = records.alias("r").join(functions.broadcast(inherited_frame.alias("l")), [SOURCE, RECORDER_COLUMN])
-    columns = [
-        functions.coalesce(functions.col(f"r.`{key}`"), functions.col(f"l.`{key}`")).alias(key) if own and inherited
-        else functions.col(f"{'r' if own else 'l'}.`{key}`")
-        for key, own, inherited in plan
-    ]
-    return joined.select(*columns)

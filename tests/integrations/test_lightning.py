@@ -301,6 +301,18 @@ def test_lightning_pytorch_trainer_accepts_the_logger(tmp_path):
     assert rows(logger, "SELECT count(train_loss) FROM records WHERE stage = 'train'") == [(4,)]
 
 
+def test_fabric_log_dict_records_one_row_per_call(tmp_path):
+    """Under Lightning Fabric (no Trainer), each fabric.log_dict() is one record with its step."""
+    from lightning.fabric import Fabric
+
+    logger = RigorousLogger(tmp_path / "study", run="fabric")
+    fabric = Fabric(accelerator="cpu", devices=1, loggers=[logger])
+    for step in range(3):
+        fabric.log_dict({"loss": 1.0 / (step + 1)}, step=step)
+    assert rows(logger, "SELECT run, step, loss FROM records ORDER BY step") == [
+        ("fabric", 0, 1.0), ("fabric", 1, 0.5), ("fabric", 2, 1 / 3)]
+
+
 @pytest.mark.slow
 def test_ddp_records_each_row_once(tmp_path):
     """strategy='ddp' on two CPU processes: rank zero alone records, one copy per record."""

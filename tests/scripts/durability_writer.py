@@ -167,7 +167,7 @@ def run_manykeys(collection: ExperimentCollection, progress: Progress, args: arg
         worker.add(seq=progress.next_seq())
         worker.commit()
         progress.done()
-        if index % 5_000 == 4_999:
+        if index % 50_000 == 49_999:  # rarely: the automatic flush is what keeps these records
             progress.flush()
     finish(experiment, progress)
 

@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from ..collection import ExperimentCollection
 from ..errors import RecorderError
-from ..store.run_folder import DAMAGED, RUNNING
+from ..store.layout import DAMAGED, RUNNING, RUNS_FOLDER
 
 #: Columns of a numeric DuckDB type: what a curve can plot.
 NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
@@ -41,8 +41,7 @@ RUN_COLUMNS = ("run_id", "status", "records", "error", *BOOKKEEPING)
 RUN_KEY = ("experiment_number", "error_number")
 #: Most rows the SQL box returns.
 MAX_RESULT_ROWS = 1000
-#: Most points per curve per bucket: first, last, min and max (M4).
-POINTS_PER_BUCKET = 4
+#: Most buckets (pixel columns) a curve request may ask for.
 MAX_BUCKETS = 4000
 _LIVE_COLUMNS_AGE = 5.0  # seconds the metric columns are trusted while runs are running
 _CACHED_VALUES = 32_000_000  # x and y values of finished runs kept in memory, all runs together
@@ -76,10 +75,10 @@ class DashboardData:
         self._lock_down()
         # Load now what the first curve needs (pyarrow's numpy conversions: ~0.5 s on first use).
         self._buckets.sql("SELECT 1.0 AS x").to_arrow_table().column("x").to_numpy(zero_copy_only=False)
-        self._m4(Curve(np.arange(2.0), np.arange(2.0)), 0.0, 1.0, 1)
+        self._m4(self._buckets, Curve(np.arange(2.0), np.arange(2.0)), 0.0, 1.0, 1)
 
     def _lock_down(self) -> None:
-        runs = _literal(str(self.collection.path / "runs") + os.sep)
+        runs = _literal(str(self.collection.path / RUNS_FOLDER) + os.sep)
         # One thread: keeps the records in their order (the x of last resort) and leaves cores to training.
         for collection in (self.collection, self._table):
             for statement in ("SET threads=1", f"SET allowed_directories=[{runs}]",
@@ -194,7 +193,7 @@ class DashboardData:
                 "groups": groups}
 
     def _metric_columns(self, views: duckdb.DuckDBPyRelation, infos: list[dict[str, Any]]) -> list[str]:
-        """Numeric columns that records hold themselves: the view's columns minus inherited ones.
+        """Numeric columns that records hold themselves (not inherited info).
 
         Binding ``records`` opens every run's file, so the answer is kept until a run starts,
         stops or is compacted, and for at most a few seconds while runs are running.
@@ -204,13 +203,16 @@ class DashboardData:
         cached = self._columns
         if cached and cached[0] == signature and not (running and time.monotonic() - cached[1] > _LIVE_COLUMNS_AGE):
             return cached[2]
-        types = dict(self._also(views, "SELECT column_name, column_type FROM (DESCRIBE records)").fetchall())
-        try:  # the records' inherited columns: the lineage table's (a detail of the view)
+        if "columns" in {name for (name,) in self._also(views, "SHOW TABLES").fetchall()}:
+            # The view says which columns hold the records' own values (source 'record', or
+            # 'record and inherited' for a key that records and recorders both hold).
+            typed = self._also(views, "SELECT name, type FROM columns WHERE part = 'value' AND source LIKE 'record%'")
+            metrics = [name for name, kind in typed.fetchall() if kind.startswith(NUMERIC_TYPES)]
+        else:  # a flat view without the `columns` table: what its lineage table lacks is the records' own
+            types = dict(self._also(views, "SELECT column_name, column_type FROM (DESCRIBE records)").fetchall())
             inherited = set(self._also(views, "SELECT * FROM lineage LIMIT 0").columns)
-        except duckdb.CatalogException:  # else at least the experiment info is inherited
-            inherited = set(views.columns)
-        metrics = [name for name, kind in types.items()
-                   if name not in inherited and name not in BOOKKEEPING and kind.startswith(NUMERIC_TYPES)]
+            metrics = [name for name, kind in types.items()
+                       if name not in inherited and name not in BOOKKEEPING and kind.startswith(NUMERIC_TYPES)]
         self._columns = (signature, time.monotonic(), metrics)
         return metrics
 
@@ -254,14 +256,15 @@ class DashboardData:
             xs = curve.x - curve.x[0] if relative and len(curve.x) else curve.x
             curves[run_id] = (Curve(xs, smoothed), Curve(xs, curve.y))
         low, high = x_range if x_range else _extent([pair[0].x for pair in curves.values()])
-        if group_by:
-            series = self._grouped(curves, groups, low, high, buckets)
-        else:
-            series = []
-            for run_id, (smoothed, raw) in curves.items():
-                series.append({"run_id": run_id, "kind": "line", **self._m4(smoothed, low, high, buckets)})
-                if smoothing:
-                    series.append({"run_id": run_id, "kind": "raw", **self._m4(raw, low, high, buckets)})
+        with self._buckets.cursor() as database:  # one per request: requests bucket at the same time
+            if group_by:
+                series = self._grouped(database, curves, groups, low, high, buckets)
+            else:
+                series = []
+                for run_id, (smoothed, raw) in curves.items():
+                    series.append({"run_id": run_id, "kind": "line", **self._m4(database, smoothed, low, high, buckets)})
+                    if smoothing:
+                        series.append({"run_id": run_id, "kind": "raw", **self._m4(database, raw, low, high, buckets)})
         return {"series": series, "buckets": buckets, "x_range": [_json_value(low), _json_value(high)],
                 "points": sum(len(item["x"]) for item in series)}
 
@@ -309,7 +312,7 @@ class DashboardData:
                 found[info["id"]] = curve
                 if info["status"] != RUNNING:
                     self._remember((info["id"], info.get("records"), y, x), curve)
-        return found
+        return {info["id"]: found[info["id"]] for info in infos}  # in the order asked
 
     def _remember(self, key: tuple[Any, ...], curve: Curve) -> None:
         self._curves[key] = curve
@@ -325,7 +328,9 @@ class DashboardData:
         rows = self._also(views, f"SELECT run_id, {_name(column)} FROM experiments WHERE run_id IN ({ids})")
         return {run_id: _json_value(value) for run_id, value in rows.fetchall()}
 
-    def _m4(self, curve: Curve, low: float, high: float, buckets: int) -> dict[str, list[Any]]:
+    @staticmethod
+    def _m4(database: duckdb.DuckDBPyConnection, curve: Curve, low: float, high: float,
+            buckets: int) -> dict[str, list[Any]]:
         """The first, last, min and max point of each x bucket, plus the nearest point outside
         the range on each side (so that a zoomed line reaches the chart's edges)."""
         start = int(np.searchsorted(curve.x, low, side="left"))
@@ -333,21 +338,22 @@ class DashboardData:
         edges = [index for index in (start - 1, stop) if 0 <= index < len(curve.x)]
         xs, ys = [curve.x[edges]], [curve.y[edges]]
         if stop > start:
-            self._buckets.register("points", pa.table({"x": curve.x[start:stop], "y": curve.y[start:stop]}))
-            picked = self._buckets.execute(
+            database.register("points", pa.table({"x": curve.x[start:stop], "y": curve.y[start:stop]}))
+            picked = database.execute(
                 "SELECT min(x), arg_min(y, x), max(x), arg_max(y, x), arg_min(x, y), min(y), arg_max(x, y), max(y) "
                 "FROM points GROUP BY least(floor((x - $low) / $width * $buckets), $buckets - 1)",
                 {"low": low, "width": (high - low) or 1.0, "buckets": buckets},
             ).fetchnumpy()
-            self._buckets.unregister("points")
+            database.unregister("points")
             columns = [np.asarray(column, dtype=np.float64) for column in picked.values()]
             xs.extend(columns[0::2])
             ys.extend(columns[1::2])
         points = np.unique(np.column_stack([np.concatenate(xs), np.concatenate(ys)]), axis=0)  # sorted by x, then y
         return {"x": points[:, 0].tolist(), "y": points[:, 1].tolist()}
 
-    def _grouped(self, curves: dict[str, tuple[Curve, Curve]], groups: dict[str, Any], low: float, high: float,
-                 buckets: int) -> list[dict[str, Any]]:
+    @staticmethod
+    def _grouped(database: duckdb.DuckDBPyConnection, curves: dict[str, tuple[Curve, Curve]], groups: dict[str, Any],
+                 low: float, high: float, buckets: int) -> list[dict[str, Any]]:
         """Per group value: per x bucket, the mean over runs of each run's mean, and the min and max."""
         parts = []
         for run_id, (smoothed, _) in curves.items():
@@ -356,10 +362,10 @@ class DashboardData:
                                    "x": smoothed.x[inside], "y": smoothed.y[inside]}))
         if not parts:
             return []
-        self._buckets.register("points", pa.concat_tables(parts))
-        self._buckets.register("groups", pa.table({"run": list(groups),
+        database.register("points", pa.concat_tables(parts))
+        database.register("groups", pa.table({"run": list(groups),
                                                    "label": [_label(value) for value in groups.values()]}))
-        rows = self._buckets.execute(
+        rows = database.execute(
             "WITH per_run AS (SELECT label, run, least(floor((x - $low) / $width * $buckets), $buckets - 1) AS b, "
             "avg(x) AS x, avg(y) AS mean, min(y) AS low, max(y) AS high FROM points JOIN groups USING (run) "
             "GROUP BY ALL) "
@@ -367,8 +373,8 @@ class DashboardData:
             "ORDER BY label, b",
             {"low": low, "width": (high - low) or 1.0, "buckets": buckets},
         ).fetchall()
-        self._buckets.unregister("points")
-        self._buckets.unregister("groups")
+        database.unregister("points")
+        database.unregister("groups")
         series: dict[str, dict[str, Any]] = {}
         for label, _, x, mean, lowest, highest, runs in rows:
             members = sorted(run_id for run_id, value in groups.items() if _label(value) == label)

@@ -456,6 +456,7 @@
   }
 
   async function poll() {
+    const began = performance.now();
     try {
       const known = runsSignature();
       const ok = await refreshRuns();
@@ -473,7 +474,9 @@
       $("live").textContent = "server not answering";
     }
     view.polls += 1;
-    setTimeout(poll, POLL_MS);
+    // Every second, unless answering took longer: then the server rests as long as it worked (a big
+    // collection with a running run costs a scan of every run per poll; training needs the cores).
+    setTimeout(poll, Math.max(POLL_MS, performance.now() - began));
   }
 
   async function start() {
