@@ -430,7 +430,10 @@ class ExperimentCollection:
             import duckdb
 
             self._database = duckdb.connect()
-        self.flush()
+        try:
+            self.flush()
+        except StorageError:
+            pass  # a full disk: the query reads what is on disk; recording reports the failure
         runs = self._scan()
         if self._query_cache is None or not self._query_cache.is_current(runs):
             self._query_cache = Query(runs, self._database)
