@@ -274,7 +274,7 @@ os._exit(1)
     (["ls", "{tmp}/file.txt"], "file.txt.collection' is not a rigorous_recorder collection"),
     (["sql", "{study}", "SELEC * FROM records"], 'Parser Error: syntax error at or near "SELEC"'),
     (["sql", "{study}", "SELECT nope FROM records"], 'Referenced column "nope" not found'),
-    (["plot", "{study}", "--y", "lossx", "-o", "{tmp}/x.png"], "unknown column 'lossx' for --y; columns: "),
+    (["plot", "{study}", "--y", "lossx", "-o", "{tmp}/x.png"], "unknown column 'lossx' for y; columns: "),
     (["plot", "{study}", "--y", "model", "-o", "{tmp}/x.png"], "column 'model' holds VARCHAR, not numbers"),
     (["export", "{study}", "-o", "{tmp}/records.xlsx"], "cannot tell the format of"),
     (["export", "{study}", "-o", "{tmp}/no/such/folder/records.csv"], "No such file or directory"),

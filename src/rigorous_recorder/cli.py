@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .errors import RecorderError
-from .store.layout import CRASHED, DAMAGED, RUNNING
+from .store.layout import BOOKKEEPING_KEYS, CRASHED, DAMAGED, EXPERIMENT_NODE, RUN_NODE, RUNNING
 
 #: Formats that ``sql --format`` and ``export`` write, and the file extensions that pick them.
 FORMATS = ("csv", "json", "parquet")
@@ -61,8 +61,6 @@ def command_ls(args: argparse.Namespace) -> None:
 
 
 def command_show(args: argparse.Namespace) -> None:
-    from .store.run_folder import RunFolder
-
     collection = _open(args.path)
     runs = [info for info in collection.runs if info["experiment_number"] == args.number]
     if not runs:
@@ -71,35 +69,32 @@ def command_show(args: argparse.Namespace) -> None:
         raise CommandError(f"no experiment {args.number} in {str(collection.path)!r} ({known})")
     blocks = []
     for info in runs:
-        nodes = RunFolder(collection.path / "runs" / info["id"]).nodes(info)
         header = (f"experiment {info['experiment_number']} (error {info['error_number']}), run {info['id']}: "
                   f"{info['status']}, started {_when(info['experiment_start_time'])}, "
                   f"took {_duration(info.get('experiment_duration'))}")
         lines = [header] + ([f"error: {info['error']}"] if info.get("error") else [])
-        children: dict[Any, list[Any]] = {}
-        for node in nodes:
-            children.setdefault(node.parent, []).append(node)
-
-        def draw(node: Any, lead: str, branch: str, depth: int) -> None:
-            rows, columns = 0, {}
-            for batch in node.batches():
-                rows += batch.num_rows
-                columns.update(dict.fromkeys(batch.schema.names))
-            role = {0: "run", 1: "experiment"}.get(node.id, "recorder") if depth < 2 else "recorder"
-            data = " ".join(f"{key}={_text(value)}" for key, value in node.local_data.items()
-                            if not (node.id == 0 and key.startswith("experiment_") and key != "experiment_number"))
-            line = f"{lead}{branch}{role} #{node.id}" + (f"  {data}" if data else "")
-            line += f"  [{rows} record{'s' * (rows != 1)}" + (f": {', '.join(columns)}]" if columns else "]")
-            lines.append(line)
-            below = children.get(node.id, [])
-            lead += {"": "", "├─ ": "│  ", "└─ ": "   "}[branch]
-            for index, child in enumerate(below):
-                draw(child, lead, "└─ " if index == len(below) - 1 else "├─ ", depth + 1)
-
-        for root in children.get(None, []):
-            draw(root, "", "", 0)
+        if info["status"] != DAMAGED:
+            _draw(collection.tree(info["id"]), lines, "", "", 0)
         blocks.append("\n".join(lines))
     print("\n\n".join(blocks))
+
+
+_TIME_KEYS = BOOKKEEPING_KEYS[3:]  # start, end, duration: the header of `show` gives them
+
+
+def _draw(recorder: Any, lines: list[str], lead: str, branch: str, depth: int) -> None:
+    """Append the lines of ``recorder``'s subtree, drawn with box characters."""
+    role = {RUN_NODE: "run", EXPERIMENT_NODE: "experiment"}.get(recorder.node_id, "recorder") \
+        if depth < 2 else "recorder"
+    data = " ".join(f"{key}={_text(value)}" for key, value in recorder.local_data.items()
+                    if not (depth == 0 and key in _TIME_KEYS))
+    rows, keys = len(recorder), recorder.own_keys()
+    line = f"{lead}{branch}{role} #{recorder.node_id}" + (f"  {data}" if data else "")
+    lines.append(line + f"  [{rows} record{'s' * (rows != 1)}" + (f": {', '.join(keys)}]" if keys else "]"))
+    below = recorder.children
+    lead += {"": "", "├─ ": "│  ", "└─ ": "   "}[branch]
+    for index, child in enumerate(below):
+        _draw(child, lines, lead, "└─ " if index == len(below) - 1 else "├─ ", depth + 1)
 
 
 def command_sql(args: argparse.Namespace) -> None:
@@ -147,7 +142,7 @@ def command_recover(args: argparse.Namespace) -> None:
 
 
 def command_plot(args: argparse.Namespace) -> None:
-    from ._cli_plot import plot_curves
+    from .plot import plot_curves
 
     collection = _open(args.path)
     by = [name.strip() for name in args.by.split(",") if name.strip()] if args.by else []

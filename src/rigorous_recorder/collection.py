@@ -126,6 +126,8 @@ class ExperimentCollection:
 
     def new_experiment(self, experiment_info: dict[str, Any] | None = None, **kwargs: Any) -> Experiment:
         """Start a run now; use it as ``with collection.new_experiment(**info) as recorder:``."""
+        from .store.run_store import RunStore  # loads pyarrow, before the run's clock starts
+
         data = normalize_mapping(experiment_info, kwargs)
         context = capture() if self.record_context else {}
         with self._numbering:
@@ -148,8 +150,6 @@ class ExperimentCollection:
             folder = self._create_run(info)
         root = Recorder(bookkeeping(info))
         Recorder(data).set_parent(root)
-        from .store.run_store import RunStore  # loads pyarrow: only a recording process needs it
-
         store = RunStore(folder, info["session"], self.flush_interval)
         store.take(root)
         return self._started(Experiment(self, folder, info, root, store))
@@ -336,6 +336,17 @@ class ExperimentCollection:
         """Each run's bookkeeping (run.json) as seen now, oldest first; damaged runs included."""
         return [info for _, info in self._scan()]
 
+    def tree(self, run_id: str) -> Recorder:
+        """The root recorder of a run: the live one for a run of this process, else read from disk.
+
+        Its ``node_id`` is 0, the experiment recorder's 1; ``children`` lead to every recorder.
+        """
+        folder, info = self._find(run_id)
+        root = self._root(folder, info)
+        if root is None:
+            raise CollectionError(f"run {run_id!r} cannot be read: {self._damaged.get(run_id, 'damaged')}")
+        return root
+
     def records_count(self, run_id: str) -> int:
         """The number of records of a run: from its run.json once stopped, else counted on disk."""
         folder, info = self._find(run_id)
@@ -419,7 +430,10 @@ class ExperimentCollection:
             import duckdb
 
             self._database = duckdb.connect()
-        self.flush()
+        try:
+            self.flush()
+        except StorageError:
+            pass  # a full disk: the query reads what is on disk; recording reports the failure
         runs = self._scan()
         if self._query_cache is None or not self._query_cache.is_current(runs):
             self._query_cache = Query(runs, self._database)

@@ -9,6 +9,7 @@ already catch::
     ├── RecorderTreeError(ValueError)        a parent link would make a cycle
     ├── CollectionError(ValueError)          a folder is not a collection, or a run is unknown
     │   └── DamagedFileError                 a file of a collection cannot be read
+    ├── QueryError(ValueError)               a query or plot names what the records do not hold
     └── StorageError(OSError)                writing to the collection failed (a full disk)
 """
 
@@ -33,6 +34,10 @@ class RecorderTreeError(RecorderError, ValueError):
 
 class CollectionError(RecorderError, ValueError):
     """A path is not a collection, or an experiment asked for does not exist."""
+
+
+class QueryError(RecorderError, ValueError):
+    """A query or a plot names a column the records do not have, or asks for what they cannot give."""
 
 
 class DamagedFileError(CollectionError):

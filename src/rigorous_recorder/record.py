@@ -50,15 +50,19 @@ class Record(Mapping[str, Any]):
         index = self._index
         own = {}
         for key, column in self._columns.items():
-            value = column[index]
-            if value is not None:
-                own[key] = value
+            if index < len(column):  # a recorder's newest columns may be short (see Recorder)
+                value = column[index]
+                if value is not None:
+                    own[key] = value
         return own
 
     def __getitem__(self, key: str) -> Any:
         column = self._columns.get(key)
         if column is not None:
-            value = column[self._index]
+            try:
+                value = column[self._index]
+            except IndexError:  # a short newest column: this record has no value for the key
+                value = None
             if value is not None:
                 return value
         for data in self._recorder._lineage:
@@ -72,7 +76,7 @@ class Record(Mapping[str, Any]):
 
     def __contains__(self, key: object) -> bool:
         column = self._columns.get(key)  # type: ignore[call-overload]
-        if column is not None and column[self._index] is not None:
+        if column is not None and self._index < len(column) and column[self._index] is not None:
             return True
         return any(key in data for data in self._recorder._lineage)
 

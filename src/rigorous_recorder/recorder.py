@@ -52,7 +52,6 @@ class Recorder:
 
     __slots__ = (
         "__weakref__",
-        "_bare_rows",
         "_children",
         "_kinds_of",
         "_lineage",
@@ -60,6 +59,8 @@ class Recorder:
         "_local",
         "_parent",
         "_pending",
+        "_ragged",
+        "_rows",
         "_fast",
         "_sealed_rows",
         "_staged",
@@ -75,13 +76,17 @@ class Recorder:
         self._lineage: tuple[dict[str, Any], ...] = (self._local,)
         self._children: list[Recorder] = []
         self._pending: dict[str, list[Any]] = {}
-        self._bare_rows = 0  # rows committed with no value at all while _pending is empty
+        # Unsealed columns may be ragged: a row without a key leaves that key's list short (padded
+        # with None when the key comes back, or at sealing), so sparse keys cost nothing per row.
+        # _rows counts the unsealed rows while they are ragged or hold no column at all.
+        self._ragged = False
+        self._rows = 0
         self._staged: dict[str, Any] | None = None
         self._sealed_rows = 0
         self._kinds_of: tuple[dict[str, list[Any]], dict[str, tuple[int, set[type]]]] | None = None
         self._live: list[LiveWriter] = []
         self._fast = True  # push() may append plain values directly: nothing staged, no live file
-        self.node_id: int | None = None  # the recorder's id inside its store, if the store numbers them
+        self.node_id: int | None = None  # the recorder's id inside its run, for a run's recorders
         self._store: RecordStore = MemoryStore()
         self._store.adopt(self)
 
@@ -249,33 +254,44 @@ class Recorder:
             store.pending(self)  # raises first if the store takes no more rows: nothing is changed
             self._staged = None
             record = self._append_row(values)
-        self._fast = store.unlocked_appends and not self._live
+        self._fast = store.unlocked_appends and not self._live and not self._ragged
         for writer in self._live:
             writer.write(record)
         return record
 
     def _append_row(self, values: dict[str, Any]) -> Record:
         pending = self._pending
-        index = append_plain_row(pending, values) - 1  # the new row's index; -1 if declined
+        index = -1 if self._ragged else append_plain_row(pending, values) - 1  # -1: declined
         if index < 0:
             index = self._pending_rows()
-            for key in values:
-                if key not in pending:
-                    pending[key] = [None] * index
-            if pending:
-                for key, column in pending.items():
-                    column.append(values.get(key))
-            else:
-                self._bare_rows += 1
+            for key, value in values.items():
+                column = pending.get(key)
+                if column is None:
+                    pending[key] = column = [None] * index
+                elif len(column) < index:
+                    column.extend([None] * (index - len(column)))
+                column.append(value)
+            self._ragged = len(values) < len(pending)
+            if self._ragged or not pending:
+                self._rows = index + 1
         record = Record(pending, index, self)
         if index + 1 >= BATCH_ROWS:
             self._seal()
         return record
 
     def _pending_rows(self) -> int:
+        if self._ragged or not self._pending:
+            return self._rows
         for column in self._pending.values():
             return len(column)
-        return self._bare_rows
+        return 0
+
+    def _square(self, rows: int) -> None:
+        """Pad the short unsealed columns with None to ``rows`` (they are then no longer ragged)."""
+        for column in self._pending.values():
+            if len(column) < rows:
+                column.extend([None] * (rows - len(column)))
+        self._ragged = False
 
     def _seal(self) -> None:
         """Turn the unsealed rows into one Arrow batch for the store (called under its lock)."""
@@ -306,7 +322,7 @@ class Recorder:
             batches = old.release(self)
         with store.lock:
             self._store = store
-            self._fast = store.unlocked_appends and not self._live and self._staged is None
+            self._fast = store.unlocked_appends and not self._live and self._staged is None and not self._ragged
             self._sealed_rows += store.adopt(self)
             for batch in batches:
                 store.write(self, batch)
@@ -315,16 +331,23 @@ class Recorder:
 
     def unsealed_rows(self) -> tuple[dict[str, list[Any]], int]:
         """The committed rows not yet sealed into a batch: columns and row count (store lock held)."""
-        return self._pending, self._pending_rows()
+        rows = self._pending_rows()
+        if self._ragged:
+            self._square(rows)
+        return self._pending, rows
 
     def take_unsealed_rows(self) -> tuple[dict[str, list[Any]], int]:
         """Take the unsealed rows away, to be sealed by the caller (store lock held).
 
         The columns are never changed afterwards, so records that refer to them stay valid.
         """
-        columns, self._pending = self._pending, {}  # first: a push after this appends to the new dict
-        rows = len(next(iter(columns.values()))) if columns else self._bare_rows
-        self._bare_rows = 0
+        rows = self._rows if self._ragged or not self._pending else None
+        if rows is not None:
+            self._square(rows)
+        columns, self._pending = self._pending, {}  # a push after this appends to the new dict
+        if rows is None:  # counted after the swap: an unlocked push just before it is in ``columns``
+            rows = len(next(iter(columns.values())))
+        self._rows = 0
         self._sealed_rows += rows
         return columns, rows
 
@@ -373,6 +396,15 @@ class Recorder:
 
     def __len__(self) -> int:
         return self._sealed_rows + self._pending_rows()
+
+    def own_keys(self) -> list[str]:
+        """The keys this recorder's own records hold, in the order they first appeared.
+
+        >>> Recorder().push(loss=1.0).push(loss=0.5, lr=0.1).own_keys()
+        ['loss', 'lr']
+        """
+        sealed, pending, _ = self._store.read(self)
+        return list(dict.fromkeys([*(name for batch in sealed for name in batch.schema.names), *pending]))
 
     @property
     def number_of_records(self) -> int:
@@ -489,6 +521,7 @@ def build_tree(nodes: Sequence[TreeNode]) -> dict[int, Recorder]:
     recorders: dict[int, Recorder] = {}
     for node in nodes:
         recorder = recorders[node.id] = Recorder(node.local_data)
+        recorder.node_id = node.id
         recorder.move_to(store)
         with store.lock:
             for batch in node.batches():

@@ -40,9 +40,13 @@ def tree_frame(payload: bytes) -> bytes:
 def batch_frame(batch: pa.RecordBatch) -> bytes:
     """A frame holding one record batch (an Arrow IPC stream)."""
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, batch.schema) as stream:
+    with pa.ipc.new_stream(sink, batch.schema, options=_COMPRESSED) as stream:
         stream.write_batch(batch)
     return _frame(BATCH, sink.getvalue().to_pybytes())
+
+
+#: Batches are LZ4-compressed: sparse records (many keys, a few in each) are mostly nulls.
+_COMPRESSED = pa.ipc.IpcWriteOptions(compression="lz4")
 
 
 def _frame(kind: bytes, payload: bytes) -> bytes:

@@ -84,8 +84,8 @@ class RunFolder:
             raise DamagedFileError(path, f"belongs to run {info['id']!r}, not to its folder {self.id!r}")
         if info["status"] not in STATUSES or info["status"] == DAMAGED:
             raise DamagedFileError(path, f"unknown status {info['status']!r}")
-        if info["status"] != RUNNING and info.get("records") is None:
-            raise DamagedFileError(path, f"a {info['status']} run that names no records file")
+        if info["status"] != RUNNING and (info.get("records") is None or type(info.get("records_count")) is not int):
+            raise DamagedFileError(path, f"a {info['status']} run without its records file or its count")
         if info.get("records") is not None:
             if not is_records_name(info["records"]):
                 raise DamagedFileError(path, f"names a records file {info['records']!r} that is not in its run folder")

@@ -1,11 +1,13 @@
-"""``rigorous-recorder plot``: line plots of a collection's records, drawn with matplotlib's Agg."""
+"""Line plots of a collection's records, drawn with matplotlib's Agg (``rigorous-recorder plot``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .cli import CommandError
+from .errors import QueryError
+from .store.layout import BOOKKEEPING_KEYS
+from .query_text import quote_name as _name
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -14,8 +16,8 @@ if TYPE_CHECKING:
 
 _NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
             "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "DECIMAL", "BOOLEAN")
-_RUN = ["experiment_number", "error_number"]
-_BOOKKEEPING = {*_RUN, "had_error", "experiment_start_time", "experiment_end_time", "experiment_duration"}
+_RUN = list(BOOKKEEPING_KEYS[:2])  # experiment_number, error_number: one line per run by default
+_BOOKKEEPING = set(BOOKKEEPING_KEYS)
 
 
 def plot_curves(collection: ExperimentCollection, y: str, x: str = "step", by: Sequence[str] = (),
@@ -32,23 +34,23 @@ def plot_curves(collection: ExperimentCollection, y: str, x: str = "step", by: S
         raise ModuleNotFoundError("plot needs matplotlib: pip install 'rigorous-recorder[plot]'",
                                   name="matplotlib") from None
     if smooth < 1:
-        raise CommandError(f"--smooth must be 1 or more, not {smooth}")
+        raise QueryError(f"smooth must be 1 or more, not {smooth}")
     empty = collection.sql("SELECT * FROM records LIMIT 0")
     types = dict(zip(empty.columns, (str(kind) for kind in empty.types)))
     groups = list(by) or _RUN
-    for option, name in [("--y", y), ("--x", x), *(("--by", name) for name in by)]:
+    for option, name in [("y", y), ("x", x), *(("by", name) for name in by)]:
         if name not in types:
             known = ", ".join(name for name in types if name not in _BOOKKEEPING)
-            raise CommandError(f"unknown column {name!r} for {option}; columns: {known}")
+            raise QueryError(f"unknown column {name!r} for {option}; columns: {known}")
     if not types[y].startswith(_NUMERIC):
-        raise CommandError(f"column {y!r} holds {types[y]}, not numbers; --y needs a numeric column")
+        raise QueryError(f"column {y!r} holds {types[y]}, not numbers; y must be a numeric column")
     keys = ", ".join(_name(name) for name in groups)
     query = (f"SELECT {keys}, {_name(x)} AS __x, avg(CAST({_name(y)} AS DOUBLE)) AS __y FROM records "
              f"WHERE {_name(y)} IS NOT NULL AND {_name(x)} IS NOT NULL" + (f" AND ({where})" if where else "")
              + f" GROUP BY {keys}, __x ORDER BY {', '.join(f'{_name(name)} NULLS LAST' for name in groups)}, __x")
     rows = collection.sql(query).fetchall()
     if not rows:
-        raise CommandError(f"no records have both {y!r} and {x!r}" + (f" where {where}" if where else ""))
+        raise QueryError(f"no records have both {y!r} and {x!r}" + (f" where {where}" if where else ""))
     lines: dict[tuple[Any, ...], tuple[list[Any], list[float]]] = {}
     for row in rows:
         xs, ys = lines.setdefault(tuple(row[: len(groups)]), ([], []))
@@ -84,7 +86,3 @@ def _label(group: tuple[Any, ...], by: Sequence[str]) -> str:
         number, errors = group
         return f"experiment {number}" + (f" (error {errors})" if errors else "")
     return ", ".join(f"{value:.6g}" if isinstance(value, float) else str(value) for value in group)
-
-
-def _name(key: str) -> str:
-    return '"' + key.replace('"', '""') + '"'
