@@ -224,7 +224,9 @@ def test_numbering_continues_in_a_new_collection_object(tmp_path):
     run_ok(ExperimentCollection(tmp_path / "study", quiet=True))
     run_failing(ExperimentCollection(tmp_path / "study", quiet=True))
     collection = ExperimentCollection(tmp_path / "study", quiet=True)
-    assert collection.new_experiment().number == 2
+    experiment = collection.new_experiment()
+    experiment.finish()  # here, not at exit, when its temporary folder may be gone
+    assert experiment.number == 2
 
 
 # -- exceptions inside the with block ------------------------------------------------------
