@@ -312,16 +312,24 @@ def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def header(command: str) -> str:
+    """Command, machine and versions: printed first, so a long run shows what it measures."""
     versions = ", ".join(f"{name} {version_of(name) or 'not installed'}" for name in DISTRIBUTIONS)
     return "\n".join([
         "## Peers benchmark",
         "",
         f"- command: `{command}`",
-        f"- machine: {os.cpu_count()} CPUs, {platform.machine()}, {platform.platform()}; "
-        f"load average {os.getloadavg()[0]:.2f} at the end of the run",
+        f"- machine: {os.cpu_count()} CPUs, {platform.machine()}, {platform.platform()}",
         f"- Python {platform.python_version()} ({sys.executable})",
         f"- versions: {versions}",
     ])
+
+
+def footer(wall_s: float) -> str:
+    """How long the run took, in wall and CPU minutes, and how busy the machine was."""
+    finished = os.times()
+    cpu_minutes = (finished.children_user + finished.children_system) / 60
+    return (f"Took {wall_s / 60:.1f} minutes; its processes used {cpu_minutes:.1f} CPU minutes (about the wall "
+            f"time on an otherwise idle machine); load average {os.getloadavg()[0]:.2f} at the end.")
 
 
 def fastest_peer(queried: dict, key: str) -> tuple[str | None, float | None]:
@@ -351,22 +359,24 @@ def main() -> int:
     lightning_steps, keras_epochs, keras_batches, analysis_steps = (
         (300, 1, 50, 600) if args.quick else (2000, 3, 300, 5000))
     command = shlex.join([os.path.relpath(sys.executable), os.path.relpath(__file__), *sys.argv[1:]])
+    started = perf_counter()
     targets = H.Targets()
-    sections, failures = [], {}
+    failures: dict[str, dict] = {}
+    print(header(command), flush=True)
     with tempfile.TemporaryDirectory(prefix="rr-peers-") as scratch:
         if "lightning" in parts:
             table, results, ratio = lightning_part(rounds, lightning_steps, scratch, peers)
-            sections.append(table)
+            print("\n" + table, flush=True)
             failures.update({f"Lightning {name}": runs[0] for name, runs in results.items() if "error" in runs[0]})
             targets.check("Lightning: ours' CPU overhead per step over CSVLogger's", ratio, 0.5, "x")
         if "keras" in parts:
             table, results, ratio = keras_part(rounds, keras_epochs, keras_batches, 32, scratch, peers)
-            sections.append(table)
+            print("\n" + table, flush=True)
             failures.update({f"Keras {name}": runs[0] for name, runs in results.items() if "error" in runs[0]})
             targets.check("Keras: ours' CPU overhead per batch over CSVLogger's", ratio, 0.5, "x")
         if "analysis" in parts:
             table, recorded, queried = analysis_part(rounds, analysis_steps, scratch, peers)
-            sections.append(table)
+            print("\n" + table, flush=True)
             failures.update({f"analysis {tool}": result for tool, result in recorded.items() if "error" in result})
             failures.update({f"analysis query {tool}": runs[0] for tool, runs in queried.items() if "error" in runs[0]})
             for key, limit, what in (("fresh_s", 0.5, "from a fresh process"), ("in_process_s", 0.1, "in process")):
@@ -374,9 +384,7 @@ def main() -> int:
                 ours = median_field(queried.get("ours", []), key)
                 ratio = ours / peer_time if ours is not None and peer_time else None
                 targets.check(f"analysis job {what}: ours over the fastest peer ({peer})", ratio, limit, "x")
-    print(header(command))
-    for section in sections:
-        print("\n" + section)
+    print("\n" + footer(perf_counter() - started))
     print("\n" + targets.report())
     H.print_errors(failures)
     return 1 if targets.failed else 0
