@@ -220,7 +220,7 @@ def test_plot_writes_a_png(study, tmp_path):
 def test_plot_draws_one_labelled_line_per_group(study):
     """Each --by combination is one line; axes and legend are labelled."""
     pytest.importorskip("matplotlib")
-    from rigorous_recorder._cli_plot import plot_curves
+    from rigorous_recorder.plot import plot_curves
 
     collection = ExperimentCollection(study, quiet=True, create=False)
     axes = plot_curves(collection, y="loss", by=["model", "lr"], where="epoch = 0").axes[0]
@@ -232,7 +232,7 @@ def test_plot_draws_one_labelled_line_per_group(study):
 def test_plot_defaults_to_one_line_per_run_and_smooths(study):
     """Without --by each run is a line; --smooth is a trailing moving average."""
     pytest.importorskip("matplotlib")
-    from rigorous_recorder._cli_plot import plot_curves
+    from rigorous_recorder.plot import plot_curves
 
     collection = ExperimentCollection(study, quiet=True, create=False)
     lines = plot_curves(collection, y="loss", smooth=2, where="step < 3").axes[0].get_lines()
