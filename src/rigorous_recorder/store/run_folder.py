@@ -57,16 +57,24 @@ class RunFolder:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.id = path.name
-        self.journal = path / JOURNAL_FOLDER
-        self.heartbeat = path / HEARTBEAT_FILE
+
+    @property
+    def journal(self) -> Path:
+        """The folder of the run's journal files."""
+        return self.path / JOURNAL_FOLDER
+
+    @property
+    def heartbeat(self) -> Path:
+        """The file whose modification time is the run's heartbeat."""
+        return self.path / HEARTBEAT_FILE
 
     # -- run.json: the bookkeeping ---------------------------------------------------------
 
     def read_info(self) -> dict[str, Any]:
         """The run's bookkeeping; DamagedFileError when run.json is missing or not one of ours."""
-        path = self.path / RUN_FILE
+        path = os.path.join(self.path, RUN_FILE)  # a plain string: this runs for every run of a listing
         try:
-            info = from_json(path.read_bytes().decode("utf-8"))
+            info = from_json(_read(path).decode("utf-8"))
         except FileNotFoundError:
             raise DamagedFileError(path, "missing") from None
         except OSError as error:
@@ -89,7 +97,7 @@ class RunFolder:
         if info.get("records") is not None:
             if not is_records_name(info["records"]):
                 raise DamagedFileError(path, f"names a records file {info['records']!r} that is not in its run folder")
-            _check_parquet(self.path / info["records"])
+            _check_parquet(os.path.join(self.path, info["records"]))
         return info
 
     def write_info(self, info: dict[str, Any]) -> None:
@@ -227,19 +235,30 @@ class RunFolder:
             self.heartbeat.unlink(missing_ok=True)
 
 
-def _check_parquet(path: Path) -> None:
+def _read(path: str) -> bytes:
+    """The whole of a small file, with the fewest calls."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(descriptor, max(os.fstat(descriptor).st_size, 1))
+    finally:
+        os.close(descriptor)
+
+
+def _check_parquet(path: str) -> None:
     """Raise DamagedFileError unless ``path`` starts and ends as a Parquet file does (cheap:
     a missing, emptied, truncated or overwritten file is caught without reading it)."""
     try:
-        with path.open("rb") as file:
-            head = file.read(4)
-            file.seek(-4, os.SEEK_END)
-            tail = file.read(4)
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            size = os.fstat(descriptor).st_size
+            head, tail = os.pread(descriptor, 4, 0), os.pread(descriptor, 4, max(size - 4, 0))
+        finally:
+            os.close(descriptor)
     except FileNotFoundError:
         raise DamagedFileError(path, "missing") from None
     except OSError as error:
         raise DamagedFileError(path, f"cannot be read ({error.strerror or error})") from None
-    if head != _PARQUET_MAGIC or tail != _PARQUET_MAGIC:
+    if size < 12 or head != _PARQUET_MAGIC or tail != _PARQUET_MAGIC:
         raise DamagedFileError(path, "not a whole Parquet file (truncated or overwritten)")
 
 
