@@ -329,9 +329,6 @@ def test_reload_sees_runs_written_by_another_collection_object(tmp_path):
     assert reader.experiment_numbers == (1, 2)
 
 
-@pytest.mark.xfail(raises=AssertionError, strict=True,
-                   reason="a recorder detached with set_parent(None) stays in the run's store: its records "
-                          "go to the run's file, where sql() reads them and collection.records does not")
 def test_records_and_sql_agree_after_a_recorder_of_a_run_is_detached(collection):
     """Detaching a run's recorder (or refusing to) never leaves records that one reader shows and the other not."""
     with collection.new_experiment() as recorder:

@@ -112,6 +112,8 @@ class Recorder:
                 if ancestor is self:
                     raise RecorderTreeError("set_parent would make a recorder its own ancestor")
                 ancestor = ancestor._parent
+        if parent is None and self._parent is not None:
+            self._store.check_detach(self)
         if self._parent is not None:
             self._parent._children.remove(self)
         self._parent = parent

@@ -48,6 +48,9 @@ class RecordStore(ABC):
     def write(self, recorder: Recorder, batch: pa.RecordBatch) -> None:
         """Keep ``batch``, the next sealed rows of ``recorder``."""
 
+    def check_detach(self, recorder: Recorder) -> None:  # noqa: B027 - a memory tree may split
+        """Raise if ``recorder`` may not leave its tree (``set_parent(None)``)."""
+
     def pending(self, recorder: Recorder) -> None:  # noqa: B027 - most stores need no notice
         """Note that ``recorder`` holds unsealed rows; raises if the store takes no more."""
 

@@ -95,6 +95,13 @@ class RunStore(RecordStore):
             "the run; make a new recorder instead"
         )
 
+    def check_detach(self, recorder: Recorder) -> None:
+        """Refused: a detached recorder's records would lose the run's lineage."""
+        raise RecorderTreeError(
+            f"a recorder of experiment run {self.folder.id} cannot be detached: its records would lose the "
+            "run's bookkeeping and experiment info; hang it elsewhere in the run instead"
+        )
+
     def write(self, recorder: Recorder, batch: pa.RecordBatch) -> None:
         """Queue a sealed batch for the next flush (called under the lock)."""
         self._check_open()
