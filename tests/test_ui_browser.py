@@ -241,15 +241,17 @@ def test_group_by_draws_a_mean_line_and_band_per_value_on_a_log_scale(page):
 def test_zoom_fetches_the_visible_range_and_lives_in_the_url(page):
     """Dragging over the chart asks for the zoomed range; a reload keeps selection, axes and zoom."""
     box = page.locator("#chart .u-over").bounding_box()
-    before = page.evaluate("rrDashboard.curveFetches")
+    before, whole = page.evaluate("[rrDashboard.curveFetches, rrDashboard.curves.x_range]")
     y = box["y"] + box["height"] / 2
     page.mouse.move(box["x"] + box["width"] * 0.2, y)
     page.mouse.down()
     page.mouse.move(box["x"] + box["width"] * 0.3, y, steps=5)
     page.mouse.up()
-    page.wait_for_function(f"rrDashboard.curveFetches > {before} && rrDashboard.state.zoom")
+    page.wait_for_function(f"""rrDashboard.curveFetches > {before} && rrDashboard.state.zoom
+        && rrDashboard.curves.x_range[0] === rrDashboard.state.zoom[0]""")  # a poll's fetch may land first
     zoom = page.evaluate("rrDashboard.state.zoom")
     assert page.evaluate("rrDashboard.curves.x_range") == zoom
+    assert 0 < zoom[1] - zoom[0] < 0.2 * (whole[1] - whole[0])  # a tenth of the width was dragged over
     state = page.evaluate("rrDashboard.state")
     page.reload()
     page.wait_for_function("window.rrDashboard && rrDashboard.chart")
@@ -305,6 +307,28 @@ def test_live_run_grows_and_a_kill_shows_as_crashed(page, live_run):
     page.wait_for_function(f"""document.querySelector('#runs tr[data-run="{live}"]').dataset.status === 'crashed'""",
                            timeout=10_000)
     assert time.time() - killed < LIVE_SECONDS, f"the kill took {time.time() - killed:.2f} s to show"
+
+
+def test_a_page_opened_on_an_empty_collection_follows_its_first_run(browser, console, tmp_path):
+    """Opened before any run exists, the page shows the first run, with step as x, without a reload."""
+    collection = ExperimentCollection(tmp_path / "new", quiet=True)
+    dashboard = serve(collection)
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.on("console", lambda message: console.append(message.text) if message.type == "error" else None)
+        page.goto(dashboard.url)
+        page.wait_for_function("rrDashboard.polls > 0")
+        assert page.text_content("#chart-message") == "no numeric columns yet"
+        with collection.new_experiment(model="first") as experiment:
+            Recorder().set_parent(experiment).push(step=5, loss=1.0)
+        finished = time.time()
+        page.wait_for_function("rrDashboard.draws > 0 && rrDashboard.curves.series.length === 1", timeout=10_000)
+        assert time.time() - finished < LIVE_SECONDS
+        assert page.evaluate("[rrDashboard.state.x, rrDashboard.curves.series[0].x]") == ["step", [5]]
+    finally:
+        context.close()
+        dashboard.stop()
 
 
 def curve_end(page, run_id: str) -> float:

@@ -103,10 +103,18 @@ class DashboardData:
     def _also(views: duckdb.DuckDBPyRelation, sql: str) -> duckdb.DuckDBPyRelation:
         return views.query("dashboard_experiments", sql)
 
+    def _runs_of(self, views: duckdb.DuckDBPyRelation) -> list[dict[str, Any]]:
+        """Each run as ``views`` saw it (the same scan as ``collection.runs``): id, number, error
+        number, status and record count; a stopped run's count names its records for the caches."""
+        rows = self._also(views, "SELECT run_id, experiment_number, error_number, status, records FROM experiments")
+        return [{"id": run_id, "experiment_number": number, "error_number": errors, "status": status, "records": count}
+                for run_id, number, errors, status, count in rows.fetchall()]
+
     @staticmethod
     def _signature(infos: list[dict[str, Any]]) -> tuple[Any, ...]:
-        """What changes when a run starts, stops, or is compacted."""
-        return tuple((info["id"], info["status"], info.get("records")) for info in infos)
+        """What changes when a run starts or stops (a running run's growth is not counted)."""
+        return tuple((info["id"], info["status"], None if info["status"] == RUNNING else info["records"])
+                     for info in infos)
 
     # -- the runs table ----------------------------------------------------------------------
 
@@ -153,12 +161,12 @@ class DashboardData:
         A stopped run's figures are computed once; later calls read them from memory.
         """
         with self._lock:
-            infos = self.collection.runs
             views = self._views()
+            infos = self._runs_of(views)
             metric = self._numeric_column(views, infos, metric, "metric")
             if x:
                 x = self._numeric_column(views, infos, x, "x")
-            keys = {info["id"]: (info["id"], info.get("records"), metric, x) for info in infos
+            keys = {info["id"]: (info["id"], info["records"], metric, x) for info in infos
                     if info["status"] != DAMAGED}
             missing = [run_id for run_id, key in keys.items() if key not in self._stats]
             if missing:
@@ -184,8 +192,8 @@ class DashboardData:
     def columns(self) -> dict[str, Any]:
         """The records' own numeric columns (metrics), the x choices and the group-by columns."""
         with self._lock:
-            infos = self.collection.runs
             views = self._views()
+            infos = self._runs_of(views)
             metrics = self._metric_columns(views, infos)
             groups = [name for name in views.columns if name not in RUN_COLUMNS]
         default_x = next((name for name in STEP_COLUMNS if name in metrics), "")
@@ -240,8 +248,8 @@ class DashboardData:
             raise DashboardError(f"smoothing must be in [0, 1), not {smoothing!r}")
         buckets = max(1, min(int(buckets), MAX_BUCKETS))
         with self._lock:
-            runs = self.collection.runs
             views = self._views()
+            runs = self._runs_of(views)
             infos = {info["id"]: info for info in runs}
             unknown = [run_id for run_id in run_ids if run_id not in infos]
             if unknown:
@@ -274,7 +282,7 @@ class DashboardData:
         found: dict[str, Curve] = {}
         missing = []
         for info in infos:
-            key = (info["id"], info.get("records"), y, x)
+            key = (info["id"], info["records"], y, x)
             if info["status"] != RUNNING and key in self._curves:
                 self._curves.move_to_end(key)
                 found[info["id"]] = self._curves[key]
@@ -311,7 +319,7 @@ class DashboardData:
                     curve = Curve(np.arange(len(curve_y), dtype=np.float64), curve_y)
                 found[info["id"]] = curve
                 if info["status"] != RUNNING:
-                    self._remember((info["id"], info.get("records"), y, x), curve)
+                    self._remember((info["id"], info["records"], y, x), curve)
         return {info["id"]: found[info["id"]] for info in infos}  # in the order asked
 
     def _remember(self, key: tuple[Any, ...], curve: Curve) -> None:

@@ -1,9 +1,9 @@
 // The dashboard page: runs table, curves (uPlot), SQL box. State lives in the URL's hash;
-// the server does the work (downsampling, smoothing); the page polls it every second.
+// the server does the work (downsampling, smoothing); the page polls it twice a second.
 "use strict";
 (() => {
-  const POLL_MS = 1000;
-  const STATS_EVERY = 5;  // polls between two refreshes of a running run's last/min/max
+  const POLL_MS = 500;  // a poll is one scan of the runs folder: news shows within 2 s even on a busy machine
+  const STATS_EVERY = 10;  // polls between two refreshes of a running run's last/min/max
   const PAGE_ROWS = 100;  // rows the table shows at first, and per "show more": a long table lays out slowly
   const CHART_HEIGHT = 360;
   const FAILED = new Set(["error", "crashed", "damaged"]);
@@ -21,6 +21,9 @@
   let curveRequest = 0;
   let lastRunsText = "";
   let shownRows = PAGE_ROWS;
+  // Without a selection in the URL, the chart follows the latest runs that did not fail, new ones
+  // included, until the user picks runs.
+  let autoSelect = state.sel === null;
 
   // -- state in the URL ------------------------------------------------------------------
 
@@ -37,7 +40,7 @@
 
   function writeState() {
     const p = new URLSearchParams();
-    if (state.sel) p.set("sel", state.sel.join(","));
+    if (state.sel && !autoSelect) p.set("sel", state.sel.join(","));
     for (const key of ["y", "by", "where", "sort", "sql"]) if (state[key]) p.set(key, state[key]);
     if (state.x !== null) p.set("x", state.x);
     if (state.rel) p.set("rel", "1");
@@ -173,10 +176,7 @@
     }
     view.runs = result.runs;
     view.infoColumns = result.columns;
-    if (state.sel === null) {  // first visit: the latest runs that did not fail
-      state.sel = result.runs.filter((r) => !FAILED.has(r.status)).slice(-10).map((r) => r.run_id);
-      writeState();
-    }
+    if (autoSelect) state.sel = result.runs.filter((r) => !FAILED.has(r.status)).slice(-10).map((r) => r.run_id);
     const text = JSON.stringify(result);
     if (text !== lastRunsText) {
       lastRunsText = text;
@@ -203,9 +203,11 @@
     if (!metrics.includes(state.y)) {
       state.y = metrics.find((m) => /loss/i.test(m)) || metrics.find((m) => m !== columns.default_x) || metrics[0] || "";
     }
-    if (state.x === null || (state.x && !columns.x.includes(state.x))) state.x = columns.default_x;
+    if ((state.x === null && columns.default_x) || (state.x && !columns.x.includes(state.x))) {
+      state.x = columns.default_x;  // null until the records have a step-like column: then it is picked
+    }
     fillSelect($("y"), metrics.map((m) => [m, m]), state.y);
-    fillSelect($("x"), [["", "record order"], ...columns.x.map((m) => [m, m])], state.x);
+    fillSelect($("x"), [["", "record order"], ...columns.x.map((m) => [m, m])], state.x || "");
     fillSelect($("by"), [["", "(each run)"], ...columns.groups.map((g) => [g, g])], state.by);
     writeState();
   }
@@ -450,9 +452,22 @@
   }
 
   function selectionChanged() {
+    autoSelect = false;
     writeState();
     renderRuns();
     refreshCurves();
+  }
+
+  const inFlight = new Set();
+
+  async function besidePolls(name, work) {
+    if (inFlight.has(name)) return;
+    inFlight.add(name);
+    try {
+      await work();
+    } finally {
+      inFlight.delete(name);
+    }
   }
 
   async function poll() {
@@ -460,13 +475,16 @@
     try {
       const known = runsSignature();
       const ok = await refreshRuns();
-      if (ok && runsSignature() !== known) {  // a run started or stopped
-        await refreshColumns();
-        await refreshStats();
+      // The rest runs beside the polls, one of each at a time: a slow curve never delays the table's news.
+      if (ok && (runsSignature() !== known || !view.columns)) {  // a run started or stopped
+        besidePolls("columns", async () => {
+          await refreshColumns();
+          await refreshStats();
+        });
       } else if (ok && view.polls % STATS_EVERY === 0 && view.runs.some((r) => r.status === "running")) {
-        await refreshStats();  // a running run's figures; not at every poll, as they read every record
+        besidePolls("stats", refreshStats);  // a running run's figures; not at every poll: they read every record
       }
-      if (ok && curvesSignature() !== curveSignature) await refreshCurves();
+      if (ok && curvesSignature() !== curveSignature) besidePolls("curves", refreshCurves);
       $("live").classList.toggle("stale", !ok);
       $("live").textContent = ok ? "live" : "server not answering";
     } catch (error) {
@@ -474,19 +492,22 @@
       $("live").textContent = "server not answering";
     }
     view.polls += 1;
-    // Every second, unless answering took longer: then the server rests as long as it worked (a big
+    // Every POLL_MS, unless answering took longer: then the server rests as long as it worked (a big
     // collection with a running run costs a scan of every run per poll; training needs the cores).
     setTimeout(poll, Math.max(POLL_MS, performance.now() - began));
   }
 
   async function start() {
     bind();
-    await refreshRuns();  // the table first: it needs one scan of the runs folder, the rest read records
-    await refreshColumns();
-    await refreshCurves();
-    await refreshStats();
-    if (state.sql) runSql();
-    setTimeout(poll, POLL_MS);
+    try {
+      await refreshRuns();  // the table first: it needs one scan of the runs folder, the rest read records
+      await refreshColumns();
+      await refreshCurves();
+      await refreshStats();
+      if (state.sql) runSql();
+    } finally {
+      setTimeout(poll, POLL_MS);  // a failed start is retried by the polls (they fetch the columns again)
+    }
   }
 
   start();
