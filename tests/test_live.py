@@ -9,6 +9,8 @@ import yaml
 
 from rigorous_recorder import Recorder
 
+from .conftest import plains
+
 
 def _read(path):
     return yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -27,10 +29,10 @@ def test_the_file_parses_before_any_record(tmp_path):
     assert _read(path) == {"parent_data": {"run": 1}, "records": None}
 
 
-def test_the_file_parses_between_pushes_and_grows_by_one_record_each(tmp_path):
+def test_the_file_parses_between_pushes_and_grows_by_one_record_each(root, tmp_path):
     """Read between pushes, the file is valid YAML holding exactly the records so far."""
     path = tmp_path / "live.yaml"
-    recorder = Recorder().live_write_to(path)
+    recorder = Recorder().set_parent(root).live_write_to(path)
     seen = []
     for index in range(3):
         recorder.push(index=index, loss=1 / (index + 1))
@@ -51,10 +53,10 @@ def test_the_file_holds_the_lineage_data_as_parent_data(tmp_path):
     assert _read(path) == {"parent_data": {"episode": 2, "name": "episode", "experiment": 1}, "records": [{"x": 1}]}
 
 
-def test_records_committed_with_add_and_commit_are_written(tmp_path):
+def test_records_committed_with_add_and_commit_are_written(root, tmp_path):
     """add() alone writes nothing; the commit() writes the record."""
     path = tmp_path / "live.yaml"
-    recorder = Recorder().live_write_to(path)
+    recorder = Recorder().set_parent(root).live_write_to(path)
     recorder.add(index=0)
     before = _read(path)["records"]
     recorder.add(loss=0.5).commit()
@@ -155,22 +157,22 @@ def test_numpy_and_torch_values_are_written_as_plain_values(tmp_path):
     assert _read(path)["records"] == [{"a": 0.5, "b": [0, 1], "c": 3}]
 
 
-def test_records_past_the_batch_boundary_are_all_written(tmp_path):
+def test_records_past_the_batch_boundary_are_all_written(root, tmp_path):
     """Sealing rows into a batch does not skip or repeat any record in the file."""
     from rigorous_recorder.recorder import BATCH_ROWS
 
     path = tmp_path / "live.yaml"
-    recorder = Recorder().live_write_to(path)
+    recorder = Recorder().set_parent(root).live_write_to(path)
     for index in range(BATCH_ROWS + 2):
         recorder.push(index=index)
     assert [record["index"] for record in _read(path)["records"]] == list(range(BATCH_ROWS + 2))
 
 
-def test_the_recorder_still_holds_the_records_it_writes(tmp_path):
+def test_the_recorder_still_holds_the_records_it_writes(root, tmp_path):
     """Writing live does not take the records away from the recorder."""
-    recorder = Recorder(run=1).live_write_to(tmp_path / "live.yaml")
+    recorder = Recorder(run=1).set_parent(root).live_write_to(tmp_path / "live.yaml")
     recorder.push(x=1).push(x=2)
-    assert [dict(record) for record in recorder] == [{"x": 1, "run": 1}, {"x": 2, "run": 1}]
+    assert plains(recorder) == [{"x": 1, "run": 1}, {"x": 2, "run": 1}]
 
 
 def test_two_recorders_write_two_files(tmp_path):
@@ -193,10 +195,10 @@ def test_as_yaml_false_is_refused(tmp_path):
     assert not (tmp_path / "live.json").exists()
 
 
-def test_a_refused_push_writes_nothing(tmp_path):
+def test_a_refused_push_writes_nothing(root, tmp_path):
     """A push refused for an unsupported value leaves the file as it was."""
     path = tmp_path / "live.yaml"
-    recorder = Recorder().live_write_to(path).push(x=1)
+    recorder = Recorder().set_parent(root).live_write_to(path).push(x=1)
     before = path.read_text(encoding="utf-8")
     with pytest.raises(TypeError):
         recorder.push(x=object())
