@@ -54,6 +54,7 @@ from ._kinds import (
     vote,
 )
 from ._naming import RECORDER_COLUMN, SOURCE_COLUMN, companion, view_names
+from .query_text import quote_literal, quote_name
 from .errors import DamagedFileError
 from .store.layout import BOOKKEEPING_KEYS, DAMAGED, EXPERIMENT_NODE, RUN_NODE, RUNNING
 from .store.layout import RECORDER_COLUMN as STORED_RECORDER_COLUMN
@@ -89,7 +90,7 @@ class Part:
         if self.table is not None:
             return name
         names = ", ".join(f"c{index}" for index in range(len(self.schema)))
-        files = ", ".join(_literal(str(path)) for path in self.files)
+        files = ", ".join(quote_literal(str(path)) for path in self.files)
         return f"read_parquet([{files}]) AS {name}({names})"
 
     def source_sql(self) -> str:
@@ -337,7 +338,7 @@ class Query:
         select = ", ".join(column.duckdb() for column in tables.columns())
         if scans:
             union = " UNION ALL BY NAME ".join(scans)
-            join = " AND ".join(f"r.{_name(column)} = l.{_name(column)}" for column in (SOURCE_COLUMN, RECORDER_COLUMN))
+            join = " AND ".join(f"r.{quote_name(column)} = l.{quote_name(column)}" for column in (SOURCE_COLUMN, RECORDER_COLUMN))
             self.connection.execute(f"CREATE OR REPLACE VIEW records AS SELECT {select} "
                                     f"FROM ({union}) AS r JOIN lineage AS l ON {join}")
         else:
@@ -406,14 +407,14 @@ def _describe(keys: dict[str, KeyColumns]) -> Iterator[list[Any]]:
 def _part_sql(part: Part, name: str, keys: dict[str, KeyColumns]) -> str:
     """SQL for one part: its rows with ~source, ~recorder and each key's typed and companion column."""
     recorder = part.schema.get_field_index(STORED_RECORDER_COLUMN)
-    selects = [f"{part.source_sql()} AS {_name(SOURCE_COLUMN)}", f"CAST(c{recorder} AS INTEGER) AS {_name(RECORDER_COLUMN)}"]
+    selects = [f"{part.source_sql()} AS {quote_name(SOURCE_COLUMN)}", f"CAST(c{recorder} AS INTEGER) AS {quote_name(RECORDER_COLUMN)}"]
     for column in part.columns:
         columns = keys[column.key]
         typed, text = column.expressions(columns.kind)
         if typed is not None:
-            selects.append(f"CAST({typed} AS {sql_type(columns.kind)}) AS {_name(columns.name)}")
+            selects.append(f"CAST({typed} AS {sql_type(columns.kind)}) AS {quote_name(columns.name)}")
         if text is not None:
-            selects.append(f"{text} AS {_name(columns.json_name)}")
+            selects.append(f"{text} AS {quote_name(columns.json_name)}")
     return f"SELECT {', '.join(selects)} FROM {part.scan(name)}"
 
 
@@ -432,14 +433,14 @@ class Column:
     def duckdb(self) -> str:
         """The column as DuckDB SQL over the records ``r`` joined to the lineage ``l``."""
         empty = f"CAST(NULL AS {sql_type(self.kind)})"
-        own = f"r.{_name(self.own)}" if self.own else empty
-        inherited = f"l.{_name(self.inherited)}" if self.inherited else empty
+        own = f"r.{quote_name(self.own)}" if self.own else empty
+        inherited = f"l.{quote_name(self.inherited)}" if self.inherited else empty
         if self.holds is None:
             value = own if self.inherited is None else inherited if self.own is None else f"coalesce({own}, {inherited})"
         else:
-            holds = " OR ".join(f"r.{_name(name)} IS NOT NULL" for name in self.holds)
+            holds = " OR ".join(f"r.{quote_name(name)} IS NOT NULL" for name in self.holds)
             value = f"CASE WHEN {holds} THEN {own} ELSE {inherited} END"
-        return f"{value} AS {_name(self.name)}"
+        return f"{value} AS {quote_name(self.name)}"
 
 
 def _columns(keys: dict[str, KeyColumns]) -> Iterator[Column]:
@@ -479,9 +480,9 @@ def _create_table(connection: duckdb.DuckDBPyConnection, name: str, columns: lis
     The columns reach DuckDB as typed list parameters: no pyarrow conversion, which would
     import pandas (a quarter of a second) on a collection's first query.
     """
-    selects = [f"unnest(${index}::{kind}[]) AS {_name(column)}" for index, (column, kind) in enumerate(columns, start=1)]
+    selects = [f"unnest(${index}::{kind}[]) AS {quote_name(column)}" for index, (column, kind) in enumerate(columns, start=1)]
     parameters = [[row[index] for row in rows] for index in range(len(columns))]
-    connection.execute(f"CREATE OR REPLACE TABLE {_name(name)} AS SELECT {', '.join(selects)}", parameters)
+    connection.execute(f"CREATE OR REPLACE TABLE {quote_name(name)} AS SELECT {', '.join(selects)}", parameters)
 
 
 def spark_records(spark: pyspark.sql.SparkSession, runs: Runs) -> pyspark.sql.DataFrame:
@@ -495,11 +496,3 @@ def _signature(runs: Runs) -> tuple[Any, ...] | None:
     if any(info["status"] == RUNNING for _, info in runs):
         return None  # running runs grow: rebuild every time
     return tuple((folder.id, info["status"], info.get("records")) for folder, info in runs)
-
-
-def _name(key: str) -> str:
-    return '"' + key.replace('"', '""') + '"'
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"

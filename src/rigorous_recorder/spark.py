@@ -15,6 +15,7 @@ import duckdb
 
 from ._naming import RECORDER_COLUMN, SOURCE_COLUMN
 from .query import STORED_RECORDER_COLUMN, Column, Part, Runs, Tables, sql_type
+from .query_text import quote_name
 
 if TYPE_CHECKING:
     import pyspark.sql
@@ -44,9 +45,9 @@ def records_frame(spark: pyspark.sql.SparkSession, runs: Runs) -> pyspark.sql.Da
         if _spark_reads(part, tables):
             frames.append(_scanned(spark, part, tables))
         else:
-            runs_of_sources = f"(SELECT DISTINCT {_RUN_ID}, {_sql_name(SOURCE_COLUMN)} FROM lineage)"
-            converted = connection.sql(f"SELECT * EXCLUDE ({_sql_name(SOURCE_COLUMN)}) FROM ({tables.part_sql(index)}) "
-                                       f"JOIN {runs_of_sources} USING ({_sql_name(SOURCE_COLUMN)})")
+            runs_of_sources = f"(SELECT DISTINCT {_RUN_ID}, {quote_name(SOURCE_COLUMN)} FROM lineage)"
+            converted = connection.sql(f"SELECT * EXCLUDE ({quote_name(SOURCE_COLUMN)}) FROM ({tables.part_sql(index)}) "
+                                       f"JOIN {runs_of_sources} USING ({quote_name(SOURCE_COLUMN)})")
             frames.append(spark.createDataFrame(converted.to_arrow_table()))
     columns = list(tables.columns())
     if not frames:
@@ -105,10 +106,6 @@ def _spark_column(functions, column: Column):  # noqa: ANN001, ANN202
 
 def _typed_null(functions, column: Column):  # noqa: ANN001, ANN202
     return functions.lit(None).cast(spark_type(column.kind))
-
-
-def _sql_name(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _quoted(name: str) -> str:
