@@ -61,33 +61,26 @@ def collection(tmp_path: Path) -> ExperimentCollection:
 STORES = ["memory", "collection"]
 
 
-@pytest.fixture(scope="module")
-def runs_collection(tmp_path_factory: pytest.TempPathFactory) -> ExperimentCollection:
-    """One collection per test module for the runs of :func:`root` (opening one costs a DuckDB connection)."""
-    return ExperimentCollection(tmp_path_factory.mktemp("runs") / "study", quiet=True, record_context=False)
-
-
 @pytest.fixture(params=STORES)
-def root(request: pytest.FixtureRequest) -> Iterator[Recorder]:
+def root(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorder]:
     """A root for the recorders of a test, once in each store.
 
-    ``memory``: a standalone Recorder. ``collection``: the experiment recorder of a fresh
-    run (its records also see the run's bookkeeping keys: compare them with :func:`plain`).
-    At teardown the run is finished, and the records read while it ran must equal those
-    read after finishing and those the collection reads back from the run's file.
+    ``memory``: a standalone Recorder. ``collection``: the experiment recorder of a run of a
+    new collection (its records also see the run's bookkeeping keys: compare them with
+    :func:`plain`). At teardown the run is finished, and the records read while it ran must
+    equal those read after finishing and those a new ExperimentCollection reads from disk.
     """
     if request.param == "memory":
         yield Recorder()
         return
-    collection = request.getfixturevalue("runs_collection")
-    experiment = collection.new_experiment()
+    path = tmp_path_factory.mktemp("root") / "study"
+    experiment = ExperimentCollection(path, quiet=True, record_context=False).new_experiment()
     yield experiment.recorder
     running = _snapshot(experiment.root.all_records)
     experiment.finish()
     finished = _snapshot(experiment.root.all_records)
-    collection.reload()
-    stored = _snapshot(collection[experiment.number])
-    for name, records in [("after finish()", finished), ("read back from the file", stored)]:
+    stored = _snapshot(ExperimentCollection(path, quiet=True, create=False).records)
+    for name, records in [("after finish()", finished), ("read back from disk", stored)]:
         assert len(records) == len(running), f"{name}: {len(records)} records, {len(running)} while running"
         for index, (before, after) in enumerate(zip(running, records)):
             assert same(before, after), f"{name}: record {index} is {after!r}, was {before!r} while running"
