@@ -221,8 +221,6 @@ def test_an_int_beyond_int64_is_exact_in_the_companion_column(tmp_path):
     assert sorted(rows, key=repr) == [(1.5, None), (None, str(2**70 + 1))]
 
 
-@pytest.mark.xfail(strict=True, reason="the hot path packs ints among floats of one batch as float64 "
-                                       "(_hotpath.pack_column): it should refuse ints beyond int64 there")
 def test_an_int_beyond_int64_among_floats_of_one_batch_stays_exact(tmp_path):
     """``2**70 + 1`` pushed after ``1.5`` by the same recorder reads back exactly."""
     collection = ExperimentCollection(tmp_path / "study", quiet=True)

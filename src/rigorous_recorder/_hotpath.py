@@ -79,6 +79,9 @@ def pack_column_python(values: list[Any]) -> tuple[str, tuple[Any, ...], Any, in
 def _pack_python(kinds: set[type], values: list[Any], missing: bool) -> tuple[str, tuple[Any, ...]] | None:
     if kinds and kinds <= {int, float}:
         typecode = "q" if kinds == {int} else "d"
+        if typecode == "d" and int in kinds and not all(
+                -(1 << 63) <= value < 1 << 63 for value in values if type(value) is int):
+            raise OverflowError("an int beyond int64 among floats")  # as the compiled twin: it does not fit
         return typecode, (array(typecode, [0 if value is None else value for value in values] if missing else values),)
     if kinds == {bool}:
         return "b", (_bitmap([value is True for value in values]),)

@@ -155,7 +155,17 @@ pack_numbers(PyObject *values, Py_ssize_t count, int as_float)
         if (value == Py_None) {
             memset(out + i * 8, 0, 8);
         } else if (as_float) {
-            double number = PyFloat_CheckExact(value) ? PyFloat_AS_DOUBLE(value) : PyLong_AsDouble(value);
+            double number;
+            if (PyFloat_CheckExact(value)) {
+                number = PyFloat_AS_DOUBLE(value);
+            } else {  /* an int among floats widens, but only one int64 can hold: others do not fit */
+                int64_t whole = PyLong_AsLongLong(value);
+                if (whole == -1 && PyErr_Occurred()) {
+                    Py_DECREF(data);
+                    return NULL;
+                }
+                number = (double)whole;
+            }
             if (number == -1.0 && PyErr_Occurred()) {
                 Py_DECREF(data);
                 return NULL;

@@ -453,10 +453,20 @@ class ExperimentCollection:
 
     def to_spark(self, spark: pyspark.sql.SparkSession) -> pyspark.sql.DataFrame:
         """The flat table as a Spark DataFrame; Spark reads the runs' Parquet files itself."""
-        from .query import spark_records
+        from .spark import records_frame
 
         self.flush()
-        return spark_records(spark, self._scan())
+        return records_frame(spark, self._scan())
+
+    def ui(self, host: str = "127.0.0.1", port: int = 0, open_browser: bool = False) -> Any:
+        """Serve the dashboard of this collection in a background thread; returns its handle
+        (``.url``, ``.stop()``; shown as a link in Jupyter). Needs ``rigorous-recorder[ui]``."""
+        from .ui import serve
+
+        return serve(self, host=host, port=port, open_browser=open_browser)
+
+    def __bool__(self) -> bool:
+        return True  # a collection is there even when empty; len() would count every record
 
     def __repr__(self) -> str:
         return f"ExperimentCollection({str(self.path)!r})"

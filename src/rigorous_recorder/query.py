@@ -485,13 +485,6 @@ def _create_table(connection: duckdb.DuckDBPyConnection, name: str, columns: lis
     connection.execute(f"CREATE OR REPLACE TABLE {quote_name(name)} AS SELECT {', '.join(selects)}", parameters)
 
 
-def spark_records(spark: pyspark.sql.SparkSession, runs: Runs) -> pyspark.sql.DataFrame:
-    """The flat table in Spark (see :mod:`rigorous_recorder.spark`)."""
-    from .spark import records_frame
-
-    return records_frame(spark, runs)
-
-
 def _signature(runs: Runs) -> tuple[Any, ...] | None:
     if any(info["status"] == RUNNING for _, info in runs):
         return None  # running runs grow: rebuild every time

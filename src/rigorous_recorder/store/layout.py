@@ -87,6 +87,13 @@ def journal_key(name: str) -> tuple[int, int] | None:
 
 
 def bookkeeping(info: dict[str, Any]) -> dict[str, Any]:
-    """The bookkeeping keys of a run, from its run.json."""
-    return {key: info.get(key) for key in BOOKKEEPING_KEYS}
+    """The bookkeeping keys of a run, from its run.json.
+
+    ``had_error`` reads None while the run is running (unknown yet); run.json keeps True
+    then, so that a crash leaves it True, as in 1.x.
+    """
+    data = {key: info.get(key) for key in BOOKKEEPING_KEYS}
+    if info.get("status") == RUNNING:
+        data["had_error"] = None
+    return data
 
