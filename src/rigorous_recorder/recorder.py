@@ -219,6 +219,7 @@ class Recorder:
                 if rows >= BATCH_ROWS:
                     with self._store.lock:
                         self._seal()
+                    self._store.relieve()
                 return self
         self.add(data, **values)
         self.commit()
@@ -256,6 +257,8 @@ class Recorder:
             store.pending(self)  # raises first if the store takes no more rows: nothing is changed
             self._staged = None
             record = self._append_row(values)
+        if not self._pending:  # the commit sealed a batch (or there is nothing at all)
+            store.relieve()
         self._fast = store.unlocked_appends and not self._live and not self._ragged
         for writer in self._live:
             writer.write(record)

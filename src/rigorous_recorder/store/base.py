@@ -65,6 +65,10 @@ class RecordStore(ABC):
     def flush(self) -> None:  # noqa: B027
         """Make every batch written so far survive a crash of this process."""
 
+    def relieve(self) -> None:  # noqa: B027 - a memory store keeps everything by design
+        """Called after a recorder sealed a batch, without the lock: a store whose writer fell
+        behind writes now, in the recording thread (back-pressure instead of unbounded memory)."""
+
 
 class MemoryStore(RecordStore):
     """Keeps batches in memory: the store of recorders outside any collection."""

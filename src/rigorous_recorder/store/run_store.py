@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 _CACHED_FRAMES = 32
 _RECORDERS_PER_LOCK = 256
+#: Sealed bytes waiting for the flusher above which the recording thread writes them itself.
+_MAX_QUEUED_BYTES = 32 << 20
 
 
 class RunStore(RecordStore):
@@ -62,6 +64,7 @@ class RunStore(RecordStore):
         self._changed: dict[Recorder, None] = {}
         self._dirty: dict[Recorder, None] = {}
         self._sealed: list[pa.RecordBatch] = []  # tagged, sealed since the last flush
+        self._queued_bytes = 0
         self._unwritten: list[tuple[bytes, pa.RecordBatch | None]] = []  # frames a failed write left
         self._frames: dict[int, list[Frame]] = {}
         self._cache: dict[Frame, pa.RecordBatch] = {}
@@ -106,6 +109,7 @@ class RunStore(RecordStore):
         """Queue a sealed batch for the next flush (called under the lock)."""
         self._check_open()
         self._sealed.append(tag(batch, recorder.node_id))
+        self._queued_bytes += batch.nbytes
 
     def pending(self, recorder: Recorder) -> None:
         """Note that ``recorder`` has unsealed rows; refuses while the run is finished or failing."""
@@ -149,7 +153,7 @@ class RunStore(RecordStore):
                         taken.append((recorder.node_id, *recorder.take_unsealed_rows()))
                     if not dirty:  # last: tree entries of every recorder whose rows were taken
                         changed, self._changed = list(self._changed), {}
-                        sealed, self._sealed = self._sealed, []
+                        sealed, self._sealed, self._queued_bytes = self._sealed, [], 0
                         break
             frames = list(self._unwritten)
             if changed:
@@ -159,6 +163,12 @@ class RunStore(RecordStore):
             frames.extend((batch_frame(batch), batch) for batch in _grouped(batches))
             if frames:
                 self._append(frames)
+
+    def relieve(self) -> None:
+        """Flush now, in the recording thread, when sealed batches pile up faster than the
+        flusher writes them (memory stays bounded whatever the push rate)."""
+        if self._queued_bytes > _MAX_QUEUED_BYTES:
+            self.flush()
 
     # -- lifecycle -------------------------------------------------------------------------
 
