@@ -262,7 +262,8 @@ def _write(relation: Any, output: str | None, fmt: str, quiet: bool = False, tot
     """Stream ``relation`` to ``output`` (stdout when None) as ``fmt``; returns the row count."""
     if fmt == "parquet" and output is None:
         raise CommandError("parquet needs a file: add -o FILE")
-    reader = relation.fetch_record_batch(_BATCH_ROWS)
+    # DuckDB 2 names it to_arrow_reader (fetch_record_batch is deprecated there); 1.4 has only the old name
+    reader = getattr(relation, "to_arrow_reader", relation.fetch_record_batch)(_BATCH_ROWS)
     bar = _progress(None, "writing", "rows", quiet=quiet)
     if not isinstance(bar, _Bar) and total is not None:
         bar.total = total()

@@ -263,16 +263,21 @@ class ExperimentCollection:
         Reads only the runs of the highest number (their folder names carry it); a damaged
         one is never reused.
         """
-        numbers: dict[int, list[str]] = {}
-        for entry in os.scandir(self._runs_path):
-            number = number_of_run_name(entry.name)
-            if number is not None:
-                numbers.setdefault(number, []).append(entry.name)
-        if not numbers:
+        names = [entry.name for entry in os.scandir(self._runs_path)]
+        names.sort(key=lambda name: (name.find("-"), name), reverse=True)  # the highest numbers first
+        top, attempts = None, []
+        for name in names:
+            number = number_of_run_name(name)
+            if number is None:
+                continue  # a stray file, or a run being created
+            if top is not None and number != top:
+                break
+            top = number
+            attempts.append(name)
+        if top is None:
             return 1, 1
-        top = max(numbers)
         latest: dict[str, Any] | None = None
-        for name in numbers[top]:
+        for name in attempts:
             folder = RunFolder(self._runs_path / name)
             try:
                 info = folder.read_info()
