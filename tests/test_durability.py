@@ -13,7 +13,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,9 +20,8 @@ import pytest
 
 from rigorous_recorder import ExperimentCollection, Recorder
 
-sys.path.insert(0, str(Path(__file__).parent / "scripts"))
-import durability_trials as trials  # noqa: E402
-from durability_writer import FAILURE, RECORDS_PER_EPISODE  # noqa: E402
+from .scripts import durability_trials as trials
+from .scripts.durability_writer import FAILURE, RECORDS_PER_EPISODE
 
 #: Random kill moments are drawn from this seed, shown in every failure message.
 SEED = int(os.environ.get("DURABILITY_SEED", random.randrange(10**6)))

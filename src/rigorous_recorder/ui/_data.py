@@ -25,6 +25,8 @@ import pyarrow as pa
 
 from ..collection import ExperimentCollection
 from ..errors import RecorderError
+from ..query_text import quote_literal as _literal
+from ..query_text import quote_name as _name
 from ..store.layout import DAMAGED, RUNNING, RUNS_FOLDER
 
 #: Columns of a numeric DuckDB type: what a curve can plot.
@@ -474,11 +476,3 @@ def _json_value(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return str(value)
-
-
-def _name(key: str) -> str:
-    return '"' + key.replace('"', '""') + '"'
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
