@@ -113,6 +113,10 @@ class LibraryTree:
 
     def __init__(self, class_name: str) -> None:
         import rigorous_recorder
+        try:  # 2.x loads pyarrow at a recorder's first batch: load it now, so neither time nor memory counts it
+            import rigorous_recorder._columns  # noqa: F401
+        except ImportError:  # 1.4.4
+            pass
         self.recorder_class = getattr(rigorous_recorder, class_name)
         self.root = self.recorder_class()
         self.experiments: dict[int, object] = {}
