@@ -145,6 +145,7 @@ class CollectionTree:
     def __init__(self) -> None:
         import tempfile
 
+        import rigorous_recorder._columns  # noqa: F401 - pyarrow, loaded before memory is measured
         from rigorous_recorder import ExperimentCollection, Recorder
         self.recorder_class = Recorder
         self.folder = tempfile.TemporaryDirectory()
