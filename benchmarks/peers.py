@@ -197,7 +197,13 @@ def framework_table(results: dict[str, list[dict]], baseline: str, unit: str,
                      H.fmt(median_field(runs, "wall_s") * 1e6), f"{wall[name] * 1e6:+,.1f}"])
     headers = ["contender", f"CPU µs/{unit}", f"CPU overhead µs/{unit}", "× CSVLogger's overhead",
                f"wall µs/{unit}", f"wall overhead µs/{unit}"]
-    ratio = cpu["ours"] / csv_cpu if cpu.get("ours") is not None and csv_cpu else None
+    ratio = None
+    if cpu.get("ours") is not None and csv_cpu:
+        ratio = cpu["ours"] / csv_cpu
+    if ratio is not None and (ratio < 0 or csv_cpu < 0):  # an overhead below zero is noise, not a result
+        print(f"{unit} overheads below zero: rounds disagree more than the loggers cost; "
+              "rerun on a quieter machine or with more --rounds", file=sys.stderr)
+        ratio = None
     return markdown_table(headers, rows), ratio
 
 

@@ -57,9 +57,11 @@ def hyperparameters(hparams: Mapping[str, Any], adapter_keys: frozenset[str], in
 def commit_row(recorder: Recorder, adapter_values: Mapping[str, Any]) -> None:
     """Commit the staged values with the adapter's; a staged user value that differs is kept as ``user/<key>``."""
     staged = recorder.staged
-    moved = {USER_PREFIX + key: staged[key] for key in adapter_values
-             if key in staged and staged[key] != adapter_values[key]}
-    recorder.add(moved, **adapter_values)
+    clashes = staged.keys() & adapter_values.keys() if staged else ()
+    moved = {USER_PREFIX + key: staged[key] for key in clashes if staged[key] != adapter_values[key]}
+    if moved:
+        recorder.add(moved)
+    recorder.add(adapter_values)
     recorder.commit()
 
 

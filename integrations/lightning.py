@@ -132,6 +132,8 @@ class RigorousLogger(Logger):
         self._resume_id: str | None = None
         self._error: BaseException | None = None
         self._in_call = False  # between a Trainer call's log_graph and its finalize
+        self._last_stage: Any = None
+        self._last_stage_name: str | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -235,6 +237,7 @@ class RigorousLogger(Logger):
         if status == "failed":
             error, self._error = self._error, None
             experiment.finish(error or "the Lightning run failed")
+            self._model, self._stages = None, {}
         elif os.getpid() != self._origin_pid:  # a ddp_spawn or fork worker, about to end
             experiment.finish()
         else:
@@ -245,6 +248,7 @@ class RigorousLogger(Logger):
         self._commit_all()
         if (experiment := self._own_experiment()) is not None:
             experiment.finish()
+        self._model, self._stages = None, {}
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         """Checkpoints are written by Lightning into :attr:`log_dir`; nothing to record."""
@@ -264,7 +268,8 @@ class RigorousLogger(Logger):
         data = {"model": type(module).__name__, "parameters": sum(p.numel() for p in module.parameters()),
                 "version": self._version, **hyperparameters(hparams, MODEL_KEYS, self._info)}
         same_module = self._module is not None and self._module() is module
-        if not (same_module and data == self._model_data) or self._resume_id is not None:
+        if not (same_module and data == self._model_data) or self._resume_id is not None \
+                or self._experiment_pid != os.getpid():
             self._model = None
             self._stages = {}
         self._module = weakref.ref(module)
@@ -302,15 +307,18 @@ class RigorousLogger(Logger):
         return self._model
 
     def _stage(self, stage: str) -> Recorder:
-        model = self._model_recorder()  # a new model recorder comes with no stages
+        """The stage's recorder; ``_stages`` is emptied whenever the experiment or model recorder changes."""
         recorder = self._stages.get(stage)
         if recorder is None:
+            model = self._model_recorder()  # a new model recorder comes with no stages
             recorder = self._stages[stage] = model.sub_recorder(stage=stage)
         return recorder
 
     def _stage_name(self) -> str | None:
         stage = getattr(getattr(self._trainer, "state", None), "stage", None)
-        return None if stage is None else str(stage.value)
+        if stage is not self._last_stage:  # reading an enum's value is slow: once per stage change
+            self._last_stage, self._last_stage_name = stage, None if stage is None else str(stage.value)
+        return self._last_stage_name
 
     def _open(self, stage: str, step: int | None = None, batch_idx: int | None = None,
               dataloader_idx: int | None = None) -> None:
@@ -326,10 +334,11 @@ class RigorousLogger(Logger):
     def _batch_start(self, stage: str, batch_idx: int, dataloader_idx: int | None) -> None:
         self._epoch_end.discard(stage)
         row = self._rows.get(stage)
-        if stage == "train" and row is not None and row["step"] == self._trainer.fit_loop.epoch_loop._batches_that_stepped:
+        step = self._trainer.fit_loop.epoch_loop._batches_that_stepped
+        if stage == "train" and row is not None and row["step"] == step:
             row["batch_idx"] = batch_idx  # gradient accumulation, or metrics logged ahead: the same step
         else:
-            self._open(stage, batch_idx=batch_idx, dataloader_idx=dataloader_idx)
+            self._open(stage, step, batch_idx, dataloader_idx)
 
     def _commit(self, stage: str) -> None:
         row = self._rows.pop(stage, None)
