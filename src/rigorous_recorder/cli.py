@@ -418,14 +418,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0, or 2 after an error)."""
     args = build_parser().parse_args(argv)
-    import duckdb
-
     try:
         args.function(args)
     except BrokenPipeError:  # `... | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (RecorderError, CommandError, duckdb.Error, OSError) as error:
+    except (RecorderError, CommandError, OSError) as error:
         print(f"rigorous-recorder {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as error:
@@ -435,6 +433,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # noqa: BLE001 - the command line never prints a traceback
+        duckdb = sys.modules.get("duckdb")  # a bad query; imported only by commands that query
+        if duckdb is not None and isinstance(error, duckdb.Error):
+            print(f"rigorous-recorder {args.command}: error: {_one_line(error)}", file=sys.stderr)
+            return 2
         print(f"rigorous-recorder {args.command}: unexpected error ({type(error).__name__}: {_one_line(error)}); "
               "please report it with the command you ran", file=sys.stderr)
         return 2

@@ -18,7 +18,6 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from filelock import FileLock, Timeout
 
 from ._files import atomic_write_text
 from ._values import normalize_mapping
@@ -98,6 +97,8 @@ class ExperimentCollection:
         self._trees: dict[tuple[str, str], Recorder] = {}
         self._damaged: dict[str, str] = {}  # runs whose files turned out unreadable when read
         self._query_cache: Any = None
+        from filelock import FileLock  # most of `import rigorous_recorder`'s time: loaded with a collection
+
         self._numbering = FileLock(self.path / NUMBERING_LOCK)
         if not (self.path / COLLECTION_FILE).is_file():
             if not create:
@@ -108,7 +109,7 @@ class ExperimentCollection:
             try:
                 with self._numbering.acquire(timeout=10):
                     self._recover_active()
-            except (OSError, Timeout):
+            except (OSError, TimeoutError):  # filelock's Timeout is a TimeoutError
                 pass  # a read-only or full disk, or a busy lock: reading works; recovery waits
 
     def _create(self) -> None:

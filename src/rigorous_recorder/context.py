@@ -13,7 +13,6 @@ import platform
 import socket
 import subprocess
 import sys
-from importlib import metadata
 from typing import Any
 
 #: Packages whose installed version each experiment records (under ``<name>_version``).
@@ -27,6 +26,8 @@ def capture() -> dict[str, Any]:
 
 @functools.cache
 def _process_context() -> dict[str, Any]:
+    from importlib import metadata  # a tenth of `import rigorous_recorder`: only a new run needs it
+
     context: dict[str, Any] = {
         "command": " ".join([sys.executable, *sys.argv]) if sys.argv and sys.argv[0] else sys.executable,
         "hostname": socket.gethostname(),

@@ -131,10 +131,11 @@ class JournalWriter:
         for frame in frames:
             offsets.append(position + _HEADER.size)
             position += len(frame)
-        data = memoryview(b"".join(frames))
         try:
-            while data:
-                data = data[os.write(self._fd, data):]
+            for frame in frames:  # one at a time: joining them first would copy a whole flush
+                data = memoryview(frame)
+                while data:
+                    data = data[os.write(self._fd, data):]
         except BaseException:
             self._torn = True
             raise

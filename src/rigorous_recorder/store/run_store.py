@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 _CACHED_FRAMES = 32
 _RECORDERS_PER_LOCK = 256
 #: Sealed bytes waiting for the flusher above which the recording thread writes them itself.
-_MAX_QUEUED_BYTES = 32 << 20
+_MAX_QUEUED_BYTES = 8 << 20
 
 
 class RunStore(RecordStore):
