@@ -130,12 +130,7 @@ class LibraryTree:
 
     def average_x(self, episode: int) -> tuple[float, int]:
         """Average x over one episode number, read from ``root.all_records``."""
-        total, count = 0.0, 0
-        for record in self.root.all_records:
-            if record["episode"] == episode:
-                total += record["x"]
-                count += 1
-        return total / count, count
+        return average_x_of(self.root.all_records, episode)
 
 
 class CollectionTree:
@@ -162,12 +157,17 @@ class CollectionTree:
         """Finish the runs, then average x over one episode number from ``collection.records``."""
         for run in self.experiments.values():
             run.finish()
-        total, count = 0.0, 0
-        for record in self.collection.records:
-            if record["episode"] == episode:
-                total += record["x"]
-                count += 1
-        return total / count, count
+        return average_x_of(self.collection.records, episode)
+
+
+def average_x_of(records, episode: int) -> tuple[float, int]:  # noqa: ANN001 - 1.4.4's or ours
+    """Average x over the records of one episode number, each read as a dict."""
+    total, count = 0.0, 0
+    for record in records:
+        if record["episode"] == episode:
+            total += record["x"]
+            count += 1
+    return total / count, count
 
 
 # --------------------------------------------------------------------------
