@@ -170,7 +170,7 @@ def normalise(output: str, working_directory: str) -> str:
     for pattern, placeholder in [
         (r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", "<time>"),
         (r"\b\d{6}-[0-9a-f]{10}\b", "<run id>"),
-        (r"\b\d+\.\d{6,}\b", "<float>"),  # timestamps and durations in seconds (CSV export)
+        (r"\b\d{10}\.\d+\b|\b\d+\.\d{6,}\b", "<float>"),  # timestamps (repr drops trailing zeros) and durations
         (r"\b(\d+(\.\d)?(ms|s)|\d+[mh]\d\d[sm])\b", "<duration>"),
         (r"\(pid \d+ on [^)]+\)", "(pid <pid> on <host>)"),
         (r"http://127\.0\.0\.1:\d+/\?token=\S+", "<url>"),
