@@ -32,7 +32,7 @@ from .base import RecordStore
 from .journal import BATCH, HEADER_SIZE, Frame, JournalWriter, batch_frame, decode_batch, tree_frame
 from .layout import RECORDER_COLUMN, RUN_NODE, journal_name
 from .run_folder import RunFolder
-from .tree_file import RECORDER_FIELD, TreeNode, recorder_counts, tag, untag
+from .tree_file import RECORDER_FIELD, TreeNode, int32_array, recorder_counts, tag, untag
 
 if TYPE_CHECKING:
     from ..recorder import Recorder
@@ -292,15 +292,9 @@ def _batches_of(taken: list[tuple[int, dict[str, list[Any]], int]]) -> list[pa.R
             for key, values in columns.items():
                 group[1][key].extend(values)
     return [
-        build_batch(columns, len(ids)).add_column(0, RECORDER_FIELD, _int32_array(ids))
+        build_batch(columns, len(ids)).add_column(0, RECORDER_FIELD, int32_array(array("i", ids)))
         for ids, columns in groups.values()
     ]
-
-
-def _int32_array(values: list[int]) -> pa.Array:
-    """An int32 array built from a buffer (``pa.array`` on a list would import pandas, which
-    fails while the interpreter exits: a run finished at exit must not import anything)."""
-    return pa.Array.from_buffers(pa.int32(), len(values), [None, pa.py_buffer(array("i", values))])
 
 
 def _grouped(batches: Iterable[pa.RecordBatch]) -> list[pa.RecordBatch]:

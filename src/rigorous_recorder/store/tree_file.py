@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import os
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,8 +63,14 @@ class TreeNode:
 
 def tag(batch: pa.RecordBatch, node_id: int) -> pa.RecordBatch:
     """``batch`` with the ``__recorder__`` column in front."""
-    ids = pa.repeat(pa.scalar(node_id, pa.int32()), batch.num_rows)
-    return batch.add_column(0, RECORDER_FIELD, ids)
+    return batch.add_column(0, RECORDER_FIELD, int32_array(array("i", [node_id]) * batch.num_rows))
+
+
+def int32_array(values: array) -> pa.Array:
+    """An int32 Arrow array over an ``array("i")``: pyarrow's Python conversions (``pa.array``,
+    ``pa.scalar``) import pandas on first use, which costs a recording process ~60 MB and fails
+    while the interpreter exits (a run finished at exit must import nothing)."""
+    return pa.Array.from_buffers(pa.int32(), len(values), [None, pa.py_buffer(values)])
 
 
 def tagged_batches(nodes: Sequence[TreeNode]) -> Iterator[pa.RecordBatch]:
