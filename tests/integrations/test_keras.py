@@ -339,13 +339,6 @@ def test_info_meeting_the_callbacks_keys_is_kept_under_user(tmp_path):
     assert rows(cb.collection, 'SELECT DISTINCT "user/step", "user/model", model FROM records') == [(5, "mine", "tiny")]
 
 
-def test_callback_source_uses_no_backend_specific_code():
-    """The callback reaches tensors through keras.ops only: no torch, tensorflow or jax."""
-    source = (ROOT / "integrations" / "keras.py").read_text()
-    for backend in ("torch", "tensorflow", "jax"):
-        assert f"import {backend}" not in source and f" {backend}." not in source
-
-
 def test_keras_without_its_backend_names_the_backend_and_keras_backend(tmp_path):
     """Keras installed, its backend not: the import error names the backend and the KERAS_BACKEND variable."""
     if importlib.util.find_spec("tensorflow") is not None:
@@ -370,5 +363,7 @@ def test_example_runs_and_prints_a_query(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "examples" / "keras_example.py")], cwd=tmp_path, env=ENV,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "val_loss" in done.stdout and "validate" in done.stdout
+    recorded = ExperimentCollection(tmp_path / "data" / "keras_study", create=False, quiet=True)
+    (stages, losses), = recorded.sql("SELECT count(DISTINCT stage), count(val_loss) FROM records").fetchall()
+    assert stages >= 2 and losses > 0, done.stdout
     assert (tmp_path / "data" / "keras_study.collection").is_dir()
