@@ -32,7 +32,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -60,9 +60,6 @@ from .store.layout import BOOKKEEPING_KEYS, DAMAGED, EXPERIMENT_NODE, RUN_NODE, 
 from .store.layout import RECORDER_COLUMN as STORED_RECORDER_COLUMN
 from .store.run_folder import RunFolder
 from .store.tree_file import read_tree_schema, records_table, tree_of
-
-if TYPE_CHECKING:
-    import pyspark.sql
 
 Runs = Sequence[tuple[RunFolder, dict[str, Any]]]
 
