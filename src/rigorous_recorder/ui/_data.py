@@ -27,7 +27,7 @@ from ..collection import ExperimentCollection
 from ..errors import RecorderError
 from ..query_text import quote_literal as _literal
 from ..query_text import quote_name as _name
-from ..store.layout import DAMAGED, RUNNING, RUNS_FOLDER
+from ..store.layout import BOOKKEEPING_KEYS, DAMAGED, RUNNING, RUNS_FOLDER
 
 #: Columns of a numeric DuckDB type: what a curve can plot.
 NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
@@ -35,8 +35,7 @@ NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYIN
 #: Own columns picked as the x axis when present, in this order; else the records' order.
 STEP_COLUMNS = ("step", "global_step", "epoch", "index")
 #: Every run's bookkeeping columns in the views (not experiment info).
-BOOKKEEPING = ("experiment_number", "error_number", "had_error", "experiment_start_time", "experiment_end_time",
-               "experiment_duration")
+BOOKKEEPING = BOOKKEEPING_KEYS
 #: Columns of the ``experiments`` view that are not experiment info.
 RUN_COLUMNS = ("run_id", "status", "records", "error", *BOOKKEEPING)
 #: The records view's columns that together name one run (until the view carries ``run_id``).
