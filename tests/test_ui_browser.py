@@ -28,24 +28,14 @@ pytest.importorskip("starlette")
 from rigorous_recorder import ExperimentCollection, Recorder  # noqa: E402
 from rigorous_recorder.ui import serve  # noqa: E402
 
+from .test_ui import record_crashed_run  # noqa: E402
+
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
 #: Where `RIGOROUS_RECORDER_UI_SCREENSHOT=docs/ui.png pytest tests/test_ui_browser.py` puts the README's picture.
 SCREENSHOT = os.environ.get("RIGOROUS_RECORDER_UI_SCREENSHOT")
 LIVE_SECONDS = 2.0  # issue #14: new records and a kill show within 2 s, without a reload
-
-CRASHING_RUN = """
-import os, signal, sys
-from rigorous_recorder import ExperimentCollection, Recorder
-collection = ExperimentCollection(sys.argv[1], quiet=True)
-experiment = collection.new_experiment(lr=0.5, model="rnn")
-train = Recorder(stage="train").set_parent(experiment.recorder)
-for step in range(7):
-    train.push(step=step, loss=2.0)
-collection.flush()
-os.kill(os.getpid(), signal.SIGKILL)
-"""
 
 LIVE_RUN = """
 import sys, time
@@ -79,8 +69,7 @@ def study(tmp_path_factory):
     with pytest.raises(ZeroDivisionError), collection.new_experiment(lr=1.0, model="rnn") as experiment:
         Recorder(stage="train").set_parent(experiment).push(step=0, loss=9.0)
         _ = 1 / 0
-    crashed = subprocess.run([sys.executable, "-c", CRASHING_RUN, str(path)], capture_output=True, timeout=120)
-    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    record_crashed_run(path)
     return path
 
 
