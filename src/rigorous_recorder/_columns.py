@@ -42,14 +42,23 @@ def json_field(name: str) -> pa.Field:
     return pa.field(name, pa.string(), metadata=_JSON_METADATA)
 
 
+def packed_array(values: list[Any]) -> pa.Array | None:
+    """``values`` of one plain kind (float, int, bool or str; None: missing) as an Arrow array,
+    built from buffers (no ``pa.array``, which imports pandas); None for any other list."""
+    packed = pack_column(values)
+    if packed is None:
+        return None
+    kind, buffers, validity, missing = packed
+    arrow_type = _PACKED_TYPES[kind]
+    buffers = [None if validity is None else pa.py_buffer(validity), *map(pa.py_buffer, buffers)]
+    return pa.Array.from_buffers(arrow_type, len(values), buffers, missing)
+
+
 def column_to_arrow(name: str, values: list[Any]) -> tuple[pa.Field, pa.Array]:
     """Convert one key's values (already normalized) into an Arrow field and array."""
-    packed = pack_column(values)
+    packed = packed_array(values)
     if packed is not None:
-        kind, buffers, validity, missing = packed
-        arrow_type = _PACKED_TYPES[kind]
-        buffers = [None if validity is None else pa.py_buffer(validity), *map(pa.py_buffer, buffers)]
-        return pa.field(name, arrow_type), pa.Array.from_buffers(arrow_type, len(values), buffers, missing)
+        return pa.field(name, packed.type), packed
     kinds = set(map(type, values))
     if _fits_one_arrow_type(kinds, values):
         try:

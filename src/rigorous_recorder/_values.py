@@ -208,4 +208,6 @@ def from_json(text: str | None) -> Any:
     """Decode what :func:`to_json` wrote (``None`` stays ``None``)."""
     if text is None:
         return None
+    if '"$' not in text:  # no tagged object: the decoder need not look at every object
+        return json.loads(text)
     return json.loads(text, object_hook=_decode_special)

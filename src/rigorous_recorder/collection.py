@@ -28,6 +28,7 @@ from .record import RecordSequence
 from .recorder import Recorder, build_tree
 from .store.layout import (
     ACTIVE_FOLDER,
+    CATALOG_FOLDER,
     COLLECTION_FILE,
     CRASHED,
     DAMAGED,
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
     import pyspark.sql
 
+    from .store.catalog import Catalog, PackedRun
+
 Run = tuple[RunFolder, dict[str, Any]]
 
 
@@ -64,7 +67,9 @@ class ExperimentCollection:
         extension: the folder's suffix, ``.collection`` by default.
         flush_interval: seconds between automatic flushes while an experiment runs.
         create: make the collection if it does not exist (else raise CollectionError).
-        recover: finish the runs whose process died now (else :meth:`recover` does it).
+        recover: keep the collection in order: finish the runs whose process died now (else
+            :meth:`recover` does it) and gather finished runs into the catalog when queried.
+            False never writes to the collection unless you record (the dashboard reads so).
         record_context: record with each new experiment where it ran (git commit, command
             line, host, Python and package versions; see ``context``).
         heartbeat_timeout: seconds without a heartbeat after which a run of another host
@@ -97,6 +102,8 @@ class ExperimentCollection:
         self._trees: dict[tuple[str, str], Recorder] = {}
         self._damaged: dict[str, str] = {}  # runs whose files turned out unreadable when read
         self._query_cache: Any = None
+        self._catalog: Catalog | None = None  # made when a catalog is there or packing starts
+        self._maintain = recover
         from filelock import FileLock  # most of `import rigorous_recorder`'s time: loaded with a collection
 
         self._numbering = FileLock(self.path / NUMBERING_LOCK)
@@ -249,6 +256,7 @@ class ExperimentCollection:
         info = experiment.folder.compact(info)
         (self.path / ACTIVE_FOLDER / experiment.id).unlink(missing_ok=True)
         self._query_cache = None
+        self._pack()
         return info
 
     def _started(self, experiment: Experiment) -> Experiment:
@@ -304,7 +312,13 @@ class ExperimentCollection:
         A running run whose process is gone reads as crashed (nothing is written: recovery
         does that); a run whose run.json cannot be read reads as damaged, with the reason.
         """
+        return self._scan_packed()[0]
+
+    def _scan_packed(self) -> tuple[list[Run], dict[str, PackedRun]]:
+        """:meth:`_scan`, and the runs among them read from the catalog's packs, by id."""
+        packs = self._catalog_runs()
         runs = []
+        packed = {}
         try:
             entries = list(os.scandir(self._runs_path))
         except FileNotFoundError:
@@ -314,6 +328,12 @@ class ExperimentCollection:
             if number is None or not entry.is_dir():
                 continue  # a stray file or folder, or a run being created
             folder = RunFolder(Path(entry.path))
+            packed_run = packs.get(folder.id)
+            if packed_run is not None and folder.id not in self._damaged \
+                    and packed_run.signature == folder.info_signature():
+                runs.append((folder, packed_run.info))
+                packed[folder.id] = packed_run
+                continue
             try:
                 info = folder.read_info()
                 if folder.id in self._damaged:
@@ -327,7 +347,39 @@ class ExperimentCollection:
                             "(not yet recovered)"}
             runs.append((folder, info))
         runs.sort(key=lambda run: (run[1]["experiment_number"], run[1].get("experiment_start_time") or 0, run[0].id))
-        return runs
+        return runs, packed
+
+    def _catalog_runs(self) -> dict[str, PackedRun]:
+        """The runs the catalog's packs hold (nothing is imported while there is no catalog)."""
+        if self._catalog is None:
+            if not (self.path / CATALOG_FOLDER).is_dir():
+                return {}
+            from .store.catalog import Catalog
+
+            self._catalog = Catalog(self.path)
+        return self._catalog.runs()
+
+    def _pack(self) -> bool:
+        """Gather finished runs that no pack holds into packs, once enough of them wait.
+
+        Returns True when it packed some. Costs a directory listing while too few wait.
+        """
+        from .store.catalog import PACK_MIN_RUNS, Catalog
+
+        if not self._maintain:
+            return False
+        if self._catalog is None:
+            self._catalog = Catalog(self.path)
+        try:
+            if len(os.listdir(self._runs_path)) - len(self._catalog.runs()) < PACK_MIN_RUNS:
+                return False
+        except OSError:
+            return False
+        runs, packed = self._scan_packed()
+        if not self._catalog.pack(runs, packed):
+            return False
+        self._query_cache = None
+        return True
 
     def _find(self, run_id: str) -> Run:
         for folder, info in self._scan():
@@ -340,7 +392,8 @@ class ExperimentCollection:
     @property
     def runs(self) -> list[dict[str, Any]]:
         """Each run's bookkeeping (run.json) as seen now, oldest first; damaged runs included."""
-        return [info for _, info in self._scan()]
+        runs, packed = self._scan_packed()
+        return [packed[folder.id].full_info if folder.id in packed else info for folder, info in runs]
 
     def tree(self, run_id: str) -> Recorder:
         """The root recorder of a run: the live one for a run of this process, else read from disk.
@@ -440,9 +493,10 @@ class ExperimentCollection:
             self.flush()
         except StorageError:
             pass  # a full disk: the query reads what is on disk; recording reports the failure
-        runs = self._scan()
+        self._pack()
+        runs, packed = self._scan_packed()
         if self._query_cache is None or not self._query_cache.is_current(runs):
-            self._query_cache = Query(runs, self._database)
+            self._query_cache = Query(runs, self._database, packed)
         return self._query_cache.sql(query)
 
     def to_arrow(self) -> pa.Table:

@@ -29,7 +29,7 @@ no records.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ._columns import is_json_field
+from ._columns import INT64_MAX, INT64_MIN, packed_array
 from ._kinds import (
     EXACT_FLOAT_INT,
     JSON,
@@ -59,7 +59,8 @@ from .errors import DamagedFileError
 from .store.layout import BOOKKEEPING_KEYS, DAMAGED, EXPERIMENT_NODE, RUN_NODE, RUNNING
 from .store.layout import RECORDER_COLUMN as STORED_RECORDER_COLUMN
 from .store.run_folder import RunFolder
-from .store.tree_file import read_tree_schema, records_table, tree_of
+from .store.catalog import PackedRun
+from .store.tree_file import read_tree_schema, records_table, shape_of, tree_of
 
 Runs = Sequence[tuple[RunFolder, dict[str, Any]]]
 
@@ -74,13 +75,17 @@ RUN_COLUMNS = {"run_id": "VARCHAR", **_BOOKKEEPING_KINDS, "status": "VARCHAR", "
 
 @dataclass
 class Part:
-    """Records that one scan reads: Parquet files of one schema, or a running run's table."""
+    """Records that one scan reads: Parquet files of one schema, a pack of runs, or a running
+    run's table."""
 
     schema: pa.Schema
     columns: list[StoredColumn]
     files: list[Path] = field(default_factory=list)
     table: pa.Table | None = None
-    first_source: int = 0  # the ~source of its first file; the next files count up from it
+    first_source: int = 0  # the ~source of its first file or packed run; the next count up from it
+    sources: int = 0  # how many ~source ids it spans
+    run_index: int | None = None  # a pack's column of run indexes
+    taken: list[int] | None = None  # a pack's runs read from it (None: all)
 
     def scan(self, name: str) -> str:
         """SQL for the rows of this part, every column named by position (c0, c1, ...)."""
@@ -94,7 +99,15 @@ class Part:
         """SQL for each row's source id."""
         if self.table is not None:
             return str(self.first_source)
+        if self.run_index is not None:
+            return f"CAST(c{self.run_index} AS INTEGER) + {self.first_source}"
         return f"CAST(file_index AS INTEGER) + {self.first_source}"
+
+    def where_sql(self) -> str:
+        """SQL that keeps only the rows of the runs read from this part."""
+        if self.taken is None:
+            return ""
+        return f" WHERE c{self.run_index} IN ({', '.join(map(str, self.taken)) or 'NULL'})"
 
 
 @dataclass
@@ -108,42 +121,65 @@ class RunSource:
     id: int = -1  # the ~source of its rows, given once every part is known
 
 
-def _sources(runs: Runs, connection: duckdb.DuckDBPyConnection) -> tuple[list[RunSource], list[Part]]:
-    """Every run, and the parts its records are read from (files of one schema share a part)."""
+def _sources(runs: Runs, connection: duckdb.DuckDBPyConnection,
+             packed: Mapping[str, PackedRun]) -> tuple[list[RunSource], list[Part]]:
+    """Every run, and the parts its records are read from (files of one schema share a part,
+    runs read from a pack share the pack's part)."""
     sources: list[RunSource] = []
     parts: list[tuple[Part, list[RunSource]]] = []
     by_schema: dict[tuple[Any, ...], tuple[Part, list[RunSource]]] = {}
+    by_pack: dict[Path, tuple[Part, list[RunSource]]] = {}
     for folder, info in runs:
         try:
             if info["status"] == DAMAGED:
                 sources.append(RunSource(folder, info, [], 0))
+            elif folder.id in packed:
+                run = packed[folder.id]
+                source = RunSource(folder, info, run.entries, info.get("records_count"), id=run.index)
+                if run.pack.path not in by_pack:
+                    pack = run.pack
+                    part = Part(pack.schema, stored_columns(pack.records_schema), [pack.path],
+                                sources=len(pack.runs), run_index=len(pack.schema) - 1)
+                    by_pack[pack.path] = (part, [])
+                    parts.append(by_pack[pack.path])
+                by_pack[run.pack.path][1].append(source)
+                sources.append(source)
             elif info["status"] != RUNNING and info.get("records") and not folder.journal_paths(info):
                 path = folder.compacted_path(info)
                 schema = read_tree_schema(path)
                 source = RunSource(folder, info, tree_of(schema, path)["recorders"], info.get("records_count"))
-                shape = tuple((each.name, str(each.type), is_json_field(each)) for each in schema)
+                shape = shape_of(schema)
                 if shape not in by_schema:
                     by_schema[shape] = (Part(schema, stored_columns(schema)), [])
                     parts.append(by_schema[shape])
                 by_schema[shape][0].files.append(path)
+                by_schema[shape][0].sources += 1
                 by_schema[shape][1].append(source)
                 sources.append(source)
             else:
                 nodes = folder.nodes(info)
                 table = records_table(nodes)
                 source = RunSource(folder, info, [node.entry() for node in nodes], table.num_rows)
-                parts.append((Part(table.schema, stored_columns(table.schema), table=table), [source]))
+                parts.append((Part(table.schema, stored_columns(table.schema), table=table, sources=1), [source]))
                 sources.append(source)
         except DamagedFileError as error:
             sources.append(RunSource(folder, {**info, "status": DAMAGED, "error": str(error)}, [], 0))
-    numbers = iter(range(len(sources)))
+    following = 0
     for part, members in parts:  # a part's files are scanned in order: their ids are consecutive
-        for source in members:
-            source.id = next(numbers)
-        part.first_source = members[0].id
+        part.first_source = following
+        if part.run_index is not None:  # a packed run's id is its index in the pack
+            for source in members:
+                source.id += following
+            if len(members) < part.sources:
+                part.taken = sorted(source.id - following for source in members)
+        else:
+            for offset, source in enumerate(members):
+                source.id = following + offset
+        following += part.sources
     for source in sources:
         if source.id < 0:
-            source.id = next(numbers)
+            source.id = following
+            following += 1
     for index, (part, _) in enumerate(parts):
         _count(part, f"part_{index}", connection)
     return sources, [part for part, _ in parts]
@@ -172,7 +208,7 @@ def _count(part: Part, name: str, connection: duckdb.DuckDBPyConnection) -> None
     texts = [column for column in part.columns if column.kind == JSON_TEXT]
     if texts:
         histograms = ", ".join(f"histogram({json_kind_sql(f'c{column.position}')})" for column in texts)
-        row = connection.execute(f"SELECT {histograms} FROM {part.scan(name)}").fetchone()
+        row = connection.execute(f"SELECT {histograms} FROM {part.scan(name)}{part.where_sql()}").fetchall()[0]
         for column, histogram in zip(texts, row):
             column.votes = Counter(histogram or {})
 
@@ -229,15 +265,21 @@ class KeyColumns:
 def _lineage(source: RunSource) -> Iterator[tuple[int, dict[str, Any]]]:
     """Each recorder of a run: its id, and its data merged with its ancestors' (nearest wins)."""
     by_id = {entry["id"]: entry for entry in source.entries}
-    for node_id, entry in by_id.items():
+    merged: dict[int, dict[str, Any]] = {}
+
+    def lineage_of(node_id: int) -> dict[str, Any]:
         chain = []
-        while entry is not None:
-            chain.append(_run_values(source.info) if entry["id"] == RUN_NODE else entry["local_data"])
-            entry = by_id.get(entry["parent"])
-        merged: dict[str, Any] = {}
-        for data in reversed(chain):  # root first, so the nearest value is written last
-            merged.update(data)
-        yield node_id, merged
+        while node_id in by_id and node_id not in merged:
+            chain.append(node_id)
+            node_id = by_id[node_id]["parent"]
+        data = merged.get(node_id, {})
+        for each in reversed(chain):  # root first, so the nearest value is written last
+            own = _run_values(source.info) if each == RUN_NODE else by_id[each]["local_data"]
+            data = merged[each] = {**data, **own}
+        return data
+
+    for node_id in by_id:
+        yield node_id, lineage_of(node_id)
 
 
 def _run_values(info: dict[str, Any]) -> dict[str, Any]:
@@ -248,20 +290,54 @@ def _run_values(info: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def plan(sources: list[RunSource], parts: list[Part],
-         lineages: dict[int, list[tuple[int, dict[str, Any]]]]) -> dict[str, KeyColumns]:
+#: Python types whose values all have one kind (value_kind need not look at each value).
+_ONE_KIND = {bool: "BOOLEAN", float: "DOUBLE", str: "VARCHAR"}
+
+
+def _count_kinds(values: Sequence[Any], counts: Counter[str]) -> None:
+    """Add the votes of ``values`` to ``counts``: per Python type where the type decides."""
+    for kind_type, count in Counter(map(type, values)).items():
+        if kind_type in _ONE_KIND:
+            counts[_ONE_KIND[kind_type]] += count
+        elif kind_type is not type(None):
+            for value in values:
+                if type(value) is kind_type:
+                    counts[vote(value_kind(value))] += 1  # type: ignore[arg-type]  # not None here
+
+
+def _split_column(values: list[Any], kind: str) -> tuple[list[Any], list[str | None] | None]:
+    """``values`` as the cells of a typed column of ``kind`` and of its companion (None: no
+    value needs one), as :func:`split` makes them; whole columns at once where types allow."""
+    types = set(map(type, values)) - {type(None)}
+    ints = [value for value in values if type(value) is int] if int in types else []
+    if not types or (types == {_SQL_PYTHON_TYPE.get(kind)} and kind != "BIGINT"):
+        return values, None
+    if kind == "BIGINT" and types == {int} and INT64_MIN <= min(ints) and max(ints) <= INT64_MAX:
+        return values, None
+    if kind == "DOUBLE" and types <= {int, float} and -EXACT_FLOAT_INT <= min(ints, default=0) \
+            and max(ints, default=0) <= EXACT_FLOAT_INT:
+        return [None if value is None else float(value) for value in values], None
+    cells = [split(value, kind) for value in values]
+    texts = [text for _, text in cells]
+    return [typed for typed, _ in cells], texts if any(text is not None for text in texts) else None
+
+
+_SQL_PYTHON_TYPE = {"BOOLEAN": bool, "DOUBLE": float, "VARCHAR": str, "BIGINT": int}
+
+
+def plan(sources: list[RunSource], parts: list[Part]) -> dict[str, KeyColumns]:
     """Every key of ``records`` with its columns, inherited keys first (bookkeeping keys first)."""
     votes: dict[str, Counter[str]] = {key: Counter() for key in BOOKKEEPING_KEYS}
     inherited = dict.fromkeys(BOOKKEEPING_KEYS)
+    values: dict[str, list[Any]] = {}
     for source in sources:
         for entry in source.entries:
-            data = _run_values(source.info) if entry["id"] == RUN_NODE else entry["local_data"]
-            for key, value in data.items():
-                inherited[key] = None
-                kind = value_kind(value)
-                counts = votes.setdefault(key, Counter())
-                if kind is not None:
-                    counts[vote(kind)] += 1
+            if entry["id"] != RUN_NODE:  # the bookkeeping keys' kinds are fixed
+                for key, value in entry["local_data"].items():
+                    values.setdefault(key, []).append(value)
+    for key, held in values.items():
+        inherited[key] = None
+        _count_kinds(held, votes.setdefault(key, Counter()))
     own = {}
     for part in parts:
         for column in part.columns:
@@ -280,11 +356,6 @@ def plan(sources: list[RunSource], parts: list[Part],
             typed, text = column.expressions(keys[column.key].kind)
             keys[column.key].own_typed |= typed is not None
             keys[column.key].own_json |= text is not None
-    for rows in lineages.values():
-        for _, data in rows:
-            for key, value in data.items():
-                if value is not None and not keys[key].inherited_json:
-                    keys[key].inherited_json = split(value, keys[key].kind)[1] is not None
     return keys
 
 
@@ -300,19 +371,24 @@ class Tables:
     keys: dict[str, KeyColumns]
 
     @classmethod
-    def build(cls, runs: Runs, connection: duckdb.DuckDBPyConnection) -> Tables:
-        """Read the runs' trees and file footers (never their records) and make the tables."""
-        sources, parts = _sources(runs, connection)
-        lineages = {source.id: list(_lineage(source)) for source in sources}
-        keys = plan(sources, parts, lineages)
-        inherited = [columns for columns in keys.values() if columns.inherited]
-        _create_table(connection, "lineage", _lineage_columns(inherited), [
-            [source.id, node_id, source.info["id"], source.info["status"],
-             *(value for columns in inherited for value in _cells(columns, data.get(columns.key)))]
-            for source in sources for node_id, data in lineages[source.id]
-        ])
+    def build(cls, runs: Runs, connection: duckdb.DuckDBPyConnection,
+              packed: Mapping[str, PackedRun] | None = None) -> Tables:
+        """Read the runs' trees and file footers (never their records) and make the tables;
+        ``packed``: the runs to read from the catalog's packs, by id."""
+        sources, parts = _sources(runs, connection, packed or {})
+        keys = plan(sources, parts)
+        rows = [(source, node_id, data) for source in sources for node_id, data in _lineage(source)]
+        columns = [[source.id for source, _, _ in rows], [node_id for _, node_id, _ in rows],
+                   [source.info["id"] for source, _, _ in rows], [source.info["status"] for source, _, _ in rows]]
+        for key_columns in keys.values():
+            if key_columns.inherited:
+                typed, text = _split_column([data.get(key_columns.key) for _, _, data in rows], key_columns.kind)
+                key_columns.inherited_json = text is not None
+                columns += [typed, text] if text is not None else [typed]
+        inherited = [key_columns for key_columns in keys.values() if key_columns.inherited]
+        _create_table(connection, "lineage", _lineage_columns(inherited), columns)
         _create_table(connection, "experiments", *_experiments(sources, keys))
-        _create_table(connection, "columns", _COLUMNS_COLUMNS, list(_describe(keys)))
+        _create_table(connection, "columns", _COLUMNS_COLUMNS, _transposed(list(_describe(keys)), len(_COLUMNS_COLUMNS)))
         return cls(parts, keys)
 
     def part_sql(self, index: int) -> str:
@@ -327,10 +403,11 @@ class Tables:
 class Query:
     """A DuckDB connection with the views ``records``, ``experiments`` and ``columns`` of some runs."""
 
-    def __init__(self, runs: Runs, database: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, runs: Runs, database: duckdb.DuckDBPyConnection,
+                 packed: Mapping[str, PackedRun] | None = None) -> None:
         self._signature = _signature(runs)
         self.connection = database.cursor()
-        tables = Tables.build(runs, self.connection)
+        tables = Tables.build(runs, self.connection, packed)
         scans = [tables.part_sql(index) for index in range(len(tables.parts))]
         select = ", ".join(column.duckdb() for column in tables.columns())
         if scans:
@@ -350,12 +427,6 @@ class Query:
         return self.connection.sql(query)
 
 
-def _cells(columns: KeyColumns, value: Any) -> tuple[Any, ...]:
-    """A value as the cells of its key's typed column and (if the key has one) companion column."""
-    typed, text = split(value, columns.kind)
-    return (typed, text) if columns.inherited_json else (typed,)
-
-
 def _lineage_columns(inherited: list[KeyColumns]) -> list[tuple[str, str]]:
     names = [(SOURCE_COLUMN, "INTEGER"), (RECORDER_COLUMN, "INTEGER"), *HANDLES.items()]
     for columns in inherited:
@@ -366,20 +437,21 @@ def _lineage_columns(inherited: list[KeyColumns]) -> list[tuple[str, str]]:
 
 
 def _experiments(sources: list[RunSource], keys: dict[str, KeyColumns]) -> tuple[list[tuple[str, str]], list[list[Any]]]:
-    """The columns and rows of ``experiments``: the run's columns, then its experiment info."""
+    """The columns of ``experiments`` and their values: the run's columns, then its experiment info."""
     infos = [next((entry["local_data"] for entry in source.entries if entry["id"] == EXPERIMENT_NODE), {})
              for source in sources]
     names = view_names((key for info in infos for key in info), reserved=RUN_COLUMNS)
-    info_columns = [KeyColumns(key, name, keys[key].kind) for key, name in names.items()]
-    for columns in info_columns:
-        columns.inherited_json = any(split(info.get(columns.key), columns.kind)[1] is not None for info in infos)
-    rows = []
-    for source, info in zip(sources, infos):
-        run = {"run_id": source.info["id"], **_run_values(source.info), "status": source.info["status"],
-               "records": source.count, "error": source.info.get("error")}
-        rows.append([run[name] for name in RUN_COLUMNS]
-                    + [cell for columns in info_columns for cell in _cells(columns, info.get(columns.key))])
-    return list(RUN_COLUMNS.items()) + _lineage_columns(info_columns)[2 + len(HANDLES):], rows
+    runs = [{"run_id": source.info["id"], **_run_values(source.info), "status": source.info["status"],
+             "records": source.count, "error": source.info.get("error")} for source in sources]
+    values = [[run[name] for run in runs] for name in RUN_COLUMNS]
+    info_columns = []
+    for key, name in names.items():
+        columns = KeyColumns(key, name, keys[key].kind)
+        typed, text = _split_column([info.get(key) for info in infos], columns.kind)
+        columns.inherited_json = text is not None
+        values += [typed, text] if text is not None else [typed]
+        info_columns.append(columns)
+    return list(RUN_COLUMNS.items()) + _lineage_columns(info_columns)[2 + len(HANDLES):], values
 
 
 _COLUMNS_COLUMNS = [("name", "VARCHAR"), ("key", "VARCHAR"), ("part", "VARCHAR"), ("source", "VARCHAR"),
@@ -412,7 +484,7 @@ def _part_sql(part: Part, name: str, keys: dict[str, KeyColumns]) -> str:
             selects.append(f"CAST({typed} AS {sql_type(columns.kind)}) AS {quote_name(columns.name)}")
         if text is not None:
             selects.append(f"{text} AS {quote_name(columns.json_name)}")
-    return f"SELECT {', '.join(selects)} FROM {part.scan(name)}"
+    return f"SELECT {', '.join(selects)} FROM {part.scan(name)}{part.where_sql()}"
 
 
 @dataclass
@@ -471,15 +543,30 @@ def _key_columns(columns: KeyColumns) -> Iterator[Column]:
 
 
 def _create_table(connection: duckdb.DuckDBPyConnection, name: str, columns: list[tuple[str, str]],
-                  rows: list[list[Any]]) -> None:
-    """Make table ``name`` with ``columns`` (name, SQL type) from Python rows.
+                  values: list[list[Any]]) -> None:
+    """Make table ``name`` with ``columns`` (name, SQL type) from a Python list of values per column.
 
-    The columns reach DuckDB as typed list parameters: no pyarrow conversion, which would
-    import pandas (a quarter of a second) on a collection's first query.
+    Columns of plain values reach DuckDB as Arrow arrays built from buffers, others as typed
+    list parameters: never through ``pa.array``, which would import pandas (a quarter of a
+    second) on a collection's first query.
     """
+    arrays = [packed_array(column) if column else None for column in values]
+    if values and values[0] and all(array is not None for array in arrays):
+        scan = "\"~new\""
+        connection.register("~new", pa.Table.from_arrays(arrays, names=[f"c{index}" for index in range(len(arrays))]))
+        selects = [f"CAST(c{index} AS {kind}) AS {quote_name(column)}" for index, (column, kind) in enumerate(columns)]
+        try:
+            connection.execute(f"CREATE OR REPLACE TABLE {quote_name(name)} AS SELECT {', '.join(selects)} FROM {scan}").fetchall()
+        finally:
+            connection.unregister("~new")
+        return
     selects = [f"unnest(${index}::{kind}[]) AS {quote_name(column)}" for index, (column, kind) in enumerate(columns, start=1)]
-    parameters = [[row[index] for row in rows] for index in range(len(columns))]
-    connection.execute(f"CREATE OR REPLACE TABLE {quote_name(name)} AS SELECT {', '.join(selects)}", parameters)
+    connection.execute(f"CREATE OR REPLACE TABLE {quote_name(name)} AS SELECT {', '.join(selects)}", values).fetchall()
+
+
+def _transposed(rows: list[list[Any]], width: int) -> list[list[Any]]:
+    """The columns of ``rows``."""
+    return [[row[index] for row in rows] for index in range(width)]
 
 
 def _signature(runs: Runs) -> tuple[Any, ...] | None:

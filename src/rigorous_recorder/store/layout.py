@@ -48,6 +48,8 @@ ACTIVE_FOLDER = "active"
 RUN_FILE = "run.json"
 HEARTBEAT_FILE = "heartbeat"
 JOURNAL_FOLDER = "journal"
+CATALOG_FOLDER = "catalog"
+CATALOG_LOCK = "catalog.lock"
 
 _RUN_NAME = re.compile(r"^(\d{6,})-[0-9a-f]{10}$")
 _RECORDS_NAME = re.compile(r"^records-(\d+)\.parquet$")

@@ -51,6 +51,9 @@ _REQUIRED = {"id": str, "experiment_number": int, "error_number": int, "status":
              "experiment_start_time": (int, float), "session": int}
 
 
+Signature = tuple[int, int, int]
+
+
 class RunFolder:
     """Reads and writes the files of one run (``runs/<run id>/``)."""
 
@@ -99,6 +102,15 @@ class RunFolder:
                 raise DamagedFileError(path, f"names a records file {info['records']!r} that is not in its run folder")
             _check_parquet(os.path.join(self.path, info["records"]))
         return info
+
+    def info_signature(self) -> Signature | None:
+        """What tells the present run.json from any earlier one: inode, size and modification
+        time (a rewrite renames a new file into place); None when there is none."""
+        try:
+            status = os.stat(os.path.join(self.path, RUN_FILE))
+        except OSError:
+            return None
+        return status.st_ino, status.st_size, status.st_mtime_ns
 
     def write_info(self, info: dict[str, Any]) -> None:
         """Replace run.json atomically."""

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .._columns import conform, empty_rows_batch, restore, unified_schema
+from .._columns import conform, empty_rows_batch, is_json_field, restore, unified_schema
 from .._files import temporary_path_beside
 from .._values import from_json, to_json
 from ..errors import DamagedFileError
@@ -184,6 +184,17 @@ def read_tree_schema(path: Path) -> pa.Schema:
     if TREE_KEY not in (schema.metadata or {}):
         raise DamagedFileError(path, "not a rigorous_recorder file: a Parquet file without a rigorous_recorder tree")
     return schema
+
+
+def is_records_file_schema(schema: pa.Schema) -> bool:
+    """True for the schema of a records file: a recorder id column of the right type."""
+    index = schema.get_field_index(RECORDER_COLUMN)
+    return index >= 0 and schema.field(index).type == RECORDER_FIELD.type
+
+
+def shape_of(schema: pa.Schema) -> tuple[tuple[str, str, bool], ...]:
+    """What records files must share to be read as one: each column's name, type and JSON mark."""
+    return tuple((each.name, str(each.type), is_json_field(each)) for each in schema)
 
 
 def tree_of(schema: pa.Schema, path: Path | None = None) -> dict[str, Any]:

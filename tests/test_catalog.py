@@ -1,0 +1,168 @@
+"""The catalog: finished runs gathered into packs read the same as in their folders, and a
+pack that is stale, damaged or half-written never changes what a reader sees."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rigorous_recorder import ExperimentCollection, Recorder
+from rigorous_recorder.store import catalog
+
+RUNS = 6
+QUERIES = [
+    "SELECT * EXCLUDE (experiment_start_time, experiment_end_time, experiment_duration) FROM records "
+    "ORDER BY experiment_number, error_number, step NULLS FIRST, loss NULLS FIRST",
+    "SELECT run_id, experiment_number, error_number, status, records, error, lr, model FROM experiments "
+    "ORDER BY run_id",
+    "SELECT name, key, part, source, type FROM columns ORDER BY name",
+]
+
+
+@pytest.fixture(autouse=True)
+def few_runs_make_a_pack(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(catalog, "PACK_MIN_RUNS", 3)
+
+
+def record_study(path: Path, runs: int = RUNS, steps: int = 5) -> Path:
+    """Finished runs of two shapes, one failed; packing is held back until they exist."""
+    collection = ExperimentCollection(path, quiet=True, recover=False)  # recover=False: no packing yet
+    for number in range(runs):
+        experiment = collection.new_experiment(lr=0.1 * (number + 1), model="mlp" if number % 2 else "cnn")
+        train = Recorder(stage="train").set_parent(experiment.recorder)
+        for step in range(steps):
+            train.push(step=step, loss=1 / (step + 1 + number))
+        if number % 3 == 2:
+            experiment.recorder.push(note="a text", loss="diverged")  # another schema, a drifted value
+        experiment.finish(ValueError("boom") if number == 1 else None)
+    return collection.path
+
+
+def answers(path: Path) -> list[list[tuple[Any, ...]]]:
+    """What a reader of the collection at ``path`` sees, read by a fresh collection object."""
+    collection = ExperimentCollection(path, quiet=True, recover=False)
+    return [collection.sql(query).fetchall() for query in QUERIES] + [[tuple(sorted(run.items())) for run in collection.runs]]  # type: ignore[list-item]
+
+
+def packs(path: Path) -> list[Path]:
+    return sorted(p for p in (path / "catalog").glob("pack-*.parquet") if not p.name.endswith(".runs.parquet"))
+
+
+def pack_now(path: Path) -> None:
+    ExperimentCollection(path, quiet=True).sql("SELECT 1").fetchall()
+
+
+def listing(path: Path) -> str:
+    return subprocess.run([sys.executable, "-m", "rigorous_recorder", "ls", str(path)], capture_output=True,
+                          text=True, check=True).stdout
+
+
+def test_packed_runs_read_as_their_folders(tmp_path: Path) -> None:
+    path = record_study(tmp_path / "study")
+    before, shown = answers(path), listing(path)
+    pack_now(path)
+    assert len(packs(path)) == 2  # one pack per schema
+    assert answers(path) == before
+    assert listing(path) == shown
+
+
+def test_records_are_read_from_the_pack(tmp_path: Path) -> None:
+    path = record_study(tmp_path / "study")
+    pack_now(path)
+    for records_file in path.glob("runs/*/records-*.parquet"):
+        records_file.write_bytes(b"")  # only the pack holds them now
+    collection = ExperimentCollection(path, quiet=True, recover=False)
+    assert collection.sql("SELECT count(*) FROM records").fetchall() == [(RUNS * 5 + 2,)]
+
+
+def test_a_resumed_run_is_read_from_its_folder_once(tmp_path: Path) -> None:
+    path = record_study(tmp_path / "study")
+    pack_now(path)
+    collection = ExperimentCollection(path, quiet=True)
+    run_id = collection.runs[0]["id"]
+    with collection.resume(run_id) as experiment:
+        experiment.push(step=99, loss=0.0)
+    count = ExperimentCollection(path, quiet=True, recover=False).sql(
+        f"SELECT count(*), count(DISTINCT step) FROM records WHERE run_id = '{run_id}'").fetchall()
+    assert count == [(6, 6)]
+    total = ExperimentCollection(path, quiet=True, recover=False).sql("SELECT count(*) FROM records").fetchall()
+    assert total == [(RUNS * 5 + 2 + 1,)]
+
+
+def test_a_deleted_run_leaves_the_view(tmp_path: Path) -> None:
+    path = record_study(tmp_path / "study")
+    pack_now(path)
+    collection = ExperimentCollection(path, quiet=True)
+    gone = collection.runs[-1]["id"]
+    shutil.rmtree(path / "runs" / gone)
+    reader = ExperimentCollection(path, quiet=True, recover=False)
+    assert reader.sql(f"SELECT count(*) FROM records WHERE run_id = '{gone}'").fetchall() == [(0,)]
+    assert gone not in [run["id"] for run in reader.runs]
+
+
+@pytest.mark.parametrize("damage", ["garbage in the data", "truncated data", "empty listing", "listing alone"])
+def test_a_damaged_pack_is_ignored(tmp_path: Path, damage: str) -> None:
+    path = record_study(tmp_path / "study", steps=2000)
+    before = answers(path)
+    pack_now(path)
+    for data in packs(path):
+        listing = data.with_name(data.name.replace(".parquet", ".runs.parquet"))
+        if damage == "garbage in the data":  # the data pages, not the footer
+            content = bytearray(data.read_bytes())
+            content[100:164] = bytes(64)
+            data.write_bytes(bytes(content))
+        elif damage == "truncated data":
+            data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+        elif damage == "empty listing":
+            listing.write_bytes(b"")
+        else:
+            data.unlink()
+    assert answers(path) == before
+
+
+def test_packers_killed_midway_lose_and_double_nothing(tmp_path: Path) -> None:
+    path = record_study(tmp_path / "study", runs=12)
+    before = answers(path)
+    script = ("import sys\nfrom rigorous_recorder import ExperimentCollection\nfrom rigorous_recorder.store import catalog\n"
+              "import duckdb, filelock, pyarrow.parquet\ncatalog.PACK_MIN_RUNS = 3\nprint('ready', flush=True)\n"
+              "ExperimentCollection(sys.argv[1], quiet=True).sql('SELECT 1').fetchall()\n")
+    randomness = random.Random(7)
+    left = set()  # what the killed packers left: the kills must land at different moments
+    for _ in range(8):
+        shutil.rmtree(path / "catalog", ignore_errors=True)
+        process = subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE)
+        assert process.stdout is not None and process.stdout.readline() == b"ready\n"
+        time.sleep(randomness.uniform(0.0, 0.4))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        left.add(len(packs(path)) if (path / "catalog").exists() else -1)
+        assert answers(path) == before
+    assert len(left) >= 2, left
+    pack_now(path)  # a later packer finishes the work and clears what a killed one left
+    assert not [p for p in (path / "catalog").iterdir() if p.name.endswith(".tmp")]
+    assert answers(path) == before
+
+
+def test_two_packers_at_once_count_each_run_once(tmp_path: Path) -> None:
+    path = record_study(tmp_path / "study", runs=12)
+    script = ("import sys\nfrom rigorous_recorder import ExperimentCollection\nfrom rigorous_recorder.store import catalog\n"
+              "catalog.PACK_MIN_RUNS = 3\nExperimentCollection(sys.argv[1], quiet=True).sql('SELECT 1').fetchall()\n")
+    processes = [subprocess.Popen([sys.executable, "-c", script, str(path)]) for _ in range(2)]
+    assert [process.wait() for process in processes] == [0, 0]
+    reader = ExperimentCollection(path, quiet=True, recover=False)
+    assert reader.sql("SELECT count(*), count(DISTINCT run_id) FROM records").fetchall() == [(12 * 5 + 4, 12)]
+
+
+def test_a_reader_that_must_not_write_packs_nothing(tmp_path: Path) -> None:
+    path = record_study(tmp_path / "study")
+    ExperimentCollection(path, quiet=True, recover=False).sql("SELECT 1").fetchall()
+    assert not (path / "catalog").exists()
