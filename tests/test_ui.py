@@ -21,7 +21,8 @@ httpx = pytest.importorskip("httpx")
 
 from rigorous_recorder import ExperimentCollection, Recorder, cli  # noqa: E402
 from rigorous_recorder.ui import serve  # noqa: E402
-from rigorous_recorder.ui._data import DashboardData, debiased_ema  # noqa: E402
+from rigorous_recorder.ui._curves import debiased_ema  # noqa: E402
+from rigorous_recorder.ui._data import DashboardData  # noqa: E402
 
 STATIC = Path(__file__).resolve().parents[1] / "src" / "rigorous_recorder" / "ui" / "static"
 UPLOT_VERSION = "1.6.32"
@@ -87,6 +88,16 @@ def client(dashboard):
     with httpx.Client(base_url=dashboard.url.split("?")[0], timeout=30) as session:
         assert session.get("/", params={"token": token_of(dashboard)}).status_code == 200  # sets the cookie
         yield session
+
+
+def http_rows(answer: dict) -> list[dict]:
+    """The rows of an /api/runs answer, from its column-by-column ``changed`` part."""
+    changed = dict(answer["changed"])
+    info = changed.pop("info")
+    rows = [dict(zip(changed, values)) for values in zip(*changed.values())]
+    for index, row in enumerate(rows):
+        row["info"] = {name: values[index] for name, values in info.items()}
+    return rows
 
 
 def token_of(dashboard) -> str:
@@ -267,7 +278,7 @@ def test_the_dashboard_never_changes_the_collection(study, client):
                 if path.is_file()}
 
     before = files()
-    runs = client.get("/api/runs").json()["runs"]
+    runs = http_rows(client.get("/api/runs").json())
     ids = ",".join(run["run_id"] for run in runs)
     assert client.get("/api/columns").status_code == 200
     assert client.get("/api/stats", params={"metric": "loss", "x": "step"}).status_code == 200
@@ -279,7 +290,7 @@ def test_the_dashboard_never_changes_the_collection(study, client):
 
 def test_curves_over_http_stay_within_the_bucket_bound(client):
     """Bytes per curve follow the chart's width, not the run's length."""
-    runs = client.get("/api/runs").json()["runs"]
+    runs = http_rows(client.get("/api/runs").json())
     long = next(run["run_id"] for run in runs if run["info"]["model"] == "long")
     narrow = client.get("/api/curves", params={"runs": long, "y": "loss", "x": "step", "buckets": 200})
     wide = client.get("/api/curves", params={"runs": long, "y": "loss", "x": "step", "buckets": 800})
