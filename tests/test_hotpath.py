@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rigorous_recorder import _columns, _hotpath
+from rigorous_recorder.record import Record
 
 COMPILED = pytest.mark.skipif(not _hotpath.COMPILED, reason="the C extension is not in use")
 REPO = Path(__file__).resolve().parents[1]
@@ -258,3 +259,108 @@ def test_append_plain_row_reads_the_columns_of_a_holder(append):
     holder._pending = {"x": [1.0]}
     assert append(holder, {"x": 2.0}) == 2
     assert holder._pending == {"x": [1.0, 2.0]}
+
+
+# -- stage_plain_values and commit_staged_row ---------------------------------------------------
+
+
+class Store:
+    """What the staging loops read of a store: its failure."""
+
+    def __init__(self, failure=None):
+        self.failure = failure
+
+
+class Holder:
+    """What the staging loops read and write of a recorder: its slots."""
+
+    __slots__ = ("_direct", "_fast", "_pending", "_staged", "_store")
+
+    def __init__(self, pending, staged, direct=True, failure=None):
+        self._pending, self._staged, self._direct = pending, staged, direct
+        self._fast = staged is None
+        self._store = Store(failure)
+
+    def state(self):
+        return (copy_columns(self._pending), None if self._staged is None else dict(self._staged), self._fast)
+
+
+staging_keys = st.one_of(keys, st.sampled_from(["", "é", "__recorder__"]), st.builds(KeyLike, keys))
+
+
+@st.composite
+def staging_cases(draw):
+    """A holder (pending columns, maybe staged values, a store that may have failed) and an add()'s arguments."""
+    pending, _ = draw(pending_and_values())
+    staged = draw(st.none() | st.dictionaries(keys, plain_values, max_size=3))
+    failure = draw(st.sampled_from([None, None, None, OSError("disk full")]))
+    value = st.one_of(plain_values, other_values) if draw(st.booleans()) else plain_values
+    data = draw(st.none() | st.dictionaries(staging_keys, value, max_size=3) | st.just([("x", 1)]))
+    values = draw(st.dictionaries(staging_keys, value, max_size=3))
+    return pending, staged, failure, data, values
+
+
+def holder_of(case):
+    pending, staged, failure, _, _ = case
+    return Holder(copy_columns(pending), None if staged is None else dict(staged), failure=failure)
+
+
+@COMPILED
+@given(staging_cases())
+def test_both_stage_plain_values_twins_agree(case):
+    """Same answer and the same holder afterwards, for any staged values, store and add() arguments."""
+    *_, data, values = case
+    compiled, python = holder_of(case), holder_of(case)
+    assert _hotpath.stage_plain_values(compiled, data, dict(values)) == \
+        _hotpath.stage_plain_values_python(python, data, dict(values))
+    assert compiled.state() == python.state()
+
+
+@pytest.mark.parametrize("stage", [_hotpath.stage_plain_values, _hotpath.stage_plain_values_python])
+@given(case=staging_cases())
+def test_stage_plain_values_stages_plain_values_or_changes_nothing(stage, case):
+    """It stages data then values (a later key wins) when all are plain, valid keys and the store has not
+    failed; otherwise it changes nothing, leaving the values to add()'s checks."""
+    _, staged, failure, data, values = case
+    holder = holder_of(case)
+    before = holder.state()
+    given_values = dict(values)
+    if stage(holder, data, given_values):
+        merged = {**(data or {}), **values}
+        assert failure is None and all(
+            type(key) is str and key and key.isascii() and key != "__recorder__" and
+            type(value) in (float, int, str, bool, type(None)) for key, value in merged.items())
+        assert holder._staged == {**(staged or {}), **merged}
+        assert holder._fast is (before[2] and staged is not None)
+        if staged is None and data is None:
+            assert holder._staged is given_values  # **values is the callee's own dict: kept, not copied
+    else:
+        assert holder.state() == before
+
+
+@pytest.mark.parametrize("commit", [_hotpath.commit_staged_row, _hotpath.commit_staged_row_python])
+@given(case=pending_and_values(), direct=st.booleans())
+def test_commit_staged_row_appends_the_staged_row_as_a_record_or_changes_nothing(commit, case, direct):
+    """With ``_direct``, staged values that append_plain_row would append become one row and a record of
+    it; ``_staged`` is then None and push's ``_fast`` True. Otherwise nothing changes."""
+    pending, values = case
+    holder = Holder(copy_columns(pending), dict(values), direct=direct)
+    expected_rows = _hotpath.append_plain_row_python(copy_columns(pending), dict(values)) if direct else 0
+    before = holder.state()
+    record = commit(holder, Record)
+    if expected_rows:
+        assert (type(record), record.recorder, holder._staged, holder._fast) == (Record, holder, None, True)
+        assert record._columns is holder._pending and record._index == expected_rows - 1
+        assert record.own_data() == {key: value for key, value in values.items() if value is not None}
+        assert holder._pending == {key: column + [values[key]] for key, column in before[0].items()}
+    else:
+        assert (record, holder.state()) == (None, before)
+
+
+@COMPILED
+def test_commit_staged_row_refuses_a_class_without_the_record_slots():
+    """The compiled twin makes records through their slots: a class without them is an error, not a crash."""
+    holder = Holder({"x": [1.0]}, {"x": 2.0})
+    with pytest.raises(TypeError, match="_columns"):
+        _hotpath.commit_staged_row(holder, dict)
+    assert holder.state() == ({"x": [1.0, 2.0]}, None, True)  # the row is in: only the record failed

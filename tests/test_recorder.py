@@ -5,6 +5,7 @@ import re
 import pytest
 
 from rigorous_recorder import (
+    ExperimentCollection,
     InvalidKeyError,
     Record,
     RecordKeeper,
@@ -522,6 +523,45 @@ def test_records_read_back_across_the_batch_boundary(root):
     assert [record["index"] for record in recorder[BATCH_ROWS - 2 : BATCH_ROWS + 2]] == list(
         range(BATCH_ROWS - 2, BATCH_ROWS + 2)
     )
+
+
+def test_add_and_commit_read_back_across_the_batch_boundary(root):
+    """add() + add() + commit() past BATCH_ROWS keeps every record, each commit returning its own."""
+    recorder = Recorder().set_parent(root)
+    returned = []
+    for index in range(BATCH_ROWS + 10):
+        recorder.add(index=index)
+        recorder.add({"half": index / 2, "tag": None if index % 3 else "third"})
+        returned.append(recorder.commit())
+    expected = [{"index": index, "half": index / 2, **({} if index % 3 else {"tag": "third"})}
+                for index in range(BATCH_ROWS + 10)]
+    assert [plain(record) for record in returned] == [plain(record) for record in recorder] == expected
+
+
+def test_a_refused_add_between_committed_rows_keeps_them_and_the_staged_values(root):
+    """A bad value raises at its own add() naming the key; earlier records and staged values stay."""
+    recorder = Recorder().set_parent(root)
+    for index in range(5):
+        recorder.add(x=float(index)).add({"y": index}).commit()
+    recorder.add(x=5.0)
+    with pytest.raises(UnsupportedValueError, match="cannot record key 'y'"):
+        recorder.add({"y": object()})
+    recorder.add(y=5).commit()
+    assert [plain(record) for record in recorder] == [{"x": float(index), "y": index} for index in range(6)]
+
+
+def test_add_and_commit_lose_nothing_while_the_flusher_takes_rows_every_millisecond(tmp_path):
+    """With the flusher taking rows every millisecond, every add()+commit() row reaches the run's file once."""
+    collection = ExperimentCollection(tmp_path / "study", quiet=True, flush_interval=0.001)
+    experiment = collection.new_experiment()
+    recorder = Recorder().set_parent(experiment.recorder)
+    count = 3 * BATCH_ROWS
+    for index in range(count):
+        recorder.add(index=index).add({"loss": index / count}).commit()
+    experiment.finish()
+    stored = ExperimentCollection(tmp_path / "study", quiet=True).records
+    assert [(record["index"], record["loss"]) for record in stored if record["index"] is not None] == [
+        (index, index / count) for index in range(count)]
 
 
 def test_a_record_obtained_before_the_batch_is_sealed_stays_valid(root):

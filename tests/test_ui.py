@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+import math
 import re
 import shutil
 import signal
@@ -21,7 +23,8 @@ httpx = pytest.importorskip("httpx")
 
 from rigorous_recorder import ExperimentCollection, Recorder, cli  # noqa: E402
 from rigorous_recorder.ui import serve  # noqa: E402
-from rigorous_recorder.ui._data import DashboardData, debiased_ema  # noqa: E402
+from rigorous_recorder.ui._curves import Curve, debiased_ema, m4  # noqa: E402
+from rigorous_recorder.ui._data import DashboardData  # noqa: E402
 
 STATIC = Path(__file__).resolve().parents[1] / "src" / "rigorous_recorder" / "ui" / "static"
 UPLOT_VERSION = "1.6.32"
@@ -87,6 +90,16 @@ def client(dashboard):
     with httpx.Client(base_url=dashboard.url.split("?")[0], timeout=30) as session:
         assert session.get("/", params={"token": token_of(dashboard)}).status_code == 200  # sets the cookie
         yield session
+
+
+def http_rows(answer: dict) -> list[dict]:
+    """The rows of an /api/runs answer, from its column-by-column ``changed`` part."""
+    changed = dict(answer["changed"])
+    info = changed.pop("info")
+    rows = [dict(zip(changed, values)) for values in zip(*changed.values())]
+    for index, row in enumerate(rows):
+        row["info"] = {name: values[index] for name, values in info.items()}
+    return rows
 
 
 def token_of(dashboard) -> str:
@@ -232,6 +245,144 @@ def test_unknown_columns_and_runs_are_named(data):
         data.curves(["nope"], "loss", "step")
 
 
+def test_m4_keeps_first_last_min_and_max_of_every_bucket():
+    """Against a plain loop over random values with ties: every bucket's four points are kept."""
+    rng = np.random.default_rng(3)
+    x = np.sort(rng.integers(0, 500, 5000)).astype(float)
+    curve = Curve(x, rng.integers(0, 20, 5000).astype(float))
+    answer = m4(curve, 100.0, 400.0, 37)
+    kept = list(zip(answer["x"], answer["y"]))
+    assert kept == sorted(kept, key=lambda point: point[0]) and len(kept) <= 4 * 37 + 2
+    bucket = np.minimum(np.floor((x - 100) / 300 * 37), 36)
+    inside = (x >= 100) & (x <= 400)
+    for index in range(37):
+        members = np.flatnonzero(inside & (bucket == index))
+        if len(members):
+            ys = curve.y[members]
+            assert (x[members[0]], ys[0]) in kept and (x[members[-1]], ys[-1]) in kept
+            assert min(point[1] for point in kept if bucket_of(point[0]) == index) == ys.min()
+            assert max(point[1] for point in kept if bucket_of(point[0]) == index) == ys.max()
+    outside = [point for point in kept if not 100 <= point[0] <= 400]
+    assert [point[0] for point in outside] == [x[inside.argmax() - 1], x[len(x) - inside[::-1].argmax()]]
+
+
+def bucket_of(x: float) -> float:
+    return min(np.floor((x - 100) / 300 * 37), 36)
+
+
+# -- wall time -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def timed(tmp_path_factory):
+    """A run that pushes wall_time with each record, two that record a timestamp column
+    (aware, and naive local time), and one that records no time."""
+    path = tmp_path_factory.mktemp("timed") / "study"
+    collection = ExperimentCollection(path, quiet=True)
+    with collection.new_experiment(model="wall") as experiment:
+        train = Recorder().set_parent(experiment)
+        for step in range(100):
+            train.push(step=step, loss=1.0 / (step + 1), wall_time=WALL_START + step * 0.5)
+    for model, zone, key in (("aware", datetime.timezone.utc, "at"), ("naive", None, "when")):
+        with collection.new_experiment(model=model) as experiment:
+            train = Recorder().set_parent(experiment)
+            for step in range(10):
+                train.push({"step": step, "loss": float(step), key: datetime.datetime.fromtimestamp(WALL_START + step, tz=zone)})
+    with collection.new_experiment(model="untimed") as experiment:
+        Recorder().set_parent(experiment).push(step=0, loss=1.0)
+    return DashboardData(path)
+
+
+WALL_START = 1_790_000_000.0
+
+
+def test_runs_name_their_time_column(timed):
+    """wall_time first, else a timestamp column; a run without either has none."""
+    runs = timed.runs()["runs"]
+    assert [(run["info"]["model"], run["time"]) for run in runs] == [
+        ("wall", "wall_time"), ("aware", "at"), ("naive", "when"), ("untimed", None)]
+    assert timed.columns()["time"] is True
+
+
+def test_wall_time_axis_reads_each_runs_time_column(timed):
+    """x = wall time is seconds since the epoch: wall_time as pushed, timestamps (naive ones
+    read as local time) converted; a run without time plots nothing and is named."""
+    ids = run_ids(timed)
+    curves = timed.curves(ids, "loss", buckets=1000, time_axis="wall")
+    lines = {series["run_id"]: series for series in curves["series"]}
+    assert lines[ids[0]]["x"] == [WALL_START + step * 0.5 for step in range(100)]
+    assert lines[ids[1]]["x"] == lines[ids[2]]["x"] == [WALL_START + step for step in range(10)]
+    assert lines[ids[3]]["x"] == [] and curves["untimed"] == [ids[3]]
+
+
+def test_relative_time_axis_counts_from_the_runs_start(timed):
+    """x = relative time is wall_time - experiment_start_time, per run."""
+    run = timed.runs()["runs"][0]
+    (series,) = timed.curves([run["run_id"]], "loss", buckets=1000, time_axis="relative")["series"]
+    assert series["x"] == pytest.approx([WALL_START + step * 0.5 - run["start"] for step in range(100)])
+    with pytest.raises(ValueError, match="time axis must be one of wall, relative, not 'absolute'"):
+        timed.curves([run["run_id"]], "loss", time_axis="absolute")
+
+
+# -- following running runs --------------------------------------------------------------------
+
+
+def journal_bytes(collection: ExperimentCollection, run_id: str) -> int:
+    journal = collection.path / "runs" / run_id / "journal"
+    return sum(path.stat().st_size for path in journal.iterdir()) if journal.is_dir() else 0
+
+
+def test_a_running_run_is_read_a_flush_at_a_time(tmp_path):
+    """Each look decodes only the frames flushed since the last one (no more bytes than the
+    journal grew by), the curve and the figures grow, and the stopped runs' views stay as built."""
+    collection = ExperimentCollection(tmp_path / "live", quiet=True)
+    with collection.new_experiment(model="done") as experiment:
+        Recorder().set_parent(experiment).push(step=0, loss=5.0)
+    experiment = collection.new_experiment(model="live")
+    train = Recorder().set_parent(experiment.recorder)
+    data = DashboardData(tmp_path / "live")
+    views = list(data._views.views)
+    live = run_ids(data, "live")[0]
+    grown = []
+    for flush in range(3):
+        before = (data._tails[live].decoded_bytes, journal_bytes(collection, live))
+        for step in range(flush * 1000, flush * 1000 + 1000):
+            train.push(step=step, loss=float(step))
+        experiment.flush()
+        data._scanned = -math.inf  # the next request scans again, as the next poll does
+        (series,) = data.curves([live], "loss", "step", buckets=4000)["series"]
+        decoded = data._tails[live].decoded_bytes - before[0]
+        assert 0 < decoded <= journal_bytes(collection, live) - before[1]
+        grown.append((series["x"][-1], data.stats("loss", "step")["stats"][live]))
+        assert data._views.views == views
+    assert grown[-1] == (2999.0, {"last": 2999.0, "min": 0.0, "max": 2999.0})
+    assert [run["records"] for run in data.runs()["runs"]] == [1, 3000]
+    experiment.finish()
+
+
+def test_runs_since_sends_only_the_rows_that_changed(tmp_path):
+    """The page's poll gets every row once, then only the rows that changed since its version."""
+    collection = ExperimentCollection(tmp_path / "delta", quiet=True)
+    for model in ("a", "b"):
+        with collection.new_experiment(model=model) as experiment:
+            Recorder().set_parent(experiment).push(step=0, loss=1.0)
+    experiment = collection.new_experiment(model="live")
+    train = Recorder().set_parent(experiment.recorder)
+    data = DashboardData(tmp_path / "delta")
+    first = data.runs_since()
+    assert first["changed"]["info"]["model"] == ["a", "b", "live"] and len(first["order"]) == 3
+    data._scanned = -math.inf
+    assert data.runs_since(since=first["version"])["changed"]["run_id"] == []
+    train.push(step=0, loss=2.0)
+    experiment.flush()
+    data._scanned = -math.inf
+    later = data.runs_since(since=first["version"])
+    assert later["changed"]["run_id"] == [first["order"][2]] and later["changed"]["records"] == [1]
+    assert later["order"] == first["order"] and later["auto"] == first["order"]
+    assert [run["info"]["model"] for run in data.runs(where="model = 'live' AND records = 1")["runs"]] == ["live"]
+    experiment.finish()
+
+
 # -- the SQL box -----------------------------------------------------------------------------
 
 
@@ -267,7 +418,7 @@ def test_the_dashboard_never_changes_the_collection(study, client):
                 if path.is_file()}
 
     before = files()
-    runs = client.get("/api/runs").json()["runs"]
+    runs = http_rows(client.get("/api/runs").json())
     ids = ",".join(run["run_id"] for run in runs)
     assert client.get("/api/columns").status_code == 200
     assert client.get("/api/stats", params={"metric": "loss", "x": "step"}).status_code == 200
@@ -279,7 +430,7 @@ def test_the_dashboard_never_changes_the_collection(study, client):
 
 def test_curves_over_http_stay_within_the_bucket_bound(client):
     """Bytes per curve follow the chart's width, not the run's length."""
-    runs = client.get("/api/runs").json()["runs"]
+    runs = http_rows(client.get("/api/runs").json())
     long = next(run["run_id"] for run in runs if run["info"]["model"] == "long")
     narrow = client.get("/api/curves", params={"runs": long, "y": "loss", "x": "step", "buckets": 200})
     wide = client.get("/api/curves", params={"runs": long, "y": "loss", "x": "step", "buckets": 800})

@@ -36,6 +36,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--
 #: Where `RIGOROUS_RECORDER_UI_SCREENSHOT=docs/ui.png pytest tests/test_ui_browser.py` puts the README's picture.
 SCREENSHOT = os.environ.get("RIGOROUS_RECORDER_UI_SCREENSHOT")
 LIVE_SECONDS = 2.0  # issue #14: new records and a kill show within 2 s, without a reload
+TRAINING_SECONDS = 30.0  # the wall-clock time the good runs' wall_time values span
 
 LIVE_RUN = """
 import sys, time
@@ -56,16 +57,17 @@ while True:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """Three good runs, a failed one and a crashed one (killed with SIGKILL)."""
+    """Three good runs that push wall_time, a failed one and a crashed one (killed with SIGKILL)."""
     path = tmp_path_factory.mktemp("browser") / "study"
     collection = ExperimentCollection(path, quiet=True)
     noise = random.Random(0)
     for model, lr in (("mlp", 0.1), ("mlp", 0.01), ("cnn", 0.01)):
         with collection.new_experiment(lr=lr, model=model) as experiment:
             train = Recorder(stage="train").set_parent(experiment)
+            begun = time.time()
             for step in range(3000):
                 loss = 0.2 + 2 * math.exp(-step * lr / 20) + noise.gauss(0, 0.08) + (3.0 if step == 1500 else 0.0)
-                train.push(step=step, loss=loss)
+                train.push(step=step, loss=loss, wall_time=begun + step * TRAINING_SECONDS / 3000)
     with pytest.raises(ZeroDivisionError), collection.new_experiment(lr=1.0, model="rnn") as experiment:
         Recorder(stage="train").set_parent(experiment).push(step=0, loss=9.0)
         _ = 1 / 0
@@ -248,6 +250,34 @@ def test_zoom_fetches_the_visible_range_and_lives_in_the_url(page):
     assert (again["sel"], again["y"], again["x"], again["zoom"]) == (state["sel"], state["y"], state["x"], zoom)
     page.dblclick("#chart .u-over")
     page.wait_for_function("rrDashboard.state.zoom === null")
+
+
+def test_x_is_wall_time_or_relative_time_when_every_chosen_run_records_it(page):
+    """With runs that record no wall_time chosen, the time choices are disabled and say why;
+    with only runs that push wall_time, x shows dates, or seconds since each run started."""
+    select_all(page)
+    wall = page.locator('#x option[value="time:wall"]')
+    assert wall.is_disabled() and "record no wall_time or timestamp" in wall.get_attribute("title")
+    assert page.locator('#x option[value="time:relative"]').is_disabled()
+    timed = [row["run"] for row in rows(page) if row["status"] == "ok"]
+    page.click("#select-none")
+    for run in timed:
+        fetches = page.evaluate("rrDashboard.curveFetches")
+        page.check(f'#runs input[data-run="{run}"]')
+        page.wait_for_function(f"rrDashboard.curveFetches > {fetches}")
+    assert not wall.is_disabled()
+    page.select_option("#x", "time:wall")
+    page.wait_for_function("rrDashboard.state.time === 'wall' && rrDashboard.curves.series.length === 3 "
+                           "&& rrDashboard.curves.series.every(s => s.x[0] > 1e9)")
+    assert page.evaluate("rrDashboard.chart.scales.x.time") is True  # dates on the axis
+    page.select_option("#x", "time:relative")
+    page.wait_for_function("rrDashboard.state.time === 'relative' && rrDashboard.curves.x_range[0] < 1e9")
+    low, high = page.evaluate("rrDashboard.curves.x_range")
+    assert 0 <= low < 5 and TRAINING_SECONDS * 0.99 < high < TRAINING_SECONDS + 5
+    assert page.evaluate("rrDashboard.chart.scales.x.time") is False
+    assert "time=relative" in page.url
+    page.select_option("#x", "column:step")
+    page.wait_for_function("rrDashboard.state.time === '' && rrDashboard.curves.x_range[1] === 2999")
 
 
 def test_sql_box_shows_a_result_and_duckdb_errors(page):

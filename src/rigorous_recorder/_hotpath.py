@@ -1,8 +1,10 @@
-"""The two per-value loops of the hot path: compiled when possible, Python otherwise.
+"""The per-value loops of the hot path: compiled when possible, Python otherwise.
 
-``append_plain_row`` runs in every ``push()``. ``pack_column`` runs once per column each
-time pending rows become an Arrow batch; it packs float, int, bool and str columns, the
-usual ones, without ``pa.array`` (whose first call imports pandas when it is installed).
+``append_plain_row`` runs in every ``push()``; ``stage_plain_values`` in every ``add()``
+and ``commit_staged_row`` in every ``commit()``, for plain values. ``pack_column`` runs
+once per column each time pending rows become an Arrow batch; it packs float, int, bool
+and str columns, the usual ones, without ``pa.array`` (whose first call imports pandas
+when it is installed).
 
 Each is written twice with one contract: in C (``_speedups.c``, an optional extension
 built at install time when a compiler is there) and in Python below. The C pair is used
@@ -17,7 +19,7 @@ from array import array
 from itertools import accumulate
 from typing import Any
 
-from ._values import PLAIN_TYPES
+from ._values import PLAIN_TYPES, RESERVED_KEYS
 
 _ROW_TYPES = PLAIN_TYPES | {type(None)}
 
@@ -50,6 +52,53 @@ def append_plain_row_python(pending: Any, values: dict[str, Any]) -> int:
     for column in pending.values():
         del column[rows:]
     return 0
+
+
+def stage_plain_values_python(holder: Any, data: dict[str, Any] | None, values: dict[str, Any]) -> bool:
+    """Stage ``data`` then ``values`` into ``holder._staged`` and return True, or return False.
+
+    Stages only when every key is a non-empty ASCII ``str`` that is not reserved, every
+    value is an exact float, int, str, bool or None, and ``holder._store.failure`` is None;
+    otherwise nothing changes. ``_staged`` None becomes a new dict (``values`` itself when
+    ``data`` is None: pass a dict nobody else holds, as ``**values`` is) and ``holder._fast``
+    becomes False; a dict is updated.
+    """
+    if (data is not None and type(data) is not dict) or holder._store.failure is not None:
+        return False
+    for mapping in (values,) if data is None else (data, values):
+        for key, value in mapping.items():
+            if type(value) not in _ROW_TYPES or type(key) is not str or not key or not key.isascii() \
+                    or key in RESERVED_KEYS:
+                return False
+    staged = holder._staged
+    if staged is None:
+        holder._staged = values if data is None else {**data, **values}
+        holder._fast = False
+    elif type(staged) is dict:
+        if data is not None:
+            staged.update(data)
+        staged.update(values)
+    else:
+        return False
+    return True
+
+
+def commit_staged_row_python(holder: Any, record_class: Any) -> Any:
+    """Append the staged values as one row and return ``record_class(columns, index, holder)``, or None.
+
+    Appends when ``holder._direct`` is True and ``holder._staged`` is a dict that
+    ``append_plain_row(holder, staged)`` appends; then ``_staged`` becomes None and ``_fast``
+    True. (The compiled twin reads ``holder._pending`` and appends in one step no other thread
+    can split; this one cannot promise that.) Otherwise nothing changes.
+    """
+    staged, pending = holder._staged, holder._pending
+    if holder._direct is not True or type(staged) is not dict or type(pending) is not dict:
+        return None
+    rows = append_plain_row_python(pending, staged)
+    if not rows:
+        return None
+    holder._staged, holder._fast = None, True
+    return record_class(pending, rows - 1, holder)
 
 
 def pack_column_python(values: list[Any]) -> tuple[str, tuple[Any, ...], Any, int] | None:
@@ -100,9 +149,10 @@ def _bitmap(bits: list[bool]) -> bytes:
 try:
     if os.environ.get("RIGOROUS_RECORDER_PURE_PYTHON") == "1":
         raise ImportError("RIGOROUS_RECORDER_PURE_PYTHON=1")
-    from ._speedups import append_plain_row, pack_column
+    from ._speedups import append_plain_row, commit_staged_row, pack_column, stage_plain_values
 except ImportError:
     append_plain_row, pack_column = append_plain_row_python, pack_column_python
+    stage_plain_values, commit_staged_row = stage_plain_values_python, commit_staged_row_python
     COMPILED = False
 else:
     COMPILED = True

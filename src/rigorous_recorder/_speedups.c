@@ -1,4 +1,4 @@
-/* The two per-value loops of the recorder's hot path, compiled.
+/* The per-value loops of the recorder's hot path, compiled.
  *
  * Built at install time when a C compiler is there (an optional extension);
  * _hotpath.py holds the pure-Python twins, with the same contracts, that are
@@ -47,8 +47,52 @@ truncate_columns_keeping_error(PyObject *pending, Py_ssize_t rows)
     }
 }
 
-/* The interned name "_pending", set when the module is executed. */
-static PyObject *pending_name = NULL;
+/* Interned attribute names of a recorder (the holder), set when the module is executed. */
+static PyObject *pending_name = NULL, *staged_name = NULL, *store_name = NULL, *failure_name = NULL,
+                *fast_name = NULL, *direct_name = NULL;
+/* rigorous_recorder._values.RESERVED_KEYS: keys the staging fast path leaves to the general one. */
+static PyObject *reserved_keys = NULL;
+
+/* Append each value of `values` to its column of `pending` when every key is a str naming a
+ * column, both dicts have as many keys (at least one), and every value is a row value.
+ * Returns the new row count, 0 (nothing changed) when the row does not qualify, -1 on error
+ * (nothing changed either). No Python code runs: the caller's read of `pending` and this
+ * append are one step no other thread can split. */
+static Py_ssize_t
+append_row(PyObject *pending, PyObject *values)
+{
+    Py_ssize_t size = PyDict_GET_SIZE(values);
+    if (size == 0 || size != PyDict_GET_SIZE(pending)) {
+        return 0;
+    }
+    /* First pass: check everything, change nothing. */
+    Py_ssize_t position = 0, rows = 0;
+    PyObject *key, *value, *column;
+    while (PyDict_Next(values, &position, &key, &value)) {
+        if (!PyUnicode_CheckExact(key) || !is_row_value(value)) {
+            return 0;
+        }
+        column = PyDict_GetItemWithError(pending, key);
+        if (column == NULL) {
+            return PyErr_Occurred() ? -1 : 0;
+        }
+        if (!PyList_CheckExact(column)) {
+            return 0;
+        }
+        rows = PyList_GET_SIZE(column);
+    }
+    /* Second pass: append. No Python code runs between the passes (exact str keys,
+     * list appends), so every lookup succeeds; only memory can run out halfway. */
+    position = 0;
+    while (PyDict_Next(values, &position, &key, &value)) {
+        column = PyDict_GetItemWithError(pending, key);
+        if (column == NULL || PyList_Append(column, value) < 0) {
+            truncate_columns_keeping_error(pending, rows);
+            return -1;
+        }
+    }
+    return rows + 1;
+}
 
 PyDoc_STRVAR(append_plain_row_doc,
 "append_plain_row(pending, values) -> int\n\n"
@@ -66,7 +110,7 @@ append_plain_row(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "append_plain_row() takes a holder of pending rows and a dict");
         return NULL;
     }
-    PyObject *pending = args[0], *values = args[1];
+    PyObject *pending = args[0];
     if (!PyDict_CheckExact(pending)) {
         PyObject *held = PyObject_GetAttr(pending, pending_name);  /* a slot: no Python code runs */
         if (held == NULL) {
@@ -79,37 +123,218 @@ append_plain_row(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         pending = held;
     }
-    Py_ssize_t size = PyDict_GET_SIZE(values);
-    if (size == 0 || size != PyDict_GET_SIZE(pending)) {
-        return PyLong_FromLong(0);
-    }
-    /* First pass: check everything, change nothing. */
-    Py_ssize_t position = 0, rows = 0;
-    PyObject *key, *value, *column;
+    Py_ssize_t rows = append_row(pending, args[1]);
+    return rows < 0 ? NULL : PyLong_FromSsize_t(rows);
+}
+
+/* 1 when every key of the dict `values` is a non-empty ASCII str that is not reserved and
+ * every value is a row value; 0 when one is not; -1 on error. */
+static int
+all_plain(PyObject *values)
+{
+    Py_ssize_t position = 0;
+    PyObject *key, *value;
     while (PyDict_Next(values, &position, &key, &value)) {
-        if (!PyUnicode_CheckExact(key) || !is_row_value(value)) {
-            return PyLong_FromLong(0);
+        if (!is_row_value(value) || !PyUnicode_CheckExact(key)) {
+            return 0;
         }
-        column = PyDict_GetItemWithError(pending, key);
-        if (column == NULL) {
-            return PyErr_Occurred() ? NULL : PyLong_FromLong(0);
+#if PY_VERSION_HEX < 0x030C0000
+        if (PyUnicode_READY(key) < 0) {
+            return -1;
         }
-        if (!PyList_CheckExact(column)) {
-            return PyLong_FromLong(0);
+#endif
+        if (PyUnicode_GET_LENGTH(key) == 0 || !PyUnicode_IS_ASCII(key)) {
+            return 0;
         }
-        rows = PyList_GET_SIZE(column);
+        int reserved = PySet_Contains(reserved_keys, key);
+        if (reserved != 0) {
+            return reserved < 0 ? -1 : 0;
+        }
     }
-    /* Second pass: append. No Python code runs between the passes (exact str keys,
-     * list appends), so every lookup succeeds; only memory can run out halfway. */
-    position = 0;
-    while (PyDict_Next(values, &position, &key, &value)) {
-        column = PyDict_GetItemWithError(pending, key);
-        if (column == NULL || PyList_Append(column, value) < 0) {
-            truncate_columns_keeping_error(pending, rows);
+    return 1;
+}
+
+/* Set two attributes of `holder` (slots: no Python code runs); -1 on error. */
+static int
+set_two(PyObject *holder, PyObject *first, PyObject *first_value, PyObject *second, PyObject *second_value)
+{
+    if (PyObject_SetAttr(holder, first, first_value) < 0) {
+        return -1;
+    }
+    return PyObject_SetAttr(holder, second, second_value);
+}
+
+PyDoc_STRVAR(stage_plain_values_doc,
+"stage_plain_values(holder, data, values) -> bool\n\n"
+"Stage the values of `data` (None or a dict), then of the dict `values`, into\n"
+"`holder._staged` and return True, when every key is a non-empty ASCII str that is\n"
+"not reserved, every value is an exact float, int, str, bool or None, and\n"
+"`holder._store.failure` is None. `_staged` None becomes a new dict (`values` itself\n"
+"when `data` is None: pass a dict nobody else holds, as `**values` is) and\n"
+"`holder._fast` becomes False; a dict is updated. Otherwise change nothing and\n"
+"return False.");
+
+static PyObject *
+stage_plain_values(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyDict_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "stage_plain_values() takes a holder, None or a dict, and a dict");
+        return NULL;
+    }
+    PyObject *holder = args[0], *data = args[1], *values = args[2];
+    if (data != Py_None && !PyDict_CheckExact(data)) {
+        Py_RETURN_FALSE;
+    }
+    PyObject *store = PyObject_GetAttr(holder, store_name);
+    if (store == NULL) {
+        return NULL;
+    }
+    PyObject *failure = PyObject_GetAttr(store, failure_name);
+    Py_DECREF(store);
+    if (failure == NULL) {
+        return NULL;
+    }
+    Py_DECREF(failure);
+    if (failure != Py_None) {
+        Py_RETURN_FALSE;
+    }
+    int plain = data == Py_None ? 1 : all_plain(data);
+    if (plain == 1) {
+        plain = all_plain(values);
+    }
+    if (plain <= 0) {
+        return plain < 0 ? NULL : Py_NewRef(Py_False);
+    }
+    PyObject *staged = PyObject_GetAttr(holder, staged_name);
+    if (staged == NULL) {
+        return NULL;
+    }
+    int failed;
+    if (staged == Py_None) {
+        Py_DECREF(staged);
+        if (data == Py_None) {
+            staged = Py_NewRef(values);
+        } else {
+            staged = PyDict_Copy(data);
+            if (staged == NULL) {
+                return NULL;
+            }
+            if (PyDict_Update(staged, values) < 0) {
+                Py_DECREF(staged);
+                return NULL;
+            }
+        }
+        failed = set_two(holder, staged_name, staged, fast_name, Py_False);
+    } else if (PyDict_CheckExact(staged)) {
+        failed = (data != Py_None && PyDict_Update(staged, data) < 0) || PyDict_Update(staged, values) < 0;
+    } else {
+        Py_DECREF(staged);
+        Py_RETURN_FALSE;
+    }
+    Py_DECREF(staged);
+    if (failed) {
+        return NULL;
+    }
+    Py_RETURN_TRUE;
+}
+
+/* The record class's slot descriptors, looked up at its first use; an empty tuple for its tp_new. */
+static PyObject *record_class = NULL, *record_slots[3] = {NULL, NULL, NULL}, *no_arguments = NULL;
+static const char *record_slot_names[3] = {"_columns", "_index", "_recorder"};
+
+/* record_class(columns, index, recorder) without running its Python __init__, which only sets
+ * those three slots: its tp_new (object's) and the slots' descriptors do the same, ~5x faster. */
+static PyObject *
+new_record(PyObject *kind, PyObject *columns, PyObject *index, PyObject *recorder)
+{
+    if (kind != record_class) {
+        if (!PyType_Check(kind)) {
+            PyErr_SetString(PyExc_TypeError, "commit_staged_row(): the record class is not a class");
+            return NULL;
+        }
+        PyObject *found[3] = {NULL, NULL, NULL};
+        for (int i = 0; i < 3; i++) {
+            found[i] = PyObject_GetAttrString(kind, record_slot_names[i]);
+            if (found[i] == NULL || Py_TYPE(found[i]) != &PyMemberDescr_Type) {
+                for (int j = 0; j <= i; j++) {
+                    Py_XDECREF(found[j]);
+                }
+                if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_AttributeError)) {
+                    PyErr_Clear();
+                    PyErr_Format(PyExc_TypeError, "commit_staged_row(): %R has no slot %s",
+                                 kind, record_slot_names[i]);
+                }
+                return NULL;
+            }
+        }
+        for (int i = 0; i < 3; i++) {
+            Py_XSETREF(record_slots[i], found[i]);
+        }
+        Py_XSETREF(record_class, Py_NewRef(kind));
+    }
+    PyTypeObject *type = (PyTypeObject *)kind;
+    PyObject *record = type->tp_new(type, no_arguments, NULL);
+    if (record == NULL) {
+        return NULL;
+    }
+    PyObject *values[3] = {columns, index, recorder};
+    for (int i = 0; i < 3; i++) {
+        if (Py_TYPE(record_slots[i])->tp_descr_set(record_slots[i], record, values[i]) < 0) {
+            Py_DECREF(record);
             return NULL;
         }
     }
-    return PyLong_FromSsize_t(rows + 1);
+    return record;
+}
+
+PyDoc_STRVAR(commit_staged_row_doc,
+"commit_staged_row(holder, record_class) -> record | None\n\n"
+"When `holder._direct` is True and `holder._staged` is a dict that\n"
+"append_plain_row(holder, staged) appends (reading `holder._pending` in the same\n"
+"step), set `_staged` to None and `_fast` to True and return a new\n"
+"record_class(columns, index, holder) for the row (made by its __new__ and its slots\n"
+"`_columns`, `_index`, `_recorder`: its __init__ must only set them). Otherwise change\n"
+"nothing and return None.");
+
+static PyObject *
+commit_staged_row(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "commit_staged_row() takes a holder and a record class");
+        return NULL;
+    }
+    PyObject *holder = args[0];
+    PyObject *direct = PyObject_GetAttr(holder, direct_name);
+    if (direct == NULL) {
+        return NULL;
+    }
+    Py_DECREF(direct);
+    if (direct != Py_True) {
+        Py_RETURN_NONE;
+    }
+    PyObject *staged = PyObject_GetAttr(holder, staged_name);
+    if (staged == NULL) {
+        return NULL;
+    }
+    PyObject *pending = PyObject_GetAttr(holder, pending_name);  /* slots: no Python code runs */
+    if (pending == NULL) {
+        Py_DECREF(staged);
+        return NULL;
+    }
+    Py_ssize_t rows = PyDict_CheckExact(staged) && PyDict_CheckExact(pending) ? append_row(pending, staged) : 0;
+    Py_DECREF(staged);  /* the holder keeps it alive until it is replaced just below */
+    PyObject *record = NULL;
+    if (rows > 0 && set_two(holder, staged_name, Py_None, fast_name, Py_True) == 0) {
+        PyObject *index = PyLong_FromSsize_t(rows - 1);
+        if (index != NULL) {
+            record = new_record(args[1], pending, index, holder);
+            Py_DECREF(index);
+        }
+    } else if (rows == 0) {
+        record = Py_NewRef(Py_None);
+    }
+    Py_DECREF(pending);
+    return record;
 }
 
 PyDoc_STRVAR(pack_column_doc,
@@ -283,17 +508,48 @@ pack_column(PyObject *module, PyObject *values)
 
 static PyMethodDef speedups_methods[] = {
     {"append_plain_row", (PyCFunction)(void (*)(void))append_plain_row, METH_FASTCALL, append_plain_row_doc},
+    {"stage_plain_values", (PyCFunction)(void (*)(void))stage_plain_values, METH_FASTCALL, stage_plain_values_doc},
+    {"commit_staged_row", (PyCFunction)(void (*)(void))commit_staged_row, METH_FASTCALL, commit_staged_row_doc},
     {"pack_column", pack_column, METH_O, pack_column_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static int
+intern_into(PyObject **name, const char *text)
+{
+    if (*name == NULL) {
+        *name = PyUnicode_InternFromString(text);
+    }
+    return *name == NULL ? -1 : 0;
+}
+
+static int
 speedups_exec(PyObject *module)
 {
-    if (pending_name == NULL) {
-        pending_name = PyUnicode_InternFromString("_pending");
+    if (intern_into(&pending_name, "_pending") < 0 || intern_into(&staged_name, "_staged") < 0
+            || intern_into(&store_name, "_store") < 0 || intern_into(&failure_name, "failure") < 0
+            || intern_into(&fast_name, "_fast") < 0 || intern_into(&direct_name, "_direct") < 0) {
+        return -1;
     }
-    return pending_name == NULL ? -1 : 0;
+    if (no_arguments == NULL) {
+        no_arguments = PyTuple_New(0);
+        if (no_arguments == NULL) {
+            return -1;
+        }
+    }
+    if (reserved_keys == NULL) {
+        PyObject *values = PyImport_ImportModule("rigorous_recorder._values");
+        if (values == NULL) {
+            return -1;
+        }
+        reserved_keys = PyObject_GetAttrString(values, "RESERVED_KEYS");
+        Py_DECREF(values);
+        if (reserved_keys != NULL && !PyAnySet_Check(reserved_keys)) {
+            Py_CLEAR(reserved_keys);
+            PyErr_SetString(PyExc_TypeError, "rigorous_recorder._values.RESERVED_KEYS is not a set");
+        }
+    }
+    return reserved_keys == NULL ? -1 : 0;
 }
 
 static PyModuleDef_Slot speedups_slots[] = {

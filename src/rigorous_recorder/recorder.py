@@ -18,7 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from ._hotpath import append_plain_row
+from ._hotpath import append_plain_row, commit_staged_row, stage_plain_values
 from ._values import normalize_mapping
 from .errors import RecorderTreeError
 from .record import Record, RecordChunk, RecordSequence
@@ -53,6 +53,7 @@ class Recorder:
     __slots__ = (
         "__weakref__",
         "_children",
+        "_direct",
         "_kinds_of",
         "_lineage",
         "_live",
@@ -85,7 +86,10 @@ class Recorder:
         self._sealed_rows = 0
         self._kinds_of: tuple[dict[str, list[Any]], dict[str, tuple[int, set[type]]]] | None = None
         self._live: list[LiveWriter] = []
-        self._fast = True  # push() may append plain values directly: nothing staged, no live file
+        # commit() may append plain values without the store's lock: the store allows it (see
+        # store.base), no live file, columns not ragged; push() may, too, when nothing is staged
+        self._direct = True
+        self._fast = True
         self.node_id: int | None = None  # the recorder's id inside its run, for a run's recorders
         self._store: RecordStore = MemoryStore()
         self._store.adopt(self)
@@ -227,14 +231,15 @@ class Recorder:
 
     def add(self, data: Mapping[str, Any] | None = None, /, **values: Any) -> Self:
         """Stage values for the next ``commit()`` (a later value for the same key wins)."""
-        staged = normalize_mapping(data, values)  # raises before anything is changed
-        if self._store.failure is not None:
-            raise self._store.failure
-        if self._staged is None:
-            self._staged = staged
-            self._fast = False
-        else:
-            self._staged.update(staged)
+        if not stage_plain_values(self, data, values):  # plain values are staged as they are
+            staged = normalize_mapping(data, values)  # raises before anything is changed
+            if self._store.failure is not None:
+                raise self._store.failure
+            if self._staged is None:
+                self._staged = staged
+                self._fast = False
+            else:
+                self._staged.update(staged)
         return self
 
     @property
@@ -249,7 +254,16 @@ class Recorder:
         >>> recorder.add(x=1).commit(additional_info={"y": 2})
         {'x': 1, 'y': 2}
         """
-        if additional_info is not None:
+        if additional_info is None:
+            # Fast path: plain values for exactly the existing columns, appended without the lock
+            record = commit_staged_row(self, Record)  # reads self._pending: see store.base
+            if record is not None:
+                if record._index + 1 >= BATCH_ROWS:
+                    with self._store.lock:
+                        self._seal()
+                    self._store.relieve()
+                return record
+        else:
             self.add(additional_info)
         values = self._staged or {}
         store = self._store
@@ -259,7 +273,7 @@ class Recorder:
             record = self._append_row(values)
         if not self._pending:  # the commit sealed a batch (or there is nothing at all)
             store.relieve()
-        self._fast = store.unlocked_appends and not self._live and not self._ragged
+        self._direct = self._fast = store.unlocked_appends and not self._live and not self._ragged
         for writer in self._live:
             writer.write(record)
         return record
@@ -327,7 +341,8 @@ class Recorder:
             batches = old.release(self)
         with store.lock:
             self._store = store
-            self._fast = store.unlocked_appends and not self._live and self._staged is None and not self._ragged
+            self._direct = store.unlocked_appends and not self._live and not self._ragged
+            self._fast = self._direct and self._staged is None
             self._sealed_rows += store.adopt(self)
             for batch in batches:
                 store.write(self, batch)
@@ -441,7 +456,7 @@ class Recorder:
         if not as_yaml:
             raise ValueError("live_write_to writes YAML only: call it with as_yaml=True")
         self._live.append(LiveWriter(path, self.lineage_data()))
-        self._fast = False
+        self._direct = self._fast = False
         return self
 
     def save_to(self, path: str | Path) -> Self:

@@ -28,9 +28,11 @@ class RecordStore(ABC):
     #: The error that stops this store from taking rows (a failed write), or None.
     failure: Exception | None = None
 
-    #: True when ``push()`` may append plain values without taking ``lock``: a store whose
-    #: flusher thread takes unsealed rows away may allow it only where that append and the
-    #: read of the recorder's columns are one step (the compiled hot path).
+    #: True when ``push()`` and ``commit()`` may append plain values without taking ``lock``: a
+    #: store whose flusher thread takes unsealed rows away may allow it only where that append
+    #: and the read of the recorder's columns are one step (the compiled hot path). Such an
+    #: append needs no ``pending()`` notice: it only appends to columns that exist, and a store
+    #: that takes a recorder's rows leaves it none, so its next row comes through ``pending()``.
     unlocked_appends = True
 
     def __init__(self) -> None:

@@ -1,22 +1,26 @@
 """What the dashboard reads: the runs table, the metric columns, downsampled curves, SQL.
 
 Everything goes through a private, read-only :class:`ExperimentCollection` (opened with
-``recover=False``: the dashboard never changes the collection). Its DuckDB database is
-locked down once the views exist: files outside the collection's ``runs/`` folder cannot
-be read, the configuration cannot be changed back, and the SQL box accepts one SELECT
-(``WITH``, ``DESCRIBE``, ``SHOW``, ``SUMMARIZE`` parse as SELECT) and nothing else.
+``recover=False``: the dashboard never changes the collection). Each request starts from
+``collection.runs`` (one scan of the runs folder, shared by the requests of one poll); the
+stopped runs are read through :class:`~._views.StoppedViews`, built once per run that stops,
+and each running run through a :class:`~._tail.RunningTail`, which decodes only what was
+flushed since the last look. Every DuckDB database is locked down: files outside the
+collection's ``runs/`` folder cannot be read, the configuration cannot be changed back, and
+the SQL box accepts one SELECT (``WITH``, ``DESCRIBE``, ``SHOW``, ``SUMMARIZE`` parse as
+SELECT) and nothing else.
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import math
 import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import duckdb
@@ -25,209 +29,233 @@ import pyarrow as pa
 
 from ..collection import ExperimentCollection
 from ..errors import RecorderError
-from ..query_text import quote_literal as _literal
-from ..query_text import quote_name as _name
-from ..store.layout import BOOKKEEPING_KEYS, DAMAGED, RUNNING, RUNS_FOLDER
+from ..query import RUN_COLUMNS
+from ..query_text import quote_literal
+from ..store.layout import DAMAGED, FAILED, RUNNING, RUNS_FOLDER
+from ..store.run_folder import RunFolder
+from ._curves import Curve, debiased_ema, extent, grouped, m4, numbers
+from ._tail import RunningTail, tail_key
+from ._views import StoppedView, StoppedViews, concat, locked_database, signature
 
-#: Columns of a numeric DuckDB type: what a curve can plot.
-NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
-                 "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "DECIMAL")
 #: Own columns picked as the x axis when present, in this order; else the records' order.
 STEP_COLUMNS = ("step", "global_step", "epoch", "index")
-#: Every run's bookkeeping columns in the views (not experiment info).
-BOOKKEEPING = BOOKKEEPING_KEYS
-#: Columns of the ``experiments`` view that are not experiment info.
-RUN_COLUMNS = ("run_id", "status", "records", "error", *BOOKKEEPING)
-#: The records view's columns that together name one run (until the view carries ``run_id``).
-RUN_KEY = ("experiment_number", "error_number")
+#: The x axis choices that read each run's time column: seconds since the epoch, or since the run started.
+TIME_AXES = ("wall", "relative")
 #: Most rows the SQL box returns.
 MAX_RESULT_ROWS = 1000
 #: Most buckets (pixel columns) a curve request may ask for.
 MAX_BUCKETS = 4000
-_LIVE_COLUMNS_AGE = 5.0  # seconds the metric columns are trusted while runs are running
-_CACHED_VALUES = 32_000_000  # x and y values of finished runs kept in memory, all runs together
+#: Runs the chart shows when the page names none: the latest that did not fail.
+AUTO_SELECTED = 10
+#: The runs table's fields besides the experiment info, in the order the page gets them.
+ROW_FIELDS = ("run_id", "experiment_number", "error_number", "status", "error", "start", "duration", "records", "time")
+_SCAN_AGE = 0.25  # seconds a scan of the runs folder answers the requests of one poll
+_CACHED_VALUES = 32_000_000  # x and y values of stopped runs kept in memory, all runs together
 
 
 class DashboardError(RecorderError, ValueError):
     """A request the dashboard cannot answer: bad SQL, an unknown column or run."""
 
 
-@dataclass
-class Curve:
-    """One run's (x, y) values in x order, y finite."""
-
-    x: np.ndarray
-    y: np.ndarray
-
-
 class DashboardData:
-    """The read side of the dashboard over one collection; safe to call from several threads."""
+    """The read side of the dashboard over one collection; safe to call from several threads.
+
+    Opening builds the views of the stopped runs (a few seconds for 1,000 runs), so that the
+    first page is served without that wait.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.collection = ExperimentCollection(path, quiet=True, create=False, recover=False)
         self._lock = threading.Lock()
-        # The runs table reads through a second copy: its answers never wait for a long records query.
-        self._table = ExperimentCollection(path, quiet=True, create=False, recover=False)
-        self._table_lock = threading.Lock()
+        self._views = StoppedViews(self.collection.path / RUNS_FOLDER)
+        self._tails: dict[str, RunningTail] = {}
+        self._infos: list[dict[str, Any]] = []
+        self._scanned = -math.inf
         self._curves: OrderedDict[tuple[Any, ...], Curve] = OrderedDict()
-        self._stats: dict[tuple[Any, ...], dict[str, Any] | None] = {}
-        self._columns: tuple[tuple[Any, ...], float, list[str]] | None = None
-        self._buckets = duckdb.connect()  # private: downsampling only, never user SQL
-        self._lock_down()
-        # Load now what the first curve needs (pyarrow's numpy conversions: ~0.5 s on first use).
-        self._buckets.sql("SELECT 1.0 AS x").to_arrow_table().column("x").to_numpy(zero_copy_only=False)
-        self._m4(self._buckets, Curve(np.arange(2.0), np.arange(2.0)), 0.0, 1.0, 1)
-
-    def _lock_down(self) -> None:
-        runs = _literal(str(self.collection.path / RUNS_FOLDER) + os.sep)
-        # One thread: keeps the records in their order (the x of last resort) and leaves cores to training.
-        for collection in (self.collection, self._table):
-            for statement in ("SET threads=1", f"SET allowed_directories=[{runs}]",
-                              "SET enable_external_access=false", "SET lock_configuration=true"):
-                collection.sql(statement)
+        self._stats: dict[tuple[Any, ...], tuple[Any, Any, Any] | None] = {}
+        self._rows: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}  # stopped runs' rows
+        self._versions: dict[str, tuple[dict[str, Any], int]] = {}
+        self._version = time.time_ns() // 1000  # a restarted server's versions follow the old ones
+        self._where: tuple[tuple[Any, ...], set[str]] | None = None
+        self._private = locked_database(self.collection.path / RUNS_FOLDER)  # the where box and group-by
+        self._sql_locked = False
+        with self._lock:
+            self._scan()
+        # What the first curve needs, loaded now (pyarrow's numpy conversions import pandas: ~0.4 s).
+        m4(Curve.of(numbers(pa.table({"x": np.arange(2.0)}).column("x")), np.arange(2.0)), 0.0, 1.0, 1)
 
     def wait_idle(self) -> None:
         """Return once no query is running (a query left running at interpreter exit aborts it)."""
-        with self._lock, self._table_lock:
+        with self._lock:
             pass
 
     # -- fresh state -------------------------------------------------------------------------
 
-    def _views(self, collection: ExperimentCollection | None = None) -> duckdb.DuckDBPyRelation:
-        """``experiments`` as the runs folder is now; :meth:`_also` runs more SQL on the same views.
-
-        Each ``collection.sql()`` scans the runs folder: one call per request, then ``_also``.
-        """
-        return (self.collection if collection is None else collection).sql("SELECT * FROM experiments")
-
-    @staticmethod
-    def _also(views: duckdb.DuckDBPyRelation, sql: str) -> duckdb.DuckDBPyRelation:
-        return views.query("dashboard_experiments", sql)
-
-    def _runs_of(self, views: duckdb.DuckDBPyRelation) -> list[dict[str, Any]]:
-        """Each run as ``views`` saw it (the same scan as ``collection.runs``): id, number, error
-        number, status and record count; a stopped run's count names its records for the caches."""
-        rows = self._also(views, "SELECT run_id, experiment_number, error_number, status, records FROM experiments")
-        return [{"id": run_id, "experiment_number": number, "error_number": errors, "status": status, "records": count}
-                for run_id, number, errors, status, count in rows.fetchall()]
-
-    @staticmethod
-    def _signature(infos: list[dict[str, Any]]) -> tuple[Any, ...]:
-        """What changes when a run starts or stops (a running run's growth is not counted)."""
-        return tuple((info["id"], info["status"], None if info["status"] == RUNNING else info["records"])
-                     for info in infos)
+    def _scan(self) -> list[dict[str, Any]]:
+        """Every run as ``collection.runs`` lists it now (a dead process's run reads as crashed);
+        the views and tails follow. The requests of one poll share one scan."""
+        if time.monotonic() - self._scanned < _SCAN_AGE:
+            return self._infos
+        infos = self.collection.runs
+        self._views.update(infos)
+        running = {info["id"]: info for info in infos if info["status"] == RUNNING}
+        for run_id in set(self._tails) - running.keys():
+            del self._tails[run_id]
+        for run_id, info in running.items():
+            tail = self._tails.get(run_id)
+            if tail is not None and tail.key == tail_key(info):
+                tail.update(info)
+            else:
+                self._tails[run_id] = RunningTail(RunFolder(self.collection.path / RUNS_FOLDER / run_id), info)
+        self._infos, self._scanned = infos, time.monotonic()
+        return infos
 
     # -- the runs table ----------------------------------------------------------------------
 
     def runs(self, where: str = "") -> dict[str, Any]:
-        """Every run (or those of ``experiments`` matching the SQL ``where``): status, error, info.
+        """Every run (or those of ``experiments`` matching the SQL ``where``): status, error,
+        start, duration (None while running), records, time column and experiment info."""
+        with self._lock:
+            infos = self._scan()
+            rows = [self._row(info) for info in infos]
+            kept = self._matching(where, rows) if where.strip() else None
+        return {"columns": self._info_columns(rows),
+                "runs": [row for row in rows if kept is None or row["run_id"] in kept]}
 
-        Read from the ``experiments`` view alone, which ``collection.sql()`` builds from the same
-        scan as ``collection.runs`` (a dead process's run reads as crashed): one scan per call.
-        """
-        with self._table_lock:
-            views = self._views(self._table)
-            names = views.columns
-            rows = [dict(zip(names, row)) for row in views.fetchall()]
-            kept = None
-            if where.strip():
-                query = f"SELECT run_id FROM experiments WHERE {where}"
-                _check_select(query)
-                kept = {row[0] for row in _sql_errors(lambda: self._also(views, query).fetchall())}
-        info_columns = [name for name in names if name not in RUN_COLUMNS]
-        now = time.time()
-        table = []
-        for row in rows:
-            if kept is not None and row["run_id"] not in kept:
-                continue
-            duration = row["experiment_duration"]
-            if duration is None and row["status"] == RUNNING:
-                duration = now - row["experiment_start_time"]
-            table.append({
-                "run_id": row["run_id"],
-                "experiment_number": row["experiment_number"],
-                "error_number": row["error_number"],
-                "status": row["status"],
-                "error": row["error"],
-                "start": row["experiment_start_time"],
-                "duration": duration,
-                "records": row["records"],
-                "info": {name: _json_value(row[name]) for name in info_columns},
-            })
-        return {"columns": info_columns, "runs": table}
+    def runs_since(self, where: str = "", since: int = 0) -> dict[str, Any]:
+        """What the page's table needs to catch up from ``version`` ``since``: the runs in
+        order (``order``), the rows that changed since (column by column: ``changed``), the
+        runs the chart shows by default (``auto``) and the version to ask from next."""
+        table = self.runs(where)
+        rows = table["runs"]
+        changed = []
+        with self._lock:
+            for row in rows:
+                known = self._versions.get(row["run_id"])
+                if known is None or (known[0] is not row and known[0] != row):
+                    self._version += 1
+                    known = self._versions[row["run_id"]] = (row, self._version)
+                if known[1] > since:
+                    changed.append(row)
+            version = self._version
+        columnar: dict[str, Any] = {field: [row[field] for row in changed] for field in ROW_FIELDS}
+        columnar["info"] = {name: [row["info"].get(name) for row in changed] for name in table["columns"]}
+        return {"version": version, "columns": table["columns"], "order": [row["run_id"] for row in rows],
+                "changed": columnar, "auto": auto_selection(rows)}
+
+    def _row(self, info: dict[str, Any]) -> dict[str, Any]:
+        """A run's row of the table; a stopped run's is made once."""
+        run_id = info["id"]
+        tail = self._tails.get(run_id) if info["status"] == RUNNING else None
+        if tail is None and (cached := self._rows.get(run_id)) is not None and cached[0] == signature(info):
+            return cached[1]
+        if tail is not None:
+            records, extra, time_column = tail.rows, tail.experiment_info, tail.time_column
+        else:
+            view = self._views.view_of(run_id)
+            stored = view.rows.get(run_id, {}) if view else {}
+            records = stored.get("records")
+            extra = {name: value for name, value in stored.items() if name not in RUN_COLUMNS}
+            time_column = view.time_of_run.get(run_id) if view else None
+        row = {"run_id": run_id, "experiment_number": info["experiment_number"],
+               "error_number": info["error_number"], "status": info["status"], "error": info.get("error"),
+               "start": info.get("experiment_start_time"), "duration": info.get("experiment_duration"),
+               "records": records, "time": time_column,
+               "info": {name: json_value(value) for name, value in extra.items()}}
+        if tail is None:
+            self._rows[run_id] = (signature(info), row)
+        return row
+
+    @staticmethod
+    def _info_columns(rows: list[dict[str, Any]]) -> list[str]:
+        return list(dict.fromkeys(name for row in rows for name in row["info"]))
+
+    def _matching(self, where: str, rows: list[dict[str, Any]]) -> set[str]:
+        """The run ids of ``experiments`` rows matching the SQL ``where`` (running runs too)."""
+        query = f"SELECT run_id FROM experiments WHERE {where}"
+        check_select(query)
+        running = [row for row in rows if row["status"] == RUNNING]
+        key = (where, tuple(map(id, self._views.views)), json.dumps(running, sort_keys=True, default=str))
+        if self._where is not None and self._where[0] == key:
+            return self._where[1]
+        tables = [table for table in [self._views.experiments()] if table is not None]
+        infos = {info["id"]: info for info in self._infos}
+        if running:
+            tables.append(pa.Table.from_pylist([
+                {"run_id": row["run_id"], **{name: infos[row["run_id"]].get(name) for name in RUN_COLUMNS
+                                             if name not in ("run_id", "records")},
+                 "records": row["records"], **row["info"]} for row in running]))
+        if not tables:
+            return set()
+        with self._private.cursor() as database:
+            database.register("experiments", concat(tables))
+            kept = {run_id for (run_id,) in sql_errors(lambda: database.sql(query).fetchall())}
+        self._where = (key, kept)
+        return kept
 
     def stats(self, metric: str, x: str = "") -> dict[str, Any]:
         """Last (in ``x`` order, else the records' order), min and max of ``metric`` per run.
 
-        A stopped run's figures are computed once; later calls read them from memory.
+        A stopped run's figures are computed once (from its curve when it is in memory, else
+        with one query per view for every run missing them); a running run's from its curve.
         """
         with self._lock:
-            views = self._views()
-            infos = self._runs_of(views)
-            metric = self._numeric_column(views, infos, metric, "metric")
+            infos = self._scan()
+            metric = self._numeric_column(metric, "metric")
             if x:
-                x = self._numeric_column(views, infos, x, "x")
-            keys = {info["id"]: (info["id"], info["records"], metric, x) for info in infos
-                    if info["status"] != DAMAGED}
-            missing = [run_id for run_id, key in keys.items() if key not in self._stats]
-            if missing:
-                order = f" ORDER BY r.{_name(x)}" if x else ""
-                y = f"r.{_name(metric)}"
-                query = (f"SELECT e.run_id, last({y}{order}), min({y}), max({y}) FROM records AS r "
-                         f"JOIN experiments AS e USING ({', '.join(RUN_KEY)}) "
-                         f"WHERE e.run_id IN ({', '.join(map(_literal, missing))}) AND isfinite({y}) GROUP BY e.run_id")
-                found = {run_id: {"last": _json_value(last), "min": _json_value(low), "max": _json_value(high)}
-                         for run_id, last, low, high in self._also(views, query).fetchall()}
-                stopped = {info["id"] for info in infos if info["status"] != RUNNING}
-                for run_id in missing:
-                    if run_id in stopped:
-                        self._stats[keys[run_id]] = found.get(run_id)
-            else:
-                found = {}
-            return {"metric": metric, "x": x,
-                    "stats": {run_id: found[run_id] if run_id in found else self._stats.get(key)
-                              for run_id, key in keys.items()}}
+                x = self._numeric_column(x, "x")
+            found: dict[str, tuple[Any, Any, Any] | None] = {}
+            missing: dict[int, tuple[Any, list[str]]] = {}
+            for info in infos:
+                run_id = info["id"]
+                if info["status"] == DAMAGED:
+                    continue
+                if info["status"] == RUNNING:
+                    found[run_id] = _figures(self._tails[run_id].curve(metric, x)) if run_id in self._tails else None
+                    continue
+                key = (run_id, signature(info), metric, x)
+                if key not in self._stats and key in self._curves:  # same key: (run, signature, y, x)
+                    self._stats[key] = _figures(self._curves[key])
+                if key in self._stats:
+                    found[run_id] = self._stats[key]
+                else:
+                    view = self._views.view_of(run_id)
+                    if view is not None:
+                        missing.setdefault(id(view), (view, []))[1].append(run_id)
+            signatures = {info["id"]: signature(info) for info in infos}
+        for view, run_ids in missing.values():  # outside the lock: the table's polls go on meanwhile
+            figures = view.stats(run_ids, metric, x)
+            with self._lock:
+                for run_id in run_ids:
+                    found[run_id] = self._stats[(run_id, signatures[run_id], metric, x)] = figures.get(run_id)
+        return {"metric": metric, "x": x,
+                "stats": {run_id: None if figures is None else dict(zip(("last", "min", "max"), map(json_value, figures)))
+                          for run_id, figures in found.items()}}
 
     # -- columns -------------------------------------------------------------------------------
 
     def columns(self) -> dict[str, Any]:
-        """The records' own numeric columns (metrics), the x choices and the group-by columns."""
+        """The records' own numeric columns (metrics), the x choices, the defaults, the
+        group-by columns, and whether any run records its wall-clock time."""
         with self._lock:
-            views = self._views()
-            infos = self._runs_of(views)
-            metrics = self._metric_columns(views, infos)
-            groups = [name for name in views.columns if name not in RUN_COLUMNS]
+            infos = self._scan()
+            metrics = self._metrics()
+            groups = self._info_columns([self._row(info) for info in infos])  # stopped runs' rows are kept
+            timed = any(view.time_of_run.get(run_id) for view in self._views.views for run_id in view.members) or any(
+                tail.time_column for tail in self._tails.values())
         default_x = next((name for name in STEP_COLUMNS if name in metrics), "")
+        default_y = next((name for name in metrics if "loss" in name.lower()),
+                         next((name for name in metrics if name != default_x), metrics[0] if metrics else ""))
         return {"collection": str(self.collection.path), "metrics": metrics, "x": metrics, "default_x": default_x,
-                "groups": groups}
+                "default_y": default_y, "groups": groups, "time": timed}
 
-    def _metric_columns(self, views: duckdb.DuckDBPyRelation, infos: list[dict[str, Any]]) -> list[str]:
-        """Numeric columns that records hold themselves (not inherited info).
+    def _metrics(self) -> list[str]:
+        """Numeric columns that records hold themselves (not inherited info)."""
+        return list(dict.fromkeys([*self._views.metrics, *(name for tail in self._tails.values()
+                                                            for name in tail.names())]))
 
-        Binding ``records`` opens every run's file, so the answer is kept until a run starts,
-        stops or is compacted, and for at most a few seconds while runs are running.
-        """
-        signature = self._signature(infos)
-        running = any(info["status"] == RUNNING for info in infos)
-        cached = self._columns
-        if cached and cached[0] == signature and not (running and time.monotonic() - cached[1] > _LIVE_COLUMNS_AGE):
-            return cached[2]
-        if "columns" in {name for (name,) in self._also(views, "SHOW TABLES").fetchall()}:
-            # The view says which columns hold the records' own values (source 'record', or
-            # 'record and inherited' for a key that records and recorders both hold).
-            typed = self._also(views, "SELECT name, type FROM columns WHERE part = 'value' AND source LIKE 'record%'")
-            metrics = [name for name, kind in typed.fetchall() if kind.startswith(NUMERIC_TYPES)]
-        else:  # a flat view without the `columns` table: what its lineage table lacks is the records' own
-            types = dict(self._also(views, "SELECT column_name, column_type FROM (DESCRIBE records)").fetchall())
-            inherited = set(self._also(views, "SELECT * FROM lineage LIMIT 0").columns)
-            metrics = [name for name, kind in types.items()
-                       if name not in inherited and name not in BOOKKEEPING and kind.startswith(NUMERIC_TYPES)]
-        self._columns = (signature, time.monotonic(), metrics)
-        return metrics
-
-    def _numeric_column(self, views: duckdb.DuckDBPyRelation, infos: list[dict[str, Any]], name: str,
-                        role: str) -> str:
-        known = self._metric_columns(views, infos)
+    def _numeric_column(self, name: str, role: str) -> str:
+        known = self._metrics()
         if name not in known:
             raise DashboardError(f"unknown {role} column {name!r}; the records' numeric columns: {', '.join(known)}")
         return name
@@ -236,176 +264,151 @@ class DashboardData:
 
     def curves(self, run_ids: Sequence[str], y: str, x: str = "", buckets: int = 800, smoothing: float = 0.0,
                x_range: tuple[float, float] | None = None, relative: bool = False,
-               group_by: str = "") -> dict[str, Any]:
+               group_by: str = "", time_axis: str = "") -> dict[str, Any]:
         """Downsampled curves of ``y`` against ``x`` (default: the records' order), one per run
         or, with ``group_by``, a mean line and min-max band per value of that info column.
 
-        ``smoothing`` in [0, 1) is the weight of TensorBoard's debiased exponential moving
-        average, applied to every point before downsampling. Each curve keeps at most the
-        first, last, min and max point of each of ``buckets`` equal slices of the x range
-        (``x_range`` when zoomed, else all of it): at most 4 x ``buckets`` points.
+        ``time_axis`` "wall" plots against each run's time column (``wall_time``, else a
+        timestamp column: seconds since the epoch), "relative" against the seconds since the
+        run started; ``x`` is then ignored. ``smoothing`` in [0, 1) is the weight of
+        TensorBoard's debiased exponential moving average, applied to every point before
+        downsampling. Each curve keeps at most the first, last, min and max point of each of
+        ``buckets`` equal slices of the x range (``x_range`` when zoomed, else all of it).
         """
         if not 0 <= smoothing < 1:
             raise DashboardError(f"smoothing must be in [0, 1), not {smoothing!r}")
+        if time_axis and time_axis not in TIME_AXES:
+            raise DashboardError(f"time axis must be one of {', '.join(TIME_AXES)}, not {time_axis!r}")
         buckets = max(1, min(int(buckets), MAX_BUCKETS))
         with self._lock:
-            views = self._views()
-            runs = self._runs_of(views)
-            infos = {info["id"]: info for info in runs}
+            infos = {info["id"]: info for info in self._scan()}
             unknown = [run_id for run_id in run_ids if run_id not in infos]
             if unknown:
                 raise DashboardError(f"no run {unknown[0]!r} in {str(self.collection.path)!r}")
-            y = self._numeric_column(views, runs, y, "y")
-            if x:
-                x = self._numeric_column(views, runs, x, "x")
-            groups = self._group_values(views, run_ids, group_by) if group_by else {}
-            curves = self._load_curves(views, [infos[run_id] for run_id in run_ids], y, x)
+            y = self._numeric_column(y, "y")
+            if x and not time_axis:
+                x = self._numeric_column(x, "x")
+            rows = {run_id: self._row(infos[run_id]) for run_id in run_ids}
+            groups = self._group_values(rows, group_by) if group_by else {}
+            x_of = {run_id: rows[run_id]["time"] if time_axis else x for run_id in run_ids}
+            found, missing = self._curves_at_hand([infos[run_id] for run_id in run_ids], y, x_of)
+        for (_, x_column), (view, members) in missing.items():  # outside the lock: the table's polls go on
+            loaded = view.curves([info["id"] for info in members], y, x_column)
+            with self._lock:
+                for info in members:
+                    found[info["id"]] = loaded[info["id"]]
+                    self._remember((info["id"], signature(info), y, x_column), loaded[info["id"]])
+        curves = {run_id: found[run_id] for run_id in run_ids}  # in the order asked
+        untimed = [run_id for run_id in run_ids if time_axis and not x_of[run_id]]
+        pairs = {}
         for run_id, curve in curves.items():
-            smoothed = debiased_ema(curve.y, smoothing) if smoothing else curve.y
-            xs = curve.x - curve.x[0] if relative and len(curve.x) else curve.x
-            curves[run_id] = (Curve(xs, smoothed), Curve(xs, curve.y))
-        low, high = x_range if x_range else _extent([pair[0].x for pair in curves.values()])
-        with self._buckets.cursor() as database:  # one per request: requests bucket at the same time
-            if group_by:
-                series = self._grouped(database, curves, groups, low, high, buckets)
-            else:
-                series = []
-                for run_id, (smoothed, raw) in curves.items():
-                    series.append({"run_id": run_id, "kind": "line", **self._m4(database, smoothed, low, high, buckets)})
-                    if smoothing:
-                        series.append({"run_id": run_id, "kind": "raw", **self._m4(database, raw, low, high, buckets)})
-        return {"series": series, "buckets": buckets, "x_range": [_json_value(low), _json_value(high)],
-                "points": sum(len(item["x"]) for item in series)}
+            if time_axis == "relative":
+                curve = curve.shifted(infos[run_id].get("experiment_start_time") or 0.0)
+            if relative and len(curve.x):
+                curve = curve.shifted(curve.x[0])
+            smoothed = Curve(curve.x, debiased_ema(curve.y, smoothing)) if smoothing else curve
+            pairs[run_id] = (smoothed, curve)
+        low, high = x_range if x_range else extent([smoothed for smoothed, _ in pairs.values()])
+        if group_by:
+            with self._private.cursor() as database:  # one per request: requests bucket at the same time
+                series = grouped(database, {run_id: smoothed for run_id, (smoothed, _) in pairs.items()}, groups,
+                                 low, high, buckets)
+        else:
+            series = []
+            for run_id, (smoothed, raw) in pairs.items():
+                series.append({"run_id": run_id, "kind": "line", **m4(smoothed, low, high, buckets)})
+                if smoothing:
+                    series.append({"run_id": run_id, "kind": "raw", **m4(raw, low, high, buckets)})
+        return {"series": series, "buckets": buckets, "x_range": [json_value(low), json_value(high)],
+                "points": sum(len(item["x"]) for item in series), "untimed": untimed}
 
-    def _load_curves(self, views: duckdb.DuckDBPyRelation, infos: list[dict[str, Any]], y: str,
-                     x: str) -> dict[str, Curve]:
-        """Each run's finite (x, y) in x order; a stopped run's from the cache when there."""
+    def _curves_at_hand(self, infos: list[dict[str, Any]], y: str, x_of: dict[str, str | None]) -> tuple[
+            dict[str, Curve], dict[tuple[int, str], tuple[StoppedView, list[dict[str, Any]]]]]:
+        """Each run's finite (x, y) in x order that needs no query (a running run's, grown from
+        its tail; a stopped run's in memory), and the stopped runs to read, by view and x column."""
         found: dict[str, Curve] = {}
-        missing = []
+        missing: dict[tuple[int, str], tuple[StoppedView, list[dict[str, Any]]]] = {}
         for info in infos:
-            key = (info["id"], info["records"], y, x)
-            if info["status"] != RUNNING and key in self._curves:
+            run_id, x = info["id"], x_of[info["id"]]
+            view = self._views.view_of(run_id)
+            if x is None or info["status"] == DAMAGED:  # no time column, or nothing readable
+                found[run_id] = Curve.empty()
+            elif info["status"] == RUNNING:
+                tail = self._tails.get(run_id)
+                found[run_id] = tail.curve(y, x) if tail is not None else Curve.empty()
+            elif (key := (run_id, signature(info), y, x)) in self._curves:
                 self._curves.move_to_end(key)
-                found[info["id"]] = self._curves[key]
+                found[run_id] = self._curves[key]
+            elif view is None:
+                found[run_id] = Curve.empty()
             else:
-                missing.append(info)
-        for info in [info for info in missing if info["status"] == DAMAGED]:  # nothing readable
-            found[info["id"]] = Curve(np.empty(0), np.empty(0))
-            missing.remove(info)
-        if missing:
-            # A run is its (experiment_number, error_number): a filter on the lineage side of the view.
-            which = [f"experiment_number = {int(info['experiment_number'])} AND error_number = "
-                     f"{int(info['error_number'])}" for info in missing]
-            position = " ".join(f"WHEN {condition} THEN {index}" for index, condition in enumerate(which, start=1))
-            x_value = f"CAST({_name(x)} AS DOUBLE)" if x else "NULL::DOUBLE"
-            table = self._also(
-                views,
-                f"SELECT CASE {position} END AS run, {x_value} AS x, CAST({_name(y)} AS DOUBLE) AS y FROM records "
-                f"WHERE ({' OR '.join(f'({condition})' for condition in which)}) AND isfinite({_name(y)})"
-                + (f" AND {_name(x)} IS NOT NULL" if x else "")
-            ).to_arrow_table()
-            runs = table.column("run").to_numpy()
-            xs = table.column("x").to_numpy(zero_copy_only=False)
-            ys = table.column("y").to_numpy(zero_copy_only=False)
-            for position, info in enumerate(missing, start=1):
-                mine = slice(None) if len(missing) == 1 else runs == position
-                curve_y = ys[mine]
-                if x:
-                    curve_x = xs[mine]
-                    if len(curve_x) > 1 and not (np.diff(curve_x) >= 0).all():
-                        order = np.argsort(curve_x, kind="stable")  # stable: records' order among equal x
-                        curve_x, curve_y = curve_x[order], curve_y[order]
-                    curve = Curve(curve_x, curve_y)
-                else:
-                    curve = Curve(np.arange(len(curve_y), dtype=np.float64), curve_y)
-                found[info["id"]] = curve
-                if info["status"] != RUNNING:
-                    self._remember((info["id"], info["records"], y, x), curve)
-        return {info["id"]: found[info["id"]] for info in infos}  # in the order asked
+                missing.setdefault((id(view), x), (view, []))[1].append(info)
+        return found, missing
 
     def _remember(self, key: tuple[Any, ...], curve: Curve) -> None:
         self._curves[key] = curve
         while sum(len(item.x) * 2 for item in self._curves.values()) > _CACHED_VALUES and len(self._curves) > 1:
             self._curves.popitem(last=False)
 
-    def _group_values(self, views: duckdb.DuckDBPyRelation, run_ids: Sequence[str], column: str) -> dict[str, Any]:
-        names = views.columns
-        if column not in names or column in RUN_COLUMNS:
-            known = ", ".join(name for name in names if name not in RUN_COLUMNS)
-            raise DashboardError(f"unknown group-by column {column!r}; experiment info columns: {known}")
-        ids = ", ".join(_literal(run_id) for run_id in run_ids)
-        rows = self._also(views, f"SELECT run_id, {_name(column)} FROM experiments WHERE run_id IN ({ids})")
-        return {run_id: _json_value(value) for run_id, value in rows.fetchall()}
+    def _group_values(self, rows: dict[str, dict[str, Any]], column: str) -> dict[str, Any]:
+        known = self._info_columns([self._row(info) for info in self._infos])
+        if column not in known:
+            raise DashboardError(f"unknown group-by column {column!r}; experiment info columns: {', '.join(known)}")
+        return {run_id: row["info"].get(column) for run_id, row in rows.items()}
 
-    @staticmethod
-    def _m4(database: duckdb.DuckDBPyConnection, curve: Curve, low: float, high: float,
-            buckets: int) -> dict[str, list[Any]]:
-        """The first, last, min and max point of each x bucket, plus the nearest point outside
-        the range on each side (so that a zoomed line reaches the chart's edges)."""
-        start = int(np.searchsorted(curve.x, low, side="left"))
-        stop = int(np.searchsorted(curve.x, high, side="right"))
-        edges = [index for index in (start - 1, stop) if 0 <= index < len(curve.x)]
-        xs, ys = [curve.x[edges]], [curve.y[edges]]
-        if stop > start:
-            database.register("points", pa.table({"x": curve.x[start:stop], "y": curve.y[start:stop]}))
-            picked = database.execute(
-                "SELECT min(x), arg_min(y, x), max(x), arg_max(y, x), arg_min(x, y), min(y), arg_max(x, y), max(y) "
-                "FROM points GROUP BY least(floor((x - $low) / $width * $buckets), $buckets - 1)",
-                {"low": low, "width": (high - low) or 1.0, "buckets": buckets},
-            ).fetchnumpy()
-            database.unregister("points")
-            columns = [np.asarray(column, dtype=np.float64) for column in picked.values()]
-            xs.extend(columns[0::2])
-            ys.extend(columns[1::2])
-        points = np.unique(np.column_stack([np.concatenate(xs), np.concatenate(ys)]), axis=0)  # sorted by x, then y
-        return {"x": points[:, 0].tolist(), "y": points[:, 1].tolist()}
+    # -- the first paint -------------------------------------------------------------------------
 
-    @staticmethod
-    def _grouped(database: duckdb.DuckDBPyConnection, curves: dict[str, tuple[Curve, Curve]], groups: dict[str, Any],
-                 low: float, high: float, buckets: int) -> list[dict[str, Any]]:
-        """Per group value: per x bucket, the mean over runs of each run's mean, and the min and max."""
-        parts = []
-        for run_id, (smoothed, _) in curves.items():
-            inside = (smoothed.x >= low) & (smoothed.x <= high)
-            parts.append(pa.table({"run": pa.array([run_id] * int(inside.sum()), pa.string()),
-                                   "x": smoothed.x[inside], "y": smoothed.y[inside]}))
-        if not parts:
-            return []
-        database.register("points", pa.concat_tables(parts))
-        database.register("groups", pa.table({"run": list(groups),
-                                                   "label": [_label(value) for value in groups.values()]}))
-        rows = database.execute(
-            "WITH per_run AS (SELECT label, run, least(floor((x - $low) / $width * $buckets), $buckets - 1) AS b, "
-            "avg(x) AS x, avg(y) AS mean, min(y) AS low, max(y) AS high FROM points JOIN groups USING (run) "
-            "GROUP BY ALL) "
-            "SELECT label, b, avg(x), avg(mean), min(low), max(high), count(*) FROM per_run GROUP BY label, b "
-            "ORDER BY label, b",
-            {"low": low, "width": (high - low) or 1.0, "buckets": buckets},
-        ).fetchall()
-        database.unregister("points")
-        database.unregister("groups")
-        series: dict[str, dict[str, Any]] = {}
-        for label, _, x, mean, lowest, highest, runs in rows:
-            members = sorted(run_id for run_id, value in groups.items() if _label(value) == label)
-            item = series.setdefault(label, {"group": label, "runs": members, "kind": "group",
-                                             "x": [], "y": [], "min": [], "max": [], "count": []})
-            for field, value in (("x", x), ("y", mean), ("min", lowest), ("max", highest), ("count", runs)):
-                item[field].append(_json_value(value))
-        return list(series.values())
+    def start(self, where: str = "", selection: Sequence[str] | None = None, y: str = "", x: str | None = None,
+              **curve_options: Any) -> dict[str, Any]:
+        """What the page's chart needs first, in one answer: the columns and, for the chosen
+        runs (else the default ones), y (else the default) and x (None: the default), the curves."""
+        columns = self.columns()
+        y = y if y in columns["metrics"] else columns["default_y"]
+        x = x if x is not None and (x == "" or x in columns["x"]) else columns["default_x"]
+        chosen = auto_selection(self.runs(where)["runs"]) if selection is None else list(selection)
+        curves: dict[str, Any] | None = None
+        if y and chosen:
+            try:
+                curves = self.curves(chosen, y, x, **curve_options)
+            except DashboardError as error:
+                curves = {"error": str(error)}
+        return {"columns": columns, "y": y, "x": x, "selection": chosen, "curves": curves}
 
     # -- the SQL box -------------------------------------------------------------------------
 
     def query(self, sql: str, max_rows: int = MAX_RESULT_ROWS) -> dict[str, Any]:
-        """Run one read-only statement; its columns and first ``max_rows`` rows."""
-        _check_select(sql)
+        """Run one read-only statement over ``records`` and ``experiments`` (every run, running
+        ones too); its columns and first ``max_rows`` rows."""
+        check_select(sql)
         with self._lock:
-            relation = _sql_errors(lambda: self.collection.sql(sql))
-            rows = _sql_errors(lambda: relation.limit(max_rows + 1).fetchall())
-        return {"columns": relation.columns, "rows": [[_json_value(value) for value in row] for row in rows[:max_rows]],
+            if not self._sql_locked:
+                self._lock_collection()
+            relation = sql_errors(lambda: self.collection.sql(sql))
+            rows = sql_errors(lambda: relation.limit(max_rows + 1).fetchall())
+        return {"columns": relation.columns, "rows": [[json_value(value) for value in row] for row in rows[:max_rows]],
                 "truncated": len(rows) > max_rows}
 
+    def _lock_collection(self) -> None:
+        runs = quote_literal(str(self.collection.path / RUNS_FOLDER) + os.sep)
+        for statement in ("SET threads=1", f"SET allowed_directories=[{runs}]", "SET enable_external_access=false",
+                          "SET lock_configuration=true"):
+            self.collection.sql(statement)
+        self._sql_locked = True
 
-def _check_select(sql: str) -> None:
+
+def auto_selection(rows: list[dict[str, Any]]) -> list[str]:
+    """The runs the chart shows when the page names none: the latest that did not fail."""
+    return [row["run_id"] for row in rows if row["status"] not in FAILED and row["status"] != DAMAGED][-AUTO_SELECTED:]
+
+
+def _figures(curve: Curve) -> tuple[float, float, float] | None:
+    """(last, min, max) of a curve's y; None without points."""
+    if not len(curve.y):
+        return None
+    return float(curve.y[-1]), float(curve.y.min()), float(curve.y.max())
+
+
+def check_select(sql: str) -> None:
     """Refuse anything but exactly one SELECT statement (WITH, DESCRIBE, SHOW parse as SELECT)."""
     try:
         statements = duckdb.extract_statements(sql)
@@ -417,7 +420,7 @@ def _check_select(sql: str) -> None:
         raise DashboardError(f"only SELECT, WITH, DESCRIBE or SHOW may run here, not {statements[0].type.name}")
 
 
-def _sql_errors(work: Any) -> Any:
+def sql_errors(work: Any) -> Any:
     """``work()``, with DuckDB's errors (bad SQL, a refused file) as DashboardError."""
     try:
         return work()
@@ -425,53 +428,20 @@ def _sql_errors(work: Any) -> Any:
         raise DashboardError(str(error)) from None
 
 
-def debiased_ema(values: np.ndarray, weight: float) -> np.ndarray:
-    """TensorBoard's debiased exponential moving average: ``s_i = w s_(i-1) + (1 - w) y_i``
-    from ``s_(-1) = 0``, divided by ``1 - w^(i+1)`` so that the start is not pulled to zero.
-
-    Computed in blocks with numpy: within a block, ``s`` is a cumulative sum scaled by powers
-    of ``w``, the block length kept short enough that ``w^-length`` stays finite.
-    """
-    if not 0 <= weight < 1:
-        raise ValueError(f"smoothing weight must be in [0, 1), not {weight!r}")
-    if weight == 0 or not len(values):
-        return values.astype(np.float64, copy=True)
-    block = int(min(1024, max(1, 600 / -math.log(weight))))
-    result = np.empty(len(values), dtype=np.float64)
-    carry = 0.0
-    powers = weight ** np.arange(1, block + 1, dtype=np.float64)
-    for start in range(0, len(values), block):
-        chunk = np.asarray(values[start:start + block], dtype=np.float64)
-        scale = powers[: len(chunk)]
-        result[start:start + len(chunk)] = scale * carry + (1 - weight) * scale * np.cumsum(chunk / scale)
-        carry = result[start + len(chunk) - 1]
-    result /= 1 - weight ** np.arange(1, len(values) + 1, dtype=np.float64)
-    return result
-
-
-def _extent(arrays: Sequence[np.ndarray]) -> tuple[float, float]:
-    present = [array for array in arrays if len(array)]
-    if not present:
-        return 0.0, 1.0
-    return float(min(array[0] for array in present)), float(max(array[-1] for array in present))
-
-
-def _label(value: Any) -> str:
-    return "NULL" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
-
-
-def _json_value(value: Any) -> Any:
+def json_value(value: Any) -> Any:
     """A value JSON can carry: NaN and infinities as null, dates and bytes as text."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
     if isinstance(value, (datetime.date, datetime.time, datetime.timedelta)):
         return str(value)
     if isinstance(value, bytes):
         return value.hex()
     if isinstance(value, (list, tuple)):
-        return [_json_value(item) for item in value]
+        return [json_value(item) for item in value]
     if isinstance(value, dict):
-        return {str(key): _json_value(item) for key, item in value.items()}
-    if value is None or isinstance(value, (bool, int, float, str)):
+        return {str(key): json_value(item) for key, item in value.items()}
+    if value is None or isinstance(value, (bool, int, str)):
         return value
     return str(value)

@@ -84,6 +84,15 @@ class _Guard:
         await self.app(scope, receive, send_with_cookie)
 
 
+def _curve_options(query: Any) -> dict[str, Any]:
+    """The curve request's options besides runs, y and x; ValueError on a malformed number."""
+    low, high = query.get("lo", ""), query.get("hi", "")
+    return {"buckets": int(query.get("buckets", "800")), "smoothing": float(query.get("smooth", "0") or 0),
+            "x_range": (float(low), float(high)) if low and high else None,
+            "relative": query.get("relative") == "1", "group_by": query.get("by", ""),
+            "time_axis": query.get("time", "")}
+
+
 def _host_name(header: str) -> str:
     """The host of a ``Host`` header, without its port (``[::1]:8000`` gives ``::1``)."""
     if header.startswith("["):
@@ -114,7 +123,12 @@ def create_app(data: DashboardData, token: str, hosts: set[str], cookie: str = "
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
 
     async def runs(request: Request) -> Response:
-        return await answer(data.runs, where=request.query_params.get("where", ""))
+        query = request.query_params
+        try:
+            since = int(query.get("since", "0") or 0)
+        except ValueError as error:
+            return JSONResponse({"error": f"bad runs request: {error}"}, status_code=400)
+        return await answer(data.runs_since, where=query.get("where", ""), since=since)
 
     async def stats(request: Request) -> Response:
         query = request.query_params
@@ -126,16 +140,24 @@ def create_app(data: DashboardData, token: str, hosts: set[str], cookie: str = "
     async def curves(request: Request) -> Response:
         query = request.query_params
         try:
-            run_ids = [run_id for run_id in query.get("runs", "").split(",") if run_id]
-            buckets = int(query.get("buckets", "800"))
-            smoothing = float(query.get("smooth", "0") or 0)
-            low, high = query.get("lo", ""), query.get("hi", "")
-            x_range = (float(low), float(high)) if low and high else None
+            options = _curve_options(query)
         except ValueError as error:
             return JSONResponse({"error": f"bad curve request: {error}"}, status_code=400)
-        return await answer(data.curves, run_ids, y=query.get("y", ""), x=query.get("x", ""), buckets=buckets,
-                            smoothing=smoothing, x_range=x_range, relative=query.get("relative") == "1",
-                            group_by=query.get("by", ""))
+        run_ids = [run_id for run_id in query.get("runs", "").split(",") if run_id]
+        return await answer(data.curves, run_ids, y=query.get("y", ""), x=query.get("x", ""), **options)
+
+    async def start(request: Request) -> Response:
+        query = request.query_params  # the page's state, as its URL's hash holds it
+        try:
+            zoom = [float(value) for value in query.get("zoom", "").split(",") if value]
+            options = {"buckets": int(query.get("buckets", "800")), "smoothing": float(query.get("smooth", "0") or 0),
+                       "x_range": tuple(zoom) if len(zoom) == 2 else None, "relative": query.get("rel") == "1",
+                       "group_by": query.get("by", ""), "time_axis": query.get("time", "")}
+        except ValueError as error:
+            return JSONResponse({"error": f"bad start request: {error}"}, status_code=400)
+        selection = [run_id for run_id in query["sel"].split(",") if run_id] if "sel" in query else None
+        return await answer(data.start, where=query.get("where", ""), selection=selection, y=query.get("y", ""),
+                            x=query.get("x"), **options)
 
     async def sql(request: Request) -> Response:
         try:
@@ -146,6 +168,7 @@ def create_app(data: DashboardData, token: str, hosts: set[str], cookie: str = "
 
     app = Starlette(routes=[
         Route("/", page),
+        Route("/api/start", start),
         Route("/api/runs", runs),
         Route("/api/stats", stats),
         Route("/api/columns", columns),

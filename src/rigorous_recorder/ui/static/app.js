@@ -1,9 +1,11 @@
 // The dashboard page: runs table, curves (uPlot), SQL box. State lives in the URL's hash;
-// the server does the work (downsampling, smoothing); the page polls it twice a second.
+// the server does the work (downsampling, smoothing); the page polls it twice a second and
+// gets only the table rows that changed. The first paint's data was asked for by index.html
+// before this script loaded (window.rrStart).
 "use strict";
 (() => {
   const POLL_MS = 500;  // a poll is one scan of the runs folder: news shows within 2 s even on a busy machine
-  const STATS_EVERY = 10;  // polls between two refreshes of a running run's last/min/max
+  const STATS_EVERY = 2;  // polls between two refreshes of a running run's last/min/max (read from its curve)
   const PAGE_ROWS = 100;  // rows the table shows at first, and per "show more": a long table lays out slowly
   const CHART_HEIGHT = 360;
   const FAILED = new Set(["error", "crashed", "damaged"]);
@@ -14,12 +16,12 @@
   // What the tests (and a curious user, from the console) can read.
   const view = window.rrDashboard = {
     state: readState(), runs: [], infoColumns: [], columns: null, stats: null, curves: null, chart: null,
-    buckets: 0, polls: 0, curveFetches: 0, draws: 0,
+    buckets: 0, polls: 0, curveFetches: 0, draws: 0, version: 0,
   };
   const state = view.state;
+  const rowsById = new Map();
   let curveSignature = "";
   let curveRequest = 0;
-  let lastRunsText = "";
   let shownRows = PAGE_ROWS;
   // Without a selection in the URL, the chart follows the latest runs that did not fail, new ones
   // included, until the user picks runs.
@@ -31,7 +33,8 @@
     const p = new URLSearchParams(location.hash.slice(1));
     return {
       sel: p.has("sel") ? p.get("sel").split(",").filter(Boolean) : null,
-      y: p.get("y") || "", x: p.has("x") ? p.get("x") : null, rel: p.get("rel") === "1", by: p.get("by") || "",
+      y: p.get("y") || "", x: p.has("x") ? p.get("x") : null, time: p.get("time") || "", rel: p.get("rel") === "1",
+      by: p.get("by") || "",
       smooth: Number(p.get("smooth") || 0), log: p.get("log") === "1",
       zoom: p.get("zoom") ? p.get("zoom").split(",").map(Number) : null,
       where: p.get("where") || "", hide: p.get("hide") === "1", sort: p.get("sort") || "", sql: p.get("sql") || "",
@@ -41,7 +44,7 @@
   function writeState() {
     const p = new URLSearchParams();
     if (state.sel && !autoSelect) p.set("sel", state.sel.join(","));
-    for (const key of ["y", "by", "where", "sort", "sql"]) if (state[key]) p.set(key, state[key]);
+    for (const key of ["y", "time", "by", "where", "sort", "sql"]) if (state[key]) p.set(key, state[key]);
     if (state.x !== null) p.set("x", state.x);
     if (state.rel) p.set("rel", "1");
     if (state.smooth) p.set("smooth", String(state.smooth));
@@ -101,7 +104,7 @@
       { key: "error", label: "error", get: (r) => r.error || "", cls: "error-text" },
       { key: "run_id", label: "run", get: (r) => r.run_id },
       { key: "start", label: "start", get: (r) => r.start, text: (r) => (r.start === null ? "" : fmtTime(r.start)) },
-      { key: "duration", label: "duration", num: true, get: (r) => r.duration, text: (r) => fmtDuration(r.duration) },
+      { key: "duration", label: "duration", num: true, get: duration, text: (r) => fmtDuration(duration(r)) },
       { key: "records", label: "records", num: true, get: (r) => r.records },
       ...view.infoColumns.map((name) => ({ key: `info.${name}`, label: name, get: (r) => r.info[name] })),
       ...["last", "min", "max"].map((which) => ({
@@ -164,8 +167,36 @@
     renderRuns();
   }
 
+  // A running run's duration grows between polls: the page counts it from the run's start.
+  const duration = (r) => (r.duration === null && r.status === "running" && r.start !== null
+    ? Date.now() / 1000 - r.start : r.duration);
+
+  // An /api/runs answer holds the runs in order and, column by column, the rows that changed
+  // since the version the page last saw: a poll of 1,000 quiet runs sends a few bytes.
+  function applyRuns(result) {
+    const changed = result.changed;
+    const fields = Object.keys(changed).filter((key) => key !== "info");
+    const count = changed.run_id.length;
+    for (let i = 0; i < count; i += 1) {
+      const row = { info: {} };
+      for (const field of fields) row[field] = changed[field][i];
+      for (const name of Object.keys(changed.info)) row.info[name] = changed.info[name][i];
+      rowsById.set(row.run_id, row);
+    }
+    const order = result.order.join(",");
+    const news = count > 0 || order !== view.runs.map((r) => r.run_id).join(",")
+      || result.columns.join(",") !== view.infoColumns.join(",");
+    view.runs = result.order.map((id) => rowsById.get(id)).filter(Boolean);
+    view.infoColumns = result.columns;
+    // A run the page never got (hidden by an earlier where box) is asked for again in full.
+    view.version = view.runs.length === result.order.length ? result.version : 0;
+    view.auto = result.auto;
+    if (autoSelect) state.sel = result.auto;
+    return news;
+  }
+
   async function refreshRuns() {
-    const params = new URLSearchParams({ where: state.where });
+    const params = new URLSearchParams({ where: state.where, since: String(view.version) });
     let result;
     try {
       result = await api(`api/runs?${params}`);
@@ -174,13 +205,9 @@
       $("runs-message").textContent = error.message;
       return Boolean(error.answered);
     }
-    view.runs = result.runs;
-    view.infoColumns = result.columns;
-    if (autoSelect) state.sel = result.runs.filter((r) => !FAILED.has(r.status)).slice(-10).map((r) => r.run_id);
-    const text = JSON.stringify(result);
-    if (text !== lastRunsText) {
-      lastRunsText = text;
+    if (applyRuns(result) || view.runs.some((r) => r.status === "running")) {
       renderRuns();
+      fillX();
     }
     return true;
   }
@@ -192,24 +219,48 @@
     select.value = value;
   }
 
-  async function refreshColumns() {
-    const columns = await api("api/columns");
+  function applyColumns(columns) {
     const text = JSON.stringify(columns);
     if (view.columns && JSON.stringify(view.columns) === text) return;
     view.columns = columns;
     $("collection").textContent = columns.collection;
     document.title = `${columns.collection} - rigorous-recorder`;
-    const metrics = columns.metrics;
-    if (!metrics.includes(state.y)) {
-      state.y = metrics.find((m) => /loss/i.test(m)) || metrics.find((m) => m !== columns.default_x) || metrics[0] || "";
-    }
+    if (!columns.metrics.includes(state.y)) state.y = columns.default_y;
     if ((state.x === null && columns.default_x) || (state.x && !columns.x.includes(state.x))) {
       state.x = columns.default_x;  // null until the records have a step-like column: then it is picked
     }
-    fillSelect($("y"), metrics.map((m) => [m, m]), state.y);
-    fillSelect($("x"), [["", "record order"], ...columns.x.map((m) => [m, m])], state.x || "");
+    fillSelect($("y"), columns.metrics.map((m) => [m, m]), state.y);
     fillSelect($("by"), [["", "(each run)"], ...columns.groups.map((g) => [g, g])], state.by);
+    fillX();
     writeState();
+  }
+
+  async function refreshColumns() {
+    applyColumns(await api("api/columns"));
+  }
+
+  // x: the records' order, a numeric column, or each run's wall-clock time (dates) or time
+  // since its start, offered when every chosen run records one (wall_time or a timestamp).
+  function fillX() {
+    if (!view.columns) return;
+    const choices = [["order:", "record order"], ...view.columns.x.map((m) => [`column:${m}`, m]),
+      ["time:wall", "wall time"], ["time:relative", "relative time (s)"]];
+    const untimed = selection().map((id) => rowsById.get(id)).filter((r) => r && !r.time);
+    const why = !view.columns.time
+      ? "no run records its time: push wall_time=time.time() with each record (the Lightning and Keras adapters do)"
+      : !selection().length ? "select runs first"
+        : untimed.length ? `runs ${untimed.map((r) => runLabel(r.run_id)).join(", ")} record no wall_time or timestamp` : "";
+    const value = state.time ? `time:${state.time}` : state.x ? `column:${state.x}` : "order:";
+    const select = $("x");
+    const text = JSON.stringify([choices, why, value]);
+    if (select.dataset.shown === text) return;
+    select.dataset.shown = text;
+    select.innerHTML = choices.map(([v, label]) => {
+      const off = v.startsWith("time:") && why && v !== value;
+      return `<option value="${esc(v)}"${off ? ` disabled title="${esc(why)}"` : ""}>${esc(label)}</option>`;
+    }).join("");
+    select.value = value;
+    select.title = why;
   }
 
   // -- the chart -------------------------------------------------------------------------
@@ -227,7 +278,7 @@
   function buildPlot(curves) {
     const selected = selection();
     const tables = [];
-    const series = [{ label: state.x || "record" }];
+    const series = [{ label: xLabel() }];
     const bands = [];
     let column = 1;
     curves.series.forEach((item, position) => {
@@ -257,13 +308,19 @@
     return { data, series, bands };
   }
 
+  function xLabel() {
+    const name = state.time === "wall" ? "wall time" : state.time === "relative" ? "seconds since the run started"
+      : state.x || "record order";
+    return state.rel ? `${name} (relative)` : name;
+  }
+
   function chartWidth() {
     return Math.max(200, $("chart").clientWidth || 800);
   }
 
   function drawChart(curves) {
     const { data, series, bands } = buildPlot(curves);
-    const isTime = !state.rel && /time|timestamp/i.test(state.x || "");
+    const isTime = state.time === "wall" && !state.rel;  // dates on the axis
     const shape = JSON.stringify([series.map((s) => s.label), state.log, isTime, chartWidth()]);
     let chart = view.chart;
     if (chart && chart.rrShape === shape) {
@@ -276,7 +333,7 @@
     const options = {
       width: chartWidth(), height: CHART_HEIGHT, series, bands,
       scales: { x: { time: isTime }, y: { distr: state.log ? 3 : 1 } },
-      axes: [{ label: state.x ? (state.rel ? `${state.x} (relative)` : state.x) : "record order" }, { label: state.y }],
+      axes: [{ label: xLabel() }, { label: state.y }],
       // A drag selects a range that the page fetches (onSelect); a double click resets the zoom.
       cursor: { drag: { x: true, y: false, setScale: false }, bind: { dblclick: () => null } },
       hooks: { setSelect: [onSelect], draw: [() => { view.draws += 1; }] },
@@ -318,8 +375,8 @@
     }
     const buckets = Math.round(chartWidth());
     const params = new URLSearchParams({
-      runs: selected.join(","), y: state.y, x: state.x || "", buckets: String(buckets), smooth: String(state.smooth),
-      relative: state.rel ? "1" : "0", by: state.by,
+      runs: selected.join(","), y: state.y, x: state.x || "", time: state.time, buckets: String(buckets),
+      smooth: String(state.smooth), relative: state.rel ? "1" : "0", by: state.by,
     });
     if (state.zoom) {
       params.set("lo", String(state.zoom[0]));
@@ -334,11 +391,17 @@
       return;
     }
     if (request !== curveRequest) return;  // a newer request is on its way
-    $("chart-message").textContent = "";
+    showCurves(curves, buckets);
+  }
+
+  function showCurves(curves, buckets) {
+    const untimed = (curves.untimed || []).map(runLabel);
+    $("chart-message").textContent = untimed.length ? `no wall-clock time in runs ${untimed.join(", ")}` : "";
     view.curves = curves;
     view.buckets = buckets;
     view.curveFetches += 1;
     drawChart(curves);
+    if (!performance.getEntriesByName("rr-first-chart").length) performance.mark("rr-first-chart");
   }
 
   function runsSignature() {
@@ -390,6 +453,7 @@
     $("where").addEventListener("change", () => {
       state.where = $("where").value.trim();
       writeState();
+      view.version = 0;
       refreshRuns();
     });
     $("hide-failed").addEventListener("change", () => {
@@ -429,7 +493,11 @@
       refreshCurves();
     });
     curveControl("y", () => { state.y = $("y").value; });
-    curveControl("x", () => { state.x = $("x").value; });
+    curveControl("x", () => {
+      const [kind, name] = [$("x").value.split(":")[0], $("x").value.slice($("x").value.indexOf(":") + 1)];
+      state.time = kind === "time" ? name : "";
+      if (kind !== "time") state.x = name;
+    });
     curveControl("by", () => { state.by = $("by").value; });
     curveControl("relative", () => { state.rel = $("relative").checked; });
     curveControl("log", () => { state.log = $("log").checked; });
@@ -455,6 +523,7 @@
     autoSelect = false;
     writeState();
     renderRuns();
+    fillX();
     refreshCurves();
   }
 
@@ -482,7 +551,7 @@
           await refreshStats();
         });
       } else if (ok && view.polls % STATS_EVERY === 0 && view.runs.some((r) => r.status === "running")) {
-        besidePolls("stats", refreshStats);  // a running run's figures; not at every poll: they read every record
+        besidePolls("stats", refreshStats);  // a running run's figures, from its curve in the server's memory
       }
       if (ok && curvesSignature() !== curveSignature) besidePolls("curves", refreshCurves);
       $("live").classList.toggle("stale", !ok);
@@ -497,12 +566,44 @@
     setTimeout(poll, Math.max(POLL_MS, performance.now() - began));
   }
 
+  // The answer to a request index.html sent before the scripts loaded; null if it failed.
+  async function early(request) {
+    try {
+      const response = await request;
+      const body = await response.json();
+      return response.ok && !body.error ? body : null;
+    } catch (error) {
+      return null;
+    }
+  }
+
   async function start() {
     bind();
     try {
-      await refreshRuns();  // the table first: it needs one scan of the runs folder, the rest read records
-      await refreshColumns();
-      await refreshCurves();
+      const runs = await early(window.rrStart.runs);
+      if (runs) {
+        applyRuns(runs);
+        renderRuns();
+      } else {
+        await refreshRuns();
+      }
+      performance.mark("rr-first-table");
+      const first = await early(window.rrStart.chart);  // the columns, and the curves of the runs shown
+      if (first) {
+        applyColumns(first.columns);
+        if (autoSelect) state.sel = first.selection;
+        fillX();
+        renderRuns();
+      } else {
+        await refreshColumns();
+      }
+      if (first && first.curves && !first.curves.error && first.y === state.y && first.x === (state.x || "")
+          && JSON.stringify(first.selection) === JSON.stringify(selection())) {
+        curveSignature = curvesSignature();
+        showCurves(first.curves, first.curves.buckets);
+      } else {
+        await refreshCurves();
+      }
       await refreshStats();
       if (state.sql) runSql();
     } finally {
