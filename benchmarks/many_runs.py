@@ -2,7 +2,11 @@
 
 Targets (issue #10): at 10,000 runs, new_experiment() <= 50 ms, open <= 0.5 s, first SQL <= 1 s,
 `rigorous-recorder ls` <= 1 s. Each run is a real finished run (2 recorders, 20 records) made
-once and copied under new ids, so building 10,000 runs takes seconds, not an hour.
+once and copied under new ids, so building 10,000 runs takes seconds, not an hour. Copied runs
+were never finished in this collection, so the first query ever gathers them into the catalog's
+packs (what their own finish() would have done 64 at a time); that one-time cost is shown too.
+Open, first SQL and new_experiment() are timed in a fresh process after the imports; `ls` is
+the whole command, Python's start included.
 
     .venv/bin/python benchmarks/many_runs.py [--runs 100 10000]
 """
@@ -41,21 +45,33 @@ def build(path: Path, runs: int) -> Path:
     return collection.path
 
 
+def reader(path: str) -> None:
+    """In a fresh process: open the collection, run the first query, start a run; print timings."""
+    start = time.perf_counter()
+    collection = ExperimentCollection(path, quiet=True)
+    opened = time.perf_counter()
+    count = collection.sql("SELECT count(*) FROM records").fetchall()[0][0]
+    queried = time.perf_counter()
+    experiment = collection.new_experiment(lr=0.2)
+    started = time.perf_counter()
+    experiment.finish()
+    print(json.dumps({"open": opened - start, "first SQL": queried - opened, "new_experiment()": started - queried,
+                      "count": count}))
+
+
+def in_fresh_process(path: Path) -> dict[str, float]:
+    output = subprocess.run([sys.executable, __file__, "--reader", str(path)], check=True, capture_output=True, text=True)
+    return json.loads(output.stdout)
+
+
 def measure(runs: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as folder:
         path = build(Path(folder) / "study", runs)
-        figures = {}
         start = time.perf_counter()
-        collection = ExperimentCollection(path, quiet=True)
-        figures["open"] = time.perf_counter() - start
-        start = time.perf_counter()
-        count = collection.sql("SELECT count(*) FROM records").fetchall()[0][0]
-        figures["first SQL"] = time.perf_counter() - start
-        assert count == 20 * runs, count
-        start = time.perf_counter()
-        experiment = collection.new_experiment(lr=0.2)
-        figures["new_experiment()"] = time.perf_counter() - start
-        experiment.finish()
+        first = in_fresh_process(path)  # copied runs were never finished here: this query packs them, once
+        figures = {"first SQL ever (packs the runs, once)": first["first SQL"]}
+        assert first["count"] == 20 * runs, first
+        figures.update(in_fresh_process(path))
         start = time.perf_counter()
         subprocess.run([*CLI, "ls", str(path)], check=True, stdout=subprocess.DEVNULL)
         figures["ls (process)"] = time.perf_counter() - start
@@ -65,15 +81,20 @@ def measure(runs: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, nargs="+", default=[100, 10_000])
+    parser.add_argument("--reader", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.reader:
+        reader(args.reader)
+        return
     results = {runs: measure(runs) for runs in args.runs}
-    targets = {"new_experiment()": 0.05, "open": 0.5, "first SQL": 1.0, "ls (process)": 1.0}
+    targets = {"new_experiment()": 0.05, "open": 0.5, "first SQL": 1.0, "ls (process)": 1.0,
+               "first SQL ever (packs the runs, once)": None}
     print(f"`{' '.join(['.venv/bin/python', *sys.argv])}`\n")
     print("| work | " + " | ".join(f"{runs:,} runs" for runs in results) + " | target at 10,000 |")
     print("| --- | " + " | ".join("---:" for _ in results) + " | ---: |")
     for name, target in targets.items():
         cells = " | ".join(f"{results[runs][name] * 1000:,.0f} ms" for runs in results)
-        print(f"| {name} | {cells} | {target * 1000:,.0f} ms |")
+        print(f"| {name} | {cells} | {'-' if target is None else f'{target * 1000:,.0f} ms'} |")
 
 
 if __name__ == "__main__":

@@ -327,7 +327,7 @@ class ExperimentCollection:
             number = number_of_run_name(entry.name)
             if number is None or not entry.is_dir():
                 continue  # a stray file or folder, or a run being created
-            folder = RunFolder(Path(entry.path))
+            folder = RunFolder(entry.path)
             packed_run = packs.get(folder.id)
             if packed_run is not None and folder.id not in self._damaged \
                     and packed_run.signature == folder.info_signature():

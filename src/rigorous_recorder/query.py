@@ -263,7 +263,8 @@ class KeyColumns:
 
 
 def _lineage(source: RunSource) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Each recorder of a run: its id, and its data merged with its ancestors' (nearest wins)."""
+    """Each recorder of a run that may hold records: its id, and its data merged with its
+    ancestors' (nearest wins). Recorders a records file lists with no rows are left out."""
     by_id = {entry["id"]: entry for entry in source.entries}
     merged: dict[int, dict[str, Any]] = {}
 
@@ -278,8 +279,9 @@ def _lineage(source: RunSource) -> Iterator[tuple[int, dict[str, Any]]]:
             data = merged[each] = {**data, **own}
         return data
 
-    for node_id in by_id:
-        yield node_id, lineage_of(node_id)
+    for node_id, entry in by_id.items():
+        if entry.get("rows") != 0:
+            yield node_id, lineage_of(node_id)
 
 
 def _run_values(info: dict[str, Any]) -> dict[str, Any]:

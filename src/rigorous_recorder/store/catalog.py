@@ -51,6 +51,7 @@ _PREFIX, _DATA, _LISTING = "pack-", ".parquet", ".runs.parquet"
 _PACK_FORMAT = 1
 _FORMAT_KEY = b"rigorous_recorder.pack"
 _SIGNATURE = ("inode", "size", "mtime_ns")
+_INFO = "info."  # the listing's columns of run.json keys that every run has, of one plain type
 
 
 @dataclass
@@ -148,17 +149,32 @@ class Catalog:
         listing = {
             "id": [member.folder.id for member in members],
             **{name: [member.signature[index] for member in members] for index, name in enumerate(_SIGNATURE)},
-            "info": [to_json({key: value for key, value in member.info.items() if key != "context"})
-                     for member in members],
             "context": [None if member.info.get("context") is None else to_json(member.info["context"])
                         for member in members],
             "entries": [to_json(member.entries) for member in members],
         }
+        infos = [{key: value for key, value in member.info.items() if key != "context"} for member in members]
+        columns = {_INFO + key: packed_array([info[key] for info in infos]) for key in _shared_plain_keys(infos)}
+        columns = {name: column for name, column in columns.items() if column is not None}
+        listing["info"] = [to_json({key: value for key, value in info.items() if _INFO + key not in columns})
+                           for info in infos]
         name = f"{_PREFIX}{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         _write_parquet(self.path / (name + _LISTING), pa.table(
-            {key: _array(values) for key, values in listing.items()}, metadata={_FORMAT_KEY: str(_PACK_FORMAT)}))
+            {**{key: _array(values) for key, values in listing.items()}, **columns},
+            metadata={_FORMAT_KEY: str(_PACK_FORMAT)}))
         _write_parquet(self.path / (name + _DATA), pa.concat_tables(tables))
         return len(members)
+
+
+def _shared_plain_keys(infos: list[dict[str, Any]]) -> list[str]:
+    """The keys every one of ``infos`` has, whose values are of one type among str, int, float
+    and bool (or None): stored as columns, they read back without decoding JSON per run."""
+    keys = []
+    for key in infos[0]:
+        types = {type(info.get(key, ...)) for info in infos} - {type(None)}
+        if len(types) == 1 and types <= {str, int, float, bool}:
+            keys.append(key)
+    return keys
 
 
 def _packable(info: dict[str, Any]) -> bool:
@@ -194,8 +210,8 @@ def _groups(folders: Iterable[RunFolder]) -> Iterable[list[_Member]]:
             path = folder.compacted_path(info)
             file = pq.ParquetFile(path)  # not pq.read_table: that loads pyarrow.dataset and pandas
             schema = file.schema_arrow
-            entries = [{"id": entry["id"], "parent": entry["parent"],  # the root's data is the bookkeeping of info
-                        "local_data": {} if entry["id"] == RUN_NODE else entry["local_data"]}
+            entries = [{"id": entry["id"], "parent": entry["parent"], "rows": entry["rows"],
+                        "local_data": {} if entry["id"] == RUN_NODE else entry["local_data"]}  # info has the root's
                        for entry in tree_of(schema, path)["recorders"]]
             table = file.read().replace_schema_metadata(None)
         except (DamagedFileError, OSError, pa.ArrowException):
@@ -224,9 +240,15 @@ def _read_pack(folder: Path, name: str) -> Pack | None:
                 or schema.names[-1] != RUN_INDEX_COLUMN or not is_records_file_schema(schema.remove(len(schema) - 1)):
             return None
         columns = {key: listing.column(key).to_pylist() for key in ("id", *_SIGNATURE, "info", "context", "entries")}
+        plain = [name[len(_INFO):] for name in listing.column_names if name.startswith(_INFO)]
+        values = [listing.column(_INFO + key).to_pylist() for key in plain]
+        infos = [dict(zip(plain, row)) for row in zip(*values)] if plain else [{} for _ in columns["id"]]
+        for info, rest in zip(infos, columns["info"]):
+            info.update(from_json(rest))
         pack = Pack(path, schema, [])
-        pack.runs = [PackedRun(run_id, tuple(signature), from_json(info), pack, index, entries, context)
-                     for index, (run_id, *signature, info, context, entries) in enumerate(zip(*columns.values()))]
+        pack.runs = [PackedRun(run_id, tuple(signature), info, pack, index, entries, context)
+                     for index, ((run_id, *signature, _, context, entries), info)
+                     in enumerate(zip(zip(*columns.values()), infos))]
         return pack
     except (OSError, pa.ArrowException, KeyError, TypeError, ValueError):
         return None

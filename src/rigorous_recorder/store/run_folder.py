@@ -12,6 +12,7 @@ point counts each record exactly once.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import time
@@ -57,9 +58,14 @@ Signature = tuple[int, int, int]
 class RunFolder:
     """Reads and writes the files of one run (``runs/<run id>/``)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.id = path.name
+    def __init__(self, path: Path | str) -> None:
+        self.location = os.fspath(path)  # a plain string: a listing makes one per run
+        self.id = os.path.basename(self.location)
+
+    @functools.cached_property
+    def path(self) -> Path:
+        """The run's folder."""
+        return Path(self.location)
 
     @property
     def journal(self) -> Path:
@@ -75,7 +81,7 @@ class RunFolder:
 
     def read_info(self) -> dict[str, Any]:
         """The run's bookkeeping; DamagedFileError when run.json is missing or not one of ours."""
-        path = os.path.join(self.path, RUN_FILE)  # a plain string: this runs for every run of a listing
+        path = os.path.join(self.location, RUN_FILE)
         try:
             info = from_json(_read(path).decode("utf-8"))
         except FileNotFoundError:
@@ -100,14 +106,14 @@ class RunFolder:
         if info.get("records") is not None:
             if not is_records_name(info["records"]):
                 raise DamagedFileError(path, f"names a records file {info['records']!r} that is not in its run folder")
-            _check_parquet(os.path.join(self.path, info["records"]))
+            _check_parquet(os.path.join(self.location, info["records"]))
         return info
 
     def info_signature(self) -> Signature | None:
         """What tells the present run.json from any earlier one: inode, size and modification
         time (a rewrite renames a new file into place); None when there is none."""
         try:
-            status = os.stat(os.path.join(self.path, RUN_FILE))
+            status = os.stat(os.path.join(self.location, RUN_FILE))
         except OSError:
             return None
         return status.st_ino, status.st_size, status.st_mtime_ns
