@@ -272,16 +272,17 @@ class ExperimentCollection:
         Reads only the runs of the highest number (their folder names carry it); a damaged
         one is never reused.
         """
-        names = [entry.name for entry in os.scandir(self._runs_path)]
-        names.sort(key=lambda name: (name.find("-"), name), reverse=True)  # the highest numbers first
         top, attempts = None, []
-        for name in names:
+        highest = (0, "")  # a name's digits before its "-" (count, text): a run's number, zero-padded
+        for name in os.listdir(self._runs_path):
+            digits = name.find("-")
+            if (digits, name[:digits]) < highest:
+                continue  # a lower number, or no run's name: no need to read it
             number = number_of_run_name(name)
             if number is None:
                 continue  # a stray file, or a run being created
-            if top is not None and number != top:
-                break
-            top = number
+            if number != top:
+                top, attempts, highest = number, [], (digits, name[:digits])
             attempts.append(name)
         if top is None:
             return 1, 1

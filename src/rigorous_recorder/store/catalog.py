@@ -18,6 +18,7 @@ A pack that cannot be read is ignored. Packs are never changed, only added; dele
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from array import array
@@ -75,7 +76,7 @@ class PackedRun:
     @property
     def full_info(self) -> dict[str, Any]:
         """The run.json that was packed, whole."""
-        return {**self.info, "context": from_json(self._context)} if self._context is not None else self.info
+        return {**self.info, "context": dict(_context(self._context))} if self._context is not None else self.info
 
 
 @dataclass
@@ -164,6 +165,12 @@ class Catalog:
             metadata={_FORMAT_KEY: str(_PACK_FORMAT)}))
         _write_parquet(self.path / (name + _DATA), pa.concat_tables(tables))
         return len(members)
+
+
+@functools.lru_cache(maxsize=64)
+def _context(text: str) -> dict[str, Any]:
+    """A context decoded (the runs of one sweep mostly share theirs): copy before handing out."""
+    return from_json(text)  # type: ignore[no-any-return]
 
 
 def _shared_plain_keys(infos: list[dict[str, Any]]) -> list[str]:
