@@ -88,6 +88,11 @@ class StoppedView:
             [name for name in (WALL_TIME, *types) if types.get(name, "").startswith(TIME_TYPES)
              or (name == WALL_TIME and name in self.metrics)])
 
+    def wait_idle(self) -> None:
+        """Return once this view runs no query."""
+        with self._lock:
+            pass
+
     def _time_columns(self, candidates: list[str]) -> dict[str, str | None]:
         candidates = list(dict.fromkeys(candidates))
         if not candidates:
@@ -185,6 +190,11 @@ class StoppedViews:
         self.views = kept + ([StoppedView(self._runs_folder, new)] if new else [])
         self._where_table = None
         return True
+
+    def wait_idle(self) -> None:
+        """Return once no view is running a query."""
+        for view in self.views:
+            view.wait_idle()
 
     def view_of(self, run_id: str) -> StoppedView | None:
         """The view holding a stopped run."""
