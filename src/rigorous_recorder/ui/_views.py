@@ -34,7 +34,7 @@ NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYIN
                  "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "DECIMAL")
 #: Columns of these types are each record's wall-clock time (besides a numeric ``wall_time``).
 TIME_TYPES = ("TIMESTAMP", "TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE")
-#: Most views kept side by side before they are merged into one.
+#: Most views kept side by side; then the smaller half is merged into one.
 MAX_VIEWS = 8
 
 
@@ -185,8 +185,10 @@ class StoppedViews:
         new = [info for run_id, info in stopped.items() if run_id not in known]
         if not new and len(kept) == len(self.views):
             return False
-        if len(kept) >= MAX_VIEWS:
-            kept, new = [], list(stopped.values())
+        if len(kept) >= MAX_VIEWS:  # the smaller half joins the new view: a run is rebuilt O(log runs) times
+            kept.sort(key=lambda view: len(view.members), reverse=True)
+            merged, kept = kept[MAX_VIEWS // 2:], kept[:MAX_VIEWS // 2]
+            new += [stopped[run_id] for view in merged for run_id in view.members]
         self.views = kept + ([StoppedView(self._runs_folder, new)] if new else [])
         self._where_table = None
         return True
