@@ -1,35 +1,68 @@
-"""Benchmark of the dashboard (``rigorous-recorder ui``), the three figures of issue #14.
+"""Benchmark of the dashboard (``rigorous-recorder ui``): the figures of issue #14, and the cost of a live poll.
 
-1. First paint of one 1,000,000-record run: from the page's navigation to the chart drawn, in
-   Debian's headless Chromium, on a fresh server (nothing cached) and again after a reload.
-2. Table load of a collection of 1,000 runs: the /api/runs answer, and navigation to 1,000
-   rows in the page.
+The server runs in its own process (``python -m rigorous_recorder ui``, as a user starts it);
+the page in Debian's headless Chromium, driven by Playwright.
+
+1. First paint of one 1,000,000-record run: from the page's navigation to the chart drawn, on a
+   fresh server (nothing cached) and after a reload; the page's own mark (``rr-first-chart``,
+   milliseconds from navigation start) beside the time Playwright saw.
+2. Table load of a collection of 1,000 runs: the /api/runs answer, and navigation to the table's
+   first rows in the page (mark ``rr-first-table``).
 3. Bytes per curve: the /api/curves answer for the 1,000,000-record run and for a 10,000-record
    run at several chart widths (buckets): bounded by the width, not the run's length.
+4. A live poll while a run records into the 1,000-run collection (it starts with
+   ``--live-records`` records and flushes 1,000 more every 0.3 s): what the page asks twice a
+   second, /api/runs since its last version and the running run's /api/curves.
 
-Run: ``.venv/bin/python benchmarks/ui.py [--runs 1000] [--records 1000000]``
+Run: ``.venv/bin/python benchmarks/ui.py [--runs 1000] [--records 1000000] [--data DIR]``;
+``--data`` keeps the recorded collections there and reuses them. ``--source DIR`` serves from
+another source tree (``DIR/src``, e.g. an older commit from ``git archive``) to compare.
 """
 
 from __future__ import annotations
 
 import argparse
-from contextlib import closing
 import math
+import os
 import random
+import re
+import shutil
+import signal
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 
 from rigorous_recorder import ExperimentCollection, Recorder
-from rigorous_recorder.ui import serve
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
 WIDTHS = (400, 800, 1600)
+POLLS = 20
+POLL_SECONDS = 0.5
+
+LIVE_RUN = """
+import sys, time
+from rigorous_recorder import ExperimentCollection, Recorder
+collection = ExperimentCollection(sys.argv[1], quiet=True, flush_interval=60)
+experiment = collection.new_experiment(lr=0.05, model="live")
+train = Recorder(stage="train").set_parent(experiment.recorder)
+step = 0
+while True:
+    for _ in range(int(sys.argv[2]) if step == 0 else 1000):
+        train.push(step=step, loss=1 / (step + 1), wall_time=time.time())
+        step += 1
+    experiment.flush()
+    print(step, flush=True)
+    time.sleep(0.3)
+"""
 
 
 def record_long_run(path: Path, records: int) -> None:
@@ -55,6 +88,23 @@ def record_many_runs(path: Path, runs: int, per_run: int = 100) -> None:
                 train.push(step=step, loss=rng.random())
 
 
+@contextmanager
+def server(path: Path, source: Path | None) -> Iterator[tuple[str, httpx.Client]]:
+    """``rigorous-recorder ui path`` in its own process: its URL and a client holding its cookie."""
+    environment = dict(os.environ, PYTHONPATH=str(source / "src")) if source else None
+    process = subprocess.Popen([sys.executable, "-m", "rigorous_recorder", "ui", str(path)], stdout=subprocess.PIPE,
+                               text=True, env=environment)
+    try:
+        url = re.search(r"http://\S+", process.stdout.readline()).group(0)
+        client = httpx.Client(base_url=url.split("?")[0], timeout=120)
+        client.get("/", params={"token": url.split("token=")[1]}).raise_for_status()
+        with closing(client):
+            yield url, client
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+
+
 def timed_get(client: httpx.Client, path: str, **params: object) -> tuple[float, httpx.Response]:
     start = time.perf_counter()
     response = client.get(path, params=params)
@@ -62,101 +112,131 @@ def timed_get(client: httpx.Client, path: str, **params: object) -> tuple[float,
     return time.perf_counter() - start, response
 
 
-def client_for(dashboard) -> httpx.Client:
-    """A client of ``dashboard`` holding its token cookie (httpx sends the token once, as a browser)."""
-    client = httpx.Client(base_url=dashboard.url.split("?")[0], timeout=120)
-    client.get("/", params={"token": dashboard.url.split("token=")[1]}).raise_for_status()
-    return client
+def run_ids(client: httpx.Client) -> list[str]:
+    """The runs of the collection, oldest first (either shape of /api/runs: rows, or columns of changed rows)."""
+    answer = client.get("/api/runs").json()
+    return answer["order"] if "order" in answer else [run["run_id"] for run in answer["runs"]]
 
 
-def paint_times(url: str, ready: str) -> tuple[float, float]:
-    """Seconds from navigation to ``ready`` (a JS condition): first visit, then after a reload."""
+def paint_times(url: str, ready: str, mark: str) -> list[tuple[float, float | None]]:
+    """(seconds from navigation to ``ready`` as Playwright saw it, the page's ``mark`` in ms from
+    navigation start) for a first visit, then after a reload."""
     from playwright.sync_api import sync_playwright
 
+    times = []
     with sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.goto("about:blank")
-        start = time.perf_counter()
-        page.goto(url)
-        page.wait_for_function(ready, timeout=120_000, polling=10)
-        first = time.perf_counter() - start
-        start = time.perf_counter()
-        page.reload()
-        page.wait_for_function(ready, timeout=120_000, polling=10)
-        again = time.perf_counter() - start
+        for navigate in (lambda: page.goto(url), page.reload):
+            start = time.perf_counter()
+            navigate()
+            page.wait_for_function(ready, timeout=120_000, polling=10)
+            seen = time.perf_counter() - start
+            marked = page.evaluate(f"performance.getEntriesByName('{mark}').map(m => m.startTime)[0] ?? null")
+            times.append((seen, marked))
         browser.close()
-    return first, again
+    return times
+
+
+def shown(times: list[tuple[float, float | None]]) -> str:
+    return " / ".join(f"{seen:.2f} s" + (f" (mark {marked / 1000:.2f} s)" if marked is not None else "")
+                      for seen, marked in times)
+
+
+def live_polls(many: Path, live_records: int, source: Path | None) -> list[tuple[str, str, str]]:
+    """Median and worst poll while a run records into a copy of the many-runs collection."""
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / "polls"
+        shutil.copytree(many.with_name(many.name + ".collection"), copy.with_name("polls.collection"))
+        recorder = subprocess.Popen([sys.executable, "-c", LIVE_RUN, str(copy), str(live_records)],
+                                    stdout=subprocess.PIPE, text=True)
+        try:
+            recorder.stdout.readline()  # its first records are flushed
+            with server(copy, source) as (_, client):
+                live = run_ids(client)[-1]
+                version, runs, curves, sizes = 0, [], [], []
+                for _ in range(POLLS):
+                    began = time.perf_counter()
+                    seconds, answer = timed_get(client, "/api/runs", since=version)
+                    version = answer.json().get("version", 0)
+                    runs.append(seconds)
+                    seconds, curve = timed_get(client, "/api/curves", runs=live, y="loss", x="step", buckets=1238)
+                    curves.append(seconds)
+                    sizes.append((len(answer.content), curve.json()["series"][0]["x"][-1]))
+                    time.sleep(max(0.0, POLL_SECONDS - (time.perf_counter() - began)))
+        finally:
+            recorder.kill()
+            recorder.wait(timeout=60)
+    grown = f"{sizes[0][1] + 1:,.0f} to {sizes[-1][1] + 1:,.0f}"
+    return [
+        (f"live poll, 1,000 runs + 1 running ({grown} records): /api/runs since the last poll, median / worst",
+         f"{statistics.median(runs) * 1000:.0f} / {max(runs) * 1000:.0f} ms, "
+         f"{statistics.median(size for size, _ in sizes) / 1024:.1f} KiB", ""),
+        ("same polls: the running run's /api/curves, median / worst",
+         f"{statistics.median(curves) * 1000:.0f} / {max(curves) * 1000:.0f} ms", ""),
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000, help="records of the long run")
     parser.add_argument("--runs", type=int, default=1_000, help="runs of the many-runs collection")
+    parser.add_argument("--live-records", type=int, default=500_000, help="records the live run starts with")
+    parser.add_argument("--data", type=Path, help="keep the recorded collections here, and reuse them")
+    parser.add_argument("--source", type=Path, help="serve from this source tree (its src/ folder)")
     args = parser.parse_args()
     browser = CHROMIUM.exists()
     if not browser:
         print("(no /usr/bin/chromium: browser timings skipped)", file=sys.stderr)
     with tempfile.TemporaryDirectory() as folder:
-        root = Path(folder)
-        start = time.perf_counter()
-        record_long_run(root / "long", args.records)
-        record_long_run(root / "short", 10_000)
-        print(f"recorded {args.records:,} records in {time.perf_counter() - start:.1f} s", file=sys.stderr)
-        start = time.perf_counter()
-        record_many_runs(root / "many", args.runs)
-        print(f"recorded {args.runs:,} runs in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+        root = args.data or Path(folder)
+        for name, record, size in (("long", record_long_run, args.records), ("short", record_long_run, 10_000),
+                                   ("many", record_many_runs, args.runs)):
+            if not (root / f"{name}.collection").exists():
+                start = time.perf_counter()
+                record(root / name, size)
+                print(f"recorded {name} ({size:,}) in {time.perf_counter() - start:.1f} s", file=sys.stderr)
 
         rows = []
-        dashboard = serve(root / "long")
-        try:
+        with server(root / "long", args.source) as (url, client):
             if browser:
-                first, again = paint_times(dashboard.url, "window.rrDashboard && rrDashboard.draws > 0")
-                rows.append((f"first paint, one {args.records:,}-record run (fresh server / reload)",
-                             f"**{first:.2f} s** / {again:.2f} s", "1.5 s"))
-            with closing(client_for(dashboard)) as client:
-                (run,) = client.get("/api/runs").json()["runs"]
-                for width in WIDTHS:
-                    seconds, answer = timed_get(client, "/api/curves", runs=run["run_id"], y="loss", x="step",
-                                                buckets=width)
-                    points = len(answer.json()["series"][0]["x"])
-                    rows.append((f"/api/curves, {args.records:,} records, {width} px wide (warm)",
-                                 f"{len(answer.content) / 1024:.0f} KiB, {points:,} points, {seconds * 1000:.0f} ms",
-                                 f"<= {4 * width:,} points"))
-        finally:
-            dashboard.stop()
-        dashboard = serve(root / "short")
-        try:
-            with closing(client_for(dashboard)) as client:
-                (run,) = client.get("/api/runs").json()["runs"]
-                for width in WIDTHS:
-                    _, answer = timed_get(client, "/api/curves", runs=run["run_id"], y="loss", x="step",
-                                          buckets=width)
-                    points = len(answer.json()["series"][0]["x"])
-                    size = f"{len(answer.content) / 1024:.0f} KiB, {points:,} points"
-                    rows.append((f"/api/curves, 10,000 records, {width} px wide", size, f"<= {4 * width:,} points"))
-        finally:
-            dashboard.stop()
+                times = paint_times(url, "window.rrDashboard && rrDashboard.draws > 0", "rr-first-chart")
+                rows.append((f"first paint, one {args.records:,}-record run (fresh server / reload)", shown(times),
+                             "1.5 s"))
+            (run,) = run_ids(client)
+            for width in WIDTHS:
+                seconds, answer = timed_get(client, "/api/curves", runs=run, y="loss", x="step", buckets=width)
+                points = len(answer.json()["series"][0]["x"])
+                rows.append((f"/api/curves, {args.records:,} records, {width} px wide (warm)",
+                             f"{len(answer.content) / 1024:.0f} KiB, {points:,} points, {seconds * 1000:.0f} ms",
+                             f"<= {4 * width:,} points"))
+        with server(root / "short", args.source) as (url, client):
+            (run,) = run_ids(client)
+            for width in WIDTHS:
+                _, answer = timed_get(client, "/api/curves", runs=run, y="loss", x="step", buckets=width)
+                points = len(answer.json()["series"][0]["x"])
+                rows.append((f"/api/curves, 10,000 records, {width} px wide",
+                             f"{len(answer.content) / 1024:.0f} KiB, {points:,} points", f"<= {4 * width:,} points"))
 
-        dashboard = serve(root / "many")
-        try:
-            with closing(client_for(dashboard)) as client:
-                first, _ = timed_get(client, "/api/runs")
-                warm, answer = timed_get(client, "/api/runs")
-                count = len(answer.json()["runs"])
-                rows.append((f"/api/runs, {count:,} runs (first / again)", f"{first:.2f} s / {warm:.2f} s", ""))
-                stats, _ = timed_get(client, "/api/stats", metric="loss", x="step")
-                cached, _ = timed_get(client, "/api/stats", metric="loss", x="step")
-                rows.append((f"/api/stats (last/min/max of loss), {count:,} runs (first / cached)",
-                             f"{stats:.2f} s / {cached:.2f} s", ""))
-            if browser:
+        with server(root / "many", args.source) as (url, client):
+            first, _ = timed_get(client, "/api/runs")
+            warm, answer = timed_get(client, "/api/runs")
+            rows.append((f"/api/runs, {args.runs:,} runs (first / again)", f"{first:.2f} s / {warm:.2f} s, "
+                         f"{len(answer.content) / 1024:.0f} KiB", ""))
+            stats, _ = timed_get(client, "/api/stats", metric="loss", x="step")
+            cached, _ = timed_get(client, "/api/stats", metric="loss", x="step")
+            rows.append((f"/api/stats (last/min/max of loss), {args.runs:,} runs (first / cached)",
+                         f"{stats:.2f} s / {cached:.2f} s", ""))
+        if browser:
+            with server(root / "many", args.source) as (url, client):
                 ready = f"document.querySelector('#runs-count').textContent.endsWith('of {args.runs} runs')"
-                first, again = paint_times(dashboard.url, ready)
-                rows.append((f"table load in the page, {args.runs:,} runs, first 100 rows (first visit / reload)",
-                             f"**{first:.2f} s** / {again:.2f} s", "1 s"))
-        finally:
-            dashboard.stop()
+                times = paint_times(url, ready, "rr-first-table")
+                rows.append((f"table load in the page, {args.runs:,} runs, first 100 rows (fresh server / reload)",
+                             shown(times), "1 s"))
+        rows.extend(live_polls(root / "many", args.live_records, args.source))
 
+    print(f"load average before the table: {os.getloadavg()[0]:.1f}", file=sys.stderr)
     print("| figure | measured | target |")
     print("| --- | ---: | ---: |")
     for row in rows:

@@ -51,12 +51,25 @@ SCALARS = st.one_of(
     st.datetimes(datetime.datetime(1900, 1, 1), datetime.datetime(2100, 1, 1),
                  timezones=st.just(datetime.timezone.utc)),
 )
+DATES = st.dates(datetime.date(1900, 1, 1), datetime.date(2100, 1, 1))
+#: Values JSON has no type for: inside lists and dicts they are tagged JSON text in companion columns.
+NOT_JSON_NATIVE = st.one_of(
+    DATES,
+    st.binary(max_size=3),
+    st.datetimes(datetime.datetime(1900, 1, 1), datetime.datetime(2100, 1, 1)),
+    st.datetimes(datetime.datetime(1900, 1, 1), datetime.datetime(2100, 1, 1), timezones=st.just(datetime.timezone.utc)),
+)
 VALUES = st.one_of(
     SCALARS,
     st.lists(st.one_of(st.integers(-5, 5), st.floats(-1, 1)), max_size=3),
+    st.lists(st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)), max_size=2),
     st.lists(st.text(ALPHABET, max_size=3), max_size=3),
-    st.dictionaries(st.text(ALPHABET, max_size=3), st.one_of(st.integers(-5, 5), st.text(ALPHABET, max_size=3)),
-                    max_size=2),
+    st.lists(st.one_of(st.none(), DATES), max_size=3),
+    st.lists(st.binary(max_size=3), max_size=2),
+    st.lists(NOT_JSON_NATIVE, max_size=2),
+    st.lists(st.lists(st.one_of(st.floats(-1, 1), DATES), max_size=2), max_size=2),
+    st.dictionaries(st.text(ALPHABET, max_size=3),
+                    st.one_of(st.integers(-5, 5), st.text(ALPHABET, max_size=3), NOT_JSON_NATIVE), max_size=2),
 )
 DATA = st.dictionaries(KEYS, VALUES, max_size=4)
 
@@ -86,8 +99,11 @@ def _huge_int_among_floats(shapes: list[dict[str, Any]]) -> bool:
 
 
 def widened(expected: Any, actual: Any) -> bool:
-    """True for an int beyond ±2**53 read as the nearest float: the documented widening of a key
-    that also holds floats in the same run."""
+    """True for an int beyond ±2**53 read as the nearest float, alone or in a list: the documented
+    widening of a key that also holds floats in the same run."""
+    if type(expected) is list:
+        return (type(actual) is list and len(expected) == len(actual) and any(map(widened, expected, actual))
+                and all(same(item, read) or widened(item, read) for item, read in zip(expected, actual)))
     return type(expected) is int and abs(expected) > 2**53 and type(actual) is float and actual == float(expected)
 
 
@@ -215,3 +231,95 @@ def test_every_record_reads_back_exactly_through_every_way(capsys):
               f"documented), {stats['refused']} keys refused at push; "
               f"unqueryable collections: {stats['unqueryable']}, renamed or changed values: {stats['changed']}")
     assert stats["unqueryable"] == stats["changed"] == 0
+
+
+# -- lists in the flat view: typed where most values are lists, exact in the companion -------
+
+
+def _key_values(collection: ExperimentCollection, way: str) -> list[Any]:
+    """``k`` of each record through ``sql()`` or ``to_arrow()``, in ``o`` order: typed value, else the companion's."""
+    columns = collection.sql("SELECT name, key, type FROM columns").fetchall()
+    if way == "sql()":
+        relation = collection.sql("SELECT * FROM records")
+        rows = [dict(zip(relation.columns, row)) for row in relation.fetchall()]
+    else:
+        rows = collection.to_arrow().to_pylist()
+    found = {}
+    for row in rows:
+        values = {key: from_json(row[name]) if kind == "JSON" else row[name]
+                  for name, key, kind in columns if key is not None and row[name] is not None}
+        found[values["o"]] = values.get("k")
+    return [found[index] for index in sorted(found)]
+
+
+def _record_in_runs(path: Path, values: list[Any]) -> ExperimentCollection:
+    """One run per value, each pushing ``k`` once (so each run stores ``k`` in its own type)."""
+    collection = ExperimentCollection(path, quiet=True)
+    for index, value in enumerate(values):
+        with collection.new_experiment() as recorder:
+            recorder.push(k=value, o=index)
+    return collection
+
+
+AWARE = datetime.datetime(2020, 1, 2, 3, 4, 5, 6, tzinfo=datetime.timezone.utc)
+ODD_LISTS = {
+    "dates": [datetime.date(2020, 1, 2), None],
+    "bytes": [b"\x00\xff", b""],
+    "naive datetimes": [datetime.datetime(2020, 1, 2, 3, 4, 5, 6)],
+    "aware datetimes": [AWARE],
+    "lists of dates": [[datetime.date(2020, 1, 2)], []],
+    "lists of bytes": [[b"a"]],
+}
+
+
+@pytest.mark.parametrize("way", ["sql()", "to_arrow()"])
+@pytest.mark.parametrize("odd", ODD_LISTS.values(), ids=ODD_LISTS.keys())
+def test_a_list_of_dates_or_bytes_in_the_companion_column_reads_back_as_pushed(tmp_path, odd, way):
+    """A run's typed list of dates, bytes or datetimes beside a key of ints goes to ``k~json`` as
+    tagged JSON text, which reads back as the list pushed, not as text."""
+    collection = _record_in_runs(tmp_path / "study", [[1, 2], [3], odd])
+    assert collection.sql("SELECT type FROM columns WHERE name = 'k'").fetchall() == [("BIGINT[]",)]
+    read = _key_values(collection, way)
+    assert same(odd, read[2]), f"pushed {odd!r}, read {read[2]!r}"
+
+
+def test_lists_of_one_type_get_a_typed_list_column_when_the_key_drifted_within_a_run(tmp_path):
+    """``k`` is a list of floats in most records and ``"x"`` in one: the lists, also those of ints
+    and the empty one, are in the DOUBLE[] column ``k``; only ``"x"`` is in ``k~json``."""
+    collection = ExperimentCollection(tmp_path / "study", quiet=True)
+    with collection.new_experiment() as recorder:
+        for index, value in enumerate([[1.5, float("nan")], [2.5], "x", [], [None, 3]]):
+            recorder.push(k=value, o=index)
+    with collection.new_experiment() as recorder:
+        recorder.push(k=[4, 5], o=5)
+    assert collection.sql("SELECT type FROM columns WHERE key = 'k'").fetchall() == [("DOUBLE[]",), ("JSON",)]
+    rows = collection.sql('SELECT k, "k~json" FROM records ORDER BY o').fetchall()
+    assert repr(rows) == repr([([1.5, float("nan")], None), ([2.5], None), (None, '"x"'), ([], None),
+                               ([None, 3.0], None), ([4.0, 5.0], None)])
+
+
+def test_inherited_lists_of_ints_join_a_typed_list_column_of_floats(tmp_path):
+    """Experiment info ``k=[1, 2]`` beside records' float lists: the records read ``k`` as ``[1.0, 2.0]``."""
+    collection = ExperimentCollection(tmp_path / "study", quiet=True)
+    with collection.new_experiment(k=[1, 2]) as recorder:
+        recorder.push(o=0)
+    with collection.new_experiment() as recorder:
+        recorder.push(k=[0.5], o=1).push(k=[1.5], o=2)
+    assert collection.sql('SELECT k FROM records ORDER BY o').fetchall() == [([1.0, 2.0],), ([0.5],), ([1.5],)]
+    assert collection.sql("SELECT count(*) FROM columns WHERE key = 'k'").fetchall() == [(1,)]
+
+
+@pytest.mark.parametrize("where", ["own", "inherited", "drifted"])
+def test_a_list_with_an_int_beyond_2_53_among_float_lists_stays_exact(tmp_path, where):
+    """``[2**60 + 1]`` beside lists of floats is not rounded: it is in ``k~json`` as its digits."""
+    collection = ExperimentCollection(tmp_path / "study", quiet=True)
+    huge = [2**60 + 1, 2]
+    with collection.new_experiment(**({"k": huge} if where == "inherited" else {})) as recorder:
+        if where == "drifted":
+            recorder.push(k="x", o=1)
+        recorder.push(**({} if where == "inherited" else {"k": huge}), o=0)
+    with collection.new_experiment() as recorder:
+        for index in range(2, 5):
+            recorder.push(k=[0.5], o=index)
+    ((typed, text),) = collection.sql('SELECT k, "k~json" FROM records WHERE o = 0').fetchall()
+    assert (typed, from_json(text)) == (None, huge)

@@ -25,6 +25,7 @@ from rigorous_recorder import ExperimentCollection, Recorder, cli  # noqa: E402
 from rigorous_recorder.ui import serve  # noqa: E402
 from rigorous_recorder.ui._curves import Curve, debiased_ema, m4  # noqa: E402
 from rigorous_recorder.ui._data import DashboardData  # noqa: E402
+from rigorous_recorder.ui._views import MAX_VIEWS  # noqa: E402
 
 STATIC = Path(__file__).resolve().parents[1] / "src" / "rigorous_recorder" / "ui" / "static"
 UPLOT_VERSION = "1.6.32"
@@ -144,6 +145,26 @@ def test_a_damaged_run_is_listed_with_the_reason(tmp_path):
 def test_runs_where_filters_with_sql_over_experiments(data):
     """The where box is SQL over the experiments view."""
     assert [run["info"]["lr"] for run in data.runs(where="lr < 0.05 AND status = 'ok'")["runs"]] == [0.01, 0.001]
+
+
+def test_where_reads_no_file(data):
+    """The where box runs on a database as locked as the SQL box's."""
+    with pytest.raises(ValueError, match="Permission Error"):
+        data.runs(where="run_id IN (SELECT * FROM read_csv('/etc/passwd'))")
+
+
+def test_views_of_runs_that_stop_one_by_one_stay_few(tmp_path):
+    """Each run that stops joins a small view of its own; past MAX_VIEWS the smaller half is
+    merged, so the views stay few and the big one is not rebuilt for each new run."""
+    collection = ExperimentCollection(tmp_path / "sweep", quiet=True)
+    data = DashboardData(tmp_path / "sweep")
+    for index in range(20):
+        with collection.new_experiment(seed=index) as experiment:
+            Recorder().set_parent(experiment).push(step=0, loss=float(index))
+        data._scanned = -math.inf
+        assert data.stats("loss")["stats"][data.runs()["runs"][-1]["run_id"]]["last"] == index
+        assert len(data._views.views) <= MAX_VIEWS
+    assert sorted(run_id for view in data._views.views for run_id in view.members) == run_ids(data)
 
 
 def test_stats_give_last_min_max_of_the_metric(data):
@@ -361,7 +382,8 @@ def test_a_running_run_is_read_a_flush_at_a_time(tmp_path):
 
 
 def test_runs_since_sends_only_the_rows_that_changed(tmp_path):
-    """The page's poll gets every row once, then only the rows that changed since its version."""
+    """The page's poll gets every row once, then only the rows that changed since its version
+    (and the runs' order only when it changed)."""
     collection = ExperimentCollection(tmp_path / "delta", quiet=True)
     for model in ("a", "b"):
         with collection.new_experiment(model=model) as experiment:
@@ -372,13 +394,14 @@ def test_runs_since_sends_only_the_rows_that_changed(tmp_path):
     first = data.runs_since()
     assert first["changed"]["info"]["model"] == ["a", "b", "live"] and len(first["order"]) == 3
     data._scanned = -math.inf
-    assert data.runs_since(since=first["version"])["changed"]["run_id"] == []
+    quiet = data.runs_since(since=first["version"])
+    assert quiet["changed"]["run_id"] == [] and quiet["order"] is None  # the same runs in the same order
     train.push(step=0, loss=2.0)
     experiment.flush()
     data._scanned = -math.inf
     later = data.runs_since(since=first["version"])
     assert later["changed"]["run_id"] == [first["order"][2]] and later["changed"]["records"] == [1]
-    assert later["order"] == first["order"] and later["auto"] == first["order"]
+    assert later["order"] is None and later["auto"] == first["order"]
     assert [run["info"]["model"] for run in data.runs(where="model = 'live' AND records = 1")["runs"]] == ["live"]
     experiment.finish()
 

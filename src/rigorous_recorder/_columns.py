@@ -150,22 +150,66 @@ def _merge_fields(name: str, fields: list[pa.Field]) -> pa.Field:
 
 
 def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """Cast ``batch`` to ``schema``: missing columns become nulls, drifted ones JSON or float."""
+    """Cast ``batch`` to ``schema``: missing columns become nulls, drifted ones JSON or float.
+
+    The missing columns of one type share one null array: a wide schema costs a pointer per
+    missing column, not a buffer.
+    """
+    own = dict(zip(batch.schema.names, range(batch.num_columns)))
+    nulls: dict[pa.DataType, pa.Array] = {}
     arrays = []
-    for field in schema:
-        index = batch.schema.get_field_index(field.name)
-        if index < 0:
-            arrays.append(pa.nulls(batch.num_rows, field.type))
-            continue
-        have, column = batch.schema.field(index), batch.column(index)
-        if is_json_field(field) and not is_json_field(have):
-            arrays.append(_json_array(column.to_pylist()))
-        elif have.type != field.type:
-            # int64 to float64 is the widening rule: ints beyond 2**53 round, as in one batch
-            arrays.append(column.cast(field.type, safe=not pa.types.is_floating(field.type)))
+    for position, (name, arrow_type) in enumerate(zip(schema.names, schema.types)):
+        index = own.get(name)
+        if index is None:
+            null = nulls.get(arrow_type)
+            if null is None:
+                null = nulls[arrow_type] = pa.nulls(batch.num_rows, arrow_type)
+            arrays.append(null)
         else:
-            arrays.append(column)
+            arrays.append(_conformed(batch.schema.field(index), batch.column(index), schema.field(position)))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def conformed_table(batches: list[pa.RecordBatch], schema: pa.Schema) -> pa.Table:
+    """``batches`` cast to ``schema`` (as :func:`conform` casts each) as one table, built column
+    by column: the rows between two batches holding a key become one null chunk of that key,
+    a slice of one null array per type. A wide table of sparse batches (many keys, a few in
+    each batch) then costs memory and writing time for its values, not for keys x batches."""
+    rows = sum(batch.num_rows for batch in batches)
+    types = dict(zip(schema.names, schema.types))
+    chunks: dict[str, list[pa.Array]] = {name: [] for name in schema.names}
+    covered = dict.fromkeys(schema.names, 0)  # rows of each key given a chunk so far
+    nulls: dict[pa.DataType, pa.Array] = {}
+
+    def pad(name: str, end: int) -> None:
+        if covered[name] < end:
+            arrow_type = types[name]
+            null = nulls.get(arrow_type)
+            if null is None:
+                null = nulls[arrow_type] = pa.nulls(rows, arrow_type)
+            chunks[name].append(null.slice(covered[name], end - covered[name]))
+            covered[name] = end
+
+    start = 0
+    for batch in batches:
+        for index, name in enumerate(batch.schema.names):
+            pad(name, start)
+            chunks[name].append(_conformed(batch.schema.field(index), batch.column(index), schema.field(name)))
+            covered[name] = start + batch.num_rows
+        start += batch.num_rows
+    for name in schema.names:
+        pad(name, rows)
+    return pa.Table.from_arrays([pa.chunked_array(chunks[name], types[name]) for name in schema.names], schema=schema)
+
+
+def _conformed(have: pa.Field, column: pa.Array, field: pa.Field) -> pa.Array:
+    """``column``, stored as ``have``, cast to ``field`` (JSON text, or widened to float)."""
+    if is_json_field(field) and not is_json_field(have):
+        return _json_array(column.to_pylist())
+    if have.type != field.type:
+        # int64 to float64 is the widening rule: ints beyond 2**53 round, as in one batch
+        return column.cast(field.type, safe=not pa.types.is_floating(field.type))
+    return column
 
 
 def keys_widened_to_float(schemas: Iterable[pa.Schema], pending_kinds: dict[str, set[type]]) -> frozenset[str]:

@@ -2,16 +2,21 @@
 into a key's typed column and its companion JSON column.
 
 A kind is a DuckDB type name (BIGINT, DOUBLE, BOOLEAN, VARCHAR, BLOB, DATE, TIMESTAMP,
-TIMESTAMPTZ, lists such as DOUBLE[]) or JSON: values only JSON text can hold (dicts, lists
-of mixed or unknown item type, ints beyond int64). A key's typed column has the kind most of
-its values have (:func:`choose`); a value fits it when its kind is that kind, or when it is
-an int within ±2**53 and the column is DOUBLE (:func:`fits`). The other values go to the
-companion column as the JSON text :func:`~rigorous_recorder._values.to_json` writes.
+TIMESTAMPTZ, lists such as DOUBLE[] or DATE[][]) or JSON: values only JSON text can hold
+(dicts, lists of mixed item types, ints beyond int64). A list of ints and floats is a DOUBLE[];
+a list that holds only None, or nothing, is a NULL[] and fits a list column of any item type.
+A key's typed column has the kind whose column would hold most of its values (:func:`choose`);
+a value fits it when its kind is that kind, when it is an int (or a list of ints) within
+±2**53 and the column is DOUBLE (DOUBLE[]), or when it is a NULL[] and the column a list
+(:func:`fits`). The other values go to the companion column as the JSON text
+:func:`~rigorous_recorder._values.to_json` writes, which reads back as the value pushed.
 
 >>> choose(Counter({"BIGINT": 3, "DOUBLE": 1, "VARCHAR": 2}))
 'DOUBLE'
 >>> split(2**60 + 1, "DOUBLE"), split("x", "DOUBLE"), split(3, "DOUBLE")
 ((None, '1152921504606846977'), (None, '"x"'), (3.0, None))
+>>> value_kind([1, 2.5]), value_kind([[], None]), value_kind([1, "a"]), split([1, None], "DOUBLE[]")
+('DOUBLE[]', 'NULL[][]', 'JSON', ([1.0, None], None))
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ._columns import INT64_MAX, INT64_MIN, column_to_arrow, is_json_field
+from ._columns import INT64_MAX, INT64_MIN, is_json_field
 from ._values import to_json
 from .store.layout import RECORDER_COLUMN as STORED_RECORDER_COLUMN
 
@@ -35,8 +40,14 @@ WIDE_INT = "WIDE BIGINT"
 EXACT_FLOAT_INT = 2**53
 #: The kind of a stored column of JSON text written by to_json (values of any kind).
 JSON_TEXT = "JSON TEXT"
+#: The item kind of a list that holds only None, or nothing: it fits a list of any item kind.
+NULL = "NULL"
 #: The order that breaks a tie between kinds holding as many values.
 _PREFERENCE = ("DOUBLE", "BIGINT", "BOOLEAN", "VARCHAR", "TIMESTAMPTZ", "TIMESTAMP", "DATE", "BLOB")
+#: Kinds that to_json writes as tagged objects ({"$date": ...}); DuckDB's to_json would not.
+_TAGGED = ("BLOB", "DATE", "TIMESTAMP", "TIMESTAMPTZ")
+#: Lists in JSON text nested deeper than this read as JSON (SQL cannot recurse).
+JSON_LIST_DEPTH = 2
 
 # -- kinds: the SQL type a value would have ------------------------------------------------
 
@@ -63,9 +74,36 @@ def value_kind(value: Any) -> str | None:
     if kind is datetime.date:
         return "DATE"
     if kind is list:
-        stored = column_to_arrow("value", [value])[0]
-        return JSON if is_json_field(stored) else arrow_kind(stored.type) or JSON
+        return _list_kind({value_kind(item) for item in value})
     return JSON
+
+
+def _list_kind(items: set[str | None]) -> str:
+    """The kind of a list whose items have the kinds ``items`` (None for a None item).
+
+    The same rule as the SQL of :func:`json_kind_sql`: ints among floats make DOUBLE[] (unless
+    an int is beyond ±2**53), ints beyond ±2**53 among others make WIDE BIGINT[]; any other mix
+    is JSON.
+    """
+    items = items - {None}
+    if items == {"BIGINT", "DOUBLE"}:
+        items = {"DOUBLE"}
+    elif items == {"BIGINT", WIDE_INT}:
+        items = {WIDE_INT}
+    if not items:
+        return f"{NULL}[]"
+    if len(items) > 1 or JSON in items:
+        return JSON
+    return f"{items.pop()}[]"
+
+
+def unlist(kind: str) -> tuple[str, int]:
+    """A kind's item kind and list depth: ``("DATE", 2)`` for DATE[][], ``("DOUBLE", 0)`` for DOUBLE."""
+    item = kind.removesuffix("[]")
+    if item == kind:
+        return kind, 0
+    item, depth = unlist(item)
+    return item, depth + 1
 
 
 def arrow_kind(arrow_type: pa.DataType) -> str | None:
@@ -87,19 +125,25 @@ def arrow_kind(arrow_type: pa.DataType) -> str | None:
     if pa.types.is_timestamp(arrow_type):
         return "TIMESTAMP" if arrow_type.tz is None else "TIMESTAMPTZ"
     if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
-        item = arrow_kind(arrow_type.value_type)
-        return JSON if item in (None, JSON) else item + "[]"
+        item = arrow_kind(arrow_type.value_type) or NULL
+        return JSON if item == JSON else item + "[]"
     return JSON
 
 
 def vote(kind: str) -> str:
     """The kind a value counts for when the typed column's type is chosen."""
-    return "BIGINT" if kind == WIDE_INT else kind
+    return kind.replace(WIDE_INT, "BIGINT")
 
 
 def fits(kind: str, main: str) -> bool:
     """True when a value of ``kind`` is held by a typed column of kind ``main``."""
-    return vote(kind) == main or (main == "DOUBLE" and kind == "BIGINT")
+    if vote(kind) == main:
+        return True
+    item, depth = unlist(kind)
+    main_item, main_depth = unlist(main)
+    if item == NULL:
+        return main == JSON or main_depth >= depth
+    return item == "BIGINT" and main_item == "DOUBLE" and depth == main_depth
 
 
 def sql_type(kind: str) -> str:
@@ -108,12 +152,13 @@ def sql_type(kind: str) -> str:
 
 
 def choose(votes: Counter[str]) -> str:
-    """The kind of a key's typed column: the kind most of its values have (VARCHAR for none)."""
-    votes = Counter(votes)
-    if votes["DOUBLE"]:
-        votes["DOUBLE"] += votes.pop("BIGINT", 0)
-    ranked = sorted(votes.items(), key=lambda item: (-item[1], _rank(item[0])))
-    return ranked[0][0] if ranked and ranked[0][1] else "VARCHAR"
+    """The kind of a key's typed column: the kind whose column holds most of its values
+    (VARCHAR for no value, JSON for lists of None only)."""
+    candidates = [kind for kind, count in votes.items() if count and unlist(kind)[0] != NULL]
+    if not candidates:
+        return JSON if any(votes.values()) else "VARCHAR"
+    held = {main: sum(count for kind, count in votes.items() if fits(kind, main)) for main in candidates}
+    return min(candidates, key=lambda main: (-held[main], _rank(main)))
 
 
 def _rank(kind: str) -> tuple[int, str]:
@@ -129,15 +174,30 @@ def split(value: Any, main: str) -> tuple[Any, str | None]:
         return None, to_json(value)
     if main == JSON:
         return to_json(value), None
-    return (float(value) if main == "DOUBLE" else value), None
+    return (_as_floats(value) if unlist(main)[0] == "DOUBLE" else value), None
+
+
+def _as_floats(value: Any) -> Any:
+    """An int, or the ints of a (nested) list, as floats."""
+    if type(value) is list:
+        return [_as_floats(item) for item in value]
+    return None if value is None else float(value)
 
 
 # -- SQL over one stored column ------------------------------------------------------------
 
+_STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?"
+#: An integer of 16 digits or more in a JSON list. DuckDB's JSON reader reads an int beyond
+#: 64 bits as a float, so a list with one is never read as DOUBLE[] (it would round).
+_LONG_INT = r"[\[,]\s*-?[0-9]{16,}\s*[,\]]"
 
-def json_kind_sql(text: str) -> str:
-    """SQL: the kind of a value from the JSON text :func:`to_json` wrote (see :func:`value_kind`)."""
-    stamp = r'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?'
+
+def json_kind_sql(text: str, depth: int = JSON_LIST_DEPTH) -> str:
+    """SQL: the kind of a value from the JSON text :func:`to_json` wrote (see :func:`value_kind`).
+
+    Lists nested deeper than ``depth`` are JSON.
+    """
+    lists = f"WHEN starts_with({text}, '[') THEN {_json_list_kind_sql(text, depth)} " if depth else ""
     return (
         f"CASE WHEN {text} IN ('true', 'false') THEN 'BOOLEAN' "
         f"WHEN starts_with({text}, '\"') THEN 'VARCHAR' "
@@ -146,24 +206,41 @@ def json_kind_sql(text: str) -> str:
         f"WHEN abs(CAST({text} AS HUGEINT)) <= {EXACT_FLOAT_INT} THEN 'BIGINT' ELSE '{WIDE_INT}' END "
         f"WHEN {text} IN ('NaN', 'Infinity', '-Infinity') "
         rf"OR regexp_full_match({text}, '-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?') THEN 'DOUBLE' "
-        rf"""WHEN regexp_full_match({text}, '\{{"\$bytes": "[A-Za-z0-9+/=]*"\}}') THEN 'BLOB' """
-        rf"""WHEN regexp_full_match({text}, '\{{"\$date": "\d{{4}}-\d\d-\d\d"\}}') THEN 'DATE' """
-        rf"""WHEN regexp_full_match({text}, '\{{"\$datetime": "{stamp}"\}}') THEN 'TIMESTAMP' """
-        rf"""WHEN regexp_full_match({text}, '\{{"\$datetime": "{stamp}[+-]\d\d:\d\d"\}}') THEN 'TIMESTAMPTZ' """
+        f"{lists}"
+        rf"""WHEN regexp_full_match({text}, '\{{"\$bytes":\s*"[A-Za-z0-9+/=]*"\}}') THEN 'BLOB' """
+        rf"""WHEN regexp_full_match({text}, '\{{"\$date":\s*"\d{{4}}-\d\d-\d\d"\}}') THEN 'DATE' """
+        rf"""WHEN regexp_full_match({text}, '\{{"\$datetime":\s*"{_STAMP}"\}}') THEN 'TIMESTAMP' """
+        rf"""WHEN regexp_full_match({text}, '\{{"\$datetime":\s*"{_STAMP}[+-]\d\d:\d\d"\}}') THEN 'TIMESTAMPTZ' """
         f"ELSE '{JSON}' END"
     )
 
 
-def _tag_payload(text: str, tag: str) -> str:
-    """SQL: the string inside a one-key tagged object ``{"$tag": "..."}``."""
-    start = len(f'{{"${tag}": "') + 1
-    return f"substring({text}, {start}, length({text}) - {start + 1})"
+def _json_list_kind_sql(text: str, depth: int) -> str:
+    """SQL: the kind of the JSON list ``text``, by :func:`_list_kind`'s rule over its items' kinds."""
+    item = f"x{depth}"
+    item_kind = json_kind_sql(f"CAST({item} AS VARCHAR)", depth - 1)
+    kinds = (f"list_sort(list_distinct(list_transform(CAST(CAST({text} AS JSON) AS JSON[]), "
+             f"lambda {item}: CASE WHEN {item} IS NOT NULL THEN {item_kind} END)))")
+    found = f"k{depth}"
+    rule = (f"CASE WHEN len({found}) = 0 THEN '{NULL}[]' "
+            f"WHEN {found} = ['BIGINT', 'DOUBLE'] THEN CASE WHEN regexp_matches({text}, '{_LONG_INT}') "
+            f"THEN '{JSON}' ELSE 'DOUBLE[]' END "
+            f"WHEN {found} = ['BIGINT', '{WIDE_INT}'] THEN '{WIDE_INT}[]' "
+            f"WHEN len({found}) = 1 AND {found}[1] <> '{JSON}' AND NOT (starts_with({found}[1], 'DOUBLE') "
+            f"AND regexp_matches({text}, '{_LONG_INT}')) THEN {found}[1] || '[]' "
+            f"ELSE '{JSON}' END")
+    return f"list_transform([{kinds}], lambda {found}: {rule})[1]"
 
 
 def _from_json_sql(text: str, main: str) -> str:
     """SQL: the typed value of JSON text whose kind fits ``main``."""
     if main == JSON:
         return text
+    if main.endswith("[]"):
+        depth = unlist(main)[1]
+        item = f"y{depth}"
+        return (f"list_transform(CAST(CAST({text} AS JSON) AS JSON[]), "
+                f"lambda {item}: {_from_json_sql(f'CAST({item} AS VARCHAR)', main[:-2])})")
     if main in ("BIGINT", "DOUBLE"):
         return f"CAST({text} AS {main})"
     if main == "BOOLEAN":
@@ -171,14 +248,19 @@ def _from_json_sql(text: str, main: str) -> str:
     if main == "VARCHAR":
         return f"json_extract_string({text}, '$')"
     if main == "BLOB":
-        return f"from_base64({_tag_payload(text, 'bytes')})"
+        return f"""from_base64(json_extract_string({text}, '$."$bytes"'))"""
     if main == "DATE":
-        return f"CAST({_tag_payload(text, 'date')} AS DATE)"
-    return f"CAST({_tag_payload(text, 'datetime')} AS {main})"  # TIMESTAMP, TIMESTAMPTZ
+        return f"""CAST(json_extract_string({text}, '$."$date"') AS DATE)"""
+    return f"""CAST(json_extract_string({text}, '$."$datetime"') AS {main})"""  # TIMESTAMP, TIMESTAMPTZ
 
 
 def _to_json_sql(column: str, kind: str) -> str:
     """SQL: the JSON text :func:`to_json` writes for a value of a stored column of ``kind``."""
+    item, depth = unlist(kind)
+    if depth and item in _TAGGED:  # DuckDB's to_json would write these items untagged
+        each = f"z{depth}"
+        return (f"'[' || array_to_string(list_transform({column}, "
+                f"lambda {each}: coalesce({_to_json_sql(each, kind[:-2])}, 'null')), ', ') || ']'")
     if kind in ("BIGINT", WIDE_INT):
         return f"CAST({column} AS VARCHAR)"
     if kind == "BLOB":
@@ -193,6 +275,15 @@ def _to_json_sql(column: str, kind: str) -> str:
     return f"CAST(to_json({column}) AS VARCHAR)"
 
 
+def _exact_as_double_sql(column: str, depth: int) -> str:
+    """SQL: true when every int of a BIGINT column (a list of ``depth``) is within ±2**53."""
+    if not depth:
+        return f"{column} BETWEEN -{EXACT_FLOAT_INT} AND {EXACT_FLOAT_INT}"
+    for _ in range(depth - 1):
+        column = f"flatten({column})"
+    return f"len(list_filter({column}, lambda w: w NOT BETWEEN -{EXACT_FLOAT_INT} AND {EXACT_FLOAT_INT})) = 0"
+
+
 @dataclass
 class StoredColumn:
     """One key's column in one part of the records: what it holds, as far as is known."""
@@ -201,7 +292,7 @@ class StoredColumn:
     position: int
     kind: str  # of the stored values, or JSON_TEXT
     votes: Counter[str] = field(default_factory=Counter)  # values per kind (for JSON TEXT, counted)
-    wide: bool = True  # an int column that may hold ints beyond 2**53
+    wide: bool = True  # an int column (or list of ints) that may hold ints beyond 2**53
 
     def expressions(self, main: str) -> tuple[str | None, str | None]:
         """SQL for this column's share of the key's typed and companion columns (None: nothing)."""
@@ -215,12 +306,13 @@ class StoredColumn:
             if len(fitting) == len(self.votes):
                 return typed, None
             return typed, f"CASE WHEN NOT ({fit}) THEN {column} END"
-        if self.kind == "BIGINT" and main == "DOUBLE":
+        item, depth = unlist(self.kind)
+        if item == "BIGINT" and unlist(main) == ("DOUBLE", depth):
             if not self.wide:
-                return f"CAST({column} AS DOUBLE)", None
-            inside = f"{column} BETWEEN -{EXACT_FLOAT_INT} AND {EXACT_FLOAT_INT}"
-            return (f"CASE WHEN {inside} THEN CAST({column} AS DOUBLE) END",
-                    f"CASE WHEN NOT ({inside}) THEN {_to_json_sql(column, 'BIGINT')} END")
+                return f"CAST({column} AS {main})", None
+            inside = _exact_as_double_sql(column, depth)
+            return (f"CASE WHEN {inside} THEN CAST({column} AS {main}) END",
+                    f"CASE WHEN NOT ({inside}) THEN {_to_json_sql(column, self.kind)} END")
         if fits(self.kind, main):
             return (_to_json_sql(column, self.kind) if main == JSON else column), None
         return None, _to_json_sql(column, self.kind)

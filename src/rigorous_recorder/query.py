@@ -50,6 +50,7 @@ from ._kinds import (
     sql_type,
     split,
     stored_columns,
+    unlist,
     value_kind,
     vote,
 )
@@ -192,9 +193,12 @@ def _count(part: Part, name: str, connection: duckdb.DuckDBPyConnection) -> None
         for column in part.columns:
             array = part.table.column(column.position)
             column.votes[column.kind] = len(array) - array.null_count
-            if column.kind == "BIGINT" and column.votes[column.kind]:
-                low, high = pc.min_max(array).values()
-                column.wide = not -EXACT_FLOAT_INT <= low.as_py() <= high.as_py() <= EXACT_FLOAT_INT
+            item, depth = unlist(column.kind)
+            if item == "BIGINT" and column.votes[column.kind]:
+                for _ in range(depth):
+                    array = pc.list_flatten(array)
+                low, high = (bound.as_py() for bound in pc.min_max(array).values())
+                column.wide = low is not None and not -EXACT_FLOAT_INT <= low <= high <= EXACT_FLOAT_INT
     else:
         for column in part.columns:
             column.wide = False
@@ -203,7 +207,10 @@ def _count(part: Part, name: str, connection: duckdb.DuckDBPyConnection) -> None
             for column in part.columns:
                 count, low, high = _statistics(metadata, column.position)
                 column.votes[column.kind] += count
-                if column.kind == "BIGINT" and count:  # an unknown range may be wide
+                item, depth = unlist(column.kind)
+                if item == "BIGINT" and depth:  # the statistics count a list's ints, not its rows
+                    low, high = _leaf_range(metadata, column.position)
+                if item == "BIGINT" and (count or depth):  # an unknown range may be wide
                     column.wide |= low is None or not -EXACT_FLOAT_INT <= low <= high <= EXACT_FLOAT_INT
     texts = [column for column in part.columns if column.kind == JSON_TEXT]
     if texts:
@@ -233,6 +240,19 @@ def _statistics(metadata: pq.FileMetaData, position: int) -> tuple[int, Any, Any
             low = statistics.min if low is None else min(low, statistics.min)
             high = statistics.max if high is None else max(high, statistics.max)
     return count, low, high
+
+
+def _leaf_range(metadata: pq.FileMetaData, position: int) -> tuple[Any, Any]:
+    """Least and greatest value of one column's leaves (a list's items) in a Parquet file;
+    (None, None) when some row group has no statistics of them."""
+    low = high = None
+    for index in range(metadata.num_row_groups):
+        statistics = metadata.row_group(index).column(position).statistics
+        if statistics is None or not statistics.has_min_max:
+            return None, None
+        low = statistics.min if low is None else min(low, statistics.min)
+        high = statistics.max if high is None else max(high, statistics.max)
+    return low, high
 
 
 # -- the plan: one typed column (and maybe a companion) per key ------------------------------

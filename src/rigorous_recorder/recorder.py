@@ -36,6 +36,12 @@ if TYPE_CHECKING:
 #: Rows a recorder buffers as Python lists before they become an Arrow batch. (The Arrow side,
 #: ``_columns``, loads pyarrow: it is imported at the first batch, not with the package.)
 BATCH_ROWS = 4096
+#: Unsealed rows that would take this many cells (rows x keys, each 8 bytes or more once
+#: sealed) per value they hold are sealed early, once they hold ``SPARSE_MIN_CELLS``: sparse
+#: rows (many keys, a few in each) become small batches holding only their own keys, so
+#: memory grows with the values recorded, not with keys x records.
+SPARSE_CELLS_PER_VALUE = 16
+SPARSE_MIN_CELLS = 1024
 
 
 class Recorder:
@@ -66,6 +72,7 @@ class Recorder:
         "_sealed_rows",
         "_staged",
         "_store",
+        "_values",
         "node_id",
     )
 
@@ -82,6 +89,7 @@ class Recorder:
         # _rows counts the unsealed rows while they are ragged or hold no column at all.
         self._ragged = False
         self._rows = 0
+        self._values = 0  # the values in the unsealed rows, counted while they are ragged
         self._staged: dict[str, Any] | None = None
         self._sealed_rows = 0
         self._kinds_of: tuple[dict[str, list[Any]], dict[str, tuple[int, set[type]]]] | None = None
@@ -283,6 +291,8 @@ class Recorder:
         index = -1 if self._ragged else append_plain_row(pending, values) - 1  # -1: declined
         if index < 0:
             index = self._pending_rows()
+            if not self._ragged:
+                self._values = index * len(pending)  # square so far: a value in every cell
             for key, value in values.items():
                 column = pending.get(key)
                 if column is None:
@@ -290,13 +300,19 @@ class Recorder:
                 elif len(column) < index:
                     column.extend([None] * (index - len(column)))
                 column.append(value)
+            self._values += len(values)
             self._ragged = len(values) < len(pending)
             if self._ragged or not pending:
                 self._rows = index + 1
         record = Record(pending, index, self)
-        if index + 1 >= BATCH_ROWS:
+        if index + 1 >= BATCH_ROWS or self._ragged and self._sparse(index + 1):
             self._seal()
         return record
+
+    def _sparse(self, rows: int) -> bool:
+        """True when ``rows`` ragged unsealed rows would make a batch of mostly missing cells."""
+        cells = rows * len(self._pending)
+        return cells >= SPARSE_MIN_CELLS and cells > SPARSE_CELLS_PER_VALUE * self._values
 
     def _pending_rows(self) -> int:
         if self._ragged or not self._pending:
@@ -350,11 +366,11 @@ class Recorder:
                 store.pending(self)
 
     def unsealed_rows(self) -> tuple[dict[str, list[Any]], int]:
-        """The committed rows not yet sealed into a batch: columns and row count (store lock held)."""
-        rows = self._pending_rows()
-        if self._ragged:
-            self._square(rows)
-        return self._pending, rows
+        """The committed rows not yet sealed into a batch: columns and row count (store lock held).
+
+        A column may be shorter than the row count: the rows past its end do not hold its key.
+        """
+        return self._pending, self._pending_rows()
 
     def take_unsealed_rows(self) -> tuple[dict[str, list[Any]], int]:
         """Take the unsealed rows away, to be sealed by the caller (store lock held).

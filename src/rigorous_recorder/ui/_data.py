@@ -75,6 +75,7 @@ class DashboardData:
         self._stats: dict[tuple[Any, ...], tuple[Any, Any, Any] | None] = {}
         self._rows: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}  # stopped runs' rows
         self._versions: dict[str, tuple[dict[str, Any], int]] = {}
+        self._orders: dict[str, tuple[tuple[str, ...], int]] = {}  # per where box: the runs' order, its version
         self._version = time.time_ns() // 1000  # a restarted server's versions follow the old ones
         self._where: tuple[tuple[Any, ...], set[str]] | None = None
         self._private = locked_database(self.collection.path / RUNS_FOLDER)  # the where box and group-by
@@ -87,7 +88,8 @@ class DashboardData:
     def wait_idle(self) -> None:
         """Return once no query is running (a query left running at interpreter exit aborts it)."""
         with self._lock:
-            pass
+            views = self._views
+        views.wait_idle()
 
     # -- fresh state -------------------------------------------------------------------------
 
@@ -123,9 +125,10 @@ class DashboardData:
                 "runs": [row for row in rows if kept is None or row["run_id"] in kept]}
 
     def runs_since(self, where: str = "", since: int = 0) -> dict[str, Any]:
-        """What the page's table needs to catch up from ``version`` ``since``: the runs in
-        order (``order``), the rows that changed since (column by column: ``changed``), the
-        runs the chart shows by default (``auto``) and the version to ask from next."""
+        """What the page's table needs to catch up from ``version`` ``since``: the rows that
+        changed since (column by column: ``changed``), the runs in order (``order``; None when
+        it did not change since), the runs the chart shows by default (``auto``) and the
+        version to ask from next."""
         table = self.runs(where)
         rows = table["runs"]
         changed = []
@@ -137,10 +140,15 @@ class DashboardData:
                     known = self._versions[row["run_id"]] = (row, self._version)
                 if known[1] > since:
                     changed.append(row)
+            order = tuple(row["run_id"] for row in rows)
+            shown = self._orders.get(where)
+            if shown is None or shown[0] != order:
+                self._version += 1
+                shown = self._orders[where] = (order, self._version)
             version = self._version
         columnar: dict[str, Any] = {field: [row[field] for row in changed] for field in ROW_FIELDS}
         columnar["info"] = {name: [row["info"].get(name) for row in changed] for name in table["columns"]}
-        return {"version": version, "columns": table["columns"], "order": [row["run_id"] for row in rows],
+        return {"version": version, "columns": table["columns"], "order": list(order) if shown[1] > since else None,
                 "changed": columnar, "auto": auto_selection(rows)}
 
     def _row(self, info: dict[str, Any]) -> dict[str, Any]:

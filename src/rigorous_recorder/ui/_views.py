@@ -34,7 +34,7 @@ NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYIN
                  "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "DECIMAL")
 #: Columns of these types are each record's wall-clock time (besides a numeric ``wall_time``).
 TIME_TYPES = ("TIMESTAMP", "TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE")
-#: Most views kept side by side before they are merged into one.
+#: Most views kept side by side; then the smaller half is merged into one.
 MAX_VIEWS = 8
 
 
@@ -87,6 +87,11 @@ class StoppedView:
         self.time_of_run = self._time_columns(
             [name for name in (WALL_TIME, *types) if types.get(name, "").startswith(TIME_TYPES)
              or (name == WALL_TIME and name in self.metrics)])
+
+    def wait_idle(self) -> None:
+        """Return once this view runs no query."""
+        with self._lock:
+            pass
 
     def _time_columns(self, candidates: list[str]) -> dict[str, str | None]:
         candidates = list(dict.fromkeys(candidates))
@@ -180,11 +185,18 @@ class StoppedViews:
         new = [info for run_id, info in stopped.items() if run_id not in known]
         if not new and len(kept) == len(self.views):
             return False
-        if len(kept) >= MAX_VIEWS:
-            kept, new = [], list(stopped.values())
+        if len(kept) >= MAX_VIEWS:  # the smaller half joins the new view: a run is rebuilt O(log runs) times
+            kept.sort(key=lambda view: len(view.members), reverse=True)
+            merged, kept = kept[MAX_VIEWS // 2:], kept[:MAX_VIEWS // 2]
+            new += [stopped[run_id] for view in merged for run_id in view.members]
         self.views = kept + ([StoppedView(self._runs_folder, new)] if new else [])
         self._where_table = None
         return True
+
+    def wait_idle(self) -> None:
+        """Return once no view is running a query."""
+        for view in self.views:
+            view.wait_idle()
 
     def view_of(self, run_id: str) -> StoppedView | None:
         """The view holding a stopped run."""

@@ -183,13 +183,12 @@
       for (const name of Object.keys(changed.info)) row.info[name] = changed.info[name][i];
       rowsById.set(row.run_id, row);
     }
-    const order = result.order.join(",");
-    const news = count > 0 || order !== view.runs.map((r) => r.run_id).join(",")
-      || result.columns.join(",") !== view.infoColumns.join(",");
-    view.runs = result.order.map((id) => rowsById.get(id)).filter(Boolean);
+    const order = result.order || view.runs.map((r) => r.run_id);  // null: the order did not change
+    const news = count > 0 || result.order !== null || result.columns.join(",") !== view.infoColumns.join(",");
+    view.runs = order.map((id) => rowsById.get(id)).filter(Boolean);
     view.infoColumns = result.columns;
     // A run the page never got (hidden by an earlier where box) is asked for again in full.
-    view.version = view.runs.length === result.order.length ? result.version : 0;
+    view.version = view.runs.length === order.length ? result.version : 0;
     view.auto = result.auto;
     if (autoSelect) state.sel = result.auto;
     return news;
