@@ -96,6 +96,13 @@ def test_a_resumed_run_is_read_from_its_folder_once(tmp_path: Path) -> None:
     assert count == [(6, 6)]
     total = ExperimentCollection(path, quiet=True, recover=False).sql("SELECT count(*) FROM records").fetchall()
     assert total == [(RUNS * 5 + 2 + 1,)]
+    for number in range(3):  # three new runs wait: the next pack takes them and the resumed run
+        with collection.new_experiment(lr=number) as experiment:
+            experiment.push(step=0, loss=1.0)
+    for records_file in path.glob("runs/*/records-*.parquet"):
+        records_file.write_bytes(b"")  # every run is read from a pack now, the resumed one too
+    reader = ExperimentCollection(path, quiet=True, recover=False)
+    assert reader.sql("SELECT count(*) FROM records").fetchall() == [(RUNS * 5 + 2 + 1 + 3,)]
 
 
 def test_a_deleted_run_leaves_the_view(tmp_path: Path) -> None:
@@ -129,6 +136,7 @@ def test_a_damaged_pack_is_ignored(tmp_path: Path, damage: str) -> None:
     assert answers(path) == before
 
 
+@pytest.mark.slow
 def test_packers_killed_midway_lose_and_double_nothing(tmp_path: Path) -> None:
     path = record_study(tmp_path / "study", runs=12)
     before = answers(path)

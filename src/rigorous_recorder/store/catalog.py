@@ -127,9 +127,10 @@ class Catalog:
             self.path.mkdir(exist_ok=True)
             with FileLock(self.path / CATALOG_LOCK, timeout=0):
                 self._remove_leftovers()
-                done = self.runs()
+                done = self.runs()  # what another process packed meanwhile; a stale copy does not count
                 return sum(self._write(group) for group in _groups(
-                    (folder for folder, _ in waiting if folder.id not in done)))
+                    folder for folder, _ in waiting
+                    if folder.id not in done or done[folder.id].signature != folder.info_signature()))
         except (Timeout, OSError, pa.ArrowException):
             return 0  # another process packs, or the disk is full or read-only: runs are read in place
 
