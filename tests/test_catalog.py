@@ -174,3 +174,29 @@ def test_a_reader_that_must_not_write_packs_nothing(tmp_path: Path) -> None:
     path = record_study(tmp_path / "study")
     ExperimentCollection(path, quiet=True, recover=False).sql("SELECT 1").fetchall()
     assert not (path / "catalog").exists()
+
+
+@pytest.mark.slow
+def test_a_reader_loops_while_sixteen_writers_finish_and_pack(tmp_path: Path) -> None:
+    path = tmp_path / "study"
+    ExperimentCollection(path, quiet=True)
+    writer = ("import sys\nfrom rigorous_recorder import ExperimentCollection\nfrom rigorous_recorder.store import catalog\n"
+              "catalog.PACK_MIN_RUNS = 3\ncollection = ExperimentCollection(sys.argv[1], quiet=True)\n"
+              "for run in range(4):\n"
+              "    with collection.new_experiment(writer=int(sys.argv[2]), run=run) as experiment:\n"
+              "        for step in range(50):\n"
+              "            experiment.push(step=step, loss=step / 50)\n")
+    writers = [subprocess.Popen([sys.executable, "-c", writer, str(path), str(index)]) for index in range(16)]
+    reader = ExperimentCollection(path, quiet=True, recover=False)
+    seen = []
+    while any(process.poll() is None for process in writers):
+        count, runs = reader.sql("SELECT count(*), count(DISTINCT run_id) FROM records WHERE status = 'ok'").fetchall()[0]
+        assert count == 50 * runs  # a finished run is there whole or not at all
+        assert len(reader.records) >= count and len(reader.runs) >= runs
+        seen.append(count)
+    assert [process.returncode for process in writers] == [0] * 16
+    final = ExperimentCollection(path, quiet=True, recover=False)
+    assert final.sql("SELECT count(*), count(DISTINCT run_id) FROM records").fetchall() == [(16 * 4 * 50, 64)]
+    assert len(final.records) == 16 * 4 * 50
+    assert packs(final.path), "the writers packed their finished runs"
+    assert seen == sorted(seen)  # what a reader counts never goes back
