@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from rigorous_recorder import ExperimentCollection, Recorder
 from rigorous_recorder._values import from_json, normalize
 from rigorous_recorder.errors import RecorderError
+from rigorous_recorder.store import catalog
 
 #: A fixed alphabet: quotes, tilde, dots, spaces, unicode (hypothesis's full table is slow to build).
 ALPHABET = "aAbB_~.\"' é日😀-$"
@@ -193,8 +194,9 @@ def compare(expected: dict[int, dict[str, Any]], actual: dict[int, Any], stats: 
 
 
 @pytest.mark.slow
-def test_every_record_reads_back_exactly_through_every_way(capsys):
-    """Hostile collections: 0 unqueryable collections, 0 renamed or changed values."""
+def test_every_record_reads_back_exactly_through_every_way(capsys, monkeypatch):
+    """Hostile collections: 0 unqueryable collections, 0 renamed or changed values, also once
+    the catalog has gathered the runs into packs."""
     stats: Counter = Counter()
 
     @settings(max_examples=15, derandomize=True, deadline=None, database=None,
@@ -223,6 +225,18 @@ def test_every_record_reads_back_exactly_through_every_way(capsys):
                 tree = Recorder.load_from(collection.path / "runs" / run["id"] / run["records"])
                 loaded.update((record[ORDINAL], record) for record in tree.all_records)
             compare(expected, loaded, stats, "load_from")
+            monkeypatch.setattr(catalog, "PACK_MIN_RUNS", 1)
+            ExperimentCollection(Path(folder) / "study", quiet=True).sql("SELECT 1").fetchall()  # packs the runs
+            monkeypatch.undo()
+            assert list((collection.path / "catalog").glob("pack-*.runs.parquet"))
+            packed = ExperimentCollection(Path(folder) / "study", quiet=True)
+            assert packed.sql("SELECT name, key, type FROM columns").fetchall() == columns
+            relation = packed.sql("SELECT * FROM records")
+            again: Counter = Counter()  # the figures above count each value once
+            compare(expected, flat_rows([dict(zip(relation.columns, row)) for row in relation.fetchall()], columns),
+                    again, "sql() from packs")
+            compare(expected, flat_rows(packed.to_arrow().to_pylist(), columns), again, "to_arrow() from packs")
+            stats["changed"] += again["changed"]
 
     check()
     with capsys.disabled():
