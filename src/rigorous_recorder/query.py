@@ -463,9 +463,7 @@ def _experiments(sources: list[RunSource], keys: dict[str, KeyColumns]) -> tuple
     infos = [next((entry["local_data"] for entry in source.entries if entry["id"] == EXPERIMENT_NODE), {})
              for source in sources]
     names = view_names((key for info in infos for key in info), reserved=RUN_COLUMNS)
-    runs = [{"run_id": source.info["id"], **_run_values(source.info), "status": source.info["status"],
-             "records": source.count, "error": source.info.get("error")} for source in sources]
-    values = [[run[name] for run in runs] for name in RUN_COLUMNS]
+    values = [_run_column(sources, name) for name in RUN_COLUMNS]
     info_columns = []
     for key, name in names.items():
         columns = KeyColumns(key, name, keys[key].kind)
@@ -474,6 +472,17 @@ def _experiments(sources: list[RunSource], keys: dict[str, KeyColumns]) -> tuple
         values += [typed, text] if text is not None else [typed]
         info_columns.append(columns)
     return list(RUN_COLUMNS.items()) + _lineage_columns(info_columns)[2 + len(HANDLES):], values
+
+
+def _run_column(sources: list[RunSource], name: str) -> list[Any]:
+    """One of :data:`RUN_COLUMNS` for every run, as :func:`_run_values` shows its keys."""
+    if name == "run_id":
+        return [source.info["id"] for source in sources]
+    if name == "records":
+        return [source.count for source in sources]
+    if name == "had_error":
+        return [None if source.info["status"] == RUNNING else source.info.get(name) for source in sources]
+    return [source.info.get(name) for source in sources]
 
 
 _COLUMNS_COLUMNS = [("name", "VARCHAR"), ("key", "VARCHAR"), ("part", "VARCHAR"), ("source", "VARCHAR"),
