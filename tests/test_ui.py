@@ -381,6 +381,30 @@ def test_a_running_run_is_read_a_flush_at_a_time(tmp_path):
     experiment.finish()
 
 
+def test_a_resumed_run_shows_its_earlier_and_its_new_records(tmp_path):
+    """A resumed run is running again: its records file and its new journal make one curve,
+    and its info keeps the views' names (an info key named like a run column gets ~2)."""
+    collection = ExperimentCollection(tmp_path / "resumed", quiet=True)
+    with collection.new_experiment(model="a", status="mine") as experiment:
+        train = Recorder(stage="train").set_parent(experiment)
+        for step in range(100):
+            train.push(step=step, loss=float(step))
+    (run,) = collection.runs
+    again = collection.resume(run["id"])
+    more = Recorder(stage="more").set_parent(again.recorder)
+    for step in range(100, 150):
+        more.push(step=step, loss=float(step))
+    again.flush()
+    data = DashboardData(tmp_path / "resumed")
+    (row,) = data.runs()["runs"]
+    assert (row["status"], row["records"], row["info"]) == ("running", 150, {"model": "a", "status~2": "mine"})
+    (series,) = data.curves([run["id"]], "loss", "step", buckets=1000)["series"]
+    assert series["x"] == [float(step) for step in range(150)]
+    again.finish()
+    data._scanned = -math.inf
+    assert data.runs()["runs"] == [{**row, "status": "ok", "duration": data.runs()["runs"][0]["duration"]}]
+
+
 def test_runs_since_sends_only_the_rows_that_changed(tmp_path):
     """The page's poll gets every row once, then only the rows that changed since its version
     (and the runs' order only when it changed)."""

@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..collection import ExperimentCollection
+from .._naming import view_names
 from ..errors import RecorderError
 from ..query import RUN_COLUMNS
 from ..query_text import quote_literal
@@ -157,8 +158,10 @@ class DashboardData:
         tail = self._tails.get(run_id) if info["status"] == RUNNING else None
         if tail is None and (cached := self._rows.get(run_id)) is not None and cached[0] == signature(info):
             return cached[1]
-        if tail is not None:
-            records, extra, time_column = tail.rows, tail.experiment_info, tail.time_column
+        if tail is not None:  # its info named as the views name it (a key such as "status" is "status~2")
+            records, time_column = tail.rows, tail.time_column
+            names = view_names(tail.experiment_info, reserved=RUN_COLUMNS)
+            extra = {names[key]: value for key, value in tail.experiment_info.items()}
         else:
             view = self._views.view_of(run_id)
             stored = view.rows.get(run_id, {}) if view else {}
