@@ -355,7 +355,8 @@ def journal_bytes(collection: ExperimentCollection, run_id: str) -> int:
 
 def test_a_running_run_is_read_a_flush_at_a_time(tmp_path):
     """Each look decodes only the frames flushed since the last one (no more bytes than the
-    journal grew by), the curve and the figures grow, and the stopped runs' views stay as built."""
+    journal grew by), the curve and the figures grow, the stopped runs' views stay as built,
+    and only the plotted columns' values are kept."""
     collection = ExperimentCollection(tmp_path / "live", quiet=True)
     with collection.new_experiment(model="done") as experiment:
         Recorder().set_parent(experiment).push(step=0, loss=5.0)
@@ -364,11 +365,12 @@ def test_a_running_run_is_read_a_flush_at_a_time(tmp_path):
     data = DashboardData(tmp_path / "live")
     views = list(data._views.views)
     live = run_ids(data, "live")[0]
+    assert data.curves([live], "loss", "step")["series"][0]["x"] == []
     grown = []
     for flush in range(3):
         before = (data._tails[live].decoded_bytes, journal_bytes(collection, live))
         for step in range(flush * 1000, flush * 1000 + 1000):
-            train.push(step=step, loss=float(step))
+            train.push(step=step, loss=float(step), unplotted=1.0)
         experiment.flush()
         data._scanned = -math.inf  # the next request scans again, as the next poll does
         (series,) = data.curves([live], "loss", "step", buckets=4000)["series"]
@@ -377,6 +379,10 @@ def test_a_running_run_is_read_a_flush_at_a_time(tmp_path):
         grown.append((series["x"][-1], data.stats("loss", "step")["stats"][live]))
         assert data._views.views == views
     assert grown[-1] == (2999.0, {"last": 2999.0, "min": 0.0, "max": 2999.0})
+    assert "unplotted" in data.columns()["metrics"]  # known, but its values are not kept until plotted
+    assert all(set(chunk) <= {"step", "loss"} for chunk in data._tails[live]._chunks)
+    (series,) = data.curves([live], "unplotted", "step", buckets=4000)["series"]
+    assert len(series["x"]) == 3000
     assert [run["records"] for run in data.runs()["runs"]] == [1, 3000]
     experiment.finish()
 
