@@ -156,7 +156,7 @@ def test_where_reads_no_file(data):
 def test_views_of_runs_that_stop_one_by_one_stay_few(tmp_path):
     """Each run that stops joins a small view of its own; past MAX_VIEWS the smaller half is
     merged, so the views stay few and the big one is not rebuilt for each new run."""
-    collection = ExperimentCollection(tmp_path / "sweep", quiet=True)
+    collection = ExperimentCollection(tmp_path / "sweep", quiet=True, record_context=False)
     data = DashboardData(tmp_path / "sweep")
     for index in range(20):
         with collection.new_experiment(seed=index) as experiment:
