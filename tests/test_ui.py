@@ -158,7 +158,7 @@ def test_views_of_runs_that_stop_one_by_one_stay_few(tmp_path):
     merged, so the views stay few and the big one is not rebuilt for each new run."""
     collection = ExperimentCollection(tmp_path / "sweep", quiet=True, record_context=False)
     data = DashboardData(tmp_path / "sweep")
-    for index in range(20):
+    for index in range(MAX_VIEWS + 2):  # one merge
         with collection.new_experiment(seed=index) as experiment:
             Recorder().set_parent(experiment).push(step=0, loss=float(index))
         data._scanned = -math.inf
