@@ -474,6 +474,9 @@ def test_the_dashboard_never_changes_the_collection(study, client):
     runs = http_rows(client.get("/api/runs").json())
     ids = ",".join(run["run_id"] for run in runs)
     assert client.get("/api/columns").status_code == 200
+    assert client.get("/api/start", params={"buckets": 300}).json()["curves"]["points"] > 0
+    untimed = client.get("/api/start", params={"buckets": 300, "time": "relative"}).json()  # no run records time
+    assert untimed["curves"]["points"] == 0 and untimed["curves"]["untimed"] == untimed["selection"]
     assert client.get("/api/stats", params={"metric": "loss", "x": "step"}).status_code == 200
     assert client.get("/api/curves", params={"runs": ids, "y": "loss", "x": "step"}).status_code == 200
     assert client.post("/api/sql", json={"sql": "SELECT count(*) FROM records"}).status_code == 200
