@@ -7,6 +7,11 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#if PY_VERSION_HEX < 0x030C0000
+#include <structmember.h>  /* T_OBJECT_EX and READONLY, named Py_T_OBJECT_EX and Py_READONLY since 3.12 */
+#define Py_T_OBJECT_EX T_OBJECT_EX
+#define Py_READONLY READONLY
+#endif
 #include <stdint.h>
 #include <string.h>
 
@@ -50,6 +55,49 @@ truncate_columns_keeping_error(PyObject *pending, Py_ssize_t rows)
 /* Interned attribute names of a recorder (the holder), set when the module is executed. */
 static PyObject *pending_name = NULL, *staged_name = NULL, *store_name = NULL, *failure_name = NULL,
                 *fast_name = NULL, *direct_name = NULL;
+
+/* One attribute of a holder: read and written by name, or, when `offset` is not 0, straight in
+ * the slot at that offset, as its member descriptor would (the recorder class's own methods
+ * know its layout: a generic attribute lookup costs more than the rest of a staging). */
+typedef struct {
+    PyObject **name;
+    Py_ssize_t offset;
+} Attribute;
+
+typedef struct {
+    Attribute pending, staged, store, fast, direct;
+} Layout;
+
+static Layout by_name = {{&pending_name, 0}, {&staged_name, 0}, {&store_name, 0}, {&fast_name, 0}, {&direct_name, 0}};
+static Layout recorder_layout = {{&pending_name, 0}, {&staged_name, 0}, {&store_name, 0}, {&fast_name, 0},
+                                 {&direct_name, 0}};
+
+/* A new reference to the attribute's value, NULL with an error if it has none. No Python code
+ * runs for a slot. */
+static inline PyObject *
+read_attribute(PyObject *holder, const Attribute *attribute)
+{
+    if (attribute->offset == 0) {
+        return PyObject_GetAttr(holder, *attribute->name);
+    }
+    PyObject *value = *(PyObject **)((char *)holder + attribute->offset);
+    if (value == NULL) {
+        PyErr_SetObject(PyExc_AttributeError, *attribute->name);
+        return NULL;
+    }
+    return Py_NewRef(value);
+}
+
+/* Set the attribute (the old value is released); -1 on error. */
+static inline int
+write_attribute(PyObject *holder, const Attribute *attribute, PyObject *value)
+{
+    if (attribute->offset == 0) {
+        return PyObject_SetAttr(holder, *attribute->name, value);
+    }
+    Py_XSETREF(*(PyObject **)((char *)holder + attribute->offset), Py_NewRef(value));
+    return 0;
+}
 /* rigorous_recorder._values.RESERVED_KEYS: keys the staging fast path leaves to the general one. */
 static PyObject *reserved_keys = NULL;
 
@@ -163,14 +211,14 @@ all_plain(PyObject *values)
     return plain;
 }
 
-/* Set two attributes of `holder` (slots: no Python code runs); -1 on error. */
+/* Set holder._staged and holder._fast (slots: no Python code runs); -1 on error. */
 static int
-set_two(PyObject *holder, PyObject *first, PyObject *first_value, PyObject *second, PyObject *second_value)
+set_staged_and_fast(PyObject *holder, const Layout *layout, PyObject *staged, PyObject *fast)
 {
-    if (PyObject_SetAttr(holder, first, first_value) < 0) {
+    if (write_attribute(holder, &layout->staged, staged) < 0) {
         return -1;
     }
-    return PyObject_SetAttr(holder, second, second_value);
+    return write_attribute(holder, &layout->fast, fast);
 }
 
 /* Keyword arguments of a vectorcall: `count` names and their values. */
@@ -184,7 +232,7 @@ typedef struct {
  * into holder._staged, when every pair is plain and the holder's store has not failed.
  * 1: staged; 0: not plain, nothing changed; -1: error. */
 static int
-stage(PyObject *holder, PyObject *data, PyObject *values, const Keywords *keywords)
+stage(PyObject *holder, const Layout *layout, PyObject *data, PyObject *values, const Keywords *keywords)
 {
     if (data != Py_None && !PyDict_CheckExact(data)) {
         return 0;
@@ -199,7 +247,7 @@ stage(PyObject *holder, PyObject *data, PyObject *values, const Keywords *keywor
     if (plain <= 0) {
         return plain;
     }
-    PyObject *store = PyObject_GetAttr(holder, store_name);
+    PyObject *store = read_attribute(holder, &layout->store);
     if (store == NULL) {
         return -1;
     }
@@ -212,7 +260,7 @@ stage(PyObject *holder, PyObject *data, PyObject *values, const Keywords *keywor
     if (failure != Py_None) {
         return 0;
     }
-    PyObject *staged = PyObject_GetAttr(holder, staged_name);  /* slots: no Python code runs */
+    PyObject *staged = read_attribute(holder, &layout->staged);
     if (staged == NULL) {
         return -1;
     }
@@ -242,7 +290,7 @@ stage(PyObject *holder, PyObject *data, PyObject *values, const Keywords *keywor
         failed = PyDict_SetItem(staged, PyTuple_GET_ITEM(keywords->names, i), keywords->values[i]) < 0;
     }
     if (!failed && fresh) {
-        failed = set_two(holder, staged_name, staged, fast_name, Py_False) < 0;
+        failed = set_staged_and_fast(holder, layout, staged, Py_False) < 0;
     }
     Py_DECREF(staged);
     return failed ? -1 : 1;
@@ -265,7 +313,7 @@ stage_plain_values(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "stage_plain_values() takes a holder, None or a dict, and a dict");
         return NULL;
     }
-    int staged = stage(args[0], args[1], args[2], NULL);
+    int staged = stage(args[0], &by_name, args[1], args[2], NULL);
     return staged < 0 ? NULL : PyBool_FromLong(staged);
 }
 
@@ -321,9 +369,9 @@ new_record(PyObject *kind, PyObject *columns, PyObject *index, PyObject *recorde
 /* The commit of a staged row (see commit_staged_row), declining a row that would make `limit`
  * rows or more: a new reference to the record, to None when declined, NULL on error. */
 static PyObject *
-commit_row(PyObject *holder, PyObject *kind, Py_ssize_t limit)
+commit_row(PyObject *holder, const Layout *layout, PyObject *kind, Py_ssize_t limit)
 {
-    PyObject *direct = PyObject_GetAttr(holder, direct_name);
+    PyObject *direct = read_attribute(holder, &layout->direct);
     if (direct == NULL) {
         return NULL;
     }
@@ -331,11 +379,11 @@ commit_row(PyObject *holder, PyObject *kind, Py_ssize_t limit)
     if (direct != Py_True) {
         Py_RETURN_NONE;
     }
-    PyObject *staged = PyObject_GetAttr(holder, staged_name);
+    PyObject *staged = read_attribute(holder, &layout->staged);
     if (staged == NULL) {
         return NULL;
     }
-    PyObject *pending = PyObject_GetAttr(holder, pending_name);  /* slots: no Python code runs */
+    PyObject *pending = read_attribute(holder, &layout->pending);  /* slots: no Python code runs */
     if (pending == NULL) {
         Py_DECREF(staged);
         return NULL;
@@ -343,7 +391,7 @@ commit_row(PyObject *holder, PyObject *kind, Py_ssize_t limit)
     Py_ssize_t rows = PyDict_CheckExact(staged) && PyDict_CheckExact(pending) ? append_row(pending, staged, limit) : 0;
     Py_DECREF(staged);  /* the holder keeps it alive until it is replaced just below */
     PyObject *record = NULL;
-    if (rows > 0 && set_two(holder, staged_name, Py_None, fast_name, Py_True) == 0) {
+    if (rows > 0 && set_staged_and_fast(holder, layout, Py_None, Py_True) == 0) {
         PyObject *index = PyLong_FromSsize_t(rows - 1);
         if (index != NULL) {
             record = new_record(kind, pending, index, holder);
@@ -372,7 +420,7 @@ commit_staged_row(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "commit_staged_row() takes a holder and a record class");
         return NULL;
     }
-    return commit_row(args[0], args[1], PY_SSIZE_T_MAX);
+    return commit_row(args[0], &by_name, args[1], PY_SSIZE_T_MAX);
 }
 
 /* -- add() and commit() as compiled methods ---------------------------------------------------
@@ -412,7 +460,7 @@ recorder_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *
 {
     if (nargs <= 1) {
         Keywords keywords = {names, args + nargs, names == NULL ? 0 : PyTuple_GET_SIZE(names)};
-        int staged = stage(self, nargs ? args[0] : Py_None, NULL, &keywords);
+        int staged = stage(self, &recorder_layout, nargs ? args[0] : Py_None, NULL, &keywords);
         if (staged != 0) {
             return staged < 0 ? NULL : Py_NewRef(self);
         }
@@ -425,7 +473,7 @@ recorder_commit(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
 {
     if (nargs == 0 && (names == NULL || PyTuple_GET_SIZE(names) == 0)) {
         /* a row that completes a batch goes to the Python commit, which seals it */
-        PyObject *record = commit_row(self, method_record_class, method_batch_rows - 1);
+        PyObject *record = commit_row(self, &recorder_layout, method_record_class, method_batch_rows);
         if (record != Py_None) {
             return record;
         }
@@ -476,13 +524,35 @@ compile_method(PyTypeObject *kind, PyMethodDef *def, const char *signature, PyOb
     return 0;
 }
 
+/* Set attribute->offset to the offset of the slot of that name in `kind`'s instances; -1 on error. */
+static int
+slot_offset(PyTypeObject *kind, Attribute *attribute)
+{
+    PyObject *descriptor = PyObject_GetAttr((PyObject *)kind, *attribute->name);
+    if (descriptor == NULL) {
+        return -1;
+    }
+    int is_slot = Py_TYPE(descriptor) == &PyMemberDescr_Type
+        && ((PyMemberDescrObject *)descriptor)->d_member->type == Py_T_OBJECT_EX
+        && !(((PyMemberDescrObject *)descriptor)->d_member->flags & Py_READONLY);
+    if (is_slot) {
+        attribute->offset = ((PyMemberDescrObject *)descriptor)->d_member->offset;
+    } else {
+        PyErr_Format(PyExc_TypeError, "compile_methods(): %s.%U is not a slot", kind->tp_name, *attribute->name);
+    }
+    Py_DECREF(descriptor);
+    return is_slot ? 0 : -1;
+}
+
 PyDoc_STRVAR(compile_methods_doc,
 "compile_methods(recorder_class, record_class, batch_rows) -> dict\n\n"
 "Replace the Python methods add and commit of `recorder_class` by C methods with\n"
 "their docs: add stages plain values as stage_plain_values does; commit appends a\n"
 "staged row as commit_staged_row does, with `record_class`, when the row leaves the\n"
 "unsealed rows under `batch_rows`. Every other call goes, as it was made, to the\n"
-"Python method replaced. Returns the Python methods replaced, by name.");
+"Python method replaced. The C methods read and write the slots `_pending`, `_staged`,\n"
+"`_store`, `_fast` and `_direct` of `recorder_class` in place (a TypeError if one is\n"
+"not a slot). Returns the Python methods replaced, by name.");
 
 static PyObject *
 compile_methods(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -496,6 +566,13 @@ compile_methods(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyTypeObject *kind = (PyTypeObject *)args[0];
+    Attribute *attributes[5] = {&recorder_layout.pending, &recorder_layout.staged, &recorder_layout.store,
+                                &recorder_layout.fast, &recorder_layout.direct};
+    for (int i = 0; i < 5; i++) {
+        if (slot_offset(kind, attributes[i]) < 0) {
+            return NULL;
+        }
+    }
     if (compile_method(kind, &add_def, "($self, data=None, /, **values)", &python_add, &add_doc) < 0
             || compile_method(kind, &commit_def, "($self, *, additional_info=None)", &python_commit,
                               &commit_doc) < 0) {
