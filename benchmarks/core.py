@@ -14,14 +14,21 @@ Each contender runs in its own fresh process (see ``_harness.py``):
 - rigorous-recorder 1.4.4 in its own venv, same shapes at a smaller size
   (it is ~100x slower), plus its separate ``RecordKeeper`` class
 
-Run: ``.venv/bin/python benchmarks/core.py [--quick] [--repeats N]``
+Sparse records (issue #13): 2,000 distinct keys, 20,000 records holding one
+key each, pushed into a standalone recorder and into a run of a collection;
+the peak RSS growth while recording, then while finishing (``save_to`` /
+``finish()``), each in a fresh process.
+
+Run: ``.venv/bin/python benchmarks/core.py [--quick] [--repeats N] [--only dense|sparse]``
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random as random_module
 import sys
+import tempfile
 from collections import defaultdict
 from random import random
 from time import perf_counter
@@ -211,6 +218,91 @@ def workload(contender: str, shape: str, steps: int, pure_python: bool = False) 
             "analysis_ns": analysis_seconds / records * 1e9, "average_x": average}
 
 
+SPARSE_KEYS, SPARSE_RECORDS = 2_000, 20_000
+
+
+def peak_rss_reset() -> None:
+    """Start measuring the peak RSS from now (Linux: writing 5 to clear_refs resets VmHWM)."""
+    H.rss_bytes()
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+
+
+def peak_rss_bytes() -> int:
+    """The peak RSS since the last :func:`peak_rss_reset` (VmHWM)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def sparse_workload(where: str, keys: int, records: int) -> dict:
+    """Push ``records`` records of one key each, drawn from ``keys`` keys, into a standalone
+    recorder (``where="memory"``) or a run of a new collection (``"collection"``).
+
+    Memory: RSS growth from before the first record to its peak while recording, then to its
+    peak while finishing (``save_to`` for the standalone recorder, ``finish()`` for the run).
+    """
+    from rigorous_recorder import ExperimentCollection, Recorder
+    import rigorous_recorder._columns  # noqa: F401 - pyarrow, loaded before memory is measured
+    chooser = random_module.Random(1)
+    rows = [{f"k{chooser.randrange(keys)}": chooser.random()} for _ in range(records)]
+    with tempfile.TemporaryDirectory() as folder:
+        experiment = None
+        if where == "collection":
+            experiment = ExperimentCollection(f"{folder}/study", quiet=True).new_experiment()
+            recorder = Recorder().set_parent(experiment.recorder)
+        else:
+            recorder = Recorder()
+        before = H.rss_bytes()
+        peak_rss_reset()
+        start = perf_counter()
+        for row in rows:
+            recorder.push(row)
+        record_seconds = perf_counter() - start
+        recording_peak = peak_rss_bytes()
+        start = perf_counter()
+        if experiment is not None:
+            experiment.finish()
+        else:
+            recorder.save_to(f"{folder}/records.parquet")
+        finish_seconds = perf_counter() - start
+        finish_peak = peak_rss_bytes()
+    return {**H.loaded_library(), "push_ns": record_seconds / records * 1e9,
+            "recording_peak_mb": (recording_peak - before) / 1e6, "finish_peak_mb": (finish_peak - before) / 1e6,
+            "finish_s": finish_seconds}
+
+
+SPARSE_ENTRIES = [("ours push, standalone", "memory"), ("ours push, inside a collection", "collection")]
+
+
+def run_sparse(quick: bool, repeats: int) -> dict[str, dict]:
+    """Every sparse contender ``repeats`` times, interleaved, each in a fresh process; medians."""
+    keys, records = (200, 2_000) if quick else (SPARSE_KEYS, SPARSE_RECORDS)
+    runs: dict[str, list[dict]] = {label: [] for label, _ in SPARSE_ENTRIES}
+    for repeat in range(repeats):
+        for label, where in SPARSE_ENTRIES:
+            print(f"[{repeat + 1}/{repeats}] sparse: {label} ...", file=sys.stderr, flush=True)
+            runs[label].append(H.run_workload(H.ours_python(), __file__, "sparse_workload",
+                                              where=where, keys=keys, records=records))
+    return {label: H.median_of(results) for label, results in runs.items()}
+
+
+def sparse_table(results: dict[str, dict]) -> str:
+    """The markdown table of the sparse workload."""
+    rows = []
+    for label, _ in SPARSE_ENTRIES:
+        result = results[label]
+        if "error" in result:
+            rows.append([label, "ERROR", "", "", "", ""])
+            continue
+        rows.append([label, result["library_version"], H.fmt(result["push_ns"]), H.fmt(result["recording_peak_mb"]),
+                     H.fmt(result["finish_peak_mb"]), H.fmt(result["finish_s"], 2)])
+    return H.markdown_table(["contender", "version", "push ns/record", "peak growth recording (MB)",
+                             "peak growth finishing (MB)", "finish s"], rows)
+
+
 # --------------------------------------------------------------------------
 # the driver
 # --------------------------------------------------------------------------
@@ -286,10 +378,9 @@ def push_ratio(result: dict, floor: dict) -> float | None:
     return None
 
 
-def check_targets(results: dict[str, dict]) -> H.Targets:
+def check_targets(results: dict[str, dict], targets: H.Targets) -> None:
     """PASS/FAIL for: push <= 1.5x bare floor, memory <= 24 B/record; inside a collection (issue #13)
     push <= 1.5x and add+add+commit <= 2.5x the bare floor."""
-    targets = H.Targets()
     ours = results["ours Recorder.push"]
     targets.check("ours push time vs bare floor (x)", push_ratio(ours, results[FLOOR_2]), 1.5, "x")
     targets.check("push inside a collection vs bare floor (x)",
@@ -297,27 +388,42 @@ def check_targets(results: dict[str, dict]) -> H.Targets:
     targets.check("add+add+commit inside a collection vs bare floor (x)",
                   push_ratio(results[IN_COLLECTION_ADD], results[FLOOR_2]), 2.5, "x")
     targets.check("ours memory per record while recording", ours.get("bytes_per_record"), 24, " B")
-    return targets
 
 
 def main() -> int:
-    """Run the benchmark and print the table and verdicts; 1 if any FAIL."""
+    """Run the benchmark and print the tables and verdicts; 1 if any FAIL."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke test in seconds")
     parser.add_argument("--repeats", type=int, default=None,
                         help="interleaved runs per contender, medians shown (default 3, quick 1)")
+    parser.add_argument("--only", choices=["dense", "sparse"], default=None,
+                        help="run only the dense push workload or only the sparse one")
     args = parser.parse_args()
     repeats = args.repeats or (1 if args.quick else 3)
-    entries = contenders(args.quick)
-    results = run_all(entries, repeats)
+    targets = H.Targets()
+    sections = []
+    if args.only != "sparse":
+        entries = contenders(args.quick)
+        results = run_all(entries, repeats)
+        sections.append(f"- median of {repeats} interleaved run(s), each contender in a fresh process;"
+                        " 1.4.4 at the smaller size shown, its ratio is per record against the floor's"
+                        f" larger run\n\n{table(entries, results)}")
+        check_targets(results, targets)
+    if args.only != "dense":
+        sparse = run_sparse(args.quick, repeats)
+        keys, records = (200, 2_000) if args.quick else (SPARSE_KEYS, SPARSE_RECORDS)
+        sections.append(f"Sparse records: {keys:,} keys, {records:,} records of one key each"
+                        f" (median of {repeats}, each in a fresh process)\n\n{sparse_table(sparse)}")
+        for label, _ in SPARSE_ENTRIES:
+            targets.check(f"sparse, {label}: peak memory growth while recording",
+                          sparse[label].get("recording_peak_mb"), 50, " MB")
     print(f"## Core recorder benchmark{' (--quick)' if args.quick else ''}\n")
     print(H.machine_header(H.baseline_python()))
-    print(f"- median of {repeats} interleaved run(s), each contender in a fresh process;"
-          " 1.4.4 at the smaller size shown, its ratio is per record against the floor's"
-          " larger run\n")
-    print(table(entries, results))
-    H.print_errors(results)
-    targets = check_targets(results)
+    print("\n\n".join(sections))
+    if args.only != "sparse":
+        H.print_errors(results)
+    if args.only != "dense":
+        H.print_errors(sparse)
     print("\n" + targets.report())
     return 1 if targets.failed else 0
 

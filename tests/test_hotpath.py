@@ -1,5 +1,6 @@
 """Tests of the hot-path loops: the compiled pair and its pure-Python twin keep one contract."""
 
+import inspect
 import math
 import os
 import subprocess
@@ -11,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rigorous_recorder import _columns, _hotpath
+from rigorous_recorder import Recorder, _columns, _hotpath
+from rigorous_recorder import recorder as recorder_module
 from rigorous_recorder.record import Record
 
 COMPILED = pytest.mark.skipif(not _hotpath.COMPILED, reason="the C extension is not in use")
@@ -364,3 +366,58 @@ def test_commit_staged_row_refuses_a_class_without_the_record_slots():
     with pytest.raises(TypeError, match="_columns"):
         _hotpath.commit_staged_row(holder, dict)
     assert holder.state() == ({"x": [1.0, 2.0]}, None, True)  # the row is in: only the record failed
+
+
+# -- add() and commit() as compiled methods -----------------------------------------------------
+
+
+@COMPILED
+def test_add_and_commit_are_compiled_methods_with_the_python_docs_and_signatures():
+    """Compiled, Recorder.add and Recorder.commit are C methods that keep the docs and parameters."""
+    python = recorder_module._python_methods
+    for name in ("add", "commit"):
+        method = getattr(Recorder, name)
+        assert type(method).__name__ == "method_descriptor"
+        assert method.__doc__ == python[name].__doc__
+        assert parameters(method) == parameters(python[name])
+
+
+def parameters(function):
+    """Name, kind and default of each parameter after self (a C method's signature has no annotations)."""
+    return [(each.name, each.kind, each.default) for each in inspect.signature(function).parameters.values()][1:]
+
+
+operations = st.lists(st.one_of(
+    st.tuples(st.just("add"), st.none() | st.dictionaries(staging_keys, plain_values | other_values, max_size=3),
+              st.dictionaries(keys, plain_values | other_values, max_size=2)),
+    st.tuples(st.just("commit"), st.none() | st.dictionaries(keys, plain_values, max_size=2), st.just({})),
+    st.tuples(st.just("push"), st.none(), st.dictionaries(keys, plain_values, max_size=2)),
+), max_size=25)
+
+
+def replay(recorder, steps, methods):
+    """Apply ``steps`` with ``methods`` (add, commit by name); what each returned or raised, then the records."""
+    seen = []
+    for name, data, values in steps:
+        try:
+            if name == "add":
+                result = methods["add"](recorder, data, **values)
+                seen.append(("added", result is recorder, dict(recorder.staged)))
+            elif name == "commit":
+                result = methods["commit"](recorder, additional_info=data)
+                seen.append(("committed", result.own_data(), result is not None and result.recorder is recorder))
+            else:
+                seen.append(("pushed", recorder.push(**values) is recorder))
+        except Exception as error:  # noqa: BLE001 - the error itself is compared
+            seen.append((type(error), str(error), dict(recorder.staged)))
+    return seen, [record.own_data() for record in recorder], len(recorder)
+
+
+@COMPILED
+@settings(deadline=None)
+@given(operations)
+def test_the_compiled_add_and_commit_do_what_the_python_methods_do(steps):
+    """Any sequence of add/commit/push calls: the same results, errors, staged values and records."""
+    compiled = {"add": Recorder.add, "commit": Recorder.commit}
+    expected = replay(Recorder(), steps, recorder_module._python_methods)
+    assert repr(replay(Recorder(), steps, compiled)) == repr(expected)

@@ -156,9 +156,9 @@ def test_where_reads_no_file(data):
 def test_views_of_runs_that_stop_one_by_one_stay_few(tmp_path):
     """Each run that stops joins a small view of its own; past MAX_VIEWS the smaller half is
     merged, so the views stay few and the big one is not rebuilt for each new run."""
-    collection = ExperimentCollection(tmp_path / "sweep", quiet=True)
+    collection = ExperimentCollection(tmp_path / "sweep", quiet=True, record_context=False)
     data = DashboardData(tmp_path / "sweep")
-    for index in range(20):
+    for index in range(MAX_VIEWS + 2):  # one merge
         with collection.new_experiment(seed=index) as experiment:
             Recorder().set_parent(experiment).push(step=0, loss=float(index))
         data._scanned = -math.inf
@@ -355,7 +355,8 @@ def journal_bytes(collection: ExperimentCollection, run_id: str) -> int:
 
 def test_a_running_run_is_read_a_flush_at_a_time(tmp_path):
     """Each look decodes only the frames flushed since the last one (no more bytes than the
-    journal grew by), the curve and the figures grow, and the stopped runs' views stay as built."""
+    journal grew by), the curve and the figures grow, the stopped runs' views stay as built,
+    and only the plotted columns' values are kept."""
     collection = ExperimentCollection(tmp_path / "live", quiet=True)
     with collection.new_experiment(model="done") as experiment:
         Recorder().set_parent(experiment).push(step=0, loss=5.0)
@@ -364,11 +365,12 @@ def test_a_running_run_is_read_a_flush_at_a_time(tmp_path):
     data = DashboardData(tmp_path / "live")
     views = list(data._views.views)
     live = run_ids(data, "live")[0]
+    assert data.curves([live], "loss", "step")["series"][0]["x"] == []
     grown = []
     for flush in range(3):
         before = (data._tails[live].decoded_bytes, journal_bytes(collection, live))
         for step in range(flush * 1000, flush * 1000 + 1000):
-            train.push(step=step, loss=float(step))
+            train.push(step=step, loss=float(step), unplotted=1.0)
         experiment.flush()
         data._scanned = -math.inf  # the next request scans again, as the next poll does
         (series,) = data.curves([live], "loss", "step", buckets=4000)["series"]
@@ -377,8 +379,36 @@ def test_a_running_run_is_read_a_flush_at_a_time(tmp_path):
         grown.append((series["x"][-1], data.stats("loss", "step")["stats"][live]))
         assert data._views.views == views
     assert grown[-1] == (2999.0, {"last": 2999.0, "min": 0.0, "max": 2999.0})
+    assert "unplotted" in data.columns()["metrics"]  # known, but its values are not kept until plotted
+    assert all(set(chunk) <= {"step", "loss"} for chunk in data._tails[live]._chunks)
+    (series,) = data.curves([live], "unplotted", "step", buckets=4000)["series"]
+    assert len(series["x"]) == 3000
     assert [run["records"] for run in data.runs()["runs"]] == [1, 3000]
     experiment.finish()
+
+
+def test_a_resumed_run_shows_its_earlier_and_its_new_records(tmp_path):
+    """A resumed run is running again: its records file and its new journal make one curve,
+    and its info keeps the views' names (an info key named like a run column gets ~2)."""
+    collection = ExperimentCollection(tmp_path / "resumed", quiet=True)
+    with collection.new_experiment(model="a", status="mine") as experiment:
+        train = Recorder(stage="train").set_parent(experiment)
+        for step in range(100):
+            train.push(step=step, loss=float(step))
+    (run,) = collection.runs
+    again = collection.resume(run["id"])
+    more = Recorder(stage="more").set_parent(again.recorder)
+    for step in range(100, 150):
+        more.push(step=step, loss=float(step))
+    again.flush()
+    data = DashboardData(tmp_path / "resumed")
+    (row,) = data.runs()["runs"]
+    assert (row["status"], row["records"], row["info"]) == ("running", 150, {"model": "a", "status~2": "mine"})
+    (series,) = data.curves([run["id"]], "loss", "step", buckets=1000)["series"]
+    assert series["x"] == [float(step) for step in range(150)]
+    again.finish()
+    data._scanned = -math.inf
+    assert data.runs()["runs"] == [{**row, "status": "ok", "duration": data.runs()["runs"][0]["duration"]}]
 
 
 def test_runs_since_sends_only_the_rows_that_changed(tmp_path):
@@ -444,6 +474,9 @@ def test_the_dashboard_never_changes_the_collection(study, client):
     runs = http_rows(client.get("/api/runs").json())
     ids = ",".join(run["run_id"] for run in runs)
     assert client.get("/api/columns").status_code == 200
+    assert client.get("/api/start", params={"buckets": 300}).json()["curves"]["points"] > 0
+    untimed = client.get("/api/start", params={"buckets": 300, "time": "relative"}).json()  # no run records time
+    assert untimed["curves"]["points"] == 0 and untimed["curves"]["untimed"] == untimed["selection"]
     assert client.get("/api/stats", params={"metric": "loss", "x": "step"}).status_code == 200
     assert client.get("/api/curves", params={"runs": ids, "y": "loss", "x": "step"}).status_code == 200
     assert client.post("/api/sql", json={"sql": "SELECT count(*) FROM records"}).status_code == 200

@@ -155,19 +155,26 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     The missing columns of one type share one null array: a wide schema costs a pointer per
     missing column, not a buffer.
     """
-    own = dict(zip(batch.schema.names, range(batch.num_columns)))
-    nulls: dict[pa.DataType, pa.Array] = {}
-    arrays = []
-    for position, (name, arrow_type) in enumerate(zip(schema.names, schema.types)):
-        index = own.get(name)
-        if index is None:
-            null = nulls.get(arrow_type)
-            if null is None:
-                null = nulls[arrow_type] = pa.nulls(batch.num_rows, arrow_type)
-            arrays.append(null)
-        else:
-            arrays.append(_conformed(batch.schema.field(index), batch.column(index), schema.field(position)))
+    positions, types = _layout(schema)
+    nulls = {arrow_type: pa.nulls(batch.num_rows, arrow_type) for arrow_type in set(types)}
+    arrays = [nulls[arrow_type] for arrow_type in types]
+    for index, name in enumerate(batch.schema.names):
+        position = positions[name]
+        arrays[position] = _conformed(batch.schema.field(index), batch.column(index), schema.field(position))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+_last_layout: tuple[pa.Schema, dict[str, int], list[pa.DataType]] | None = None
+
+
+def _layout(schema: pa.Schema) -> tuple[dict[str, int], list[pa.DataType]]:
+    """The position of each name in ``schema`` and its column types, kept for the last schema
+    asked (a records file conforms every batch to one schema)."""
+    global _last_layout
+    last = _last_layout  # one read: another thread may replace it meanwhile
+    if last is None or last[0] is not schema:
+        last = _last_layout = (schema, {name: index for index, name in enumerate(schema.names)}, schema.types)
+    return last[1], last[2]
 
 
 def conformed_table(batches: list[pa.RecordBatch], schema: pa.Schema) -> pa.Table:

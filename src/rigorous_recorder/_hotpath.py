@@ -1,7 +1,8 @@
 """The per-value loops of the hot path: compiled when possible, Python otherwise.
 
 ``append_plain_row`` runs in every ``push()``; ``stage_plain_values`` in every ``add()``
-and ``commit_staged_row`` in every ``commit()``, for plain values. ``pack_column`` runs
+and ``commit_staged_row`` in every ``commit()``, for plain values (compiled, ``add`` and
+``commit`` themselves become C methods: see ``compile_methods``). ``pack_column`` runs
 once per column each time pending rows become an Arrow batch; it packs float, int, bool
 and str columns, the usual ones, without ``pa.array`` (whose first call imports pandas
 when it is installed).
@@ -101,6 +102,16 @@ def commit_staged_row_python(holder: Any, record_class: Any) -> Any:
     return record_class(pending, rows - 1, holder)
 
 
+def compile_methods_python(recorder_class: type, record_class: type, batch_rows: int) -> dict[str, Any]:
+    """Leave the Python ``add`` and ``commit`` of ``recorder_class`` in place, and return them by name.
+
+    The compiled twin replaces them by C methods that stage plain values and commit a staged
+    row (under ``batch_rows`` unsealed rows, as ``record_class``) in place, without the frame
+    and the keyword dict of a Python call, and hand every other call to the methods it returns.
+    """
+    return {"add": recorder_class.add, "commit": recorder_class.commit}
+
+
 def pack_column_python(values: list[Any]) -> tuple[str, tuple[Any, ...], Any, int] | None:
     """The buffers of an Arrow array for a list of one kind of plain value (None: missing).
 
@@ -149,10 +160,11 @@ def _bitmap(bits: list[bool]) -> bytes:
 try:
     if os.environ.get("RIGOROUS_RECORDER_PURE_PYTHON") == "1":
         raise ImportError("RIGOROUS_RECORDER_PURE_PYTHON=1")
-    from ._speedups import append_plain_row, commit_staged_row, pack_column, stage_plain_values
+    from ._speedups import append_plain_row, commit_staged_row, compile_methods, pack_column, stage_plain_values
 except ImportError:
     append_plain_row, pack_column = append_plain_row_python, pack_column_python
     stage_plain_values, commit_staged_row = stage_plain_values_python, commit_staged_row_python
+    compile_methods = compile_methods_python
     COMPILED = False
 else:
     COMPILED = True

@@ -7,6 +7,11 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#if PY_VERSION_HEX < 0x030C0000
+#include <structmember.h>  /* T_OBJECT_EX and READONLY, named Py_T_OBJECT_EX and Py_READONLY since 3.12 */
+#define Py_T_OBJECT_EX T_OBJECT_EX
+#define Py_READONLY READONLY
+#endif
 #include <stdint.h>
 #include <string.h>
 
@@ -50,16 +55,60 @@ truncate_columns_keeping_error(PyObject *pending, Py_ssize_t rows)
 /* Interned attribute names of a recorder (the holder), set when the module is executed. */
 static PyObject *pending_name = NULL, *staged_name = NULL, *store_name = NULL, *failure_name = NULL,
                 *fast_name = NULL, *direct_name = NULL;
+
+/* One attribute of a holder: read and written by name, or, when `offset` is not 0, straight in
+ * the slot at that offset, as its member descriptor would (the recorder class's own methods
+ * know its layout: a generic attribute lookup costs more than the rest of a staging). */
+typedef struct {
+    PyObject **name;
+    Py_ssize_t offset;
+} Attribute;
+
+typedef struct {
+    Attribute pending, staged, store, fast, direct;
+} Layout;
+
+static Layout by_name = {{&pending_name, 0}, {&staged_name, 0}, {&store_name, 0}, {&fast_name, 0}, {&direct_name, 0}};
+static Layout recorder_layout = {{&pending_name, 0}, {&staged_name, 0}, {&store_name, 0}, {&fast_name, 0},
+                                 {&direct_name, 0}};
+
+/* A new reference to the attribute's value, NULL with an error if it has none. No Python code
+ * runs for a slot. */
+static inline PyObject *
+read_attribute(PyObject *holder, const Attribute *attribute)
+{
+    if (attribute->offset == 0) {
+        return PyObject_GetAttr(holder, *attribute->name);
+    }
+    PyObject *value = *(PyObject **)((char *)holder + attribute->offset);
+    if (value == NULL) {
+        PyErr_SetObject(PyExc_AttributeError, *attribute->name);
+        return NULL;
+    }
+    return Py_NewRef(value);
+}
+
+/* Set the attribute (the old value is released); -1 on error. */
+static inline int
+write_attribute(PyObject *holder, const Attribute *attribute, PyObject *value)
+{
+    if (attribute->offset == 0) {
+        return PyObject_SetAttr(holder, *attribute->name, value);
+    }
+    Py_XSETREF(*(PyObject **)((char *)holder + attribute->offset), Py_NewRef(value));
+    return 0;
+}
 /* rigorous_recorder._values.RESERVED_KEYS: keys the staging fast path leaves to the general one. */
 static PyObject *reserved_keys = NULL;
 
 /* Append each value of `values` to its column of `pending` when every key is a str naming a
- * column, both dicts have as many keys (at least one), and every value is a row value.
+ * column, both dicts have as many keys (at least one), every value is a row value, and the
+ * new row count stays under `limit`.
  * Returns the new row count, 0 (nothing changed) when the row does not qualify, -1 on error
  * (nothing changed either). No Python code runs: the caller's read of `pending` and this
  * append are one step no other thread can split. */
 static Py_ssize_t
-append_row(PyObject *pending, PyObject *values)
+append_row(PyObject *pending, PyObject *values, Py_ssize_t limit)
 {
     Py_ssize_t size = PyDict_GET_SIZE(values);
     if (size == 0 || size != PyDict_GET_SIZE(pending)) {
@@ -80,6 +129,9 @@ append_row(PyObject *pending, PyObject *values)
             return 0;
         }
         rows = PyList_GET_SIZE(column);
+    }
+    if (rows + 1 >= limit) {
+        return 0;
     }
     /* Second pass: append. No Python code runs between the passes (exact str keys,
      * list appends), so every lookup succeeds; only memory can run out halfway. */
@@ -123,45 +175,125 @@ append_plain_row(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         pending = held;
     }
-    Py_ssize_t rows = append_row(pending, args[1]);
+    Py_ssize_t rows = append_row(pending, args[1], PY_SSIZE_T_MAX);
     return rows < 0 ? NULL : PyLong_FromSsize_t(rows);
 }
 
-/* 1 when every key of the dict `values` is a non-empty ASCII str that is not reserved and
- * every value is a row value; 0 when one is not; -1 on error. */
+/* 1 when `key` is a non-empty ASCII str that is not reserved and `value` a row value, else 0; -1 on error. */
+static int
+is_plain_pair(PyObject *key, PyObject *value)
+{
+    if (!is_row_value(value) || !PyUnicode_CheckExact(key)) {
+        return 0;
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(key) < 0) {
+        return -1;
+    }
+#endif
+    if (PyUnicode_GET_LENGTH(key) == 0 || !PyUnicode_IS_ASCII(key)) {
+        return 0;
+    }
+    int reserved = PySet_Contains(reserved_keys, key);
+    return reserved == 0 ? 1 : (reserved < 0 ? -1 : 0);
+}
+
+/* is_plain_pair for every item of the dict `values` (None: no items). */
 static int
 all_plain(PyObject *values)
 {
     Py_ssize_t position = 0;
     PyObject *key, *value;
-    while (PyDict_Next(values, &position, &key, &value)) {
-        if (!is_row_value(value) || !PyUnicode_CheckExact(key)) {
-            return 0;
-        }
-#if PY_VERSION_HEX < 0x030C0000
-        if (PyUnicode_READY(key) < 0) {
-            return -1;
-        }
-#endif
-        if (PyUnicode_GET_LENGTH(key) == 0 || !PyUnicode_IS_ASCII(key)) {
-            return 0;
-        }
-        int reserved = PySet_Contains(reserved_keys, key);
-        if (reserved != 0) {
-            return reserved < 0 ? -1 : 0;
-        }
+    int plain = 1;
+    while (plain == 1 && values != Py_None && PyDict_Next(values, &position, &key, &value)) {
+        plain = is_plain_pair(key, value);
     }
-    return 1;
+    return plain;
 }
 
-/* Set two attributes of `holder` (slots: no Python code runs); -1 on error. */
+/* Set holder._staged and holder._fast (slots: no Python code runs); -1 on error. */
 static int
-set_two(PyObject *holder, PyObject *first, PyObject *first_value, PyObject *second, PyObject *second_value)
+set_staged_and_fast(PyObject *holder, const Layout *layout, PyObject *staged, PyObject *fast)
 {
-    if (PyObject_SetAttr(holder, first, first_value) < 0) {
+    if (write_attribute(holder, &layout->staged, staged) < 0) {
         return -1;
     }
-    return PyObject_SetAttr(holder, second, second_value);
+    return write_attribute(holder, &layout->fast, fast);
+}
+
+/* Keyword arguments of a vectorcall: `count` names and their values. */
+typedef struct {
+    PyObject *names;
+    PyObject *const *values;
+    Py_ssize_t count;
+} Keywords;
+
+/* The staging of add(): `data` (None or a dict), then `values` (a dict, or NULL: then `keywords`),
+ * into holder._staged, when every pair is plain and the holder's store has not failed.
+ * 1: staged; 0: not plain, nothing changed; -1: error. */
+static int
+stage(PyObject *holder, const Layout *layout, PyObject *data, PyObject *values, const Keywords *keywords)
+{
+    if (data != Py_None && !PyDict_CheckExact(data)) {
+        return 0;
+    }
+    int plain = all_plain(data);
+    if (plain == 1 && values != NULL) {
+        plain = all_plain(values);
+    }
+    for (Py_ssize_t i = 0; plain == 1 && values == NULL && i < keywords->count; i++) {
+        plain = is_plain_pair(PyTuple_GET_ITEM(keywords->names, i), keywords->values[i]);
+    }
+    if (plain <= 0) {
+        return plain;
+    }
+    PyObject *store = read_attribute(holder, &layout->store);
+    if (store == NULL) {
+        return -1;
+    }
+    PyObject *failure = PyObject_GetAttr(store, failure_name);
+    Py_DECREF(store);
+    if (failure == NULL) {
+        return -1;
+    }
+    Py_DECREF(failure);
+    if (failure != Py_None) {
+        return 0;
+    }
+    PyObject *staged = read_attribute(holder, &layout->staged);
+    if (staged == NULL) {
+        return -1;
+    }
+    int fresh = staged == Py_None;
+    if (fresh) {
+        Py_DECREF(staged);
+        if (data == Py_None && values != NULL) {
+            staged = Py_NewRef(values);  /* the caller's own dict: kept as it is */
+            values = NULL;
+            keywords = NULL;
+        } else {
+            staged = data == Py_None ? PyDict_New() : PyDict_Copy(data);
+            if (staged == NULL) {
+                return -1;
+            }
+            data = Py_None;
+        }
+    } else if (!PyDict_CheckExact(staged)) {
+        Py_DECREF(staged);
+        return 0;
+    }
+    int failed = data != Py_None && PyDict_Update(staged, data) < 0;
+    if (!failed && values != NULL) {
+        failed = PyDict_Update(staged, values) < 0;
+    }
+    for (Py_ssize_t i = 0; !failed && values == NULL && keywords != NULL && i < keywords->count; i++) {
+        failed = PyDict_SetItem(staged, PyTuple_GET_ITEM(keywords->names, i), keywords->values[i]) < 0;
+    }
+    if (!failed && fresh) {
+        failed = set_staged_and_fast(holder, layout, staged, Py_False) < 0;
+    }
+    Py_DECREF(staged);
+    return failed ? -1 : 1;
 }
 
 PyDoc_STRVAR(stage_plain_values_doc,
@@ -181,61 +313,8 @@ stage_plain_values(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "stage_plain_values() takes a holder, None or a dict, and a dict");
         return NULL;
     }
-    PyObject *holder = args[0], *data = args[1], *values = args[2];
-    if (data != Py_None && !PyDict_CheckExact(data)) {
-        Py_RETURN_FALSE;
-    }
-    PyObject *store = PyObject_GetAttr(holder, store_name);
-    if (store == NULL) {
-        return NULL;
-    }
-    PyObject *failure = PyObject_GetAttr(store, failure_name);
-    Py_DECREF(store);
-    if (failure == NULL) {
-        return NULL;
-    }
-    Py_DECREF(failure);
-    if (failure != Py_None) {
-        Py_RETURN_FALSE;
-    }
-    int plain = data == Py_None ? 1 : all_plain(data);
-    if (plain == 1) {
-        plain = all_plain(values);
-    }
-    if (plain <= 0) {
-        return plain < 0 ? NULL : Py_NewRef(Py_False);
-    }
-    PyObject *staged = PyObject_GetAttr(holder, staged_name);
-    if (staged == NULL) {
-        return NULL;
-    }
-    int failed;
-    if (staged == Py_None) {
-        Py_DECREF(staged);
-        if (data == Py_None) {
-            staged = Py_NewRef(values);
-        } else {
-            staged = PyDict_Copy(data);
-            if (staged == NULL) {
-                return NULL;
-            }
-            if (PyDict_Update(staged, values) < 0) {
-                Py_DECREF(staged);
-                return NULL;
-            }
-        }
-        failed = set_two(holder, staged_name, staged, fast_name, Py_False);
-    } else if (PyDict_CheckExact(staged)) {
-        failed = (data != Py_None && PyDict_Update(staged, data) < 0) || PyDict_Update(staged, values) < 0;
-    } else {
-        Py_DECREF(staged);
-        Py_RETURN_FALSE;
-    }
-    Py_DECREF(staged);
-    if (failed) {
-        return NULL;
-    }
-    Py_RETURN_TRUE;
+    int staged = stage(args[0], &by_name, args[1], args[2], NULL);
+    return staged < 0 ? NULL : PyBool_FromLong(staged);
 }
 
 /* The record class's slot descriptors, looked up at its first use; an empty tuple for its tp_new. */
@@ -287,6 +366,44 @@ new_record(PyObject *kind, PyObject *columns, PyObject *index, PyObject *recorde
     return record;
 }
 
+/* The commit of a staged row (see commit_staged_row), declining a row that would make `limit`
+ * rows or more: a new reference to the record, to None when declined, NULL on error. */
+static PyObject *
+commit_row(PyObject *holder, const Layout *layout, PyObject *kind, Py_ssize_t limit)
+{
+    PyObject *direct = read_attribute(holder, &layout->direct);
+    if (direct == NULL) {
+        return NULL;
+    }
+    Py_DECREF(direct);
+    if (direct != Py_True) {
+        Py_RETURN_NONE;
+    }
+    PyObject *staged = read_attribute(holder, &layout->staged);
+    if (staged == NULL) {
+        return NULL;
+    }
+    PyObject *pending = read_attribute(holder, &layout->pending);  /* slots: no Python code runs */
+    if (pending == NULL) {
+        Py_DECREF(staged);
+        return NULL;
+    }
+    Py_ssize_t rows = PyDict_CheckExact(staged) && PyDict_CheckExact(pending) ? append_row(pending, staged, limit) : 0;
+    Py_DECREF(staged);  /* the holder keeps it alive until it is replaced just below */
+    PyObject *record = NULL;
+    if (rows > 0 && set_staged_and_fast(holder, layout, Py_None, Py_True) == 0) {
+        PyObject *index = PyLong_FromSsize_t(rows - 1);
+        if (index != NULL) {
+            record = new_record(kind, pending, index, holder);
+            Py_DECREF(index);
+        }
+    } else if (rows == 0) {
+        record = Py_NewRef(Py_None);
+    }
+    Py_DECREF(pending);
+    return record;
+}
+
 PyDoc_STRVAR(commit_staged_row_doc,
 "commit_staged_row(holder, record_class) -> record | None\n\n"
 "When `holder._direct` is True and `holder._staged` is a dict that\n"
@@ -303,38 +420,167 @@ commit_staged_row(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "commit_staged_row() takes a holder and a record class");
         return NULL;
     }
-    PyObject *holder = args[0];
-    PyObject *direct = PyObject_GetAttr(holder, direct_name);
-    if (direct == NULL) {
-        return NULL;
+    return commit_row(args[0], &by_name, args[1], PY_SSIZE_T_MAX);
+}
+
+/* -- add() and commit() as compiled methods ---------------------------------------------------
+ *
+ * A Python method costs a frame, and add(**values) a dict, per call: more than the staging
+ * itself. compile_methods() makes add and commit C methods of the recorder class that do the
+ * plain cases above in place, and hand every other call, unchanged, to the Python methods
+ * they replace (kept here), which hold the whole behaviour. */
+
+static PyObject *python_add = NULL, *python_commit = NULL, *method_record_class = NULL;
+static PyObject *add_doc = NULL, *commit_doc = NULL;  /* keep the docs the method defs point to */
+static Py_ssize_t method_batch_rows = 0;
+
+/* function(self, *args, **keywords) of a vectorcall whose arguments were `args` and `names`. */
+static PyObject *
+call_python(PyObject *function, PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *names)
+{
+    Py_ssize_t total = nargs + (names == NULL ? 0 : PyTuple_GET_SIZE(names));
+    PyObject *small[8];
+    PyObject **stack = total < 8 ? small : PyMem_Malloc((total + 1) * sizeof(PyObject *));
+    if (stack == NULL) {
+        return PyErr_NoMemory();
     }
-    Py_DECREF(direct);
-    if (direct != Py_True) {
-        Py_RETURN_NONE;
+    stack[0] = self;
+    for (Py_ssize_t i = 0; i < total; i++) {
+        stack[i + 1] = args[i];
     }
-    PyObject *staged = PyObject_GetAttr(holder, staged_name);
-    if (staged == NULL) {
-        return NULL;
+    PyObject *result = PyObject_Vectorcall(function, stack, nargs + 1, names);
+    if (stack != small) {
+        PyMem_Free(stack);
     }
-    PyObject *pending = PyObject_GetAttr(holder, pending_name);  /* slots: no Python code runs */
-    if (pending == NULL) {
-        Py_DECREF(staged);
-        return NULL;
-    }
-    Py_ssize_t rows = PyDict_CheckExact(staged) && PyDict_CheckExact(pending) ? append_row(pending, staged) : 0;
-    Py_DECREF(staged);  /* the holder keeps it alive until it is replaced just below */
-    PyObject *record = NULL;
-    if (rows > 0 && set_two(holder, staged_name, Py_None, fast_name, Py_True) == 0) {
-        PyObject *index = PyLong_FromSsize_t(rows - 1);
-        if (index != NULL) {
-            record = new_record(args[1], pending, index, holder);
-            Py_DECREF(index);
+    return result;
+}
+
+static PyObject *
+recorder_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *names)
+{
+    if (nargs <= 1) {
+        Keywords keywords = {names, args + nargs, names == NULL ? 0 : PyTuple_GET_SIZE(names)};
+        int staged = stage(self, &recorder_layout, nargs ? args[0] : Py_None, NULL, &keywords);
+        if (staged != 0) {
+            return staged < 0 ? NULL : Py_NewRef(self);
         }
-    } else if (rows == 0) {
-        record = Py_NewRef(Py_None);
     }
-    Py_DECREF(pending);
-    return record;
+    return call_python(python_add, self, args, nargs, names);
+}
+
+static PyObject *
+recorder_commit(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *names)
+{
+    if (nargs == 0 && (names == NULL || PyTuple_GET_SIZE(names) == 0)) {
+        /* a row that completes a batch goes to the Python commit, which seals it */
+        PyObject *record = commit_row(self, &recorder_layout, method_record_class, method_batch_rows);
+        if (record != Py_None) {
+            return record;
+        }
+        Py_DECREF(record);
+    }
+    return call_python(python_commit, self, args, nargs, names);
+}
+
+static PyMethodDef add_def = {"add", (PyCFunction)(void (*)(void))recorder_add, METH_FASTCALL | METH_KEYWORDS, NULL};
+static PyMethodDef commit_def = {"commit", (PyCFunction)(void (*)(void))recorder_commit,
+                                 METH_FASTCALL | METH_KEYWORDS, NULL};
+
+/* Replace the Python method `def->ml_name` of `kind` by a C method with its doc and signature;
+ * the Python one goes to *python. */
+static int
+compile_method(PyTypeObject *kind, PyMethodDef *def, const char *signature, PyObject **python, PyObject **doc)
+{
+    PyObject *function = PyObject_GetAttrString((PyObject *)kind, def->ml_name);
+    if (function == NULL) {
+        return -1;
+    }
+    if (!PyFunction_Check(function)) {
+        Py_DECREF(function);
+        PyErr_Format(PyExc_TypeError, "compile_methods(): %s.%s is not a Python function (compiled already?)",
+                     kind->tp_name, def->ml_name);
+        return -1;
+    }
+    PyObject *text = PyObject_GetAttrString(function, "__doc__");
+    if (text == NULL) {
+        Py_DECREF(function);
+        return -1;
+    }
+    Py_XSETREF(*doc, PyUnicode_FromFormat("%s%s\n--\n\n%U", def->ml_name, signature,
+                                          text == Py_None ? NULL : text));
+    Py_DECREF(text);
+    if (*doc == NULL || (def->ml_doc = PyUnicode_AsUTF8(*doc)) == NULL) {
+        Py_DECREF(function);
+        return -1;
+    }
+    PyObject *method = PyDescr_NewMethod(kind, def);
+    int failed = method == NULL || PyObject_SetAttrString((PyObject *)kind, def->ml_name, method) < 0;
+    Py_XDECREF(method);
+    if (failed) {
+        Py_DECREF(function);
+        return -1;
+    }
+    Py_XSETREF(*python, function);
+    return 0;
+}
+
+/* Set attribute->offset to the offset of the slot of that name in `kind`'s instances; -1 on error. */
+static int
+slot_offset(PyTypeObject *kind, Attribute *attribute)
+{
+    PyObject *descriptor = PyObject_GetAttr((PyObject *)kind, *attribute->name);
+    if (descriptor == NULL) {
+        return -1;
+    }
+    int is_slot = Py_TYPE(descriptor) == &PyMemberDescr_Type
+        && ((PyMemberDescrObject *)descriptor)->d_member->type == Py_T_OBJECT_EX
+        && !(((PyMemberDescrObject *)descriptor)->d_member->flags & Py_READONLY);
+    if (is_slot) {
+        attribute->offset = ((PyMemberDescrObject *)descriptor)->d_member->offset;
+    } else {
+        PyErr_Format(PyExc_TypeError, "compile_methods(): %s.%U is not a slot", kind->tp_name, *attribute->name);
+    }
+    Py_DECREF(descriptor);
+    return is_slot ? 0 : -1;
+}
+
+PyDoc_STRVAR(compile_methods_doc,
+"compile_methods(recorder_class, record_class, batch_rows) -> dict\n\n"
+"Replace the Python methods add and commit of `recorder_class` by C methods with\n"
+"their docs: add stages plain values as stage_plain_values does; commit appends a\n"
+"staged row as commit_staged_row does, with `record_class`, when the row leaves the\n"
+"unsealed rows under `batch_rows`. Every other call goes, as it was made, to the\n"
+"Python method replaced. The C methods read and write the slots `_pending`, `_staged`,\n"
+"`_store`, `_fast` and `_direct` of `recorder_class` in place (a TypeError if one is\n"
+"not a slot). Returns the Python methods replaced, by name.");
+
+static PyObject *
+compile_methods(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyType_Check(args[0]) || !PyType_Check(args[1]) || !PyLong_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "compile_methods() takes a recorder class, a record class and an int");
+        return NULL;
+    }
+    Py_ssize_t batch_rows = PyLong_AsSsize_t(args[2]);
+    if (batch_rows == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyTypeObject *kind = (PyTypeObject *)args[0];
+    Attribute *attributes[5] = {&recorder_layout.pending, &recorder_layout.staged, &recorder_layout.store,
+                                &recorder_layout.fast, &recorder_layout.direct};
+    for (int i = 0; i < 5; i++) {
+        if (slot_offset(kind, attributes[i]) < 0) {
+            return NULL;
+        }
+    }
+    if (compile_method(kind, &add_def, "($self, data=None, /, **values)", &python_add, &add_doc) < 0
+            || compile_method(kind, &commit_def, "($self, *, additional_info=None)", &python_commit,
+                              &commit_doc) < 0) {
+        return NULL;
+    }
+    Py_XSETREF(method_record_class, Py_NewRef(args[1]));
+    method_batch_rows = batch_rows;
+    return Py_BuildValue("{sOsO}", "add", python_add, "commit", python_commit);
 }
 
 PyDoc_STRVAR(pack_column_doc,
@@ -510,6 +756,7 @@ static PyMethodDef speedups_methods[] = {
     {"append_plain_row", (PyCFunction)(void (*)(void))append_plain_row, METH_FASTCALL, append_plain_row_doc},
     {"stage_plain_values", (PyCFunction)(void (*)(void))stage_plain_values, METH_FASTCALL, stage_plain_values_doc},
     {"commit_staged_row", (PyCFunction)(void (*)(void))commit_staged_row, METH_FASTCALL, commit_staged_row_doc},
+    {"compile_methods", (PyCFunction)(void (*)(void))compile_methods, METH_FASTCALL, compile_methods_doc},
     {"pack_column", pack_column, METH_O, pack_column_doc},
     {NULL, NULL, 0, NULL},
 };

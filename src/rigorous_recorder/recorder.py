@@ -18,7 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from ._hotpath import append_plain_row, commit_staged_row, stage_plain_values
+from ._hotpath import append_plain_row, commit_staged_row, compile_methods, stage_plain_values
 from ._values import normalize_mapping
 from .errors import RecorderTreeError
 from .record import Record, RecordChunk, RecordSequence
@@ -510,6 +510,10 @@ class Recorder:
         recorders = build_tree(nodes)
         return recorders[tree.get("saved", nodes[0].id if nodes else 0)]
 
+
+#: add() and commit() as C methods for plain values where the loops are compiled (they call the
+#: Python methods above for everything else); the Python methods, by name, either way.
+_python_methods = compile_methods(Recorder, Record, BATCH_ROWS)
 
 RecordKeeper = Recorder
 

@@ -28,6 +28,7 @@ from ._curves import Curve, numbers
 WALL_TIME = "wall_time"
 
 Chunk = dict[str, np.ndarray]
+_KEPT_CURVES = 8  # curves of one running run kept growing (each y and x asked for)
 
 
 def tail_key(info: dict[str, Any]) -> tuple[Any, ...]:
@@ -36,32 +37,42 @@ def tail_key(info: dict[str, Any]) -> tuple[Any, ...]:
 
 
 class RunningTail:
-    """The records a running run has flushed so far, read a little more at each :meth:`update`."""
+    """The records a running run has flushed so far, read a little more at each :meth:`update`.
+
+    It keeps the values of the columns some curve asked for (a new column means reading the
+    run once more from its start), and the names of every numeric and time column seen.
+    """
 
     def __init__(self, folder: RunFolder, info: dict[str, Any]) -> None:
         self.key = tail_key(info)
-        self.start_time = info.get("experiment_start_time")
-        self.entries: dict[int, dict[str, Any]] = {}
-        #: Records seen so far, from every recorder.
-        self.rows = 0
         #: The keys of numeric values (seen as float64) and of timestamps (as seconds since the epoch).
         self.numeric: dict[str, None] = {}
         self.times: dict[str, None] = {}
-        #: Bytes of journal decoded so far (what the next update skips).
+        #: Bytes of journal decoded so far, all reads together.
         self.decoded_bytes = 0
         self._folder = folder
+        self._info = info
+        self._wanted: frozenset[str] = frozenset()
+        self._restart()
+
+    def _restart(self) -> None:
+        """Read the run from its start."""
+        self.entries: dict[int, dict[str, Any]] = {}
+        #: Records seen so far, from every recorder.
+        self.rows = 0
         self._chunks: list[Chunk] = []
         self._read_up_to: dict[Path, int] = {}
-        self._curves: dict[tuple[Any, ...], tuple[int, int, Curve]] = {}
-        if info.get("records"):  # a resumed run: its earlier sessions, read once
-            nodes = list(folder.compacted_nodes(info).values())
+        self._curves: dict[tuple[str, str], tuple[int, int, Curve]] = {}
+        if self._info.get("records"):  # a resumed run: its earlier sessions
+            nodes = list(self._folder.compacted_nodes(self._info).values())
             self.entries.update((node.id, node.entry()) for node in nodes)
             for batch in tagged_batches(nodes):
                 self._add(batch)
-        self.update(info)
+        self.update(self._info)
 
     def update(self, info: dict[str, Any]) -> None:
         """Decode the frames flushed since the last update."""
+        self._info = info
         for path in self._folder.journal_paths(info):
             done = self._read_up_to.get(path, 0)
             try:
@@ -92,9 +103,13 @@ class RunningTail:
     def curve(self, y: str, x: str) -> Curve:
         """``y`` against ``x`` (a column name; "" for the records' order; a timestamp column's
         values are seconds since the epoch), grown by the records flushed since the last call."""
-        spec = (y, x)
-        used, points, curve = self._curves.get(spec, (0, 0, Curve.empty()))
         y_key, x_key = parse(y)[0], parse(x)[0] if x else None
+        wanted = {y_key} if x_key is None else {y_key, x_key}
+        if not wanted <= self._wanted:
+            self._wanted |= wanted
+            self._restart()
+        spec = (y, x)
+        used, points, curve = self._curves.pop(spec, (0, 0, Curve.empty()))
         for chunk in self._chunks[used:]:
             if y_key not in chunk or (x_key is not None and x_key not in chunk):
                 continue
@@ -102,16 +117,23 @@ class RunningTail:
             points += len(more.y)
             curve = curve.extended(more)
         self._curves[spec] = (len(self._chunks), points, curve)
+        if len(self._curves) > _KEPT_CURVES:
+            del self._curves[next(iter(self._curves))]  # the least recently drawn
         return curve
 
     def _add(self, batch: pa.RecordBatch) -> None:
         self.rows += batch.num_rows
         chunk: Chunk = {}
         for field, column in zip(batch.schema, batch.columns):
-            values = numbers(column) if field.name != RECORDER_COLUMN else None
-            if values is not None:
+            if field.name == RECORDER_COLUMN:
+                continue
+            kind = field.type
+            if pa.types.is_timestamp(kind):
+                self.times[field.name] = None
+            elif pa.types.is_integer(kind) or pa.types.is_floating(kind):
+                self.numeric[field.name] = None
+            if field.name in self._wanted and (values := numbers(column)) is not None:
                 chunk[field.name] = values
-                (self.times if pa.types.is_timestamp(field.type) else self.numeric)[field.name] = None
         self._chunks.append(chunk)
 
     def names(self) -> list[str]:
