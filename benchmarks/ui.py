@@ -1,7 +1,8 @@
 """Benchmark of the dashboard (``rigorous-recorder ui``): the figures of issue #14, and the cost of a live poll.
 
 The server runs in its own process (``python -m rigorous_recorder ui``, as a user starts it);
-the page in Debian's headless Chromium, driven by Playwright.
+the page in Debian's headless Chromium, driven by Playwright. Beside the times, the server's CPU
+seconds over the same stretch: on a shared machine they move much less than wall times.
 
 1. First paint of one 1,000,000-record run: from the page's navigation to the chart drawn, on a
    fresh server (nothing cached) and after a reload; the page's own mark (``rr-first-chart``,
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Iterator
 
 import httpx
+import psutil
 
 from rigorous_recorder import ExperimentCollection, Recorder
 
@@ -88,9 +90,16 @@ def record_many_runs(path: Path, runs: int, per_run: int = 100) -> None:
                 train.push(step=step, loss=rng.random())
 
 
+def cpu_seconds(process: psutil.Process) -> float:
+    """The CPU time a process has used so far, user and system."""
+    times = process.cpu_times()
+    return times.user + times.system
+
+
 @contextmanager
-def server(path: Path, source: Path | None) -> Iterator[tuple[str, httpx.Client]]:
-    """``rigorous-recorder ui path`` in its own process: its URL and a client holding its cookie."""
+def server(path: Path, source: Path | None) -> Iterator[tuple[str, httpx.Client, psutil.Process]]:
+    """``rigorous-recorder ui path`` in its own process: its URL, a client holding its cookie,
+    and the process (for its CPU time)."""
     environment = dict(os.environ, PYTHONPATH=str(source / "src")) if source else None
     process = subprocess.Popen([sys.executable, "-m", "rigorous_recorder", "ui", str(path)], stdout=subprocess.PIPE,
                                text=True, env=environment)
@@ -99,7 +108,7 @@ def server(path: Path, source: Path | None) -> Iterator[tuple[str, httpx.Client]
         client = httpx.Client(base_url=url.split("?")[0], timeout=120)
         client.get("/", params={"token": url.split("token=")[1]}).raise_for_status()
         with closing(client):
-            yield url, client
+            yield url, client, psutil.Process(process.pid)
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
@@ -118,9 +127,9 @@ def run_ids(client: httpx.Client) -> list[str]:
     return answer["order"] if "order" in answer else [run["run_id"] for run in answer["runs"]]
 
 
-def paint_times(url: str, ready: str, mark: str) -> list[tuple[float, float | None]]:
+def paint_times(url: str, ready: str, mark: str, served_by: psutil.Process) -> list[tuple[float, float | None, float]]:
     """(seconds from navigation to ``ready`` as Playwright saw it, the page's ``mark`` in ms from
-    navigation start) for a first visit, then after a reload."""
+    navigation start, the server's CPU seconds meanwhile) for a first visit, then after a reload."""
     from playwright.sync_api import sync_playwright
 
     times = []
@@ -129,19 +138,20 @@ def paint_times(url: str, ready: str, mark: str) -> list[tuple[float, float | No
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.goto("about:blank")
         for navigate in (lambda: page.goto(url), page.reload):
+            cpu = cpu_seconds(served_by)
             start = time.perf_counter()
             navigate()
             page.wait_for_function(ready, timeout=120_000, polling=10)
             seen = time.perf_counter() - start
             marked = page.evaluate(f"performance.getEntriesByName('{mark}').map(m => m.startTime)[0] ?? null")
-            times.append((seen, marked))
+            times.append((seen, marked, cpu_seconds(served_by) - cpu))
         browser.close()
     return times
 
 
-def shown(times: list[tuple[float, float | None]]) -> str:
+def shown(times: list[tuple[float, float | None, float]]) -> str:
     return " / ".join(f"{seen:.2f} s" + (f" (mark {marked / 1000:.2f} s)" if marked is not None else "")
-                      for seen, marked in times)
+                      + f", server CPU {cpu:.2f} s" for seen, marked, cpu in times)
 
 
 def live_polls(many: Path, live_records: int, source: Path | None) -> list[tuple[str, str, str]]:
@@ -153,9 +163,10 @@ def live_polls(many: Path, live_records: int, source: Path | None) -> list[tuple
                                     stdout=subprocess.PIPE, text=True)
         try:
             recorder.stdout.readline()  # its first records are flushed
-            with server(copy, source) as (_, client):
+            with server(copy, source) as (_, client, served_by):
                 live = run_ids(client)[-1]
                 version, runs, curves, sizes = 0, [], [], []
+                cpu = cpu_seconds(served_by)
                 for _ in range(POLLS):
                     began = time.perf_counter()
                     seconds, answer = timed_get(client, "/api/runs", since=version)
@@ -165,6 +176,7 @@ def live_polls(many: Path, live_records: int, source: Path | None) -> list[tuple
                     curves.append(seconds)
                     sizes.append((len(answer.content), curve.json()["series"][0]["x"][-1]))
                     time.sleep(max(0.0, POLL_SECONDS - (time.perf_counter() - began)))
+                cpu = cpu_seconds(served_by) - cpu
         finally:
             recorder.kill()
             recorder.wait(timeout=60)
@@ -175,6 +187,7 @@ def live_polls(many: Path, live_records: int, source: Path | None) -> list[tuple
          f"{statistics.median(size for size, _ in sizes) / 1024:.1f} KiB", ""),
         ("same polls: the running run's /api/curves, median / worst",
          f"{statistics.median(curves) * 1000:.0f} / {max(curves) * 1000:.0f} ms", ""),
+        ("same polls: the server's CPU per poll (both requests)", f"{cpu / POLLS * 1000:.0f} ms", ""),
     ]
 
 
@@ -199,9 +212,9 @@ def main() -> None:
                 print(f"recorded {name} ({size:,}) in {time.perf_counter() - start:.1f} s", file=sys.stderr)
 
         rows = []
-        with server(root / "long", args.source) as (url, client):
+        with server(root / "long", args.source) as (url, client, served_by):
             if browser:
-                times = paint_times(url, "window.rrDashboard && rrDashboard.draws > 0", "rr-first-chart")
+                times = paint_times(url, "window.rrDashboard && rrDashboard.draws > 0", "rr-first-chart", served_by)
                 rows.append((f"first paint, one {args.records:,}-record run (fresh server / reload)", shown(times),
                              "1.5 s"))
             (run,) = run_ids(client)
@@ -211,7 +224,7 @@ def main() -> None:
                 rows.append((f"/api/curves, {args.records:,} records, {width} px wide (warm)",
                              f"{len(answer.content) / 1024:.0f} KiB, {points:,} points, {seconds * 1000:.0f} ms",
                              f"<= {4 * width:,} points"))
-        with server(root / "short", args.source) as (url, client):
+        with server(root / "short", args.source) as (url, client, _):
             (run,) = run_ids(client)
             for width in WIDTHS:
                 _, answer = timed_get(client, "/api/curves", runs=run, y="loss", x="step", buckets=width)
@@ -219,7 +232,7 @@ def main() -> None:
                 rows.append((f"/api/curves, 10,000 records, {width} px wide",
                              f"{len(answer.content) / 1024:.0f} KiB, {points:,} points", f"<= {4 * width:,} points"))
 
-        with server(root / "many", args.source) as (url, client):
+        with server(root / "many", args.source) as (url, client, _):
             first, _ = timed_get(client, "/api/runs")
             warm, answer = timed_get(client, "/api/runs")
             rows.append((f"/api/runs, {args.runs:,} runs (first / again)", f"{first:.2f} s / {warm:.2f} s, "
@@ -229,9 +242,9 @@ def main() -> None:
             rows.append((f"/api/stats (last/min/max of loss), {args.runs:,} runs (first / cached)",
                          f"{stats:.2f} s / {cached:.2f} s", ""))
         if browser:
-            with server(root / "many", args.source) as (url, client):
+            with server(root / "many", args.source) as (url, client, served_by):
                 ready = f"document.querySelector('#runs-count').textContent.endsWith('of {args.runs} runs')"
-                times = paint_times(url, ready, "rr-first-table")
+                times = paint_times(url, ready, "rr-first-table", served_by)
                 rows.append((f"table load in the page, {args.runs:,} runs, first 100 rows (fresh server / reload)",
                              shown(times), "1 s"))
         rows.extend(live_polls(root / "many", args.live_records, args.source))
