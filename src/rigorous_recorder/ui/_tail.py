@@ -76,6 +76,8 @@ class RunningTail:
         for path in self._folder.journal_paths(info):
             done = self._read_up_to.get(path, 0)
             try:
+                if done and path.stat().st_size == done:
+                    continue  # nothing flushed to it since: not even read again
                 for frame, payload in read_journal(path):
                     if frame.offset < done:
                         continue
