@@ -22,6 +22,7 @@ pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
 from rigorous_recorder import ExperimentCollection, Recorder, cli  # noqa: E402
+from rigorous_recorder.store.catalog import PACK_MIN_RUNS  # noqa: E402
 from rigorous_recorder.ui import serve  # noqa: E402
 from rigorous_recorder.ui._curves import Curve, debiased_ema, m4  # noqa: E402
 from rigorous_recorder.ui._data import DashboardData  # noqa: E402
@@ -459,6 +460,23 @@ def test_sql_box_refuses_writes_and_other_files(data, sql, message):
     """One SELECT only, and DuckDB reads no file outside the collection's runs."""
     with pytest.raises(ValueError, match=re.escape(message)):
         data.query(sql.format(collection=data.collection.path))
+
+
+@pytest.mark.slow
+def test_sql_box_reads_a_collection_whose_runs_the_catalog_packed(tmp_path):
+    """Once the catalog packs finished runs (catalog/ beside runs/), the SQL box reads its packs,
+    and still no other file."""
+    collection = ExperimentCollection(tmp_path / "packed", quiet=True, record_context=False)
+    for index in range(PACK_MIN_RUNS + 1):
+        with collection.new_experiment(seed=index) as experiment:
+            Recorder().set_parent(experiment).push(step=0, loss=float(index))
+    collection.sql("SELECT 1")  # a maintaining reader packs them
+    assert any((collection.path / "catalog").glob("*.parquet"))
+    data = DashboardData(tmp_path / "packed")
+    assert data.query("SELECT count(*), sum(loss) FROM records")["rows"] == [
+        [PACK_MIN_RUNS + 1, sum(range(PACK_MIN_RUNS + 1))]]
+    with pytest.raises(ValueError, match="Permission Error"):
+        data.query("SELECT * FROM read_csv('/etc/passwd')")
 
 
 # -- the server ------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ Everything goes through a private, read-only :class:`ExperimentCollection` (open
 stopped runs are read through :class:`~._views.StoppedViews`, built once per run that stops,
 and each running run through a :class:`~._tail.RunningTail`, which decodes only what was
 flushed since the last look. Every DuckDB database is locked down: files outside the
-collection's ``runs/`` folder cannot be read, the configuration cannot be changed back, and
+collection's ``runs/`` and ``catalog/`` folders cannot be read, the configuration cannot be changed back, and
 the SQL box accepts one SELECT (``WITH``, ``DESCRIBE``, ``SHOW``, ``SUMMARIZE`` parse as
 SELECT) and nothing else.
 """
@@ -31,12 +31,11 @@ from ..collection import ExperimentCollection
 from .._naming import view_names
 from ..errors import RecorderError
 from ..query import RUN_COLUMNS
-from ..query_text import quote_literal
 from ..store.layout import DAMAGED, FAILED, RUNNING, RUNS_FOLDER
 from ..store.run_folder import RunFolder
 from ._curves import Curve, debiased_ema, extent, grouped, m4, numbers
 from ._tail import RunningTail, tail_key
-from ._views import StoppedView, StoppedViews, concat, locked_database, signature
+from ._views import StoppedView, StoppedViews, concat, lock_statements, locked_database, signature
 
 #: Own columns picked as the x axis when present, in this order; else the records' order.
 STEP_COLUMNS = ("step", "global_step", "epoch", "index")
@@ -401,9 +400,7 @@ class DashboardData:
                 "truncated": len(rows) > max_rows}
 
     def _lock_collection(self) -> None:
-        runs = quote_literal(str(self.collection.path / RUNS_FOLDER) + os.sep)
-        for statement in ("SET threads=1", f"SET allowed_directories=[{runs}]", "SET enable_external_access=false",
-                          "SET lock_configuration=true"):
+        for statement in lock_statements(self.collection.path / RUNS_FOLDER):
             self.collection.sql(statement)
         self._sql_locked = True
 

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from .._naming import parse
 from ..query import Query
 from ..query_text import quote_literal, quote_name
-from ..store.layout import RUNNING
+from ..store.layout import CATALOG_FOLDER, RUNNING, RUNS_FOLDER
 from ..store.run_folder import RunFolder
 from ._curves import Curve, local_epoch, numbers
 from ._tail import WALL_TIME
@@ -34,19 +34,27 @@ NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYIN
                  "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "DECIMAL")
 #: Columns of these types are each record's wall-clock time (besides a numeric ``wall_time``).
 TIME_TYPES = ("TIMESTAMP", "TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE")
+#: The collection's folders a dashboard database may read: the runs, and the catalog's packs of them.
+READABLE_FOLDERS = (RUNS_FOLDER, CATALOG_FOLDER)
 #: Most views kept side by side; then the smaller half is merged into one.
 MAX_VIEWS = 8
 
 
-def locked_database(runs_folder: Path) -> duckdb.DuckDBPyConnection:
-    """A DuckDB database that reads no file outside ``runs_folder`` and whose settings are locked.
+def lock_statements(runs_folder: Path) -> list[str]:
+    """The settings that keep a DuckDB database on the collection's records: files outside its
+    ``runs/`` and ``catalog/`` folders cannot be read, and the settings cannot be changed back.
 
     One thread: keeps the records in their order (the x of last resort) and leaves cores to training.
     """
+    folders = ", ".join(quote_literal(str(runs_folder.with_name(name)) + os.sep) for name in READABLE_FOLDERS)
+    return ["SET threads=1", f"SET allowed_directories=[{folders}]", "SET enable_external_access=false",
+            "SET lock_configuration=true"]
+
+
+def locked_database(runs_folder: Path) -> duckdb.DuckDBPyConnection:
+    """A DuckDB database under :func:`lock_statements`."""
     database = duckdb.connect()
-    allowed = quote_literal(str(runs_folder) + os.sep)
-    for statement in ("SET threads=1", f"SET allowed_directories=[{allowed}]", "SET enable_external_access=false",
-                      "SET lock_configuration=true"):
+    for statement in lock_statements(runs_folder):
         database.execute(statement)
     return database
 
