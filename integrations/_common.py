@@ -24,8 +24,8 @@ USER_PREFIX = "user/"
 HPARAMS_PREFIX = "hparams/"
 #: ``level`` of a record: one optimizer step, one evaluation or predict batch, one epoch's end.
 STEP, BATCH, EPOCH = "step", "batch", "epoch"
-#: Keys the adapters set on every record.
-RECORD_KEYS = frozenset({"step", "epoch", "batch_idx", "dataloader_idx", "level"})
+#: Keys the adapters set on records (``wall_time``: ``time.time()`` when the record was made).
+RECORD_KEYS = frozenset({"step", "epoch", "batch_idx", "dataloader_idx", "level", "wall_time"})
 
 
 def renamed(data: Mapping[str, Any], taken: frozenset[str] | set[str], prefix: str, what: str) -> dict[str, Any]:
@@ -57,12 +57,10 @@ def hyperparameters(hparams: Mapping[str, Any], adapter_keys: frozenset[str], in
 def commit_row(recorder: Recorder, adapter_values: Mapping[str, Any]) -> None:
     """Commit the staged values with the adapter's; a staged user value that differs is kept as ``user/<key>``."""
     staged = recorder.staged
-    clashes = staged.keys() & adapter_values.keys() if staged else ()
-    moved = {USER_PREFIX + key: staged[key] for key in clashes if staged[key] != adapter_values[key]}
-    if moved:
+    if staged and (moved := {USER_PREFIX + key: staged[key] for key in staged.keys() & adapter_values.keys()
+                             if staged[key] != adapter_values[key]}):
         recorder.add(moved)
-    recorder.add(adapter_values)
-    recorder.commit()
+    recorder.push(adapter_values)
 
 
 class NullRecorder(Recorder):

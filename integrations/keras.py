@@ -17,9 +17,9 @@ The tree of one experiment::
 Aligned with the Lightning adapter: ``step`` is the optimizer's step count before the batch
 (0-based); validation rows and epoch rows carry the step of the epoch's last training batch;
 ``epoch`` and ``batch_idx`` are Keras's 0-based indices; validation values are named
-``val_<metric>`` on batch rows too; every record sees the ``learning_rate`` in force. Float
-values that are float32 are stored as the float32 value Keras shows (``0.005``, not
-``0.004999999888``).
+``val_<metric>`` on batch rows too; every record sees the ``learning_rate`` in force and has a
+``wall_time`` (``time.time()`` at the hook that made it). Float values that are float32 are
+stored as the float32 value Keras shows (``0.005``, not ``0.004999999888``).
 
 The experiment ends with ``with cb:``, ``cb.finish()``, or else as the core does it: at the
 process's exit, or on an uncaught exception (marked failed). A call whose end hook never ran
@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -179,7 +180,7 @@ class RigorousCallback(keras.callbacks.Callback):
         self._calls[kind] += 1
         model = self.model
         self._optimizer = getattr(model, "optimizer", None)
-        self._step = _read(getattr(self._optimizer, "iterations", 0), int)
+        self._step = int(getattr(self._optimizer, "iterations", 0))
         key = (id(model), id(self._optimizer))
         parent = self._models.get(key)
         if parent is None:
@@ -197,7 +198,7 @@ class RigorousCallback(keras.callbacks.Callback):
 
     def _rate_now(self) -> float | None:
         rate = getattr(self._optimizer, "learning_rate", None)
-        return None if rate is None else as_float32_seen(_read(rate, float))
+        return None if rate is None else as_float32_seen(float(rate))  # a variable or a tensor: 3 us, not 30
 
     def set_model(self, model: Any) -> None:
         # Keras builds a CallbackList, which calls set_model, at the start of each top-level
@@ -237,12 +238,12 @@ class RigorousCallback(keras.callbacks.Callback):
         optimizer, steps = self._optimizer, (self.params or {}).get("steps")
         if self._schedule is None or not steps or getattr(optimizer, "gradient_accumulation_steps", None):
             return None
-        first = _read(optimizer.iterations, int)
+        first = int(optimizer.iterations)
         try:
             rates = keras.ops.convert_to_numpy(self._schedule(keras.ops.arange(first, first + steps, dtype="float32")))
         except Exception:  # noqa: BLE001 - a schedule written for one step at a time
             return None
-        ends = [_read(self._schedule(step), float) for step in (first, first + steps - 1)]
+        ends = [float(self._schedule(step)) for step in (first, first + steps - 1)]
         if rates.shape != (steps,) or [float(rates[0]), float(rates[-1])] != ends:
             return None
         return [as_float32_seen(float(rate)) for rate in rates]
@@ -251,11 +252,13 @@ class RigorousCallback(keras.callbacks.Callback):
         self._step += batch - self._last_batch  # more than 1 with steps_per_execution > 1
         self._last_batch = batch
         commit_row(self._train.add(_seen(logs)), {"step": self._step - 1, "epoch": self._epoch, "batch_idx": batch,
-                                                  "level": STEP, "learning_rate": self._learning_rate})
+                                                  "level": STEP, "learning_rate": self._learning_rate,
+                                                  "wall_time": time.time()})
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = _seen(logs)
-        ours = {"step": self._step - 1, "epoch": epoch, "level": EPOCH, "learning_rate": self._learning_rate}
+        ours = {"step": self._step - 1, "epoch": epoch, "level": EPOCH, "learning_rate": self._learning_rate,
+                "wall_time": time.time()}
         validation = {key: logs.pop(key) for key in list(logs) if key.startswith("val_")}
         commit_row(self._train.add(logs), ours)
         if validation and self._validate is not None:
@@ -282,9 +285,10 @@ class RigorousCallback(keras.callbacks.Callback):
         if self._test is self._validate:
             commit_row(self._test.add(_seen(logs, "val_")), {"step": self._step - 1, "epoch": self._epoch,
                                                              "batch_idx": batch, "level": BATCH,
-                                                             "learning_rate": self._learning_rate})
+                                                             "learning_rate": self._learning_rate,
+                                                             "wall_time": time.time()})
         else:
-            commit_row(self._test.add(_seen(logs)), {"batch_idx": batch, "level": BATCH})
+            commit_row(self._test.add(_seen(logs)), {"batch_idx": batch, "level": BATCH, "wall_time": time.time()})
 
     def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
         if self._test is self._validate:
@@ -302,18 +306,13 @@ class RigorousCallback(keras.callbacks.Callback):
     def on_predict_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         outputs = keras.tree.flatten((logs or {}).get("outputs"))
         samples = int(outputs[0].shape[0]) if outputs and getattr(outputs[0], "shape", ()) else None
-        commit_row(self._predict, {"batch_idx": batch, "level": BATCH, "samples": samples})
+        commit_row(self._predict, {"batch_idx": batch, "level": BATCH, "samples": samples, "wall_time": time.time()})
 
     def on_predict_end(self, logs: dict[str, Any] | None = None) -> None:
         self._end("predict")
 
     def __repr__(self) -> str:
         return f"RigorousCallback({str(self.collection.path)!r}, experiment={self.experiment!r})"
-
-
-def _read(value: Any, kind: type) -> Any:
-    """A backend scalar (a variable, a tensor, a number) as a Python ``int`` or ``float``."""
-    return kind(keras.ops.convert_to_numpy(value))
 
 
 def _schedule_of(optimizer: Any) -> Any:
@@ -345,7 +344,7 @@ def _describe(model: Any, optimizer: Any) -> dict[str, Any]:
         if key == "learning_rate":
             if not isinstance(value, _PLAIN):  # a schedule: its config, and its value now
                 data["learning_rate_schedule"] = json.dumps(value, sort_keys=True, default=str)
-            value = _read(optimizer.learning_rate, float)
+            value = float(optimizer.learning_rate)
         elif not isinstance(value, _PLAIN):
             value = json.dumps(value, sort_keys=True, default=str)
         data[key] = as_float32_seen(value) if type(value) is float else value

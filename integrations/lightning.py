@@ -82,10 +82,11 @@ class RigorousLogger(Logger):
         **info: the experiment info, stored on the experiment recorder.
 
     Records: each optimizer step is one record of stage ``train`` (``level='step'``): ``step``
-    (Lightning's global step), ``epoch``, ``batch_idx``, the metrics logged for it (the
-    LearningRateMonitor's too) and what was ``add()``-ed to :func:`recorder_of` during its
-    batches. Each evaluation or predict batch is one record (``level='batch'``, with
-    ``dataloader_idx``); epoch-end metrics are records of ``level='epoch'`` in their stage.
+    (Lightning's global step), ``epoch``, ``batch_idx``, ``wall_time`` (``time.time()`` when
+    the record was closed), the metrics logged for it (the LearningRateMonitor's too) and what
+    was ``add()``-ed to :func:`recorder_of` during its batches. Each evaluation or predict batch
+    is one record (``level='batch'``, with ``dataloader_idx``); epoch-end metrics are records of
+    ``level='epoch'`` in their stage.
 
     Each Trainer call records below a model recorder holding that module's hyperparameters;
     a later call with the same module and hyperparameters shares it. A failed call ends the
@@ -121,19 +122,19 @@ class RigorousLogger(Logger):
         self._collection = collection
         self._experiment: Experiment | None = None
         self._experiment_pid = os.getpid()
-        self._trainer: Any = None
+        self._trainer: Any = None  # the Trainer of the running call, on rank zero only
         self._module: Any = None  # weak reference to the LightningModule of the current call
         self._hparams: dict[str, Any] = {}  # logged for the coming call
         self._model_data: dict[str, Any] | None = None  # the model recorder the current call needs
         self._model: Recorder | None = None
-        self._stages: dict[str, Recorder] = {}
-        self._rows: dict[str, dict[str, Any]] = {}  # stage -> the adapter's values of its open row
+        self._stages: dict[str, Recorder] = {}  # emptied whenever the experiment or model recorder changes
+        self._rows: dict[str, dict[str, Any]] = {}  # stage -> the adapter's values of its open record
         self._epoch_end: set[str] = set()  # stages whose epoch-end metrics are arriving
         self._resume_id: str | None = None
         self._error: BaseException | None = None
         self._in_call = False  # between a Trainer call's log_graph and its finalize
-        self._last_stage: Any = None
-        self._last_stage_name: str | None = None
+        self._stage_seen: Any = None  # the trainer's last RunningStage, and its name below
+        self._stage_name: str | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -187,8 +188,8 @@ class RigorousLogger(Logger):
         """The running stage's recorder (see :func:`recorder_of`); outside a stage, the model's."""
         if rank_zero_only.rank != 0 or self._model_data is None:
             return NullRecorder()
-        stage = self._stage_name()
-        return self._model_recorder() if stage is None else self._stage(stage)
+        stage = self._stage()
+        return self._model_recorder() if stage is None else self._stage_recorder(stage)
 
     @rank_zero_only
     def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
@@ -202,29 +203,24 @@ class RigorousLogger(Logger):
     @rank_zero_only
     def log_graph(self, model: Any, input_array: Any = None) -> None:
         """Called by Lightning at the start of every run: find the Trainer, attach the callback."""
-        trainer = getattr(model, "_trainer", None)
-        if trainer is not None:
+        if (trainer := getattr(model, "_trainer", None)) is not None:
             self._attach(trainer, model)
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Merge Lightning's metrics into the open record of their stage (an epoch's end: its own record)."""
-        stage = self._stage_name()
-        if stage is None:  # called by hand, outside a run
-            self._ensure_experiment().recorder.push(metrics, step=step)
-            return
-        if stage in self._epoch_end:
+        stage = self._stage()
+        if stage is None:  # Lightning Fabric, or called by hand: one record below the experiment
+            commit_row(self._ensure_experiment().recorder.add(metrics), {"step": step, "wall_time": time.time()})
+        elif stage in self._epoch_end:
             self._commit(stage)
-            commit_row(self._stage(stage).add(metrics), {"step": step, "epoch": self._trainer.current_epoch,
-                                                           "level": EPOCH})
-            return
-        row = self._rows.get(stage)
-        if row is None or (stage == "train" and step is not None and row["step"] != step):
-            self._open(stage, step=step)
-        self._stage(stage).add(metrics)
-
-    def save(self) -> None:
-        """Nothing to do: the collection flushes in the background (Lightning calls this per log)."""
+            commit_row(self._stage_recorder(stage).add(metrics), {
+                "step": step, "epoch": self._trainer.current_epoch, "level": EPOCH, "wall_time": time.time()})
+        else:
+            row = self._rows.get(stage)
+            if row is None or (step is not None and row["step"] != step and stage == "train"):
+                self._open(stage, self._trainer.fit_loop.epoch_loop._batches_that_stepped if step is None else step)
+            self._stage_recorder(stage).add(metrics)
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
@@ -250,9 +246,6 @@ class RigorousLogger(Logger):
             experiment.finish()
         self._model, self._stages = None, {}
 
-    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
-        """Checkpoints are written by Lightning into :attr:`log_dir`; nothing to record."""
-
     # -- the run and its recorders ------------------------------------------------------------
 
     def _attach(self, trainer: Any, module: Any) -> None:
@@ -270,8 +263,7 @@ class RigorousLogger(Logger):
         same_module = self._module is not None and self._module() is module
         if not (same_module and data == self._model_data) or self._resume_id is not None \
                 or self._experiment_pid != os.getpid():
-            self._model = None
-            self._stages = {}
+            self._model, self._stages = None, {}
         self._module = weakref.ref(module)
         self._model_data = data
         self._in_call = True
@@ -306,90 +298,78 @@ class RigorousLogger(Logger):
             self._stages = {}
         return self._model
 
-    def _stage(self, stage: str) -> Recorder:
-        """The stage's recorder; ``_stages`` is emptied whenever the experiment or model recorder changes."""
+    def _stage_recorder(self, stage: str) -> Recorder:
         recorder = self._stages.get(stage)
         if recorder is None:
             model = self._model_recorder()  # a new model recorder comes with no stages
             recorder = self._stages[stage] = model.sub_recorder(stage=stage)
         return recorder
 
-    def _stage_name(self) -> str | None:
-        stage = getattr(getattr(self._trainer, "state", None), "stage", None)
-        if stage is not self._last_stage:  # reading an enum's value is slow: once per stage change
-            self._last_stage, self._last_stage_name = stage, None if stage is None else str(stage.value)
-        return self._last_stage_name
+    def _stage(self) -> str | None:
+        """The running stage's name (``train``, ``validate``, ...), None outside a Trainer call."""
+        stage = self._trainer.state.stage if self._trainer is not None else None
+        if stage is not self._stage_seen:  # reading an enum's value is slow: once per stage change
+            self._stage_seen, self._stage_name = stage, None if stage is None else str(stage.value)
+        return self._stage_name
 
-    def _open(self, stage: str, step: int | None = None, batch_idx: int | None = None,
-              dataloader_idx: int | None = None) -> None:
-        """Commit the stage's open row and open the next (the adapter's values go in at commit)."""
+    def _open(self, stage: str, step: int, batch_idx: int | None = None, dataloader_idx: int | None = None) -> None:
+        """Commit the stage's open record and open the next (the adapter's values go in at commit)."""
         self._commit(stage)
-        trainer = self._trainer
-        row = {"step": trainer.fit_loop.epoch_loop._batches_that_stepped if step is None else step,
-               "epoch": trainer.current_epoch, "batch_idx": batch_idx, "level": STEP if stage == "train" else BATCH}
+        row = {"step": step, "epoch": self._trainer.current_epoch, "batch_idx": batch_idx,
+               "level": STEP if stage == "train" else BATCH}
         if dataloader_idx is not None:
             row["dataloader_idx"] = dataloader_idx
         self._rows[stage] = row
 
-    def _batch_start(self, stage: str, batch_idx: int, dataloader_idx: int | None) -> None:
-        self._epoch_end.discard(stage)
-        row = self._rows.get(stage)
-        step = self._trainer.fit_loop.epoch_loop._batches_that_stepped
-        if stage == "train" and row is not None and row["step"] == step:
-            row["batch_idx"] = batch_idx  # gradient accumulation, or metrics logged ahead: the same step
-        else:
-            self._open(stage, step, batch_idx, dataloader_idx)
-
     def _commit(self, stage: str) -> None:
-        row = self._rows.pop(stage, None)
-        if row is not None:
-            commit_row(self._stage(stage), row)
+        if (row := self._rows.pop(stage, None)) is not None:
+            row["wall_time"] = time.time()
+            commit_row(self._stage_recorder(stage), row)
 
     def _commit_all(self) -> None:
         for stage in list(self._rows):
             self._commit(stage)
 
-    def _checkpoint_state(self) -> dict[str, Any]:
-        experiment = self._own_experiment()
-        return {"run_id": experiment.id if experiment is not None else None, "version": self._version}
-
 
 class _Companion(Callback):
     """The batch and epoch hooks of a RigorousLogger; the logger puts it first in the Trainer's callbacks.
 
-    Lightning overwrites the attributes ``log`` and ``log_dict`` of every callback: none here.
+    Only the Trainer the logger attached to (on rank zero) is served. Lightning overwrites the
+    attributes ``log`` and ``log_dict`` of every callback: none here.
     """
 
     def __init__(self, logger: RigorousLogger) -> None:
         self.logger = logger
 
-    def _own(self, trainer: Any) -> RigorousLogger | None:
-        logger = self.logger
-        return logger if trainer.is_global_zero and logger._trainer is trainer else None
-
-    def _start(self, trainer: Any, batch_idx: int, dataloader_idx: int | None) -> None:
-        if (logger := self._own(trainer)) is not None and (stage := logger._stage_name()) is not None:
-            logger._batch_start(stage, batch_idx, dataloader_idx)
-
-    def _end_of_epoch(self, trainer: Any, *args: Any) -> None:
-        if (logger := self._own(trainer)) is not None and (stage := logger._stage_name()) is not None:
-            logger._commit(stage)
-            logger._epoch_end.add(stage)
-
-    def _boundary(self, trainer: Any, *args: Any) -> None:
-        if (logger := self._own(trainer)) is not None:
-            logger._commit_all()
-            logger._epoch_end.discard(logger._stage_name())
-
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-        self._start(trainer, batch_idx, None)
+        logger = self.logger
+        if logger._trainer is trainer:
+            step = trainer.fit_loop.epoch_loop._batches_that_stepped
+            row = logger._rows.get("train")
+            if row is not None and row["step"] == step:  # gradient accumulation, or metrics logged ahead
+                row["batch_idx"] = batch_idx
+            else:
+                logger._open("train", step, batch_idx)
 
     def on_validation_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int,
                                   dataloader_idx: int = 0) -> None:
-        self._start(trainer, batch_idx, dataloader_idx)
+        logger = self.logger
+        if logger._trainer is trainer and (stage := logger._stage()) is not None:
+            logger._open(stage, trainer.fit_loop.epoch_loop._batches_that_stepped, batch_idx, dataloader_idx)
+
+    def _boundary(self, trainer: Any, *args: Any, **kwargs: Any) -> None:
+        if (logger := self.logger)._trainer is trainer:
+            logger._commit_all()
+            logger._epoch_end.discard(logger._stage())
+
+    def _end_of_epoch(self, trainer: Any, *args: Any) -> None:
+        logger = self.logger
+        if logger._trainer is trainer and (stage := logger._stage()) is not None:
+            logger._commit(stage)
+            logger._epoch_end.add(stage)
 
     on_test_batch_start = on_predict_batch_start = on_validation_batch_start
-    on_train_epoch_start = on_validation_start = on_test_start = on_predict_start = _boundary
+    on_train_epoch_start = on_validation_start = on_test_start = on_predict_start = teardown = _boundary
     on_train_epoch_end = on_validation_epoch_end = on_test_epoch_end = on_predict_epoch_end = _end_of_epoch
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
@@ -397,20 +377,24 @@ class _Companion(Callback):
         if trainer.is_global_zero and not trainer.enable_autolog_hparams and self.logger in trainer.loggers:
             self.logger._attach(trainer, pl_module)
 
-    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        if (logger := self._own(trainer)) is not None:
-            logger._commit_all()
-
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         self.logger._error = exception
 
     def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CHECKPOINT_KEY] = self.logger._checkpoint_state()
+        experiment = self.logger._own_experiment()
+        checkpoint[CHECKPOINT_KEY] = {"run_id": experiment.id if experiment is not None else None,
+                                      "version": self.logger.version}
 
     def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
         # Reached by strategies that restore after setup, and by later calls on one Trainer.
         if CHECKPOINT_KEY in checkpoint:
             self.logger._resume_id = checkpoint[CHECKPOINT_KEY].get("run_id")
+
+
+# Lightning calls a callback's hook only when it is callable (``_call_callback_hooks``): the hooks
+# the companion does not use are None, so that a training step costs one hook call, not six.
+for _hook in [name for name in vars(Callback) if name.startswith("on_") and name not in vars(_Companion)]:
+    setattr(_Companion, _hook, None)
 
 
 def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,8 +1,12 @@
-"""A tiny LightningModule and data for the Lightning tests, and a script for subprocess runs.
+"""A tiny LightningModule and data for the Lightning tests, and the entry point of their subprocess runs.
 
-    python lightning_tiny.py ddp <collection>      fit with strategy="ddp" on 2 CPU processes
-    python lightning_tiny.py spawn <collection>    fit with "ddp_spawn", then with "ddp_notebook" (fork)
-    python lightning_tiny.py fit <collection> <version> <epochs> [<ckpt_path>] [--crash]
+Run from the repository root (or with it on ``PYTHONPATH``), as a module, so that every worker
+Lightning starts (``ddp`` runs the same command again, ``ddp_spawn`` unpickles the model) imports
+``TinyModel`` from here by its name:
+
+    python -m tests.integrations.lightning_tiny ddp <collection>    strategy="ddp" on 2 CPU processes
+    python -m tests.integrations.lightning_tiny spawn <collection>  "ddp_spawn", then "ddp_notebook" (fork)
+    python -m tests.integrations.lightning_tiny fit <collection> <version> <epochs> [<ckpt_path>] [--crash]
 """
 
 from __future__ import annotations

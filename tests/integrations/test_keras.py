@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -148,6 +149,23 @@ def test_every_record_sees_the_learning_rate_in_force(run):
     got = dict(rows(cb.collection, "SELECT stage, count(*) FILTER (WHERE learning_rate = 0.01) = count(*) "
                                    "FROM records GROUP BY stage"))
     assert got == {"train": True, "validate": True, "test": True, "predict": True}
+
+
+def test_every_record_has_its_wall_time(tmp_path):
+    """Train, validate, test and predict records carry wall_time: seconds since the epoch, in step order."""
+    x, y = make_data()
+    model, cb, before = make_model(), new_callback(tmp_path), time.time()
+    with cb:
+        model.fit(x, y, validation_split=0.2, epochs=2, batch_size=BATCH, callbacks=[cb], verbose=0)
+        model.evaluate(x, y, batch_size=BATCH, callbacks=[cb], verbose=0)
+        model.predict(x, batch_size=BATCH, callbacks=[cb], verbose=0)
+    after = time.time()
+    assert rows(cb.collection, "SELECT stage, level, count(*) FROM records WHERE wall_time IS NULL GROUP BY ALL") == []
+    ((first, last),) = rows(cb.collection, "SELECT min(wall_time), max(wall_time) FROM records")
+    assert before <= first <= last <= after
+    steps = [wall_time for (wall_time,) in rows(cb.collection, "SELECT wall_time FROM records "
+                                                              "WHERE level = 'step' ORDER BY step")]
+    assert len(steps) == 10 and steps == sorted(steps)
 
 
 def test_float32_values_are_stored_as_keras_shows_them():
@@ -330,13 +348,16 @@ def test_callback_takes_a_path_and_experiment_info(tmp_path):
 
 
 def test_info_meeting_the_callbacks_keys_is_kept_under_user(tmp_path):
-    """Experiment info named like a key the callback sets (step, model) is kept as user/<key>."""
+    """Experiment info named like a key the callback sets (step, model, wall_time) is kept as user/<key>."""
     with pytest.warns(UserWarning, match="'user/step'"):
-        cb = RigorousCallback(ExperimentCollection(tmp_path / "study", quiet=True), step=5, model="mine")
+        cb = RigorousCallback(ExperimentCollection(tmp_path / "study", quiet=True), step=5, model="mine",
+                              wall_time="noon")
     x, y = make_data(32)
     with cb:
         make_model().fit(x, y, batch_size=16, callbacks=[cb], verbose=0)
-    assert rows(cb.collection, 'SELECT DISTINCT "user/step", "user/model", model FROM records') == [(5, "mine", "tiny")]
+    got = rows(cb.collection, 'SELECT DISTINCT "user/step", "user/model", model, "user/wall_time", wall_time > 1e9 '
+                              "FROM records")
+    assert got == [(5, "mine", "tiny", "noon", True)]
 
 
 def test_keras_without_its_backend_names_the_backend_and_keras_backend(tmp_path):

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 pl = pytest.importorskip("pytorch_lightning")
 
-sys.path.insert(0, str(Path(__file__).parent / "scripts"))
-from lightning_tiny import TinyModel, loader, trainer  # noqa: E402
-
 from rigorous_recorder import ExperimentCollection  # noqa: E402
 from rigorous_recorder.integrations._common import NullRecorder  # noqa: E402
 from rigorous_recorder.integrations.lightning import RigorousLogger, recorder_of  # noqa: E402
 
-SCRIPT = Path(__file__).parent / "scripts" / "lightning_tiny.py"
+from . import lightning_tiny  # noqa: E402
+from .lightning_tiny import TinyModel, loader, trainer  # noqa: E402
+
 ROOT = Path(__file__).parents[2]
 TRAIN_STEPS = "stage = 'train' AND level = 'step'"
 
@@ -28,9 +29,10 @@ def rows(logger, query):
 
 
 def run_script(*args, cwd):
-    done = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
-    return done
+    """``python -m tests.integrations.lightning_tiny ARGS`` in ``cwd``, the repository on its PYTHONPATH."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return subprocess.run([sys.executable, "-m", lightning_tiny.__name__, *map(str, args)], cwd=cwd,
+                          env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True, timeout=300)
 
 
 def test_fit_builds_experiment_model_stage_tree(tmp_path):
@@ -105,6 +107,34 @@ def test_validation_records_and_sanity_check_kept_apart(tmp_path):
                       "validate/epoch": 2}
     assert rows(logger, "SELECT epoch, step FROM records WHERE stage = 'validate' AND level = 'epoch' ORDER BY step") \
         == [(0, 3), (1, 7)]
+
+
+def test_every_record_has_its_wall_time(tmp_path):
+    """Step, batch and epoch records of fit and test carry wall_time: seconds since the epoch, in step order."""
+    logger = RigorousLogger(tmp_path / "study")
+    model, fitter, before = TinyModel(), trainer(logger), time.time()
+    fitter.fit(model, loader(), loader(batches=2))
+    fitter.test(model, loader(batches=2))
+    after = time.time()
+    assert rows(logger, "SELECT level, count(*) FROM records WHERE wall_time IS NULL GROUP BY ALL") == []
+    ((first, last),) = rows(logger, "SELECT min(wall_time), max(wall_time) FROM records")
+    assert before <= first <= last <= after
+    steps = [wall_time for (wall_time,) in rows(logger, f"SELECT wall_time FROM records WHERE {TRAIN_STEPS} ORDER BY step")]
+    assert len(steps) == 8 and steps == sorted(steps)
+
+
+def test_an_added_wall_time_is_kept_as_user_wall_time(tmp_path):
+    """A value add()-ed as wall_time meets the adapter's key: both stay, the user's as user/wall_time."""
+
+    class Timed(TinyModel):
+        def training_step(self, batch, batch_idx):
+            recorder_of(self.trainer).add(wall_time=-1.0)
+            return super().training_step(batch, batch_idx)
+
+    logger = RigorousLogger(tmp_path / "study")
+    trainer(logger, limit_val_batches=0, max_epochs=1).fit(Timed(), loader())
+    assert rows(logger, f'SELECT DISTINCT "user/wall_time", wall_time > 1e9 FROM records WHERE {TRAIN_STEPS}') == [
+        (-1.0, True)]
 
 
 def test_a_sweep_of_three_fits_on_one_logger_keeps_each_fits_hparams(tmp_path):
