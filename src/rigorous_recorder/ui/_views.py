@@ -70,8 +70,8 @@ class StoppedView:
     def __init__(self, runs_folder: Path, infos: Sequence[dict[str, Any]]) -> None:
         self.members = {info["id"]: signature(info) for info in infos}
         self._lock = threading.Lock()  # one query at a time in its database; other views answer meanwhile
-        self._query = Query([(RunFolder(runs_folder / info["id"]), info) for info in infos],
-                            locked_database(runs_folder))
+        folders = {info["id"]: RunFolder(runs_folder / info["id"]) for info in infos}
+        self._query = Query([(folders[info["id"]], info) for info in infos], locked_database(runs_folder))
         table = self._query.sql("SELECT * FROM experiments").to_arrow_table()
         #: The ``experiments`` rows as Arrow (for the where box) and by run id.
         self.experiments = table
@@ -84,7 +84,6 @@ class StoppedView:
                 only_own.add(name)
         #: The columns a run's records file gives as they are (no inherited values, no other types).
         self._plain = only_own
-        folders = {info["id"]: RunFolder(runs_folder / info["id"]) for info in infos}
         #: Each run's records file, where it is the whole run (no journal left).
         self._files = {info["id"]: folders[info["id"]].compacted_path(info) for info in infos
                        if info.get("records") and not folders[info["id"]].journal_paths(info)}
