@@ -3,12 +3,13 @@
 A recorder holds ``local_data`` (a dict that every record below it sees) and commits
 records. ``push()`` commits one record; ``add()`` stages values that the next ``commit()``
 turns into a record. Committed values go to per-key Python lists, which become compact
-Arrow batches every few thousand rows (see ``_columns``).
+Arrow batches every few thousand rows, or sooner for sparse rows (see ``_columns``).
 
 Every recorder has a store (``store.base``): a recorder standing alone keeps its batches in
 a ``MemoryStore``; inside an ExperimentCollection the run's ``RunStore`` receives them and
-writes them to disk. Commits hold the store's lock, so recorders of a collection may be
-used from several threads.
+writes them to disk. A commit of plain values for the existing columns appends them in one
+step no other thread can split (the compiled loops of ``_hotpath``); other commits hold the
+store's lock. So recorders of a collection may be used from several threads.
 """
 
 from __future__ import annotations
