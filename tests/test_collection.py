@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import pickle
 import platform
@@ -521,3 +522,13 @@ def test_each_run_records_the_context_it_ran_in(tmp_path):
     assert context["python_version"] == platform.python_version()
     assert context["rigorous_recorder_version"] and context["command"].startswith(sys.executable)
     assert ExperimentCollection(tmp_path / "bare", quiet=True).runs[0]["context"] == {}
+
+
+def test_a_query_made_in_one_line_reads_after_its_collection_is_let_go(tmp_path):
+    """`ExperimentCollection(path).sql(query).fetchall()`: DuckDB before 2.0 closed the cursor
+    with the collection, so the relation could not be read."""
+    with ExperimentCollection(tmp_path / "study", quiet=True).new_experiment(lr=0.1) as experiment:
+        experiment.push(loss=0.5)
+    relation = ExperimentCollection(tmp_path / "study", quiet=True).sql("SELECT lr, loss FROM records")
+    gc.collect()
+    assert relation.fetchall() == [(0.1, 0.5)]

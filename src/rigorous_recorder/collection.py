@@ -10,11 +10,13 @@ error_number, had_error, experiment_start_time, experiment_end_time, experiment_
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import sys
 import time
 import uuid
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -102,6 +104,7 @@ class ExperimentCollection:
         self._trees: dict[tuple[str, str], Recorder] = {}
         self._damaged: dict[str, str] = {}  # runs whose files turned out unreadable when read
         self._query_cache: Any = None
+        self._queries: list[Any] = []  # the latest views, kept open a while after the collection goes
         self._catalog: Catalog | None = None  # made when a catalog is there or packing starts
         self._maintain = recover
         from filelock import FileLock  # most of `import rigorous_recorder`'s time: loaded with a collection
@@ -413,7 +416,7 @@ class ExperimentCollection:
         live = running_experiment(folder.path)
         if live is not None:
             return len(live.root.all_records)
-        return folder.records_count(info)
+        return folder.read_while_changing(info, RunFolder.records_count)[1]
 
     def _root(self, folder: RunFolder, info: dict[str, Any]) -> Recorder | None:
         """The run's tree: the live one for a run of this process, else read from disk."""
@@ -426,7 +429,7 @@ class ExperimentCollection:
         tree = self._trees.get(key)
         if tree is None:
             try:
-                recorders = build_tree(folder.nodes(info))
+                recorders = build_tree(folder.read_while_changing(info, RunFolder.nodes)[1])
             except DamagedFileError as error:
                 self._damaged[folder.id] = error.problem if error.path == folder.path else str(error)
                 return None
@@ -490,6 +493,10 @@ class ExperimentCollection:
             import duckdb
 
             self._database = duckdb.connect()
+            # DuckDB before 2.0 closes a cursor when it is collected, breaking the relations made
+            # from it: `ExperimentCollection(path).sql(query).df()` would fail. The views of the
+            # last few collections that were let go stay open a while.
+            weakref.finalize(self, _let_go.append, self._queries)
         try:
             self.flush()
         except StorageError:
@@ -498,6 +505,7 @@ class ExperimentCollection:
         runs, packed = self._scan_packed()
         if self._query_cache is None or not self._query_cache.is_current(runs):
             self._query_cache = Query(runs, self._database, packed)
+            self._queries[:] = [self._query_cache]
         return self._query_cache.sql(query)
 
     def to_arrow(self) -> pa.Table:
@@ -531,6 +539,10 @@ class ExperimentCollection:
 
     def __repr__(self) -> str:
         return f"ExperimentCollection({str(self.path)!r})"
+
+
+#: The views of collections that were let go, kept open for their last relations.
+_let_go: collections.deque[Any] = collections.deque(maxlen=8)
 
 
 def _damaged(folder: RunFolder, number: int, error: DamagedFileError) -> dict[str, Any]:

@@ -145,10 +145,14 @@ def _sources(runs: Runs, connection: duckdb.DuckDBPyConnection,
                     parts.append(by_pack[pack.path])
                 by_pack[run.pack.path][1].append(source)
                 sources.append(source)
-            elif info["status"] != RUNNING and info.get("records") and not folder.journal_paths(info):
-                path = folder.compacted_path(info)
-                schema = read_tree_schema(path)
-                source = RunSource(folder, info, tree_of(schema, path)["recorders"], info.get("records_count"))
+            else:
+                info, (path, schema, entries, table) = folder.read_while_changing(info, _read_in_place)
+                count = table.num_rows if table is not None else info.get("records_count")
+                source = RunSource(folder, info, entries, count)
+                sources.append(source)
+                if table is not None:
+                    parts.append((Part(schema, stored_columns(schema), table=table, sources=1), [source]))
+                    continue
                 shape = shape_of(schema)
                 if shape not in by_schema:
                     by_schema[shape] = (Part(schema, stored_columns(schema)), [])
@@ -156,13 +160,6 @@ def _sources(runs: Runs, connection: duckdb.DuckDBPyConnection,
                 by_schema[shape][0].files.append(path)
                 by_schema[shape][0].sources += 1
                 by_schema[shape][1].append(source)
-                sources.append(source)
-            else:
-                nodes = folder.nodes(info)
-                table = records_table(nodes)
-                source = RunSource(folder, info, [node.entry() for node in nodes], table.num_rows)
-                parts.append((Part(table.schema, stored_columns(table.schema), table=table, sources=1), [source]))
-                sources.append(source)
         except DamagedFileError as error:
             sources.append(RunSource(folder, {**info, "status": DAMAGED, "error": str(error)}, [], 0))
     following = 0
@@ -184,6 +181,19 @@ def _sources(runs: Runs, connection: duckdb.DuckDBPyConnection,
     for index, (part, _) in enumerate(parts):
         _count(part, f"part_{index}", connection)
     return sources, [part for part, _ in parts]
+
+
+def _read_in_place(folder: RunFolder, info: dict[str, Any]) -> tuple[Path | None, pa.Schema, list[dict[str, Any]],
+                                                                    pa.Table | None]:
+    """A run read from its folder: a stopped run's records file (path, schema, tree entries),
+    or a running run's journal read whole (schema, tree entries, table)."""
+    if info["status"] != RUNNING and info.get("records") and not folder.journal_paths(info):
+        path = folder.compacted_path(info)
+        schema = read_tree_schema(path)
+        return path, schema, tree_of(schema, path)["recorders"], None
+    nodes = folder.nodes(info)
+    table = records_table(nodes)
+    return None, table.schema, [node.entry() for node in nodes], table
 
 
 def _count(part: Part, name: str, connection: duckdb.DuckDBPyConnection) -> None:

@@ -16,9 +16,9 @@ import functools
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._files import atomic_write_text
 from .._values import from_json, to_json
@@ -53,6 +53,9 @@ _REQUIRED = {"id": str, "experiment_number": int, "error_number": int, "status":
 
 
 Signature = tuple[int, int, int]
+Read = TypeVar("Read")
+#: How often a reader tries a run whose files keep changing under it.
+_READ_ATTEMPTS = 5
 
 
 class RunFolder:
@@ -117,6 +120,17 @@ class RunFolder:
         except OSError:
             return None
         return status.st_ino, status.st_size, status.st_mtime_ns
+
+    def read_while_changing(self, info: dict[str, Any],
+                            read: Callable[[RunFolder, dict[str, Any]], Read]) -> tuple[dict[str, Any], Read]:
+        """``read(self, info)``, and again with run.json read anew while a file it needs went
+        away meanwhile: the run finished, was recovered or resumed while it was being read."""
+        for _ in range(_READ_ATTEMPTS - 1):
+            try:
+                return info, read(self, info)
+            except FileNotFoundError:
+                info = self.read_info()
+        return info, read(self, info)
 
     def write_info(self, info: dict[str, Any]) -> None:
         """Replace run.json atomically."""
