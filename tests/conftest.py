@@ -57,6 +57,23 @@ def collection(tmp_path: Path) -> ExperimentCollection:
     return ExperimentCollection(tmp_path / "study", quiet=True)
 
 
+@pytest.fixture
+def study(tmp_path: Path) -> ExperimentCollection:
+    """The collection the query tests read: run 1 (lr 0.1) has models a and b, 3 steps each
+    (loss = step, plus 0.5 for b); run 2 (lr 0.2) records step 0 of model a (loss 9.0, note
+    "last") and fails with a RuntimeError."""
+    study = ExperimentCollection(tmp_path / "study", quiet=True)
+    with study.new_experiment(lr=0.1) as recorder:
+        for model in ("a", "b"):
+            child = Recorder(model=model).set_parent(recorder)
+            for step in range(3):
+                child.push(step=step, loss=step + (0.5 if model == "b" else 0.0))
+    with pytest.raises(RuntimeError), study.new_experiment(lr=0.2) as recorder:
+        Recorder(model="a").set_parent(recorder).push(step=0, loss=9.0, note="last")
+        raise RuntimeError("stop")
+    return study
+
+
 #: The stores a root recorder of :func:`root` lives in.
 STORES = ["memory", "collection"]
 

@@ -26,21 +26,6 @@ def spark():
     session.stop()
 
 
-@pytest.fixture
-def collection(tmp_path):
-    """Two finished runs (one failed, with an extra key) and one run still recording."""
-    collection = ExperimentCollection(tmp_path / "study", quiet=True)
-    with collection.new_experiment(lr=0.1) as recorder:
-        for model in ("a", "b"):
-            child = Recorder(model=model).set_parent(recorder)
-            for step in range(3):
-                child.push(step=step, loss=step / 2)
-    with pytest.raises(KeyError), collection.new_experiment(lr=0.2) as recorder:
-        Recorder(model="a").set_parent(recorder).push(step=0, loss=4.0, note="x")
-        raise KeyError("stop")
-    return collection
-
-
 def rows(frame) -> list[tuple]:  # noqa: ANN001
     """The rows of a pandas DataFrame as sorted tuples, NaN read as None."""
     return sorted(
@@ -49,29 +34,29 @@ def rows(frame) -> list[tuple]:  # noqa: ANN001
     )
 
 
-def test_to_spark_equals_to_pandas(spark, collection):
+def test_to_spark_equals_to_pandas(spark, study):
     """The Spark DataFrame has the columns and rows of ``to_pandas()``."""
-    expected = collection.to_pandas()
-    actual = collection.to_spark(spark).toPandas()
+    expected = study.to_pandas()
+    actual = study.to_spark(spark).toPandas()
     assert list(actual.columns) == list(expected.columns)
     assert rows(actual) == rows(expected)
 
 
-def test_to_spark_answers_a_grouped_query_like_sql(spark, collection):
+def test_to_spark_answers_a_grouped_query_like_sql(spark, study):
     """A Spark group-by gives the same averages as the same DuckDB query."""
-    frame = collection.to_spark(spark).where("NOT had_error").groupBy("model").avg("loss")
+    frame = study.to_spark(spark).where("NOT had_error").groupBy("model").avg("loss")
     spark_rows = sorted((row["model"], row["avg(loss)"]) for row in frame.collect())
-    duckdb_rows = collection.sql(
+    duckdb_rows = study.sql(
         "SELECT model, avg(loss) FROM records WHERE NOT had_error GROUP BY model ORDER BY model"
     ).fetchall()
-    assert spark_rows == duckdb_rows == [("a", 0.5), ("b", 0.5)]
+    assert spark_rows == duckdb_rows == [("a", 1.0), ("b", 1.5)]
 
 
-def test_to_spark_includes_a_running_experiment(spark, collection):
+def test_to_spark_includes_a_running_experiment(spark, study):
     """Records of a run that is still recording are in the Spark DataFrame too."""
-    experiment = collection.new_experiment(lr=0.3)
+    experiment = study.new_experiment(lr=0.3)
     Recorder(model="live").set_parent(experiment.recorder).push(step=0, loss=1.0)
-    frame = collection.to_spark(spark)
+    frame = study.to_spark(spark)
     assert frame.where("model = 'live'").select("lr", "step", "experiment_number").collect() == [(0.3, 0, 2)]
     assert frame.count() == 8
     experiment.finish()
@@ -93,3 +78,35 @@ def test_to_spark_names_and_splits_columns_like_the_duckdb_view(spark, tmp_path)
     assert {"Loss~2", "loss~json", "seed~json", "a~~b"} <= set(actual.columns)
     assert sorted(map(tuple, actual.collect()), key=repr) == sorted(expected.fetchall(), key=repr)
     running.finish()
+
+
+#: A process whose running experiments (more than collection.py keeps the views of) are held only by
+#: the process-wide registry, after queries made their collections open DuckDB connections; it then
+#: forks a child the way pyspark launches its JVM.
+FORK_AFTER_QUERIES = """
+import subprocess, sys
+from rigorous_recorder import ExperimentCollection
+
+def record_and_query(path):
+    collection = ExperimentCollection(path, quiet=True)
+    experiment = collection.new_experiment()
+    experiment.recorder.push(step=0)
+    collection.sql("SELECT count(*) FROM records").fetchall()
+
+for index in range(12):
+    record_and_query(f"{sys.argv[1]}/study{index}")
+print(subprocess.Popen(["true"], preexec_fn=lambda: None).wait())
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="experiment.py's at-fork hook (_Running._forget) frees the parent's "
+                   "experiments in the child; their DuckDB connection's destructor joins threads that did not fork")
+def test_a_forked_child_survives_running_experiments_whose_collections_were_queried(tmp_path):
+    """pyspark starts its JVM through a fork with a preexec_fn (JAVA_GATEWAY_EXITED when the child dies):
+    the child must not die of what the recording process holds."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", FORK_AFTER_QUERIES, str(tmp_path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["0"], result.stderr
