@@ -12,7 +12,9 @@ accepts the logger, because Lightning duck-types its loggers.
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 import time
 import uuid
 import weakref
@@ -27,19 +29,25 @@ from rigorous_recorder.store.layout import RUNS_FOLDER, SUFFIX
 
 from ._common import BATCH, EPOCH, STEP, NullRecorder, commit_row, hyperparameters, stored_info
 
-try:  # the unified package first, as dvclive and aim do
-    from lightning.pytorch.callbacks import Callback
-    from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
-    from lightning.pytorch.utilities import rank_zero_only
-except ModuleNotFoundError:
-    try:
-        from pytorch_lightning.callbacks import Callback
-        from pytorch_lightning.loggers.logger import Logger, rank_zero_experiment
-        from pytorch_lightning.utilities import rank_zero_only
-    except ModuleNotFoundError as error:
-        raise ModuleNotFoundError(
-            "RigorousLogger needs Lightning: pip install 'rigorous-recorder[lightning]'", name="pytorch_lightning"
-        ) from error
+
+def _lightning() -> Any:
+    """The Lightning package to build on: the one the program imported (importing the other as well
+    costs a second or more), else the unified ``lightning.pytorch`` first, as dvclive and aim do."""
+    names = ["lightning.pytorch", "pytorch_lightning"]
+    if "pytorch_lightning" in sys.modules and "lightning.pytorch" not in sys.modules:
+        names.reverse()
+    for name in names:
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError:
+            continue
+    raise ModuleNotFoundError("RigorousLogger needs Lightning: pip install 'rigorous-recorder[lightning]'",
+                              name="pytorch_lightning")
+
+
+_pl = _lightning()
+Callback, Logger, rank_zero_only = _pl.callbacks.Callback, _pl.loggers.logger.Logger, _pl.utilities.rank_zero_only
+rank_zero_experiment = _pl.loggers.logger.rank_zero_experiment
 
 __all__ = ["RigorousLogger", "recorder_of"]
 

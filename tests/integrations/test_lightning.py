@@ -344,6 +344,15 @@ def test_fabric_log_dict_records_one_row_per_call(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_logger_builds_on_the_lightning_package_the_program_imported():
+    """After ``import pytorch_lightning``, importing the logger leaves the unified package unimported."""
+    code = ("import sys, pytorch_lightning, rigorous_recorder.integrations.lightning as adapter; "
+            "print(adapter.Logger.__module__, 'lightning.pytorch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.stdout.split() == ["pytorch_lightning.loggers.logger", "False"], done.stderr[-3000:]
+
+
+@pytest.mark.slow
 def test_ddp_records_each_row_once(tmp_path):
     """strategy='ddp' on two CPU processes: rank zero alone records, one copy per record."""
     done = run_script("ddp", tmp_path / "study", cwd=tmp_path)
