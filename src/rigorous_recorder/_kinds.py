@@ -258,9 +258,10 @@ def _to_json_sql(column: str, kind: str) -> str:
     """SQL: the JSON text :func:`to_json` writes for a value of a stored column of ``kind``."""
     item, depth = unlist(kind)
     if depth and item in _TAGGED:  # DuckDB's to_json would write these items untagged
-        each = f"z{depth}"
-        return (f"'[' || array_to_string(list_transform({column}, "
-                f"lambda {each}: coalesce({_to_json_sql(each, kind[:-2])}, 'null')), ', ') || ']'")
+        each = f"z{depth}"  # array_to_string gives NULL for an empty list before DuckDB 2.0
+        each_text = f"coalesce({_to_json_sql(each, kind[:-2])}, 'null')"
+        items = f"array_to_string(list_transform({column}, lambda {each}: {each_text}), ', ')"
+        return f"CASE WHEN {column} IS NOT NULL THEN '[' || coalesce({items}, '') || ']' END"
     if kind in ("BIGINT", WIDE_INT):
         return f"CAST({column} AS VARCHAR)"
     if kind == "BLOB":

@@ -28,6 +28,7 @@ no records.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -589,7 +590,8 @@ def _create_table(connection: duckdb.DuckDBPyConnection, name: str, columns: lis
 
     Columns of plain values reach DuckDB as Arrow arrays built from buffers, others as typed
     list parameters: never through ``pa.array``, which would import pandas (a quarter of a
-    second) on a collection's first query.
+    second) on a collection's first query. A parameter column holding a NaN goes as JSON text
+    instead: DuckDB before 2.0 turns a NaN inside a list parameter into NULL.
     """
     arrays = [packed_array(column) if column else None for column in values]
     if values and values[0] and all(array is not None for array in arrays):
@@ -601,13 +603,27 @@ def _create_table(connection: duckdb.DuckDBPyConnection, name: str, columns: lis
         finally:
             connection.unregister("~new")
         return
-    selects = [f"unnest(${index}::{kind}[]) AS {quote_name(column)}" for index, (column, kind) in enumerate(columns, start=1)]
-    connection.execute(f"CREATE OR REPLACE TABLE {quote_name(name)} AS SELECT {', '.join(selects)}", values).fetchall()
+    selects, parameters = [], []
+    for index, ((column, kind), cells) in enumerate(zip(columns, values), start=1):
+        if any(map(_holds_nan, cells)):
+            cells = [None if cell is None else json.dumps(cell) for cell in cells]
+            selects.append(f"CAST(CAST(unnest(${index}::VARCHAR[]) AS JSON) AS {kind}) AS {quote_name(column)}")
+        else:
+            selects.append(f"unnest(${index}::{kind}[]) AS {quote_name(column)}")
+        parameters.append(cells)
+    connection.execute(f"CREATE OR REPLACE TABLE {quote_name(name)} AS SELECT {', '.join(selects)}", parameters).fetchall()
 
 
 def _transposed(rows: list[list[Any]], width: int) -> list[list[Any]]:
     """The columns of ``rows``."""
     return [[row[index] for row in rows] for index in range(width)]
+
+
+def _holds_nan(value: Any) -> bool:
+    """True for a float NaN, or a (nested) list holding one."""
+    if type(value) is float:
+        return value != value
+    return type(value) is list and any(map(_holds_nan, value))
 
 
 def _signature(runs: Runs) -> tuple[Any, ...] | None:
