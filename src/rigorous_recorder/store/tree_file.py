@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .._columns import conform, empty_rows_batch, is_json_field, restore, unified_schema
+from .._columns import conformed_table, empty_rows_batch, is_json_field, restore, unified_schema
 from .._files import temporary_path_beside
 from .._values import from_json, to_json
 from ..errors import DamagedFileError
@@ -112,7 +112,7 @@ def records_table(nodes: Sequence[TreeNode]) -> pa.Table:
     """Every node's records in memory, tagged, as :func:`write_tree_file` would store them."""
     batches = list(tagged_batches(nodes))
     schema = unified_schema([pa.schema([RECORDER_FIELD]), *(batch.schema for batch in batches)])
-    return pa.Table.from_batches([conform(batch, schema) for batch in batches], schema)
+    return conformed_table(batches, schema)
 
 
 # -- writing -------------------------------------------------------------------------------
@@ -156,13 +156,13 @@ def write_tree_file(path: Path, entries: Sequence[dict[str, Any]], tagged: Batch
             group: list[pa.RecordBatch] = []
             grouped = 0
             for batch in tagged():
-                group.append(conform(batch, schema))
+                group.append(batch)
                 grouped += batch.num_rows
                 if grouped >= _ROW_GROUP_ROWS:
-                    writer.write_table(pa.Table.from_batches(group, schema))
+                    writer.write_table(conformed_table(group, schema))
                     group, grouped = [], 0
             if group:
-                writer.write_table(pa.Table.from_batches(group, schema))
+                writer.write_table(conformed_table(group, schema))
         with temporary.open("rb") as file:
             os.fsync(file.fileno())
         os.replace(temporary, path)
