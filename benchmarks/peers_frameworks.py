@@ -13,6 +13,7 @@ TensorFlow) comes back as ``{"skipped": reason}``.
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 LIGHTNING_FEATURES = 32
@@ -84,14 +85,10 @@ def _end_lightning_logger(contender: str, logger) -> None:
         wandb.finish()
 
 
-def lightning_fit(contender: str, steps: int, folder: str) -> dict:
-    """Per-step wall and CPU seconds of a Linear(32, 1) fit, batch size 1, logging every step."""
-    _quiet_offline_environment(folder)
+def tiny_lightning_module():
+    """The benchmarks' LightningModule: Linear(32, 1), MSE loss, SGD, ``self.log("train_loss")`` every step."""
     import pytorch_lightning as pl
     import torch
-    from torch.utils.data import DataLoader, TensorDataset
-
-    torch.set_num_threads(1)
 
     class Tiny(pl.LightningModule):
         def __init__(self) -> None:
@@ -107,20 +104,90 @@ def lightning_fit(contender: str, steps: int, folder: str) -> dict:
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.01)
 
-    def fit(n: int, tag: str) -> tuple[float, float]:
+    return Tiny()
+
+
+class CodeTimer:
+    """CPU time of this thread inside the functions it wraps (nested calls counted once), in :attr:`ns`.
+
+    The benchmarks wrap the framework's logging path with it, the loggers' own code included:
+    with no logger that path still runs, for less, so the difference is what a logger costs,
+    measured over a few microseconds of code per step instead of a whole fit.
+    """
+
+    def __init__(self) -> None:
+        self.ns = 0
+        self._depth = 0
+
+    def timed(self, function):
+        """``function``, adding the CPU time of each of its outermost calls to :attr:`ns`."""
+        def timed(*args, **kwargs):
+            self._depth += 1
+            start = time.thread_time_ns()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self._depth -= 1
+                if not self._depth:
+                    self.ns += time.thread_time_ns() - start
+        return timed
+
+    def wrap(self, owner, *names: str) -> None:
+        """Replace each attribute ``names`` of ``owner`` (a module or a class) by its :meth:`timed` self."""
+        for name in names:
+            setattr(owner, name, self.timed(getattr(owner, name)))
+
+
+def lightning_logging_timer() -> CodeTimer:
+    """A CodeTimer of Lightning's logging path: the logger connector's ``log_metrics`` (it converts
+    the metrics, then calls every logger's ``log_metrics`` and ``save``) and the callback hook
+    dispatch (where a logger's companion callback runs)."""
+    from pytorch_lightning.trainer import call
+    from pytorch_lightning.trainer.connectors.logger_connector.logger_connector import _LoggerConnector
+
+    timer = CodeTimer()
+    timer.wrap(call, "_call_callback_hooks")
+    timer.wrap(_LoggerConnector, "log_metrics")
+    return timer
+
+
+def lightning_fit(contender: str, steps: int, folder: str, logging_code: bool = False) -> dict:
+    """Per-step wall and CPU seconds of a Linear(32, 1) fit, batch size 1, logging every step.
+
+    With ``logging_code``, also ``logging_cpu_s``: the CPU seconds per step inside Lightning's
+    logging path (:func:`lightning_logging_timer`) and the logger's end of run, plus those of
+    the process's other threads (a logger's background writer).
+    """
+    _quiet_offline_environment(folder)
+    import pytorch_lightning as pl
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.set_num_threads(1)
+    timer = lightning_logging_timer() if logging_code else None
+
+    def fit(n: int, tag: str) -> dict:
         data = DataLoader(TensorDataset(torch.randn(n, LIGHTNING_FEATURES), torch.randn(n, 1)), batch_size=1)
         logger = _lightning_logger(contender, folder, tag)
         trainer = pl.Trainer(logger=logger, max_epochs=1, accelerator="cpu", log_every_n_steps=1,
                              default_root_dir=folder, enable_progress_bar=False,
                              enable_model_summary=False, enable_checkpointing=False)
-        cpu, wall = process_tree_cpu_s(), time.perf_counter()
-        trainer.fit(Tiny(), data)
-        _end_lightning_logger(contender, logger)
-        return (time.perf_counter() - wall) / n, (process_tree_cpu_s() - cpu) / n
+        end = _end_lightning_logger
+        if timer is not None:
+            timer.ns, end = 0, timer.timed(end)
+            if logger:
+                logger.finalize = timer.timed(logger.finalize)  # Lightning calls it at the end of fit
+        cpu, wall, thread = process_tree_cpu_s(), time.perf_counter(), time.thread_time()
+        trainer.fit(tiny_lightning_module(), data)
+        end(contender, logger)
+        cpu, thread = process_tree_cpu_s() - cpu, time.thread_time() - thread
+        result = {"wall_s": (time.perf_counter() - wall) / n, "cpu_s": cpu / n}
+        if timer is not None:
+            result["logging_cpu_s"] = (timer.ns / 1e9 + cpu - thread) / n
+        return result
 
     fit(WARMUP_STEPS, "warmup")
-    wall, cpu = fit(steps, "measured")
-    return {"wall_s": wall, "cpu_s": cpu}
+    return fit(steps, "measured")
 
 
 # --------------------------------------------------------------------------
@@ -187,14 +254,26 @@ class _RunAround:
             wandb.finish()
 
 
-def keras_fit(contender: str, epochs: int, batches: int, batch_size: int, folder: str) -> dict:
-    """Per-batch wall and CPU seconds of a tiny Dense model's fit (torch backend, CPU)."""
+def keras_fit(contender: str, epochs: int, batches: int, batch_size: int, folder: str,
+              logging_code: bool = False) -> dict:
+    """Per-batch wall and CPU seconds of a tiny Dense model's fit (torch backend, CPU).
+
+    With ``logging_code``, also ``logging_cpu_s``: the CPU seconds per batch inside Keras's
+    CallbackList hooks (where the callbacks run, or are handed to Keras's thread pool) and the
+    callbacks' end of run, plus those of the process's other threads (that thread pool, a
+    callback's background writer).
+    """
     _quiet_offline_environment(folder)
     import keras
     import numpy as np
     import torch
 
     torch.set_num_threads(1)
+    timer = None
+    if logging_code:
+        timer = CodeTimer()
+        timer.wrap(keras.callbacks.CallbackList,
+                   *[name for name in vars(keras.callbacks.CallbackList) if name.startswith("on_")])
     rng = np.random.default_rng(0)
     x = rng.random((batches * batch_size, KERAS_FEATURES), dtype=np.float32)
     y = x.sum(axis=1, keepdims=True)
@@ -202,18 +281,73 @@ def keras_fit(contender: str, epochs: int, batches: int, batch_size: int, folder
                               keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
 
-    def fit(rows: int, fit_epochs: int, tag: str) -> tuple[float, float]:
-        cpu, wall = process_tree_cpu_s(), time.perf_counter()
+    def fit(rows: int, fit_epochs: int, tag: str) -> dict:
+        end = _end_keras_callbacks
+        if timer is not None:
+            timer.ns, end = 0, timer.timed(end)
+        cpu, wall, thread = process_tree_cpu_s(), time.perf_counter(), time.thread_time()
         with _RunAround(contender, folder):
             callbacks = _keras_callbacks(contender, folder, tag)
             model.fit(x[:rows], y[:rows], batch_size=batch_size, epochs=fit_epochs, callbacks=callbacks, verbose=0)
-            _end_keras_callbacks(contender, callbacks)
+            end(contender, callbacks)
+        cpu, thread = process_tree_cpu_s() - cpu, time.thread_time() - thread
         steps = fit_epochs * -(-rows // batch_size)
-        return (time.perf_counter() - wall) / steps, (process_tree_cpu_s() - cpu) / steps
+        result = {"wall_s": (time.perf_counter() - wall) / steps, "cpu_s": cpu / steps}
+        if timer is not None:
+            result["logging_cpu_s"] = (timer.ns / 1e9 + cpu - thread) / steps
+        return result
 
     try:
         fit(KERAS_WARMUP_BATCHES * batch_size, 1, "warmup")
     except ImportError as error:  # a callback built on TensorFlow, which Keras on torch does not need
         return {"skipped": f"{type(error).__name__}: {error}"}
-    wall, cpu = fit(len(x), epochs, "measured")
-    return {"wall_s": wall, "cpu_s": cpu}
+    return fit(len(x), epochs, "measured")
+
+
+# --------------------------------------------------------------------------
+# lightning_overhead.py and keras_overhead.py: ours against CSVLogger, closely
+# --------------------------------------------------------------------------
+
+#: Issue #13's target: ours' overhead per step at most this times CSVLogger's.
+OVERHEAD_TARGET = 0.5
+
+
+def overhead_benchmark(function: str, contenders: list[str], unit: str, title: str, rounds: int,
+                       **workload) -> int:
+    """Ours against CSVLogger and no logger: print the table and the target's verdict; the exit status.
+
+    Runs ``function`` of this module (``lightning_fit`` or ``keras_fit``, with ``logging_code``)
+    for each contender (the baseline first, then CSVLogger, then ours) in a fresh process,
+    interleaved over ``rounds`` (``peers.interleaved``). Overheads are over the baseline's in the
+    same round, median over rounds: of the whole fit's CPU time, and of the CPU time in the
+    framework's logging code, on which the target is judged.
+    """
+    import tempfile
+
+    import _harness as H
+    import peers
+
+    def run_one(name: str) -> dict:
+        with tempfile.TemporaryDirectory(prefix="rr-overhead-") as folder:
+            return H.run_workload(sys.executable, __file__, function, contender=name, folder=folder,
+                                  logging_code=True, **workload)
+
+    results = peers.interleaved(contenders, rounds, run_one)
+    failures = {name: runs[0] for name, runs in results.items() if "error" in runs[0]}
+    if failures:
+        H.print_errors(failures)
+        return 1
+    baseline, csv, ours = contenders
+    fit, code = peers.overheads(results, baseline, "cpu_s"), peers.overheads(results, baseline, "logging_cpu_s")
+    print(f"{title}; median of {rounds} interleaved rounds, each a fresh process; "
+          f"load average {os.getloadavg()[0]:.1f} at the end\n")
+    rows = [[name, H.fmt(peers.median_field(results[name], "cpu_s") * 1e6, 0), f"{fit[name] * 1e6:+,.0f}",
+             H.fmt(peers.median_field(results[name], "logging_cpu_s") * 1e6), f"{code[name] * 1e6:+,.1f}"]
+            for name in contenders]
+    print(peers.markdown_table([f"contender ({unit})", "CPU µs, whole fit", "overhead", "CPU µs in logging code",
+                                "overhead"], rows))
+    targets = H.Targets()
+    targets.check(f"ours' CPU overhead per {unit} in logging code over CSVLogger's",
+                  code[ours] / code[csv] if code[csv] > 0 else None, OVERHEAD_TARGET, "x")
+    print("\n" + targets.report())
+    return 1 if targets.failed else 0
