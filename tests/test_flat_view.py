@@ -337,3 +337,16 @@ def test_a_list_with_an_int_beyond_2_53_among_float_lists_stays_exact(tmp_path, 
             recorder.push(k=[0.5], o=index)
     ((typed, text),) = collection.sql('SELECT k, "k~json" FROM records WHERE o = 0').fetchall()
     assert (typed, from_json(text)) == (None, huge)
+
+
+def test_nested_lists_with_empty_lists_get_a_typed_list_column(tmp_path):
+    """``[[1.5], []]`` is a DOUBLE[][] like ``[[2.5]]``, in a drifted run and as inherited info alike."""
+    collection = ExperimentCollection(tmp_path / "study", quiet=True)
+    with collection.new_experiment(k=[[], [0.5]]) as recorder:
+        child = Recorder().set_parent(recorder)
+        for index, value in enumerate([[[1.5], []], [[2.5]], "x"]):
+            child.push(k=value, o=index)
+        recorder.push(o=3)
+    assert collection.sql("SELECT type FROM columns WHERE key = 'k'").fetchall() == [("DOUBLE[][]",), ("JSON",)]
+    assert collection.sql('SELECT k, "k~json" FROM records ORDER BY o').fetchall() == [
+        ([[1.5], []], None), ([[2.5]], None), (None, '"x"'), ([[], [0.5]], None)]

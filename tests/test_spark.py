@@ -91,6 +91,7 @@ def record_and_query(path):
     collection = ExperimentCollection(path, quiet=True)
     experiment = collection.new_experiment()
     experiment.recorder.push(step=0)
+    collection.sql("SET threads TO 4")  # DuckDB's worker threads, on a machine of any size
     collection.sql("SELECT count(*) FROM records").fetchall()
 
 for index in range(12):

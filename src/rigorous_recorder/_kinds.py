@@ -81,11 +81,16 @@ def value_kind(value: Any) -> str | None:
 def _list_kind(items: set[str | None]) -> str:
     """The kind of a list whose items have the kinds ``items`` (None for a None item).
 
-    The same rule as the SQL of :func:`json_kind_sql`: ints among floats make DOUBLE[] (unless
-    an int is beyond ±2**53), ints beyond ±2**53 among others make WIDE BIGINT[]; any other mix
-    is JSON.
+    The same rule as the SQL of :func:`json_kind_sql`: lists of None only (NULL[]) among lists
+    at least as deep count as those (``[[], [1.0]]`` is DOUBLE[][]); ints among floats make
+    DOUBLE[] (unless an int is beyond ±2**53), ints beyond ±2**53 among others make
+    WIDE BIGINT[]; any other mix is JSON.
     """
     items = items - {None}
+    nulls = {item for item in items if unlist(item)[0] == NULL}
+    others = items - nulls
+    if others and all(unlist(each)[1] <= min(unlist(other)[1] for other in others) for each in nulls):
+        items = others
     if items == {"BIGINT", "DOUBLE"}:
         items = {"DOUBLE"}
     elif items == {"BIGINT", WIDE_INT}:
@@ -221,7 +226,13 @@ def _json_list_kind_sql(text: str, depth: int) -> str:
     item_kind = json_kind_sql(f"CAST({item} AS VARCHAR)", depth - 1)
     kinds = (f"list_sort(list_distinct(list_transform(CAST(CAST({text} AS JSON) AS JSON[]), "
              f"lambda {item}: CASE WHEN {item} IS NOT NULL THEN {item_kind} END)))")
-    found = f"k{depth}"
+    found, every, other, null = f"k{depth}", f"a{depth}", f"o{depth}", f"n{depth}"
+    others = f"list_filter({every}, lambda {other}: NOT starts_with({other}, '{NULL}'))"
+    nulls = f"list_filter({every}, lambda {null}: starts_with({null}, '{NULL}'))"
+    deepest_null = f"coalesce(list_max(list_transform({nulls}, lambda {null}: {_depth_sql(null)})), 0)"
+    shallowest_other = f"list_min(list_transform({others}, lambda {other}: {_depth_sql(other)}))"
+    without_nulls = (f"CASE WHEN len({others}) > 0 AND {deepest_null} <= {shallowest_other} "
+                     f"THEN {others} ELSE {every} END")
     rule = (f"CASE WHEN len({found}) = 0 THEN '{NULL}[]' "
             f"WHEN {found} = ['BIGINT', 'DOUBLE'] THEN CASE WHEN regexp_matches({text}, '{_LONG_INT}') "
             f"THEN '{JSON}' ELSE 'DOUBLE[]' END "
@@ -229,7 +240,12 @@ def _json_list_kind_sql(text: str, depth: int) -> str:
             f"WHEN len({found}) = 1 AND {found}[1] <> '{JSON}' AND NOT (starts_with({found}[1], 'DOUBLE') "
             f"AND regexp_matches({text}, '{_LONG_INT}')) THEN {found}[1] || '[]' "
             f"ELSE '{JSON}' END")
-    return f"list_transform([{kinds}], lambda {found}: {rule})[1]"
+    return f"list_transform([list_transform([{kinds}], lambda {every}: {without_nulls})[1]], lambda {found}: {rule})[1]"
+
+
+def _depth_sql(kind: str) -> str:
+    """SQL: the list depth of the kind named by the string ``kind`` (2 for 'DATE[][]')."""
+    return f"((length({kind}) - length(replace({kind}, '[]', ''))) // 2)"
 
 
 def _from_json_sql(text: str, main: str) -> str:
