@@ -114,10 +114,3 @@ def _snapshot(records: Iterable[Record]) -> list[list[dict[str, Any]]]:
             lineage = lineages[id(recorder)] = plain(recorder.lineage_data())
         snapshot.append([record.own_data(), lineage])
     return snapshot
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run Spark's tests first. pyspark starts its JVM through a fork with a preexec_fn, which
-    fails (JAVA_GATEWAY_EXITED) in a process already running torch's thread pools, as the
-    Lightning and Keras tests leave it; started first, the session's JVM serves every Spark test."""
-    items.sort(key=lambda item: item.path.name != "test_spark.py")  # a stable sort keeps the rest in order

@@ -4,9 +4,8 @@ The blocks are parsed from the files at test time; nothing is copied here.
 
 - **Python**: every ```python block of README.md runs, in README order, in a fresh working
   directory: the Quick start's blocks in one process, the later sections' in a second one that
-  first runs the Quick start block defining ``collection`` (the Queries block uses it). Two
-  processes, not one: in a process that ran the Lightning sweep/resume block, Spark's launcher
-  dies with SIGSEGV (``JAVA_GATEWAY_EXITED``), a clash not yet understood. A line ``EXPRESSION   # VALUE`` whose comment is a Python literal is
+  first runs the Quick start block defining ``collection`` (the Queries block uses it), as a
+  user's script and a later notebook would. A line ``EXPRESSION   # VALUE`` whose comment is a Python literal is
   README's claim of the value: it runs as ``assert (EXPRESSION) == (VALUE)``. Other comments are
   prose.
 - **Commands**: every ```bash / ```console block of both files that holds a ``rigorous-recorder``

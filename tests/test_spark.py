@@ -100,8 +100,6 @@ print(subprocess.Popen(["true"], preexec_fn=lambda: None).wait())
 """
 
 
-@pytest.mark.xfail(strict=True, reason="experiment.py's at-fork hook (_Running._forget) frees the parent's "
-                   "experiments in the child; their DuckDB connection's destructor joins threads that did not fork")
 def test_a_forked_child_survives_running_experiments_whose_collections_were_queried(tmp_path):
     """pyspark starts its JVM through a fork with a preexec_fn (JAVA_GATEWAY_EXITED when the child dies):
     the child must not die of what the recording process holds."""

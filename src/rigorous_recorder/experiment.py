@@ -229,6 +229,11 @@ class _Running:
         self.finish_all(self._ending)
 
     def _forget(self) -> None:
+        """In a forked child: the parent's experiments are not this process's to finish. They
+        stay referenced, never freed: freeing one would close its collection's DuckDB database,
+        whose cleanup waits on threads a forked child does not have (pyspark's JVM launch and
+        DataLoader workers fork)."""
+        self._left_by_parent = self._experiments
         self._experiments = {}
         self._lock = threading.Lock()
 
