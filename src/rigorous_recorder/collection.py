@@ -259,7 +259,11 @@ class ExperimentCollection:
         info = experiment.folder.compact(info)
         (self.path / ACTIVE_FOLDER / experiment.id).unlink(missing_ok=True)
         self._query_cache = None
-        self._pack()
+        try:
+            self._pack()
+        except Exception as error:  # noqa: BLE001 - the run is stored; a cache must never fail its finish
+            if not self.quiet:
+                print(f"rigorous_recorder: could not pack finished runs into the catalog: {error!r}", file=sys.stderr)
         return info
 
     def _started(self, experiment: Experiment) -> Experiment:
@@ -368,10 +372,10 @@ class ExperimentCollection:
 
         Returns True when it packed some. Costs a directory listing while too few wait.
         """
-        from .store.catalog import PACK_MIN_RUNS, Catalog
-
         if not self._maintain:
             return False
+        from .store.catalog import PACK_MIN_RUNS, Catalog
+
         if self._catalog is None:
             self._catalog = Catalog(self.path)
         try:

@@ -5,9 +5,9 @@ a collection of thousands of runs reads a few files instead of thousands.
 runs whose records files share one schema, each row tagged with its run's index in the pack
 (a column named ``""``, a name no key can have). ``pack-<time>-<id>.runs.parquet``, written
 first, lists each packed run in index order: its id, the signature of its ``run.json`` when
-it was packed, and as JSON text that run.json (its ``context`` apart) and the run's tree
-entries; each run's texts are decoded only when asked for. A pack is read only when both
-files are there.
+it was packed, that run.json (the keys every run has with one plain type as columns, the
+others as JSON text, the ``context`` apart) and the run's tree entries as JSON text, decoded
+when asked for. A pack is read only when both files are there.
 
 The catalog is a cache; the run folders stay the truth. A run is taken from a pack only while
 its run.json is the one that was packed (same inode, size and modification time) and its
@@ -21,8 +21,8 @@ from __future__ import annotations
 import functools
 import os
 import time
-from array import array
 import uuid
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,8 +175,8 @@ def _context(text: str) -> dict[str, Any]:
 
 
 def _shared_plain_keys(infos: list[dict[str, Any]]) -> list[str]:
-    """The keys every one of ``infos`` has, whose values are of one type among str, int, float
-    and bool (or None): stored as columns, they read back without decoding JSON per run."""
+    """The keys every one of ``infos`` has, whose values (None aside) are all of one type among
+    str, int, float and bool: stored as columns, they read back without decoding JSON per run."""
     keys = []
     for key in infos[0]:
         types = {type(info.get(key, ...)) for info in infos} - {type(None)}
@@ -269,8 +269,8 @@ def _verified(path: Path) -> pa.Table:
 
 def _array(values: list[Any]) -> pa.Array:
     """A column of the listing (str or int values; None: missing)."""
-    array = packed_array(values)
-    return array if array is not None else pa.nulls(len(values), pa.string())  # no value at all
+    column = packed_array(values)
+    return column if column is not None else pa.nulls(len(values), pa.string())  # no value at all
 
 
 def _write_parquet(path: Path, table: pa.Table) -> None:
