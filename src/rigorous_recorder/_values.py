@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import InvalidKeyError, UnsupportedValueError
+from .store.layout import RECORDER_COLUMN
 
 #: Exact types that are stored without any conversion.
 PLAIN_TYPES = frozenset({float, int, str, bool})
@@ -31,7 +32,7 @@ _WHAT_IS_STORABLE = (
 
 
 #: Keys a record may not use: saved files keep the recorder id in a column of this name.
-RESERVED_KEYS = frozenset({"__recorder__"})
+RESERVED_KEYS = frozenset({RECORDER_COLUMN})
 
 
 def check_key(key: Any) -> str:
