@@ -120,7 +120,7 @@ def command_export(args: argparse.Namespace) -> None:
     fmt = _format_of(args.output, args.format)
     if fmt == "json":
         raise CommandError("export writes parquet or csv; for JSON use: sql PATH 'SELECT * FROM records' --format json")
-    collection.sql("SET threads = 1").fetchall()  # one thread writes the runs in order, each in its order
+    collection.sql("SET threads = 1")  # one thread writes the runs in order, each in its order (runs at once)
     relation = collection.sql("SELECT * FROM records")
     count = _write(relation, args.output, fmt, quiet=args.quiet,
                    total=lambda: collection.sql("SELECT count(*) FROM records").fetchall()[0][0])
