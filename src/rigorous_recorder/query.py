@@ -316,11 +316,13 @@ def _lineage(source: RunSource) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _run_values(info: dict[str, Any]) -> dict[str, Any]:
-    """The bookkeeping keys of a run as the views show them: had_error is NULL while it runs."""
-    values = {key: info.get(key) for key in BOOKKEEPING_KEYS}
-    if info["status"] == RUNNING:
-        values["had_error"] = None
-    return values
+    """The bookkeeping keys of a run as the views show them."""
+    return {key: _run_value(info, key) for key in BOOKKEEPING_KEYS}
+
+
+def _run_value(info: dict[str, Any], key: str) -> Any:
+    """One key of a run's info as the views show it: had_error is NULL while the run runs."""
+    return None if key == "had_error" and info["status"] == RUNNING else info.get(key)
 
 
 #: Python types whose values all have one kind (value_kind need not look at each value).
@@ -486,14 +488,12 @@ def _experiments(sources: list[RunSource], keys: dict[str, KeyColumns]) -> tuple
 
 
 def _run_column(sources: list[RunSource], name: str) -> list[Any]:
-    """One of :data:`RUN_COLUMNS` for every run, as :func:`_run_values` shows its keys."""
+    """One of :data:`RUN_COLUMNS` for every run, as :func:`_run_value` shows its keys."""
     if name == "run_id":
         return [source.info["id"] for source in sources]
     if name == "records":
         return [source.count for source in sources]
-    if name == "had_error":
-        return [None if source.info["status"] == RUNNING else source.info.get(name) for source in sources]
-    return [source.info.get(name) for source in sources]
+    return [_run_value(source.info, name) for source in sources]
 
 
 _COLUMNS_COLUMNS = [("name", "VARCHAR"), ("key", "VARCHAR"), ("part", "VARCHAR"), ("source", "VARCHAR"),
