@@ -54,7 +54,8 @@ def answers(path: Path) -> list[list[tuple[Any, ...]]]:
 
 
 def packs(path: Path) -> list[Path]:
-    return sorted(p for p in (path / "catalog").glob("pack-*.parquet") if not p.name.endswith(".runs.parquet"))
+    """The records files of the packs (each has three companions: runs, entries, lineage)."""
+    return sorted(p for p in (path / "catalog").glob("pack-*.parquet") if p.name.count(".") == 1)
 
 
 def pack_now(path: Path) -> None:
@@ -116,23 +117,24 @@ def test_a_deleted_run_leaves_the_view(tmp_path: Path) -> None:
     assert gone not in [run["id"] for run in reader.runs]
 
 
-@pytest.mark.parametrize("damage", ["garbage in the data", "truncated data", "empty listing", "listing alone"])
-def test_a_damaged_pack_is_ignored(tmp_path: Path, damage: str) -> None:
+@pytest.mark.parametrize("file", ["data", "runs", "entries", "lineage"])
+@pytest.mark.parametrize("damage", ["garbage in the pages", "truncated", "emptied", "missing"])
+def test_a_damaged_pack_is_ignored(tmp_path: Path, file: str, damage: str) -> None:
     path = record_study(tmp_path / "study", steps=2000)
     before = answers(path)
     pack_now(path)
     for data in packs(path):
-        listing = data.with_name(data.name.replace(".parquet", ".runs.parquet"))
-        if damage == "garbage in the data":  # the data pages, not the footer
-            content = bytearray(data.read_bytes())
+        damaged = data if file == "data" else data.with_name(data.name.replace(".parquet", f".{file}.parquet"))
+        if damage == "garbage in the pages":  # past the magic bytes, not the footer
+            content = bytearray(damaged.read_bytes())
             content[100:164] = bytes(64)
-            data.write_bytes(bytes(content))
-        elif damage == "truncated data":
-            data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
-        elif damage == "empty listing":
-            listing.write_bytes(b"")
+            damaged.write_bytes(bytes(content))
+        elif damage == "truncated":
+            damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+        elif damage == "emptied":
+            damaged.write_bytes(b"")
         else:
-            data.unlink()
+            damaged.unlink()
     assert answers(path) == before
 
 

@@ -71,6 +71,16 @@ def column_to_arrow(name: str, values: list[Any]) -> tuple[pa.Field, pa.Array]:
     return json_field(name), _json_array(values)
 
 
+def exact_column_to_arrow(name: str, values: list[Any]) -> tuple[pa.Field, pa.Array]:
+    """:func:`column_to_arrow`, except that ints beyond ±2**53 among floats stay exact (the
+    column is JSON) instead of widening to float, as a key's values in a tree's data do."""
+    kinds = set(map(type, values))
+    if int in kinds and float in kinds and not all(
+            -EXACT_FLOAT_INT <= value <= EXACT_FLOAT_INT for value in values if type(value) is int):
+        return json_field(name), _json_array(values)
+    return column_to_arrow(name, values)
+
+
 def _json_array(values: Iterable[Any]) -> pa.Array:
     """Values as JSON text (None stays null), for a field made by :func:`json_field`."""
     return pa.array([None if value is None else to_json(value) for value in values], pa.string())
@@ -78,6 +88,8 @@ def _json_array(values: Iterable[Any]) -> pa.Array:
 
 #: The ints an int64 column holds; larger ones are stored as JSON text.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+#: Ints up to this magnitude are exactly a float64.
+EXACT_FLOAT_INT = 2**53
 _ARROW_SCALARS = frozenset({bool, int, float, str, bytes, datetime.date, datetime.datetime})
 
 

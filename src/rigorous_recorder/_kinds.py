@@ -28,7 +28,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ._columns import INT64_MAX, INT64_MIN, is_json_field
+from ._columns import EXACT_FLOAT_INT, INT64_MAX, INT64_MIN, is_json_field
 from ._values import to_json
 from .store.layout import RECORDER_COLUMN as STORED_RECORDER_COLUMN
 
@@ -37,7 +37,6 @@ from .store.layout import RECORDER_COLUMN as STORED_RECORDER_COLUMN
 JSON = "JSON"
 #: Ints whose magnitude is beyond 2**53: a BIGINT, but not exactly a DOUBLE.
 WIDE_INT = "WIDE BIGINT"
-EXACT_FLOAT_INT = 2**53
 #: The kind of a stored column of JSON text written by to_json (values of any kind).
 JSON_TEXT = "JSON TEXT"
 #: The item kind of a list that holds only None, or nothing: it fits a list of any item kind.

@@ -30,19 +30,17 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ._columns import INT64_MAX, INT64_MIN, packed_array
+from ._columns import EXACT_FLOAT_INT, INT64_MAX, INT64_MIN, packed_array
 from ._kinds import (
-    EXACT_FLOAT_INT,
     JSON,
     JSON_TEXT,
     StoredColumn,
@@ -58,11 +56,11 @@ from ._kinds import (
 from ._naming import RECORDER_COLUMN, SOURCE_COLUMN, companion, view_names
 from .query_text import quote_literal, quote_name
 from .errors import DamagedFileError
-from .store.layout import BOOKKEEPING_KEYS, DAMAGED, EXPERIMENT_NODE, RUN_NODE, RUNNING
+from .store.layout import BOOKKEEPING_KEYS, DAMAGED, EXPERIMENT_NODE, RUN_NODE, RUNNING, bookkeeping, bookkeeping_columns
 from .store.layout import RECORDER_COLUMN as STORED_RECORDER_COLUMN
 from .store.run_folder import RunFolder
-from .store.catalog import PackedRun
-from .store.tree_file import read_tree_schema, records_table, shape_of, tree_of
+from .store.catalog import Pack, PackedRun
+from .store.tree_file import lineages, read_tree_schema, records_table, shape_of, tree_of
 
 Runs = Sequence[tuple[RunFolder, dict[str, Any]]]
 
@@ -73,6 +71,8 @@ _BOOKKEEPING_KINDS = dict(zip(BOOKKEEPING_KEYS, ("BIGINT", "BIGINT", "BOOLEAN", 
 #: The columns of ``experiments`` that no experiment info gives.
 RUN_COLUMNS = {"run_id": "VARCHAR", **_BOOKKEEPING_KINDS, "status": "VARCHAR", "records": "BIGINT",
                "error": "VARCHAR"}
+#: The column of the views' working tables that orders runs as ``experiments`` lists them.
+_ORDER_COLUMN = "~order"
 
 
 @dataclass
@@ -88,6 +88,12 @@ class Part:
     sources: int = 0  # how many ~source ids it spans
     run_index: int | None = None  # a pack's column of run indexes
     taken: list[int] | None = None  # a pack's runs read from it (None: all)
+
+    @classmethod
+    def of_pack(cls, path: Path, schema: pa.Schema, runs: int) -> Part:
+        """A file of a pack (its run index column last) holding ``runs`` runs."""
+        return cls(schema, stored_columns(schema.remove(len(schema) - 1)), [path], sources=runs,
+                   run_index=len(schema) - 1)
 
     def scan(self, name: str) -> str:
         """SQL for the rows of this part, every column named by position (c0, c1, ...)."""
@@ -105,11 +111,37 @@ class Part:
             return f"CAST(c{self.run_index} AS INTEGER) + {self.first_source}"
         return f"CAST(file_index AS INTEGER) + {self.first_source}"
 
-    def where_sql(self) -> str:
-        """SQL that keeps only the rows of the runs read from this part."""
+    def conditions(self) -> list[str]:
+        """SQL conditions that keep only the rows of the runs read from this part."""
         if self.taken is None:
-            return ""
-        return f" WHERE c{self.run_index} IN ({', '.join(map(str, self.taken)) or 'NULL'})"
+            return []
+        return [f"c{self.run_index} IN ({', '.join(map(str, self.taken)) or 'NULL'})"]
+
+
+def _where(conditions: list[str]) -> str:
+    return f" WHERE {' AND '.join(conditions)}" if conditions else ""
+
+
+@dataclass
+class PackTrees:
+    """The trees of a pack's runs as two more parts: each recorder's own data (``entries``),
+    and the merged data of each recorder that holds records (``lineage``)."""
+
+    entries: Part
+    lineage: Part
+    keys: list[tuple[str, int]]  # the recorders' keys, each with the first run (index in the pack) holding it
+    experiment_keys: list[tuple[str, int]]  # the same for the experiment recorders' keys
+
+    @classmethod
+    def of(cls, pack: Pack) -> PackTrees:
+        runs = len(pack.runs)
+        return cls(Part.of_pack(pack.entries, pack.entries_schema, runs),
+                   Part.of_pack(pack.lineage, pack.lineage_schema, runs), pack.keys, pack.experiment_keys)
+
+    def follow(self, records: Part) -> None:
+        """Take the source ids and runs of the pack's records part."""
+        for part in (self.entries, self.lineage):
+            part.first_source, part.taken = records.first_source, records.taken
 
 
 @dataclass
@@ -118,9 +150,11 @@ class RunSource:
 
     folder: RunFolder
     info: dict[str, Any]
-    entries: list[dict[str, Any]]  # id, parent and local data of each recorder
+    entries: list[dict[str, Any]]  # id, parent and local data of each recorder (a packed run: in its pack)
     count: int | None
     id: int = -1  # the ~source of its rows, given once every part is known
+    trees: PackTrees | None = None  # a packed run's: its pack's trees
+    index: int = -1  # a packed run's index in its pack
 
 
 def _sources(runs: Runs, connection: duckdb.DuckDBPyConnection,
@@ -130,21 +164,21 @@ def _sources(runs: Runs, connection: duckdb.DuckDBPyConnection,
     sources: list[RunSource] = []
     parts: list[tuple[Part, list[RunSource]]] = []
     by_schema: dict[tuple[Any, ...], tuple[Part, list[RunSource]]] = {}
-    by_pack: dict[Path, tuple[Part, list[RunSource]]] = {}
+    by_pack: dict[Path, tuple[Part, list[RunSource], PackTrees]] = {}
     for folder, info in runs:
         try:
             if info["status"] == DAMAGED:
                 sources.append(RunSource(folder, info, [], 0))
             elif folder.id in packed:
                 run = packed[folder.id]
-                source = RunSource(folder, info, run.entries, info.get("records_count"), id=run.index)
                 if run.pack.path not in by_pack:
-                    pack = run.pack
-                    part = Part(pack.schema, stored_columns(pack.records_schema), [pack.path],
-                                sources=len(pack.runs), run_index=len(pack.schema) - 1)
-                    by_pack[pack.path] = (part, [])
-                    parts.append(by_pack[pack.path])
-                by_pack[run.pack.path][1].append(source)
+                    part = Part.of_pack(run.pack.path, run.pack.schema, len(run.pack.runs))
+                    by_pack[run.pack.path] = (part, [], PackTrees.of(run.pack))
+                    parts.append(by_pack[run.pack.path][:2])
+                _, members, trees = by_pack[run.pack.path]
+                source = RunSource(folder, info, [], info.get("records_count"), id=run.index, trees=trees,
+                                   index=run.index)
+                members.append(source)
                 sources.append(source)
             else:
                 info, (path, schema, entries, table) = folder.read_while_changing(info, _read_in_place)
@@ -181,6 +215,10 @@ def _sources(runs: Runs, connection: duckdb.DuckDBPyConnection,
             following += 1
     for index, (part, _) in enumerate(parts):
         _count(part, f"part_{index}", connection)
+    for index, (part, _, trees) in enumerate(by_pack.values()):
+        trees.follow(part)
+        _count(trees.entries, f"entries_{index}", connection, exact=True)
+        _count(trees.lineage, f"lineage_{index}", connection, exact=True)
     return sources, [part for part, _ in parts]
 
 
@@ -197,9 +235,12 @@ def _read_in_place(folder: RunFolder, info: dict[str, Any]) -> tuple[Path | None
     return None, table.schema, [node.entry() for node in nodes], table
 
 
-def _count(part: Part, name: str, connection: duckdb.DuckDBPyConnection) -> None:
-    """Count each stored column's values per kind, from Parquet statistics where they exist."""
+def _count(part: Part, name: str, connection: duckdb.DuckDBPyConnection, exact: bool = False) -> None:
+    """Count each stored column's values per kind, from Parquet statistics where they exist
+    (``exact``: counted by a scan of the part's runs, for small parts)."""
     if part.table is not None:
+        import pyarrow.compute as pc  # here: most first queries read no running run
+
         connection.register(name, part.table.rename_columns([f"c{index}" for index in range(part.table.num_columns)]))
         for column in part.columns:
             array = part.table.column(column.position)
@@ -224,11 +265,13 @@ def _count(part: Part, name: str, connection: duckdb.DuckDBPyConnection) -> None
                 if item == "BIGINT" and (count or depth):  # an unknown range may be wide
                     column.wide |= low is None or not -EXACT_FLOAT_INT <= low <= high <= EXACT_FLOAT_INT
     texts = [column for column in part.columns if column.kind == JSON_TEXT]
-    if texts:
-        histograms = ", ".join(f"histogram({json_kind_sql(f'c{column.position}')})" for column in texts)
-        row = connection.execute(f"SELECT {histograms} FROM {part.scan(name)}{part.where_sql()}").fetchall()[0]
-        for column, histogram in zip(texts, row):
-            column.votes = Counter(histogram or {})
+    counted = texts + [column for column in part.columns if exact and column.kind != JSON_TEXT]
+    if counted:
+        counts = ", ".join(f"histogram({json_kind_sql(f'c{column.position}')}) FILTER (WHERE c{column.position} IS NOT NULL)"
+                           if column.kind == JSON_TEXT else f"count(c{column.position})" for column in counted)
+        row = connection.execute(f"SELECT {counts} FROM {part.scan(name)}{_where(part.conditions())}").fetchall()[0]
+        for column, count in zip(counted, row):
+            column.votes = Counter(count or {}) if column.kind == JSON_TEXT else Counter({column.kind: count})
 
 
 def _statistics(metadata: pq.FileMetaData, position: int) -> tuple[int, Any, Any]:
@@ -293,38 +336,6 @@ class KeyColumns:
         return self.own_json or self.inherited_json
 
 
-def _lineage(source: RunSource) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Each recorder of a run that may hold records: its id, and its data merged with its
-    ancestors' (nearest wins). Recorders a records file lists with no rows are left out."""
-    by_id = {entry["id"]: entry for entry in source.entries}
-    merged: dict[int, dict[str, Any]] = {}
-
-    def lineage_of(node_id: int) -> dict[str, Any]:
-        chain = []
-        while node_id in by_id and node_id not in merged:
-            chain.append(node_id)
-            node_id = by_id[node_id]["parent"]
-        data = merged.get(node_id, {})
-        for each in reversed(chain):  # root first, so the nearest value is written last
-            own = _run_values(source.info) if each == RUN_NODE else by_id[each]["local_data"]
-            data = merged[each] = {**data, **own}
-        return data
-
-    for node_id, entry in by_id.items():
-        if entry.get("rows") != 0:
-            yield node_id, lineage_of(node_id)
-
-
-def _run_values(info: dict[str, Any]) -> dict[str, Any]:
-    """The bookkeeping keys of a run as the views show them."""
-    return {key: _run_value(info, key) for key in BOOKKEEPING_KEYS}
-
-
-def _run_value(info: dict[str, Any], key: str) -> Any:
-    """One key of a run's info as the views show it: had_error is NULL while the run runs."""
-    return None if key == "had_error" and info["status"] == RUNNING else info.get(key)
-
-
 #: Python types whose values all have one kind (value_kind need not look at each value).
 _ONE_KIND = {bool: "BOOLEAN", float: "DOUBLE", str: "VARCHAR"}
 
@@ -360,26 +371,64 @@ def _split_column(values: list[Any], kind: str) -> tuple[list[Any], list[str | N
 _SQL_PYTHON_TYPE = {"BOOLEAN": bool, "DOUBLE": float, "VARCHAR": str, "BIGINT": int}
 
 
+def _pack_trees(sources: list[RunSource]) -> list[PackTrees]:
+    """The trees of the packs that ``sources`` are read from, each once."""
+    return list({id(source.trees): source.trees for source in sources if source.trees is not None}.values())
+
+
+def _in_order(sources: list[RunSource], pack_keys: Callable[[PackTrees], list[tuple[str, int]]],
+              holds: Callable[[dict[str, Any]], bool]) -> list[str]:
+    """Keys of the runs' recorders (those ``holds`` picks; a pack's: ``pack_keys``), in the order
+    the runs first hold them: whether a run is read from a pack or from its folder, the same."""
+    place = {(id(source.trees), source.index): position for position, source in enumerate(sources)
+             if source.trees is not None}
+    first: dict[str, tuple[int, int]] = {}
+
+    def held(key: str, at: tuple[int, int]) -> None:
+        if key not in first or at < first[key]:
+            first[key] = at
+
+    for trees in _pack_trees(sources):
+        for order, (key, run) in enumerate(pack_keys(trees)):
+            held(key, (place.get((id(trees), run), len(sources)), order))  # a run read from its folder: last
+    for position, source in enumerate(sources):
+        order = 0
+        for entry in source.entries:
+            if entry["id"] != RUN_NODE and holds(entry):
+                for key in entry["local_data"]:
+                    held(key, (position, order))
+                    order += 1
+    return sorted(first, key=first.__getitem__)
+
+
+def _add_votes(counts: Counter[str], column: StoredColumn) -> None:
+    for kind, count in column.votes.items():
+        counts[vote(kind)] += count
+
+
 def plan(sources: list[RunSource], parts: list[Part]) -> dict[str, KeyColumns]:
-    """Every key of ``records`` with its columns, inherited keys first (bookkeeping keys first)."""
+    """Every key of ``records`` with its columns, inherited keys first (bookkeeping keys first,
+    the others in the order runs first hold them)."""
     votes: dict[str, Counter[str]] = {key: Counter() for key in BOOKKEEPING_KEYS}
-    inherited = dict.fromkeys(BOOKKEEPING_KEYS)
     values: dict[str, list[Any]] = {}
+    for trees in _pack_trees(sources):
+        for column in trees.entries.columns:
+            _add_votes(votes.setdefault(column.key, Counter()), column)
     for source in sources:
         for entry in source.entries:
             if entry["id"] != RUN_NODE:  # the bookkeeping keys' kinds are fixed
                 for key, value in entry["local_data"].items():
                     values.setdefault(key, []).append(value)
     for key, held in values.items():
-        inherited[key] = None
         _count_kinds(held, votes.setdefault(key, Counter()))
+    inherited = dict.fromkeys([*BOOKKEEPING_KEYS, *_in_order(sources, lambda trees: trees.keys, lambda entry: True)])
+    for key in inherited:
+        votes.setdefault(key, Counter())  # a key held only with None has no votes
     own = {}
     for part in parts:
         for column in part.columns:
             own[column.key] = None
-            counts = votes.setdefault(column.key, Counter())
-            for kind, count in column.votes.items():
-                counts[vote(kind)] += count
+            _add_votes(votes.setdefault(column.key, Counter()), column)
     names = view_names([*inherited, *own], reserved=HANDLES)
     keys = {
         key: KeyColumns(key, names[key], _BOOKKEEPING_KINDS.get(key) or choose(votes[key]),
@@ -412,17 +461,10 @@ class Tables:
         ``packed``: the runs to read from the catalog's packs, by id."""
         sources, parts = _sources(runs, connection, packed or {})
         keys = plan(sources, parts)
-        rows = [(source, node_id, data) for source in sources for node_id, data in _lineage(source)]
-        columns = [[source.id for source, _, _ in rows], [node_id for _, node_id, _ in rows],
-                   [source.info["id"] for source, _, _ in rows], [source.info["status"] for source, _, _ in rows]]
-        for key_columns in keys.values():
-            if key_columns.inherited:
-                typed, text = _split_column([data.get(key_columns.key) for _, _, data in rows], key_columns.kind)
-                key_columns.inherited_json = text is not None
-                columns += [typed, text] if text is not None else [typed]
-        inherited = [key_columns for key_columns in keys.values() if key_columns.inherited]
-        _create_table(connection, "lineage", _lineage_columns(inherited), columns)
-        _create_table(connection, "experiments", *_experiments(sources, keys))
+        trees = _pack_trees(sources)
+        _create_table(connection, _RUNS_TABLE, *_runs_table(sources))
+        _make_lineage(connection, sources, trees, keys)
+        _make_experiments(connection, sources, trees, keys)
         _create_table(connection, "columns", _COLUMNS_COLUMNS, _transposed(list(_describe(keys)), len(_COLUMNS_COLUMNS)))
         return cls(parts, keys)
 
@@ -462,38 +504,95 @@ class Query:
         return self.connection.sql(query)
 
 
-def _lineage_columns(inherited: list[KeyColumns]) -> list[tuple[str, str]]:
-    names = [(SOURCE_COLUMN, "INTEGER"), (RECORDER_COLUMN, "INTEGER"), *HANDLES.items()]
-    for columns in inherited:
+#: The working table of the views with each run's ~source, place and :data:`RUN_COLUMNS`.
+_RUNS_TABLE = "~runs"
+
+
+def _runs_table(sources: list[RunSource]) -> tuple[list[tuple[str, str]], list[list[Any]]]:
+    """Each run's ~source, its place among the runs, and its :data:`RUN_COLUMNS` (bookkeeping
+    keys as :func:`~rigorous_recorder.store.layout.bookkeeping_columns` shows them)."""
+    shown = bookkeeping_columns([source.info for source in sources])
+    values = [[source.id for source in sources], list(range(len(sources)))]
+    for name in RUN_COLUMNS:
+        if name == "run_id":
+            values.append([source.info["id"] for source in sources])
+        elif name == "records":
+            values.append([source.count for source in sources])
+        elif name in shown:
+            values.append(shown[name])
+        else:
+            values.append([source.info.get(name) for source in sources])
+    return [(SOURCE_COLUMN, "INTEGER"), (_ORDER_COLUMN, "INTEGER"), *RUN_COLUMNS.items()], values
+
+
+def _value_columns(keys: Iterable[KeyColumns]) -> list[tuple[str, str]]:
+    """Each key's typed column and, where it has one, its companion: name and SQL type."""
+    names = []
+    for columns in keys:
         names.append((columns.name, sql_type(columns.kind)))
         if columns.inherited_json:
             names.append((columns.json_name, "VARCHAR"))
     return names
 
 
-def _experiments(sources: list[RunSource], keys: dict[str, KeyColumns]) -> tuple[list[tuple[str, str]], list[list[Any]]]:
-    """The columns of ``experiments`` and their values: the run's columns, then its experiment info."""
-    infos = [next((entry["local_data"] for entry in source.entries if entry["id"] == EXPERIMENT_NODE), {})
-             for source in sources]
-    names = view_names((key for info in infos for key in info), reserved=RUN_COLUMNS)
-    values = [_run_column(sources, name) for name in RUN_COLUMNS]
-    info_columns = []
-    for key, name in names.items():
-        columns = KeyColumns(key, name, keys[key].kind)
-        typed, text = _split_column([info.get(key) for info in infos], columns.kind)
+def _loose_table(connection: duckdb.DuckDBPyConnection, name: str, ids: list[tuple[str, str]],
+                 rows: list[tuple[list[int], dict[str, Any]]], keys: list[KeyColumns]) -> None:
+    """Make table ``name`` of ``rows`` (the values of the ``ids`` columns, data) with the columns
+    of ``keys``; marks the keys whose values need their companion column."""
+    values = [[row_ids[index] for row_ids, _ in rows] for index in range(len(ids))]
+    for columns in keys:
+        typed, text = _split_column([data.get(columns.key) for _, data in rows], columns.kind)
         columns.inherited_json = text is not None
         values += [typed, text] if text is not None else [typed]
-        info_columns.append(columns)
-    return list(RUN_COLUMNS.items()) + _lineage_columns(info_columns)[2 + len(HANDLES):], values
+    _create_table(connection, name, ids + _value_columns(keys), values)
 
 
-def _run_column(sources: list[RunSource], name: str) -> list[Any]:
-    """One of :data:`RUN_COLUMNS` for every run, as :func:`_run_value` shows its keys."""
-    if name == "run_id":
-        return [source.info["id"] for source in sources]
-    if name == "records":
-        return [source.count for source in sources]
-    return [_run_value(source.info, name) for source in sources]
+def _mark_companions(part: Part, keys: Mapping[str, KeyColumns]) -> None:
+    """Mark the keys whose values in ``part`` need their companion column."""
+    for column in part.columns:
+        if column.key in keys and column.expressions(keys[column.key].kind)[1] is not None:
+            keys[column.key].inherited_json = True
+
+
+def _make_lineage(connection: duckdb.DuckDBPyConnection, sources: list[RunSource], trees: list[PackTrees],
+                  keys: dict[str, KeyColumns]) -> None:
+    """Table ``lineage``: each recorder that may hold records, with its run's handles and its
+    merged data; packed runs' from their packs, the others' merged here."""
+    inherited = [columns for columns in keys.values() if columns.inherited]
+    rows = [([source.id, node_id], data) for source in sources if source.trees is None
+            for node_id, data in lineages(source.entries, bookkeeping(source.info))]
+    _loose_table(connection, "~lineage", [(SOURCE_COLUMN, "INTEGER"), (RECORDER_COLUMN, "INTEGER")], rows, inherited)
+    scans = ['SELECT * FROM "~lineage"']
+    for index, pack in enumerate(trees):
+        _mark_companions(pack.lineage, keys)
+        scans.append(_part_sql(pack.lineage, f"lineage_{index}", keys))
+    source = quote_name(SOURCE_COLUMN)
+    connection.execute(f"CREATE OR REPLACE TABLE lineage AS SELECT l.*, {', '.join(f'r.{name}' for name in HANDLES)} "
+                       f"FROM ({' UNION ALL BY NAME '.join(scans)}) AS l "
+                       f"JOIN {quote_name(_RUNS_TABLE)} AS r ON l.{source} = r.{source}").fetchall()
+
+
+def _make_experiments(connection: duckdb.DuckDBPyConnection, sources: list[RunSource], trees: list[PackTrees],
+                      keys: dict[str, KeyColumns]) -> None:
+    """Table ``experiments``: the run's columns, then its experiment info (in the order runs
+    first hold the keys); packed runs' info from their packs."""
+    loose = [([source.id], next((entry["local_data"] for entry in source.entries if entry["id"] == EXPERIMENT_NODE), {}))
+             for source in sources if source.trees is None]
+    order = _in_order(sources, lambda trees: trees.experiment_keys, lambda entry: entry["id"] == EXPERIMENT_NODE)
+    info_keys = {key: KeyColumns(key, name, keys[key].kind) for key, name in view_names(order, reserved=RUN_COLUMNS).items()}
+    _loose_table(connection, "~experiments", [(SOURCE_COLUMN, "INTEGER")], loose, list(info_keys.values()))
+    scans = ['SELECT * FROM "~experiments"']
+    for index, pack in enumerate(trees):
+        wanted = {key: info_keys[key] for key, _ in pack.experiment_keys}
+        _mark_companions(pack.entries, wanted)
+        recorder = pack.entries.schema.get_field_index(STORED_RECORDER_COLUMN)
+        scans.append(_part_sql(pack.entries, f"entries_{index}", wanted, [f"c{recorder} = {EXPERIMENT_NODE}"]))
+    source = quote_name(SOURCE_COLUMN)
+    selects = [f"r.{quote_name(name)}" for name in RUN_COLUMNS]
+    selects += [f"i.{quote_name(name)}" for name, _ in _value_columns(info_keys.values())]
+    connection.execute(f"CREATE OR REPLACE TABLE experiments AS SELECT {', '.join(selects)} "
+                       f"FROM {quote_name(_RUNS_TABLE)} AS r LEFT JOIN ({' UNION ALL BY NAME '.join(scans)}) AS i "
+                       f"ON r.{source} = i.{source} ORDER BY r.{quote_name(_ORDER_COLUMN)}").fetchall()
 
 
 _COLUMNS_COLUMNS = [("name", "VARCHAR"), ("key", "VARCHAR"), ("part", "VARCHAR"), ("source", "VARCHAR"),
@@ -515,18 +614,21 @@ def _describe(keys: dict[str, KeyColumns]) -> Iterator[list[Any]]:
             yield handles[1]
 
 
-def _part_sql(part: Part, name: str, keys: dict[str, KeyColumns]) -> str:
-    """SQL for one part: its rows with ~source, ~recorder and each key's typed and companion column."""
+def _part_sql(part: Part, name: str, keys: Mapping[str, KeyColumns], conditions: Sequence[str] = ()) -> str:
+    """SQL for one part's rows (those meeting ``conditions``) with ~source, ~recorder and the
+    typed and companion column of each key of ``keys``."""
     recorder = part.schema.get_field_index(STORED_RECORDER_COLUMN)
     selects = [f"{part.source_sql()} AS {quote_name(SOURCE_COLUMN)}", f"CAST(c{recorder} AS INTEGER) AS {quote_name(RECORDER_COLUMN)}"]
     for column in part.columns:
+        if column.key not in keys:
+            continue
         columns = keys[column.key]
         typed, text = column.expressions(columns.kind)
         if typed is not None:
             selects.append(f"CAST({typed} AS {sql_type(columns.kind)}) AS {quote_name(columns.name)}")
         if text is not None:
             selects.append(f"{text} AS {quote_name(columns.json_name)}")
-    return f"SELECT {', '.join(selects)} FROM {part.scan(name)}{part.where_sql()}"
+    return f"SELECT {', '.join(selects)} FROM {part.scan(name)}{_where([*conditions, *part.conditions()])}"
 
 
 @dataclass
@@ -594,6 +696,8 @@ def _create_table(connection: duckdb.DuckDBPyConnection, name: str, columns: lis
     instead: DuckDB before 2.0 turns a NaN inside a list parameter into NULL.
     """
     arrays = [packed_array(column) if column else None for column in values]
+    arrays = [pa.nulls(len(column)) if array is None and column and column.count(None) == len(column) else array
+              for array, column in zip(arrays, values)]
     if values and values[0] and all(array is not None for array in arrays):
         scan = "\"~new\""
         connection.register("~new", pa.Table.from_arrays(arrays, names=[f"c{index}" for index in range(len(arrays))]))

@@ -7,6 +7,7 @@ them from this module.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 #: The folder suffix of a collection: ``ExperimentCollection("data/s")`` is ``data/s.collection``.
@@ -89,13 +90,17 @@ def journal_key(name: str) -> tuple[int, int] | None:
 
 
 def bookkeeping(info: dict[str, Any]) -> dict[str, Any]:
-    """The bookkeeping keys of a run, from its run.json.
+    """The bookkeeping keys of a run, from its run.json, as :func:`bookkeeping_columns` shows them."""
+    return {key: values[0] for key, values in bookkeeping_columns([info]).items()}
 
-    ``had_error`` reads None while the run is running (unknown yet); run.json keeps True
-    then, so that a crash leaves it True, as in 1.x.
+
+def bookkeeping_columns(infos: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The bookkeeping keys of runs, from their run.json, a list of values per key.
+
+    ``had_error`` reads None while a run is running (unknown yet); run.json keeps True then,
+    so that a crash leaves it True, as in 1.x.
     """
-    data = {key: info.get(key) for key in BOOKKEEPING_KEYS}
-    if info.get("status") == RUNNING:
-        data["had_error"] = None
-    return data
-
+    columns = {key: [info.get(key) for info in infos] for key in BOOKKEEPING_KEYS}
+    columns["had_error"] = [None if info.get("status") == RUNNING else had_error
+                            for info, had_error in zip(infos, columns["had_error"])]
+    return columns

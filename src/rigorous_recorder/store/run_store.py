@@ -22,7 +22,6 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from .._columns import build_batch
 from .._hotpath import COMPILED
@@ -309,6 +308,8 @@ def _grouped(batches: Iterable[pa.RecordBatch]) -> list[pa.RecordBatch]:
 
 def _rows_of(batch: pa.RecordBatch, node_id: int) -> list[pa.RecordBatch]:
     """The rows of one recorder in a tagged batch, untagged."""
+    import pyarrow.compute as pc  # here: readers need not load it
+
     picked = batch.filter(pc.equal(batch.column(RECORDER_COLUMN), pa.scalar(node_id, pa.int32())))
     return [untag(picked)] if picked.num_rows else []
 

@@ -23,14 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .._columns import conformed_table, empty_rows_batch, is_json_field, restore, unified_schema
 from .._files import temporary_path_beside
 from .._values import from_json, to_json
 from ..errors import DamagedFileError
-from .layout import RECORDER_COLUMN
+from .layout import RECORDER_COLUMN, RUN_NODE
 
 TREE_KEY = b"rigorous_recorder.tree"
 FORMAT_VERSION = 2
@@ -56,6 +55,29 @@ class TreeNode:
     def entry(self) -> dict[str, Any]:
         """The node without its records: id, parent and local data."""
         return {"id": self.id, "parent": self.parent, "local_data": self.local_data}
+
+
+def lineages(entries: Sequence[dict[str, Any]], root_data: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Each recorder of a tree that may hold records (one an entry lists with ``rows`` 0 holds
+    none): its id, and its data merged with its ancestors' (nearest wins, as in Python);
+    ``root_data`` stands for the root's (the run's bookkeeping keys)."""
+    by_id = {entry["id"]: entry for entry in entries}
+    merged: dict[int, dict[str, Any]] = {}
+
+    def lineage_of(node_id: int) -> dict[str, Any]:
+        chain = []
+        while node_id in by_id and node_id not in merged:
+            chain.append(node_id)
+            node_id = by_id[node_id]["parent"]
+        data = merged.get(node_id, {})
+        for each in reversed(chain):  # root first, so the nearest value is written last
+            own = root_data if each == RUN_NODE else by_id[each]["local_data"]
+            data = merged[each] = {**data, **own}
+        return data
+
+    for node_id, entry in by_id.items():
+        if entry.get("rows") != 0:
+            yield node_id, lineage_of(node_id)
 
 
 # -- tagging: the recorder id as a column --------------------------------------------------
@@ -87,12 +109,16 @@ def untag(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 def recorder_counts(batch: pa.RecordBatch) -> dict[int, int]:
     """Rows per recorder id in a tagged batch."""
+    import pyarrow.compute as pc  # here: a reader's first query need not load its 0.1 s
+
     counts = pc.value_counts(batch.column(RECORDER_COLUMN))
     return dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()))
 
 
 def split_by_recorder(batches: Iterable[pa.RecordBatch]) -> dict[int, list[pa.RecordBatch]]:
     """Untagged batches per recorder id, each recorder's rows in their order."""
+    import pyarrow.compute as pc
+
     found: dict[int, list[pa.RecordBatch]] = {}
     for batch in batches:
         counts = recorder_counts(batch)
@@ -245,6 +271,8 @@ def _bound(load: Callable[[int], list[pa.RecordBatch]], node_id: int) -> Batches
 
 def _read_batches(path: Path, tree: dict[str, Any]) -> dict[int, list[pa.RecordBatch]]:
     """Each recorder's rows, with its own column types restored (once per distinct schema)."""
+    import pyarrow.compute as pc
+
     try:
         table = pq.read_table(path, page_checksum_verification=True)
     except (OSError, pa.ArrowException) as error:
