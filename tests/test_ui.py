@@ -23,6 +23,7 @@ httpx = pytest.importorskip("httpx")
 
 from rigorous_recorder import ExperimentCollection, Recorder, cli  # noqa: E402
 from rigorous_recorder.store.catalog import PACK_MIN_RUNS  # noqa: E402
+from rigorous_recorder.store.journal import JournalDamage, JournalWriter, read_journal, tree_frame  # noqa: E402
 from rigorous_recorder.ui import serve  # noqa: E402
 from rigorous_recorder.ui._curves import Curve, debiased_ema, m4  # noqa: E402
 from rigorous_recorder.ui._data import DashboardData  # noqa: E402
@@ -385,6 +386,45 @@ def test_a_running_run_is_read_a_flush_at_a_time(tmp_path):
     (series,) = data.curves([live], "unplotted", "step", buckets=4000)["series"]
     assert len(series["x"]) == 3000
     assert [run["records"] for run in data.runs()["runs"]] == [1, 3000]
+    experiment.finish()
+
+
+def test_read_journal_from_a_frames_end_reads_only_the_later_frames(tmp_path):
+    """``read_journal(path, start=)`` (what the tail uses) starts at a frame boundary, yields
+    nothing at the file's end, and calls a start inside a frame damage."""
+    path = tmp_path / "1-0.rrj"
+    writer = JournalWriter(path)
+    offsets = writer.append([tree_frame(b"[1]"), tree_frame(b"[22]"), tree_frame(b"[333]")])
+    writer.close()
+    after_first = offsets[0] + len(b"[1]")
+    assert [(frame.offset, payload) for frame, payload in read_journal(path, start=after_first)] == [
+        (offsets[1], b"[22]"), (offsets[2], b"[333]")]
+    assert list(read_journal(path, start=path.stat().st_size)) == []
+    with pytest.raises(JournalDamage, match=f"no frame at byte {after_first + 1}"):
+        list(read_journal(path, start=after_first + 1))
+
+
+def test_a_running_runs_earlier_frames_are_not_read_again(tmp_path):
+    """A look reads the journal from where the last one stopped: frames already decoded are
+    not read again (bytes damaged in them after they were read do not stop the new records)."""
+    collection = ExperimentCollection(tmp_path / "live", quiet=True)
+    experiment = collection.new_experiment(model="live")
+    train = Recorder().set_parent(experiment.recorder)
+    for step in range(100):
+        train.push(step=step, loss=float(step))
+    experiment.flush()
+    data = DashboardData(tmp_path / "live")
+    live = run_ids(data)[0]
+    assert len(data.curves([live], "loss", "step", buckets=1000)["series"][0]["x"]) == 100
+    (journal,) = (collection.path / "runs" / live / "journal").iterdir()
+    read = journal.read_bytes()
+    journal.write_bytes(read[:-8] + bytes(byte ^ 0xFF for byte in read[-8:]))  # the last frame read
+    for step in range(100, 150):
+        train.push(step=step, loss=float(step))
+    experiment.flush()
+    data._scanned = -math.inf
+    (series,) = data.curves([live], "loss", "step", buckets=1000)["series"]
+    assert series["x"] == [float(step) for step in range(150)]
     experiment.finish()
 
 
