@@ -577,6 +577,28 @@ def test_foreign_host_headers_are_refused(dashboard, host, status):
     assert httpx.get(dashboard.url, headers={"Host": host}).status_code == status
 
 
+FIRST_REQUEST = """
+import sys, urllib.request
+from rigorous_recorder.ui import serve
+dashboard = serve(sys.argv[1])
+before = set(sys.modules)
+with urllib.request.urlopen(dashboard.url) as page:
+    page.read()
+print(" ".join(sorted(name for name in set(sys.modules) - before
+                      if name.split(".")[0] in ("anyio", "starlette", "uvicorn", "h11", "sniffio"))))
+dashboard.stop()
+"""
+
+
+def test_the_users_first_request_finds_the_server_warm(study):
+    """serve() answers a request of its own before giving out the URL: the user's first page
+    does not wait for the server's lazy imports (anyio's backend alone is ~0.1 s)."""
+    result = subprocess.run([sys.executable, "-c", FIRST_REQUEST, str(study)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
+
+
 def test_binds_loopback_by_default(dashboard):
     assert dashboard.url.startswith("http://127.0.0.1:")
 
