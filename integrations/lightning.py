@@ -58,11 +58,12 @@ MODEL_KEYS = frozenset({"model", "model_number", "parameters", "session", "versi
 
 
 def recorder_of(trainer: Any) -> Recorder:
-    """The running stage's recorder of the RigorousLogger among ``trainer.loggers``.
+    """The running stage's recorder of the RigorousLogger among ``trainer.loggers`` (a Trainer's or a Fabric's).
 
-    Values ``add()``-ed to it during a batch join that batch's record. When nothing records
-    (``fast_dev_run``, ``logger=False``, no RigorousLogger, ranks other than zero), a
-    recorder that drops everything: the same code runs in every trainer configuration.
+    Values ``add()``-ed to it during a batch join that batch's record (under Fabric, the next
+    ``log_dict`` record). When nothing records (``fast_dev_run``, ``logger=False``, no
+    RigorousLogger, ranks other than zero), a recorder that drops everything: the same code
+    runs in every trainer configuration.
     """
     for logger in getattr(trainer, "loggers", None) or ():
         if isinstance(logger, RigorousLogger):
@@ -193,11 +194,13 @@ class RigorousLogger(Logger):
 
     @property
     def recorder(self) -> Recorder:
-        """The running stage's recorder (see :func:`recorder_of`); outside a stage, the model's."""
-        if rank_zero_only.rank != 0 or self._model_data is None:
+        """The running stage's recorder (see :func:`recorder_of`); outside a stage, the model's; without
+        a Trainer (Lightning Fabric), the experiment's, whose values join the next ``log_dict`` record."""
+        if rank_zero_only.rank != 0:
             return NullRecorder()
-        stage = self._stage()
-        return self._model_recorder() if stage is None else self._stage_recorder(stage)
+        if (stage := self._stage()) is not None:
+            return self._stage_recorder(stage)
+        return self._ensure_experiment().recorder if self._model_data is None else self._model_recorder()
 
     @rank_zero_only
     def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:

@@ -228,6 +228,54 @@ def test_each_train_record_holds_the_schedules_rate_at_its_step(tmp_path, schedu
     assert type(schedule).__name__ in cb.experiment.recorder.children[0]["learning_rate_schedule"]
 
 
+def test_a_sweep_of_three_fits_on_one_callback_keeps_each_fits_learning_rate(tmp_path):
+    """Three models with different rates fit in turn with one callback: each record reads its own fit's rate."""
+    cb = new_callback(tmp_path)
+    x, y = make_data(64)
+    with cb:
+        for learning_rate in (0.1, 0.01, 0.001):
+            model = make_model(learning_rate)  # the last fit's model is let go: its id may come back
+            model.fit(x, y, validation_split=0.5, epochs=1, batch_size=16, callbacks=[cb], verbose=0)
+    assert len(cb.collection.runs) == 1
+    got = rows(cb.collection, "SELECT model_number, fit, learning_rate, count(*) FROM records "
+                              "GROUP BY ALL ORDER BY model_number")
+    assert got == [(1, 1, 0.1, 6), (2, 2, 0.01, 6), (3, 3, 0.001, 6)]  # per fit: 2 + 1 train, 2 + 1 validate
+
+
+def test_evaluate_and_predict_after_a_scheduled_fit_see_the_rate_in_force(tmp_path):
+    """With a decaying schedule, every record of every stage holds schedule(step), not the initial rate."""
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.01, decay_steps=3, decay_rate=0.5, staircase=True)
+    model, cb = make_model(schedule), new_callback(tmp_path)
+    x, y = make_data(100)  # 80 to train (5 batches of 16), 20 to validate
+    with cb:
+        model.fit(x, y, validation_split=0.2, epochs=2, batch_size=16, callbacks=[cb], verbose=0)
+        model.evaluate(x, y, batch_size=50, callbacks=[cb], verbose=0)
+        model.predict(x, batch_size=50, callbacks=[cb], verbose=0)
+    records = rows(cb.collection, "SELECT stage, step, learning_rate FROM records")
+    assert {stage for stage, *_ in records} == {"train", "validate", "test", "predict"}
+    expected = {step: str(keras.ops.convert_to_numpy(schedule(step)).astype("float32")) for _, step, _ in records}
+    assert [(stage, step, str(rate)) for stage, step, rate in records] == [
+        (stage, step, expected[step]) for stage, step, _ in records]
+    assert rows(cb.collection, "SELECT DISTINCT step, learning_rate FROM records WHERE stage IN ('test', 'predict')") \
+        == [(10, 0.00125)]
+
+
+def test_values_added_under_the_callbacks_keys_are_kept_under_user(tmp_path):
+    """An add()-ed step or epoch meets the callback's own: both stay, the user's as user/<key>."""
+    cb = new_callback(tmp_path)
+
+    class AddClashing(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            cb.recorder.add(step=-1, epoch="mine")
+
+    x, y = make_data(48)
+    with cb:
+        make_model().fit(x, y, batch_size=16, epochs=1, callbacks=[cb, AddClashing()], verbose=0)
+    got = rows(cb.collection, 'SELECT step, epoch, "user/step", "user/epoch" FROM records WHERE level = \'step\' '
+                              "ORDER BY step")
+    assert got == [(0, 0, -1, "mine"), (1, 0, -1, "mine"), (2, 0, -1, "mine")]
+
+
 class InterruptAt(keras.callbacks.Callback):
     """Raises KeyboardInterrupt at the start of one training batch."""
 
