@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from rigorous_recorder.store.journal import JournalDamage, JournalWriter, read_j
 from rigorous_recorder.ui import serve  # noqa: E402
 from rigorous_recorder.ui._curves import Curve, debiased_ema, m4  # noqa: E402
 from rigorous_recorder.ui._data import DashboardData  # noqa: E402
-from rigorous_recorder.ui._views import MAX_VIEWS  # noqa: E402
+from rigorous_recorder.ui._views import MAX_VIEWS, StoppedView  # noqa: E402
 
 STATIC = Path(__file__).resolve().parents[1] / "src" / "rigorous_recorder" / "ui" / "static"
 UPLOT_VERSION = "1.6.32"
@@ -174,6 +175,25 @@ def test_stats_give_last_min_max_of_the_metric(data):
     stats = data.stats("loss", "step")["stats"]
     first = stats[run_ids(data, "mlp")[0]]
     assert first == {"last": 1 / 1000, "min": 1 / 1000, "max": SPIKE}
+
+
+def test_the_same_figures_asked_at_once_are_queried_once(study, monkeypatch):
+    """A reloaded page asks for last/min/max while the first page's query still runs: the
+    second request waits for that query's figures instead of running it again."""
+    data = DashboardData(study)
+    queried = []
+
+    def slow_stats(view, run_ids, metric, x):
+        queried.append(len(run_ids))
+        time.sleep(0.3)  # a query over 1,000 runs' files takes about a second
+        return query_stats(view, run_ids, metric, x)
+
+    query_stats = StoppedView.stats
+    monkeypatch.setattr(StoppedView, "stats", slow_stats)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        answers = list(pool.map(lambda _: data.stats("loss", "step"), range(3)))
+    assert answers[0] == answers[1] == answers[2] and answers[0]["stats"]
+    assert len(queried) == len(data._views.views)
 
 
 def test_metrics_are_the_records_own_numeric_columns(data):
