@@ -213,6 +213,7 @@ class RigorousCallback(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch = epoch
         self._last_batch = -1
+        self._step = int(getattr(self._optimizer, "iterations", self._step))  # BackupAndRestore restored it since
         self._current = self._train
         self._epoch_rates = self._rates_of_epoch()
 
