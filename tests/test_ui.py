@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import datetime
 import hashlib
+import importlib.metadata
 import math
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -623,6 +626,29 @@ def test_binds_loopback_by_default(dashboard):
     assert dashboard.url.startswith("http://127.0.0.1:")
 
 
+def test_collection_ui_serves_its_dashboard(study):
+    """``collection.ui()`` (Python, Jupyter) serves the collection's dashboard from a thread,
+    on the port asked for, and shows as a link in Jupyter."""
+    port = free_port()
+    dashboard = ExperimentCollection(study, quiet=True, recover=False).ui(port=port)
+    try:
+        assert dashboard.url.startswith(f"http://127.0.0.1:{port}/?token=")
+        page = httpx.get(dashboard.url)
+        assert page.status_code == 200 and "uPlot.iife.min.js" in page.text
+        runs = http_rows(httpx.get(dashboard.url.split("?")[0] + "api/runs", cookies=page.cookies).json())
+        assert [run["status"] for run in runs] == ["ok", "ok", "ok", "error", "crashed"]
+        assert f'href="{dashboard.url}"' in dashboard._repr_html_()
+    finally:
+        dashboard.stop()
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 # -- shipped files ---------------------------------------------------------------------------
 
 #: External addresses allowed in shipped files, each where it is and why.
@@ -654,17 +680,41 @@ def test_vendored_uplot_is_the_recorded_npm_package():
     assert "MIT License" in (STATIC / "vendor" / "LICENSE").read_text(encoding="utf-8")
 
 
+def test_the_ui_extra_declares_every_package_the_dashboard_imports():
+    """``pip install "rigorous-recorder[ui]"`` brings what the dashboard needs: every package
+    its modules import is a dependency of the core or of the ``ui`` extra."""
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((STATIC.parents[3] / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = {re.split(r"[<>=!~\[; ]", requirement)[0].lower()
+                for requirement in [*project["dependencies"], *project["optional-dependencies"]["ui"]]}
+    imported = set()
+    for path in STATIC.parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    distributions = importlib.metadata.packages_distributions()
+    third_party = {name for name in imported if name not in sys.stdlib_module_names and name != "__future__"}
+    assert {"starlette", "uvicorn", "numpy", "duckdb", "pyarrow"} <= third_party
+    undeclared = {name for name in third_party
+                  if not any(distribution.lower() in declared for distribution in distributions.get(name, [name]))}
+    assert undeclared == set()
+
+
 # -- the command -----------------------------------------------------------------------------
 
 
 @pytest.mark.slow
 def test_command_serves_until_interrupted(study):
-    """`rigorous-recorder ui PATH` prints the URL, serves the page, and Ctrl-C ends it with code 0."""
-    process = subprocess.Popen([sys.executable, "-m", "rigorous_recorder", "ui", str(study)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """`rigorous-recorder ui PATH --host H --port N` prints the URL, serves the page, and Ctrl-C
+    ends it with code 0."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "rigorous_recorder", "ui", str(study), "--host", "127.0.0.1",
+                                "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()
-        url = re.search(r"http://127\.0\.0\.1:\d+/\?token=\S+", line)
+        url = re.search(rf"http://127\.0\.0\.1:{port}/\?token=\S+", line)
         assert url, line + process.stderr.read()
         page = httpx.get(url.group(0), timeout=30)
         assert page.status_code == 200 and "uPlot.iife.min.js" in page.text
