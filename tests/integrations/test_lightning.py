@@ -446,6 +446,9 @@ def test_resume_with_ckpt_path_keeps_checkpoint_state_and_the_run(tmp_path):
     got = collection.sql(f"SELECT session, min(step), max(step), count(*) FROM records WHERE {TRAIN_STEPS} "
                          "GROUP BY session ORDER BY session").fetchall()
     assert got == [(1, 0, 6, 7), (2, 4, 11, 8)]
+    latest = collection.sql(f"SELECT step, session FROM records WHERE {TRAIN_STEPS} QUALIFY row_number() "
+                            "OVER (PARTITION BY run_id, step ORDER BY session DESC) = 1 ORDER BY step").fetchall()
+    assert latest == [(step, 1 if step < 4 else 2) for step in range(12)]  # README's query: the latest of each step
 
 
 @pytest.mark.slow
