@@ -300,7 +300,7 @@ def main() -> int:
     args = parser.parse_args()
     seed = random.randrange(10**6) if args.seed is None else args.seed
     chooser = random.Random(seed)
-    start = time.time()
+    start, load_at_start = time.time(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="rr-durability-") as folder:
         work = Path(folder)
         kills, kill_problems = kill_rows(work, args.trials, chooser)
@@ -308,7 +308,8 @@ def main() -> int:
         disks, disk_problems = full_disk_rows(work, args.trials)
     command = shlex.join([Path(sys.executable).name, *sys.argv[:1], "--trials", str(args.trials), "--seed", str(seed)])
     print(f"`{command}` ({time.time() - start:.0f} s)\n")
-    print(f"- machine: {os.cpu_count()} CPUs, {platform.platform()}; load average {os.getloadavg()[0]:.2f} at the end")
+    print(f"- machine: {os.cpu_count()} CPUs, {platform.platform()}; load average {load_at_start:.2f} at the start, "
+          f"{os.getloadavg()[0]:.2f} at the end; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     import rigorous_recorder
 
     print(f"- library: rigorous-recorder {H.library_version(sys.executable)} from "
