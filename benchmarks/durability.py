@@ -5,17 +5,22 @@ Three tables for README's durability section, each counted from real processes:
 1. kill -9 trials: a writer (tests/scripts/durability_writer.py) records one of four
    workloads and is SIGKILLed at a random moment; a new process opens the collection and
    counts. The same for a kill inside ``finish()`` (a big run), inside a recovery
-   (``rigorous-recorder recover`` or an open), and for two processes recovering at once.
-   A record "had to survive" when the writer flushed it, or committed it more than 1.5 s
-   before the kill (the flush interval is 1.0 s).
-2. A damage matrix: every file kind found in a finished and in a killed run folder, times
-   every damage kind (garbage, truncation, non-UTF-8 bytes, missing, JSON without its keys,
-   a file name pointing outside the run folder, ...), plus stray files in every folder.
+   (``rigorous-recorder recover`` or an open), for two processes recovering at once, and
+   inside packing: the ``finish()`` whose run makes 64 finished runs wait (it packs them),
+   and a fresh process's first ``sql()`` (it packs). A record "had to survive" when the
+   writer flushed it, or committed it more than 1.5 s before the kill (the flush interval is
+   1.0 s); every record of a finished run had to survive.
+2. A damage matrix: every file kind found in a finished and in a killed run folder, and every
+   file kind outside the run folders (collection.json, the locks, an active marker, a pack,
+   its runs listing, a killed packer's temporary file), times every damage kind (garbage,
+   truncation, non-UTF-8 bytes, missing, JSON without its keys, a file name pointing outside
+   the run folder, another valid Parquet file in its place, ...), plus stray files in every
+   folder. Damage outside the run folders must leave every SQL answer as it was.
 3. Full-disk trials on an 8 MB tmpfs (needs root): the first push/add/commit/flush after
    the flusher failed, corrupt files, runs marked ok with records missing, reading the
    collection while the disk is full and once it is read-only.
 
-Run: ``.venv/bin/python benchmarks/durability.py [--trials N] [--seed S]`` (~3 minutes at the
+Run: ``.venv/bin/python benchmarks/durability.py [--trials N] [--seed S]`` (~6 minutes at the
 default N = 2 on 2 cores). Progress goes to stderr, the report to stdout; it exits 1 when
 any promise was broken.
 """
@@ -121,7 +126,43 @@ def kill_rows(work: Path, count: int, chooser: random.Random) -> tuple[list[list
         add_row("`recover` and an open racing on one crashed run", done)
     except Exception as error:
         problems.append(f"kill inside recovery: the crashed collection failed: {type(error).__name__}: {error}")
+
+    try:
+        pack_rows(work, count, chooser, add_row)
+    except Exception as error:
+        problems.append(f"kill inside packing: the waiting runs failed: {type(error).__name__}: {error}")
     return rows, problems
+
+
+def pack_rows(work: Path, count: int, chooser: random.Random,
+              add_row: Callable[[str, list[trials.Trial]], None]) -> None:
+    """kill -9 inside packing: in the finish() whose run makes 64 wait, and in a first sql()."""
+    waiting_template = _fresh(work, "waiting") / "study"
+    waiting = trials.waiting_template(waiting_template)
+    seconds = trials.pack_in_finish_seconds(waiting_template, _fresh(work, "pack-finish-calibration"))
+    done = []
+    for index in range(count):
+        delay = chooser.uniform(0.0, 1.1 * seconds)
+        progress(f"kill -9 inside a finish() that packs (takes {seconds:.2f} s) at {delay:.2f} s")
+        folder = _fresh(work, f"pack-finish-{index}")
+        done.append(attempt("finish() packing", waiting, lambda: trials.pack_in_finish_kill_trial(
+            waiting_template, folder, waiting, delay)))
+    add_row(f"inside a finish() that packs {trials.WAITING_RUNS + 1} runs, {waiting:,} records waiting "
+            f"(takes {seconds:.2f} s; {_phases(done)})", done)
+
+    query_template = _fresh(work, "waiting-query") / "study"
+    shutil.copytree(trials.collection_folder(waiting_template), trials.collection_folder(query_template))
+    waiting += trials.waiting_template(query_template, runs=1, first_run=trials.WAITING_RUNS)  # 64 wait
+    seconds = trials.first_query_seconds(query_template, _fresh(work, "pack-query-calibration"))
+    done = []
+    for index in range(count):
+        delay = chooser.uniform(0.0, 1.1 * seconds)
+        progress(f"kill -9 inside a first sql() that packs (takes {seconds:.2f} s) at {delay:.2f} s")
+        folder = _fresh(work, f"pack-query-{index}")
+        done.append(attempt("first sql() packing", waiting, lambda: trials.pack_in_query_kill_trial(
+            query_template, folder, waiting, delay)))
+    add_row(f"inside a first `sql()` that packs {trials.WAITING_RUNS + 1} runs of {waiting:,} records "
+            f"(takes {seconds:.2f} s; {_phases(done)})", done)
 
 
 def two_recoveries(template: Path, folder: Path) -> trials.Trial:
@@ -136,6 +177,16 @@ def two_recoveries(template: Path, folder: Path) -> trials.Trial:
     return trials.Trial("two recoveries", trials.RECOVERED_RECORDS, count, "at once", failure)
 
 
+def _phases(done: list[trials.Trial]) -> str:
+    """How many kills landed before, inside and after the packing."""
+    phases = [next((phase for phase in PHASES if phase in trial.moment), "elsewhere") for trial in done]
+    return ", ".join(f"{phases.count(phase)} {phase}" for phase in PHASES if phase in phases)
+
+
+#: Where a kill of a packing process can land.
+PHASES = ("before the packing", "inside the packing", "after the packing", "returned")
+
+
 def _fresh(work: Path, name: str) -> Path:
     folder = work / name
     shutil.rmtree(folder, ignore_errors=True)
@@ -147,7 +198,8 @@ def _fresh(work: Path, name: str) -> Path:
 
 
 def damage_rows(work: Path) -> tuple[list[list[str]], list[str]]:
-    """One row per (run state, file kind): damages tried, failed opens, dropped runs, other problems."""
+    """One row per file kind (of a finished run, of a killed run, outside the run folders):
+    damages tried, failed opens, dropped runs, wrong SQL answers, any broken promise."""
     rows, problems = [], []
     for state, make in (("finished", trials.finished_template), ("killed", trials.crashed_template)):
         template = _fresh(work, f"damage-{state}") / "template" / "study"
@@ -159,21 +211,41 @@ def damage_rows(work: Path) -> tuple[list[list[str]], list[str]]:
         kinds = sorted(trials.file_kinds(trials.run_folder_of(template, target)))
         progress(f"damage matrix: {state} run, files {kinds}")
         results = trials.damage_matrix(template, target, "target", template.parent.parent / "cases")
-        stray = trials.stray_files_problems(template, target, "target", template.parent.parent / "stray")
-        by_kind: dict[str, dict[str, list[str]]] = {}
-        for label, found in results.items():
-            by_kind.setdefault(label.split(": ")[0], {})[label] = found
-        by_kind["stray files in every folder"] = {"stray files everywhere": stray}
-        for kind, cases in by_kind.items():
-            found = [problem for case in cases.values() for problem in case]
-            problems.extend(found)
-            rows.append([
-                f"{state} run: `{kind}`", str(len(cases)),
-                f"**{sum(any('fails to open' in problem for problem in case) for case in cases.values())}**",
-                f"**{sum(any('silently dropped' in problem for problem in case) for case in cases.values())}**",
-                str(sum(bool(case) for case in cases.values())),
-            ])
+        results["stray files in every folder: stray files everywhere"] = trials.stray_files_problems(
+            template, target, "target", template.parent.parent / "stray")
+        rows += _damage_table_rows(f"{state} run", results, problems)
+    template = _fresh(work, "damage-collection") / "template" / "study"
+    try:
+        trials.packed_template(template)
+    except Exception as error:
+        problems.append(f"damage matrix, the catalog: building it failed: {type(error).__name__}: {error}")
+        return rows, problems
+    progress(f"damage matrix: outside the run folders, files {sorted(trials.collection_files(trials.collection_folder(template)))}")
+    results = trials.collection_damage_matrix(template, template.parent.parent / "cases")
+    rows += _damage_table_rows("collection", results, problems)
     return rows, problems
+
+
+#: Words of a problem that mean a query answered otherwise than on the undamaged collection.
+WRONG_ANSWERS = ("records instead of", "answers", "reading fails", "disagree", "read from outside")
+
+
+def _damage_table_rows(where: str, results: dict[str, list[str]], problems: list[str]) -> list[list[str]]:
+    """The damage table's rows of one matrix (``results``: each damage's label and problems)."""
+    by_kind: dict[str, dict[str, list[str]]] = {}
+    for label, found in results.items():
+        by_kind.setdefault(label.split(": ")[0], {})[label] = found
+    rows = []
+    for kind, cases in by_kind.items():
+        problems.extend(problem for case in cases.values() for problem in case)
+        rows.append([
+            f"{where}: `{kind}`", str(len(cases)),
+            f"**{sum(any('fails to open' in problem for problem in case) for case in cases.values())}**",
+            f"**{sum(any('silently dropped' in problem for problem in case) for case in cases.values())}**",
+            f"**{sum(any(word in problem for problem in case for word in WRONG_ANSWERS) for case in cases.values())}**",
+            str(sum(bool(case) for case in cases.values())),
+        ])
+    return rows
 
 
 # -- full disk ---------------------------------------------------------------------------------
@@ -228,7 +300,7 @@ def main() -> int:
     args = parser.parse_args()
     seed = random.randrange(10**6) if args.seed is None else args.seed
     chooser = random.Random(seed)
-    start = time.time()
+    start, load_at_start = time.time(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="rr-durability-") as folder:
         work = Path(folder)
         kills, kill_problems = kill_rows(work, args.trials, chooser)
@@ -236,7 +308,8 @@ def main() -> int:
         disks, disk_problems = full_disk_rows(work, args.trials)
     command = shlex.join([Path(sys.executable).name, *sys.argv[:1], "--trials", str(args.trials), "--seed", str(seed)])
     print(f"`{command}` ({time.time() - start:.0f} s)\n")
-    print(f"- machine: {os.cpu_count()} CPUs, {platform.platform()}; load average {os.getloadavg()[0]:.2f} at the end")
+    print(f"- machine: {os.cpu_count()} CPUs, {platform.platform()}; load average {load_at_start:.2f} at the start, "
+          f"{os.getloadavg()[0]:.2f} at the end; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     import rigorous_recorder
 
     print(f"- library: rigorous-recorder {H.library_version(sys.executable)} from "
@@ -245,8 +318,11 @@ def main() -> int:
     print(H.markdown_table(["workload", "trials", "records that had to survive", "records lost",
                             "records counted twice", "trials where SQL, len() and records disagree",
                             "trials where the writer or the reader failed"], kills))
-    print("\ndamage matrix (each damage done to a copy of a collection of three runs, the third damaged):\n")
+    print("\ndamage matrix (each damage done to a copy of a collection: of three runs, the third damaged; "
+          f"for the files outside the run folders, of {trials.PACKED_TEMPLATE_RUNS} finished runs, 64 of them "
+          "packed, and a killed run):\n")
     print(H.markdown_table(["file kind", "damages tried", "collections that fail to open", "runs silently dropped",
+                            "damages where SQL answers differ from the undamaged collection's",
                             "damages with any broken promise"], damages))
     if disks:
         print("\nfull disk (8 MB tmpfs; the flusher thread hits the full disk first):\n")

@@ -16,7 +16,7 @@ question from that.
 Run as a script, ``python -I peers_analysis.py TOOL ROOT REPEATS`` is the fresh process
 whose wall time the parent measures: it prints the answer and its own CPU seconds so far
 as one JSON line as soon as it has them, then times ``REPEATS`` more in-process queries
-on what it opened and prints their seconds as a second JSON line.  Module level imports the standard library only, so a
+on what it opened and prints their wall and CPU seconds as a second JSON line.  Module level imports the standard library only, so a
 fresh process pays for nothing but the tool it asks.
 """
 
@@ -453,12 +453,13 @@ def main(tool: str, root: str, repeats: int) -> None:
     opened = globals()[f"open_{tool}"](root)
     query = globals()[f"query_{tool}"]
     print(json.dumps({"answer": query(opened), "cpu_s": process_time()}), flush=True)
-    seconds = []
+    seconds, cpu_seconds = [], []
     for _ in range(repeats):
-        start = perf_counter()
+        start, start_cpu = perf_counter(), process_time()
         query(opened)
         seconds.append(perf_counter() - start)
-    print(json.dumps(seconds), flush=True)
+        cpu_seconds.append(process_time() - start_cpu)
+    print(json.dumps({"wall_s": seconds, "cpu_s": cpu_seconds}), flush=True)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ under a prefixed name:
 from __future__ import annotations
 
 import warnings
+from argparse import Namespace
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,6 +53,28 @@ def hyperparameters(hparams: Mapping[str, Any], adapter_keys: frozenset[str], in
     differ = {key for key in hparams if key in info and info[key] != hparams[key]}
     return renamed(hparams, adapter_keys | RECORD_KEYS | set(BOOKKEEPING_KEYS) | differ, HPARAMS_PREFIX,
                    "hyperparameter")
+
+
+def flattened(params: Mapping[str, Any] | Namespace, prefix: str = "") -> dict[str, Any]:
+    """Nested hyperparameters or configs as ``a/b`` keys, stored as a recorder stores them (a value that
+    cannot be stored becomes its repr).
+
+    >>> flattened({"optimizer": {"lr": 0.1, "betas": (0.9, 0.99)}, "loss": len})
+    {'optimizer/lr': 0.1, 'optimizer/betas': [0.9, 0.99], 'loss': '<built-in function len>'}
+    """
+    flat: dict[str, Any] = {}
+    for key, value in (vars(params) if isinstance(params, Namespace) else params).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Namespace):
+            value = vars(value)
+        if isinstance(value, Mapping) and value:
+            flat.update(flattened(value, name + "/"))
+            continue
+        try:
+            flat.update(Recorder({name: value}).local_data)  # stored as the recorder would store it
+        except (TypeError, ValueError):
+            flat[name] = repr(value)
+    return flat
 
 
 def commit_row(recorder: Recorder, adapter_values: Mapping[str, Any]) -> None:

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from rigorous_recorder import Experiment, ExperimentCollection, Recorder
 
-from ._common import BATCH, EPOCH, STEP, NullRecorder, commit_row, stored_info
+from ._common import BATCH, EPOCH, STEP, NullRecorder, commit_row, flattened, stored_info
 
 try:
     import keras
@@ -186,7 +186,7 @@ class RigorousCallback(keras.callbacks.Callback):
         if parent is None:
             parent = self._models[key] = self.experiment.recorder.sub_recorder(
                 _describe(model, self._optimizer), model_number=len(self._models) + 1)
-        extra = {} if kind == "fit" else {"step": self._step, "learning_rate": self._rate_now()}
+        extra = {} if kind == "fit" else {"step": self._step, "learning_rate": _rate_of(self._optimizer)}
         recorders = [parent.sub_recorder(stage=stage, **{kind: self._calls[kind]}, **extra) for stage in stages]
         self._open[kind] = recorders
         return recorders
@@ -195,10 +195,6 @@ class RigorousCallback(keras.callbacks.Callback):
         self._open.pop(kind, None)
         self._current = None
         self.experiment.flush()
-
-    def _rate_now(self) -> float | None:
-        rate = getattr(self._optimizer, "learning_rate", None)
-        return None if rate is None else as_float32_seen(float(rate))  # a variable or a tensor: 3 us, not 30
 
     def set_model(self, model: Any) -> None:
         # Keras builds a CallbackList, which calls set_model, at the start of each top-level
@@ -217,6 +213,7 @@ class RigorousCallback(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch = epoch
         self._last_batch = -1
+        self._step = int(getattr(self._optimizer, "iterations", self._step))  # BackupAndRestore restored it since
         self._current = self._train
         self._epoch_rates = self._rates_of_epoch()
 
@@ -225,7 +222,7 @@ class RigorousCallback(keras.callbacks.Callback):
         if self._epoch_rates is not None and batch < len(self._epoch_rates):
             self._learning_rate = self._epoch_rates[batch]
         elif self._optimizer is not None:
-            self._learning_rate = self._rate_now()
+            self._learning_rate = _rate_of(self._optimizer)
 
     def _rates_of_epoch(self) -> list[float] | None:
         """A schedule's rate at every batch of the coming epoch, in one vectorized evaluation.
@@ -315,6 +312,12 @@ class RigorousCallback(keras.callbacks.Callback):
         return f"RigorousCallback({str(self.collection.path)!r}, experiment={self.experiment!r})"
 
 
+def _rate_of(optimizer: Any) -> float | None:
+    """The optimizer's learning rate now (a schedule's value at its step), as Keras shows it."""
+    rate = getattr(optimizer, "learning_rate", None)
+    return None if rate is None else as_float32_seen(float(rate))  # a variable or a tensor: 3 us, not 30
+
+
 def _schedule_of(optimizer: Any) -> Any:
     """The optimizer's learning-rate schedule, rebuilt from its config; None for a plain rate."""
     if optimizer is None:
@@ -329,7 +332,7 @@ def _schedule_of(optimizer: Any) -> Any:
 
 
 def _describe(model: Any, optimizer: Any) -> dict[str, Any]:
-    """The model recorder's data: names, parameter count, the optimizer's config as scalars."""
+    """The model recorder's data: names, parameter count, the optimizer and its config (flattened)."""
     data: dict[str, Any] = {"model": getattr(model, "name", type(model).__name__)}
     try:
         data["parameters"] = int(model.count_params())
@@ -337,15 +340,10 @@ def _describe(model: Any, optimizer: Any) -> dict[str, Any]:
         data["parameters"] = None
     if optimizer is None:
         return data
-    data["optimizer"] = type(optimizer).__name__
-    for key, value in optimizer.get_config().items():
-        if key == "name":
-            continue
-        if key == "learning_rate":
-            if not isinstance(value, _PLAIN):  # a schedule: its config, and its value now
-                data["learning_rate_schedule"] = json.dumps(value, sort_keys=True, default=str)
-            value = float(optimizer.learning_rate)
-        elif not isinstance(value, _PLAIN):
-            value = json.dumps(value, sort_keys=True, default=str)
-        data[key] = as_float32_seen(value) if type(value) is float else value
+    config = optimizer.get_config()
+    config.pop("name", None)
+    schedule = config.pop("learning_rate", None)
+    data.update(optimizer=type(optimizer).__name__, learning_rate=_rate_of(optimizer), **_seen(flattened(config)))
+    if not isinstance(schedule, _PLAIN):  # a schedule: its config (the rate above is its value now)
+        data["learning_rate_schedule"] = json.dumps(schedule, sort_keys=True, default=str)
     return data

@@ -27,7 +27,7 @@ from rigorous_recorder import Experiment, ExperimentCollection, Recorder
 from rigorous_recorder.experiment import running_experiment
 from rigorous_recorder.store.layout import RUNS_FOLDER, SUFFIX
 
-from ._common import BATCH, EPOCH, STEP, NullRecorder, commit_row, hyperparameters, stored_info
+from ._common import BATCH, EPOCH, STEP, NullRecorder, commit_row, flattened, hyperparameters, stored_info
 
 
 def _lightning() -> Any:
@@ -58,11 +58,12 @@ MODEL_KEYS = frozenset({"model", "model_number", "parameters", "session", "versi
 
 
 def recorder_of(trainer: Any) -> Recorder:
-    """The running stage's recorder of the RigorousLogger among ``trainer.loggers``.
+    """The running stage's recorder of the RigorousLogger among ``trainer.loggers`` (a Trainer's or a Fabric's).
 
-    Values ``add()``-ed to it during a batch join that batch's record. When nothing records
-    (``fast_dev_run``, ``logger=False``, no RigorousLogger, ranks other than zero), a
-    recorder that drops everything: the same code runs in every trainer configuration.
+    Values ``add()``-ed to it during a batch join that batch's record (under Fabric, the next
+    ``log_dict`` record). When nothing records (``fast_dev_run``, ``logger=False``, no
+    RigorousLogger, ranks other than zero), a recorder that drops everything: the same code
+    runs in every trainer configuration.
     """
     for logger in getattr(trainer, "loggers", None) or ():
         if isinstance(logger, RigorousLogger):
@@ -139,7 +140,6 @@ class RigorousLogger(Logger):
         self._rows: dict[str, dict[str, Any]] = {}  # stage -> the adapter's values of its open record
         self._epoch_end: set[str] = set()  # stages whose epoch-end metrics are arriving
         self._resume_id: str | None = None
-        self._error: BaseException | None = None
         self._in_call = False  # between a Trainer call's log_graph and its finalize
         self._stage_seen: Any = None  # the trainer's last RunningStage, and its name below
         self._stage_name: str | None = None
@@ -193,20 +193,21 @@ class RigorousLogger(Logger):
 
     @property
     def recorder(self) -> Recorder:
-        """The running stage's recorder (see :func:`recorder_of`); outside a stage, the model's."""
-        if rank_zero_only.rank != 0 or self._model_data is None:
+        """The running stage's recorder (see :func:`recorder_of`); outside a stage, the model's; without
+        a Trainer (Lightning Fabric), the experiment's, whose values join the next ``log_dict`` record."""
+        if rank_zero_only.rank != 0:
             return NullRecorder()
-        stage = self._stage()
-        return self._model_recorder() if stage is None else self._stage_recorder(stage)
+        if (stage := self._stage()) is not None:
+            return self._stage_recorder(stage)
+        return self._ensure_experiment().recorder if self._model_data is None else self._model_recorder()
 
     @rank_zero_only
     def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
         """Store hyperparameters on the running call's model recorder, else keep them for the next call's."""
-        flat = _flatten(vars(params) if isinstance(params, Namespace) else dict(params))
         if self._in_call:
-            self._model_recorder().update(hyperparameters(flat, MODEL_KEYS, self._info))
+            self._model_recorder().update(hyperparameters(flattened(params), MODEL_KEYS, self._info))
         else:  # Lightning logs them at the start of each call, before log_graph
-            self._hparams.update(flat)
+            self._hparams.update(flattened(params))
 
     @rank_zero_only
     def log_graph(self, model: Any, input_array: Any = None) -> None:
@@ -232,26 +233,23 @@ class RigorousLogger(Logger):
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
-        """After each Trainer call: flush on success; end the experiment as failed after an exception."""
-        self._commit_all()
+        """After each Trainer call: flush on success; after an exception, end the experiment as failed
+        with it (Lightning calls this in its ``except`` block)."""
         self._in_call = False
-        experiment = self._own_experiment()
-        if experiment is None or experiment.finished:
-            return
         if status == "failed":
-            error, self._error = self._error, None
-            experiment.finish(error or "the Lightning run failed")
-            self._model, self._stages = None, {}
+            self.finish(sys.exc_info()[1] or "the Lightning run failed")
         elif os.getpid() != self._origin_pid:  # a ddp_spawn or fork worker, about to end
-            experiment.finish()
+            self.finish()
         else:
-            experiment.flush()
+            self._commit_all()
+            if (experiment := self._own_experiment()) is not None:
+                experiment.flush()
 
-    def finish(self) -> None:
-        """End the experiment now, as a success; a later call on this logger starts a new one."""
+    def finish(self, error: BaseException | str | None = None) -> None:
+        """End the experiment now, as failed when ``error`` is given; a later call on this logger starts a new one."""
         self._commit_all()
         if (experiment := self._own_experiment()) is not None:
-            experiment.finish()
+            experiment.finish(error)
         self._model, self._stages = None, {}
 
     # -- the run and its recorders ------------------------------------------------------------
@@ -385,9 +383,6 @@ class _Companion(Callback):
         if trainer.is_global_zero and not trainer.enable_autolog_hparams and self.logger in trainer.loggers:
             self.logger._attach(trainer, pl_module)
 
-    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        self.logger._error = exception
-
     def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
         experiment = self.logger._own_experiment()
         checkpoint[CHECKPOINT_KEY] = {"run_id": experiment.id if experiment is not None else None,
@@ -403,20 +398,3 @@ class _Companion(Callback):
 # the companion does not use are None, so that a training step costs one hook call, not six.
 for _hook in [name for name in vars(Callback) if name.startswith("on_") and name not in vars(_Companion)]:
     setattr(_Companion, _hook, None)
-
-
-def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested hyperparameters as ``a/b`` keys; values that cannot be stored become their repr."""
-    flat: dict[str, Any] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Namespace):
-            value = vars(value)
-        if isinstance(value, Mapping) and value:
-            flat.update(_flatten(value, name + "/"))
-            continue
-        try:
-            flat.update(Recorder({name: value}).local_data)  # stored as the recorder would store it
-        except (TypeError, ValueError):
-            flat[name] = repr(value)
-    return flat

@@ -8,11 +8,15 @@ themselves live in tests/scripts/durability_trials.py, shared with benchmarks/du
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
 import signal
+import stat
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -292,6 +296,84 @@ def test_lone_surrogate_key_is_refused_naming_it_and_nothing_is_lost(tmp_path, w
     experiment.finish()
     assert only_run(tmp_path / "study")["status"] == "ok"
     assert_counted_once(tmp_path / "study", 101)
+
+
+# -- a shared filesystem: who may read what was written ---------------------------------------
+
+#: Writes four finished runs (three make a pack) and one run left open by a kill -9 (its journal).
+MODES_WRITER = (
+    "import os, signal, sys\n"
+    "from rigorous_recorder import ExperimentCollection\n"
+    "from rigorous_recorder.store import catalog\n"
+    "catalog.PACK_MIN_RUNS = 3\n"
+    "collection = ExperimentCollection(sys.argv[1], quiet=True)\n"
+    "for run in range(4):\n"
+    "    with collection.new_experiment(run=run) as recorder:\n"
+    "        for step in range(25):\n"
+    "            recorder.push(step=step, loss=1 / (step + 1))\n"
+    "collection.new_experiment(run=4).recorder.push(step=0, loss=1.0)\n"
+    "collection.flush()\n"
+    "os.kill(os.getpid(), signal.SIGKILL)\n"
+)
+#: Reads the collection every way a user does; prints SQL's count, records' count, the statuses.
+MODES_READER = (
+    "import json, sys\n"
+    "from rigorous_recorder import ExperimentCollection\n"
+    "collection = ExperimentCollection(sys.argv[1], quiet=True)\n"
+    "count = collection.sql('SELECT count(*) FROM records').fetchall()[0][0]\n"
+    "print(json.dumps([count, len(collection.records), [run['status'] for run in collection.runs]]))\n"
+)
+NOBODY = 65534
+
+
+def written_with_umask(umask: int, folder: Path) -> Path:
+    """A collection written by a process whose umask is ``umask``, in a folder anyone may enter."""
+    folder.mkdir(mode=0o755)
+    path = folder / "study"
+    written = subprocess.run([sys.executable, "-c", MODES_WRITER, str(path)], capture_output=True, text=True,
+                             timeout=trials.PATIENCE, preexec_fn=lambda: os.umask(umask))
+    assert written.returncode == -signal.SIGKILL, written.stderr
+    return trials.collection_folder(path)
+
+
+@pytest.fixture
+def world_readable_folder():
+    """A folder under /tmp that another user may enter (pytest's tmp_path is 0700)."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to read as another user")
+    with tempfile.TemporaryDirectory(prefix="rr-modes-") as folder:
+        os.chmod(folder, 0o755)
+        yield Path(folder)
+
+
+def test_a_collection_written_with_umask_022_is_read_whole_by_another_user(world_readable_folder):
+    """Written by root with umask 022: user nobody lists, queries and reads every record of it.
+
+    Every file is 0644, as a plain open() makes it: run.json, records files and packs too
+    (they are written to a temporary file and renamed into place).
+    """
+    collection = written_with_umask(0o022, world_readable_folder / "shared")
+    assert list(collection.glob("catalog/pack-*.parquet")), "no pack was written"
+    modes = {str(path.relative_to(collection)): stat.S_IMODE(path.stat().st_mode)
+             for path in collection.rglob("*") if path.is_file()}
+    assert {name: mode for name, mode in modes.items() if mode & 0o044 != 0o044} == {}
+    as_nobody = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    read = subprocess.run([*as_nobody, sys.executable, "-c", MODES_READER, str(collection)],
+                          capture_output=True, text=True, timeout=trials.PATIENCE)
+    assert read.returncode == 0, read.stderr
+    assert json.loads(read.stdout) == [101, 101, ["ok", "ok", "ok", "ok", "crashed"]]
+    listing = subprocess.run([*as_nobody, *trials.cli_command(), "ls", str(collection)],
+                             capture_output=True, text=True, timeout=trials.PATIENCE)
+    assert (listing.returncode, listing.stderr) == (0, "")
+    assert [line.split()[2] for line in listing.stdout.splitlines()[2:] if line.strip()] == \
+        ["ok", "ok", "ok", "ok", "crashed"], listing.stdout
+
+
+def test_a_collection_written_with_umask_077_is_its_owners_alone(world_readable_folder):
+    """Written with umask 077, every file is 0600 and every folder 0700."""
+    collection = written_with_umask(0o077, world_readable_folder / "private")
+    modes = {str(path.relative_to(collection)): stat.S_IMODE(path.stat().st_mode) for path in collection.rglob("*")}
+    assert {name: oct(mode) for name, mode in modes.items() if mode & 0o077} == {}
 
 
 # -- several processes, several hosts -----------------------------------------------------------

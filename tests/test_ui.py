@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import ast
 import datetime
 import hashlib
+import importlib.metadata
 import math
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,10 +27,11 @@ httpx = pytest.importorskip("httpx")
 
 from rigorous_recorder import ExperimentCollection, Recorder, cli  # noqa: E402
 from rigorous_recorder.store.catalog import PACK_MIN_RUNS  # noqa: E402
+from rigorous_recorder.store.journal import JournalDamage, JournalWriter, read_journal, tree_frame  # noqa: E402
 from rigorous_recorder.ui import serve  # noqa: E402
 from rigorous_recorder.ui._curves import Curve, debiased_ema, m4  # noqa: E402
 from rigorous_recorder.ui._data import DashboardData  # noqa: E402
-from rigorous_recorder.ui._views import MAX_VIEWS  # noqa: E402
+from rigorous_recorder.ui._views import MAX_VIEWS, StoppedView  # noqa: E402
 
 STATIC = Path(__file__).resolve().parents[1] / "src" / "rigorous_recorder" / "ui" / "static"
 UPLOT_VERSION = "1.6.32"
@@ -173,6 +178,25 @@ def test_stats_give_last_min_max_of_the_metric(data):
     stats = data.stats("loss", "step")["stats"]
     first = stats[run_ids(data, "mlp")[0]]
     assert first == {"last": 1 / 1000, "min": 1 / 1000, "max": SPIKE}
+
+
+def test_the_same_figures_asked_at_once_are_queried_once(study, monkeypatch):
+    """A reloaded page asks for last/min/max while the first page's query still runs: the
+    second request waits for that query's figures instead of running it again."""
+    data = DashboardData(study)
+    queried = []
+
+    def slow_stats(view, run_ids, metric, x):
+        queried.append(len(run_ids))
+        time.sleep(0.3)  # a query over 1,000 runs' files takes about a second
+        return query_stats(view, run_ids, metric, x)
+
+    query_stats = StoppedView.stats
+    monkeypatch.setattr(StoppedView, "stats", slow_stats)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        answers = list(pool.map(lambda _: data.stats("loss", "step"), range(3)))
+    assert answers[0] == answers[1] == answers[2] and answers[0]["stats"]
+    assert len(queried) == len(data._views.views)
 
 
 def test_metrics_are_the_records_own_numeric_columns(data):
@@ -388,6 +412,45 @@ def test_a_running_run_is_read_a_flush_at_a_time(tmp_path):
     experiment.finish()
 
 
+def test_read_journal_from_a_frames_end_reads_only_the_later_frames(tmp_path):
+    """``read_journal(path, start=)`` (what the tail uses) starts at a frame boundary, yields
+    nothing at the file's end, and calls a start inside a frame damage."""
+    path = tmp_path / "1-0.rrj"
+    writer = JournalWriter(path)
+    offsets = writer.append([tree_frame(b"[1]"), tree_frame(b"[22]"), tree_frame(b"[333]")])
+    writer.close()
+    after_first = offsets[0] + len(b"[1]")
+    assert [(frame.offset, payload) for frame, payload in read_journal(path, start=after_first)] == [
+        (offsets[1], b"[22]"), (offsets[2], b"[333]")]
+    assert list(read_journal(path, start=path.stat().st_size)) == []
+    with pytest.raises(JournalDamage, match=f"no frame at byte {after_first + 1}"):
+        list(read_journal(path, start=after_first + 1))
+
+
+def test_a_running_runs_earlier_frames_are_not_read_again(tmp_path):
+    """A look reads the journal from where the last one stopped: frames already decoded are
+    not read again (bytes damaged in them after they were read do not stop the new records)."""
+    collection = ExperimentCollection(tmp_path / "live", quiet=True)
+    experiment = collection.new_experiment(model="live")
+    train = Recorder().set_parent(experiment.recorder)
+    for step in range(100):
+        train.push(step=step, loss=float(step))
+    experiment.flush()
+    data = DashboardData(tmp_path / "live")
+    live = run_ids(data)[0]
+    assert len(data.curves([live], "loss", "step", buckets=1000)["series"][0]["x"]) == 100
+    (journal,) = (collection.path / "runs" / live / "journal").iterdir()
+    read = journal.read_bytes()
+    journal.write_bytes(read[:-8] + bytes(byte ^ 0xFF for byte in read[-8:]))  # the last frame read
+    for step in range(100, 150):
+        train.push(step=step, loss=float(step))
+    experiment.flush()
+    data._scanned = -math.inf
+    (series,) = data.curves([live], "loss", "step", buckets=1000)["series"]
+    assert series["x"] == [float(step) for step in range(150)]
+    experiment.finish()
+
+
 def test_a_resumed_run_shows_its_earlier_and_its_new_records(tmp_path):
     """A resumed run is running again: its records file and its new journal make one curve,
     and its info keeps the views' names (an info key named like a run column gets ~2)."""
@@ -537,8 +600,53 @@ def test_foreign_host_headers_are_refused(dashboard, host, status):
     assert httpx.get(dashboard.url, headers={"Host": host}).status_code == status
 
 
+FIRST_REQUEST = """
+import sys, urllib.request
+from rigorous_recorder.ui import serve
+dashboard = serve(sys.argv[1])
+before = set(sys.modules)
+with urllib.request.urlopen(dashboard.url) as page:
+    page.read()
+print(" ".join(sorted(name for name in set(sys.modules) - before
+                      if name.split(".")[0] in ("anyio", "starlette", "uvicorn", "h11", "sniffio"))))
+dashboard.stop()
+"""
+
+
+def test_the_users_first_request_finds_the_server_warm(study):
+    """serve() answers a request of its own before giving out the URL: the user's first page
+    does not wait for the server's lazy imports (anyio's backend alone is ~0.1 s)."""
+    result = subprocess.run([sys.executable, "-c", FIRST_REQUEST, str(study)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
+
+
 def test_binds_loopback_by_default(dashboard):
     assert dashboard.url.startswith("http://127.0.0.1:")
+
+
+def test_collection_ui_serves_its_dashboard(study):
+    """``collection.ui()`` (Python, Jupyter) serves the collection's dashboard from a thread,
+    on the port asked for, and shows as a link in Jupyter."""
+    port = free_port()
+    dashboard = ExperimentCollection(study, quiet=True, recover=False).ui(port=port)
+    try:
+        assert dashboard.url.startswith(f"http://127.0.0.1:{port}/?token=")
+        page = httpx.get(dashboard.url)
+        assert page.status_code == 200 and "uPlot.iife.min.js" in page.text
+        runs = http_rows(httpx.get(dashboard.url.split("?")[0] + "api/runs", cookies=page.cookies).json())
+        assert [run["status"] for run in runs] == ["ok", "ok", "ok", "error", "crashed"]
+        assert f'href="{dashboard.url}"' in dashboard._repr_html_()
+    finally:
+        dashboard.stop()
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 # -- shipped files ---------------------------------------------------------------------------
@@ -572,17 +680,41 @@ def test_vendored_uplot_is_the_recorded_npm_package():
     assert "MIT License" in (STATIC / "vendor" / "LICENSE").read_text(encoding="utf-8")
 
 
+def test_the_ui_extra_declares_every_package_the_dashboard_imports():
+    """``pip install "rigorous-recorder[ui]"`` brings what the dashboard needs: every package
+    its modules import is a dependency of the core or of the ``ui`` extra."""
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((STATIC.parents[3] / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = {re.split(r"[<>=!~\[; ]", requirement)[0].lower()
+                for requirement in [*project["dependencies"], *project["optional-dependencies"]["ui"]]}
+    imported = set()
+    for path in STATIC.parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    distributions = importlib.metadata.packages_distributions()
+    third_party = {name for name in imported if name not in sys.stdlib_module_names and name != "__future__"}
+    assert {"starlette", "uvicorn", "numpy", "duckdb", "pyarrow"} <= third_party
+    undeclared = {name for name in third_party
+                  if not any(distribution.lower() in declared for distribution in distributions.get(name, [name]))}
+    assert undeclared == set()
+
+
 # -- the command -----------------------------------------------------------------------------
 
 
 @pytest.mark.slow
 def test_command_serves_until_interrupted(study):
-    """`rigorous-recorder ui PATH` prints the URL, serves the page, and Ctrl-C ends it with code 0."""
-    process = subprocess.Popen([sys.executable, "-m", "rigorous_recorder", "ui", str(study)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """`rigorous-recorder ui PATH --host H --port N` prints the URL, serves the page, and Ctrl-C
+    ends it with code 0."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "rigorous_recorder", "ui", str(study), "--host", "127.0.0.1",
+                                "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()
-        url = re.search(r"http://127\.0\.0\.1:\d+/\?token=\S+", line)
+        url = re.search(rf"http://127\.0\.0\.1:{port}/\?token=\S+", line)
         assert url, line + process.stderr.read()
         page = httpx.get(url.group(0), timeout=30)
         assert page.status_code == 200 and "uPlot.iife.min.js" in page.text

@@ -7,6 +7,7 @@ import math
 import os
 import queue
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -188,6 +189,32 @@ def test_where_filters_the_table_and_shows_duckdbs_error(page):
     assert page.text_content("#runs-message") == ""
 
 
+def test_sort_by_a_header_and_hide_failed_runs_live_in_the_url(page):
+    """A click on a header sorts (again: descending); "hide failed" drops the error and
+    crashed runs; both are kept in the URL."""
+    page.click('#runs th[data-key="info.lr"]')
+    page.wait_for_function("rrDashboard.state.sort === 'info.lr:asc'")
+    lrs = column_values(page, "info.lr")
+    assert lrs == sorted(lrs) and len(lrs) == 6
+    page.click('#runs th[data-key="info.lr"]')
+    page.wait_for_function("rrDashboard.state.sort === 'info.lr:desc'")
+    assert column_values(page, "info.lr") == sorted(lrs, reverse=True)
+    page.check("#hide-failed")
+    page.wait_for_function("document.querySelectorAll('#runs tbody tr').length === 4")
+    assert {row["status"] for row in rows(page)} == {"ok", "running"}
+    assert "sort=info.lr%3Adesc" in page.url and "hide=1" in page.url
+    page.uncheck("#hide-failed")
+    page.wait_for_function("document.querySelectorAll('#runs tbody tr').length === 6")
+
+
+def column_values(page, key: str) -> list[float]:
+    """The numbers of one column of the runs table, top to bottom."""
+    return [float(text) for text in page.evaluate(f"""() => {{
+        const at = [...document.querySelectorAll('#runs thead th')].findIndex(th => th.dataset.key === '{key}');
+        return [...document.querySelectorAll('#runs tbody tr')].map(row => row.cells[at].textContent);
+    }}""")]
+
+
 def test_chart_has_one_series_per_selected_run_within_the_bucket_bound(page):
     """0 < points <= 4 x buckets for each run's curve, and the canvas really drew the lines."""
     select_all(page)
@@ -212,6 +239,19 @@ def colored_pixels(page) -> int:
         }
         return count;
     }""")
+
+
+def test_hovering_the_chart_shows_the_values_under_the_cursor(page):
+    """The legend shows x and each curve's y at the cursor's position."""
+    box = page.locator("#chart .u-over").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+    page.wait_for_function("rrDashboard.chart.cursor.idx !== null && rrDashboard.chart.cursor.idx !== undefined")
+    index = page.evaluate("rrDashboard.chart.cursor.idx")
+    x = page.evaluate(f"rrDashboard.chart.data[0][{index}]")
+    shown = page.eval_on_selector_all(".u-legend .u-value", "cells => cells.map(cell => cell.textContent)")
+    assert shown[0].replace(",", "") == f"{x:g}" or float(shown[0].replace(",", "")) == pytest.approx(x)
+    assert any(re.fullmatch(r"-?[0-9.,]+(e-?[0-9]+)?", value) for value in shown[1:])
+    page.mouse.move(0, 0)
 
 
 def test_group_by_draws_a_mean_line_and_band_per_value_on_a_log_scale(page):

@@ -3,15 +3,33 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
+
+#: Fresh names tried before giving up (a clash needs the same 64 random bits twice).
+_NAME_ATTEMPTS = 100
+#: The mode a plain ``open()`` asks for; the kernel takes the umask off it.
+_PLAIN_FILE_MODE = 0o666
 
 
 def temporary_path_beside(path: Path) -> Path:
-    """A fresh, unused path in ``path``'s folder, for a write that is renamed into place."""
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    return Path(name)
+    """A fresh, unused path in ``path``'s folder, for a write that is renamed into place.
+
+    The file is created as a plain ``open()`` creates one (0666 less the process's umask, and a
+    folder's default ACL applies), not 0600 as ``mkstemp`` would: what is renamed into place
+    must be as readable by the other users of a shared filesystem as any file written there.
+    """
+    for _ in range(_NAME_ATTEMPTS):
+        name = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+        try:
+            handle = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
+                             _PLAIN_FILE_MODE)
+        except FileExistsError:
+            continue
+        os.close(handle)
+        return name
+    raise FileExistsError(f"{str(path.parent)!r}: no unused temporary name for {path.name!r} "
+                          f"after {_NAME_ATTEMPTS} attempts")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

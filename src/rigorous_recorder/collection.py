@@ -11,6 +11,7 @@ error_number, had_error, experiment_start_time, experiment_end_time, experiment_
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import os
 import sys
@@ -45,7 +46,7 @@ from .store.layout import (
     run_name,
 )
 from .store.process import HEARTBEAT_TIMEOUT, run_alive, this_process
-from .store.run_folder import RunFolder
+from .store.run_folder import RunFolder, Signature
 
 if TYPE_CHECKING:
     import duckdb
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     import polars
     import pyarrow as pa
     import pyspark.sql
+    from filelock import FileLock
 
     from .store.catalog import Catalog, PackedRun
 
@@ -107,20 +109,24 @@ class ExperimentCollection:
         self._queries: list[Any] = []  # the latest views, kept open a while after the collection goes
         self._catalog: Catalog | None = None  # made when a catalog is there or packing starts
         self._maintain = recover
-        from filelock import FileLock  # most of `import rigorous_recorder`'s time: loaded with a collection
-
-        self._numbering = FileLock(self.path / NUMBERING_LOCK)
         if not (self.path / COLLECTION_FILE).is_file():
             if not create:
                 raise CollectionError(f"{str(self.path)!r} is not a rigorous_recorder collection")
             self._create()
         self._database: duckdb.DuckDBPyConnection | None = None  # started at the first query
-        if recover:
+        if recover and _some_run_active(self.path):
             try:
                 with self._numbering.acquire(timeout=10):
                     self._recover_active()
             except (OSError, TimeoutError):  # filelock's Timeout is a TimeoutError
                 pass  # a read-only or full disk, or a busy lock: reading works; recovery waits
+
+    @functools.cached_property
+    def _numbering(self) -> FileLock:
+        """The lock that numbering and recovery take (filelock loads with it: a seventh of a second)."""
+        from filelock import FileLock
+
+        return FileLock(self.path / NUMBERING_LOCK)
 
     def _create(self) -> None:
         if self.path.exists() and not self.path.is_dir():
@@ -322,8 +328,10 @@ class ExperimentCollection:
         """
         return self._scan_packed()[0]
 
-    def _scan_packed(self) -> tuple[list[Run], dict[str, PackedRun]]:
-        """:meth:`_scan`, and the runs among them read from the catalog's packs, by id."""
+    def _scan_packed(self, signatures: dict[str, Signature | None] | None = None
+                     ) -> tuple[list[Run], dict[str, PackedRun]]:
+        """:meth:`_scan`, and the runs among them read from the catalog's packs, by id
+        (``signatures``: of each run.json, taken just before, by run name)."""
         packs = self._catalog_runs()
         runs = []
         packed = {}
@@ -337,8 +345,8 @@ class ExperimentCollection:
                 continue  # a stray file or folder, or a run being created
             folder = RunFolder(entry.path)
             packed_run = packs.get(folder.id)
-            if packed_run is not None and folder.id not in self._damaged \
-                    and packed_run.signature == folder.info_signature():
+            if packed_run is not None and folder.id not in self._damaged and packed_run.signature == (
+                    signatures[entry.name] if signatures and entry.name in signatures else folder.info_signature()):
                 runs.append((folder, packed_run.info))
                 packed[folder.id] = packed_run
                 continue
@@ -505,10 +513,14 @@ class ExperimentCollection:
             self.flush()
         except StorageError:
             pass  # a full disk: the query reads what is on disk; recording reports the failure
-        self._pack()
-        runs, packed = self._scan_packed()
-        if self._query_cache is None or not self._query_cache.is_current(runs):
-            self._query_cache = Query(runs, self._database, packed)
+        signatures = _run_signatures(self.path)
+        listing = None if signatures is None else (tuple(self._damaged), signatures)
+        if self._query_cache is not None and self._query_cache.is_current(listing):
+            self._query_cache.keep_in_memory()  # asked again, unchanged: read no file from now on
+        else:
+            self._pack()
+            runs, packed = self._scan_packed(signatures)
+            self._query_cache = Query(runs, self._database, packed, listing)
             self._queries[:] = [self._query_cache]
         return self._query_cache.sql(query)
 
@@ -547,6 +559,30 @@ class ExperimentCollection:
 
 #: The views of collections that were let go, kept open for their last relations.
 _let_go: collections.deque[Any] = collections.deque(maxlen=8)
+
+
+def _some_run_active(path: Path) -> bool:
+    """True while a run of the collection at ``path`` is running or waits for recovery (its
+    marker is in ``active/``), or when that cannot be read."""
+    try:
+        return bool(os.listdir(path / ACTIVE_FOLDER))
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+
+
+def _run_signatures(path: Path) -> dict[str, Signature | None] | None:
+    """What changes whenever a run of the collection at ``path`` changes: each run's run.json
+    signature by run name; None while some run is active."""
+    if _some_run_active(path):
+        return None
+    try:
+        entries = list(os.scandir(path / RUNS_FOLDER))
+    except FileNotFoundError:
+        return {}
+    return {entry.name: RunFolder(entry.path).info_signature() for entry in entries
+            if number_of_run_name(entry.name) is not None}
 
 
 def _damaged(folder: RunFolder, number: int, error: DamagedFileError) -> dict[str, Any]:

@@ -9,9 +9,6 @@ the versions of the key packages that are installed (torch, lightning, keras, nu
 from __future__ import annotations
 
 import functools
-import platform
-import socket
-import subprocess
 import sys
 from typing import Any
 
@@ -26,6 +23,8 @@ def capture() -> dict[str, Any]:
 
 @functools.cache
 def _process_context() -> dict[str, Any]:
+    import platform
+    import socket
     from importlib import metadata  # a tenth of `import rigorous_recorder`: only a new run needs it
 
     context: dict[str, Any] = {
@@ -45,6 +44,8 @@ def _process_context() -> dict[str, Any]:
 def _git() -> dict[str, Any]:
     """The commit of the repository holding the current directory, and whether it had changes
     (read once per process: a sweep's runs share the state the process started from)."""
+    import subprocess  # only a new run needs it, not a reader
+
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         if commit.returncode != 0:

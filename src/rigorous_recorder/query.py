@@ -20,6 +20,10 @@ The view is queryable whatever keys and values the runs hold. The rule, per key:
 * column names follow :mod:`~rigorous_recorder._naming` (case twins and names the view
   reserves get a ``~2`` suffix; the ``columns`` view maps each column back to its key).
 
+While no run changes, ``collection.sql()`` keeps the views; asked again, it copies the
+stored records into memory (up to :data:`IN_MEMORY_CELLS` values), so that later queries
+read no file.
+
 Every row of ``records`` also carries its run's ``run_id`` and ``status``. ``had_error`` is
 NULL while a run is running; for a stopped run it is True when the run failed or crashed.
 A run whose files cannot be read (status ``damaged``) is listed in ``experiments`` and adds
@@ -88,6 +92,8 @@ class Part:
     sources: int = 0  # how many ~source ids it spans
     run_index: int | None = None  # a pack's column of run indexes
     taken: list[int] | None = None  # a pack's runs read from it (None: all)
+    rows: int = 0  # rows in its files or table
+    in_memory: str | None = None  # the temporary table its files' rows were copied into
 
     @classmethod
     def of_pack(cls, path: Path, schema: pa.Schema, runs: int) -> Part:
@@ -99,6 +105,8 @@ class Part:
         """SQL for the rows of this part, every column named by position (c0, c1, ...)."""
         if self.table is not None:
             return name
+        if self.in_memory is not None:
+            return f"{quote_name(self.in_memory)} AS {name}"
         names = ", ".join(f"c{index}" for index in range(len(self.schema)))
         files = ", ".join(quote_literal(str(path)) for path in self.files)
         return f"read_parquet([{files}]) AS {name}({names})"
@@ -239,14 +247,15 @@ def _count(part: Part, name: str, connection: duckdb.DuckDBPyConnection, exact: 
     """Count each stored column's values per kind, from Parquet statistics where they exist
     (``exact``: counted by a scan of the part's runs, for small parts)."""
     if part.table is not None:
-        import pyarrow.compute as pc  # here: most first queries read no running run
-
+        part.rows = part.table.num_rows
         connection.register(name, part.table.rename_columns([f"c{index}" for index in range(part.table.num_columns)]))
         for column in part.columns:
             array = part.table.column(column.position)
             column.votes[column.kind] = len(array) - array.null_count
             item, depth = unlist(column.kind)
             if item == "BIGINT" and column.votes[column.kind]:
+                import pyarrow.compute as pc  # a sixth of a second: only a running run's ints need it
+
                 for _ in range(depth):
                     array = pc.list_flatten(array)
                 low, high = (bound.as_py() for bound in pc.min_max(array).values())
@@ -256,6 +265,7 @@ def _count(part: Part, name: str, connection: duckdb.DuckDBPyConnection, exact: 
             column.wide = False
         for path in part.files:
             metadata = pq.read_metadata(path)
+            part.rows += metadata.num_rows
             for column in part.columns:
                 count, low, high = _statistics(metadata, column.position)
                 column.votes[column.kind] += count
@@ -477,14 +487,28 @@ class Tables:
         return _columns(self.keys)
 
 
+#: The most values (rows x stored columns; a number takes about 10 bytes) that a query over
+#: unchanged runs keeps in memory; larger collections are read from their files at every query.
+IN_MEMORY_CELLS = 8_000_000
+
+
 class Query:
-    """A DuckDB connection with the views ``records``, ``experiments`` and ``columns`` of some runs."""
+    """A DuckDB connection with the views ``records``, ``experiments`` and ``columns`` of some runs.
+
+    ``listing``: what the caller saw of the runs before reading them, which
+    :meth:`is_current` compares (None: never current).
+    """
 
     def __init__(self, runs: Runs, database: duckdb.DuckDBPyConnection,
-                 packed: Mapping[str, PackedRun] | None = None) -> None:
-        self._signature = _signature(runs)
+                 packed: Mapping[str, PackedRun] | None = None, listing: object = None) -> None:
+        self._listing = None if any(info["status"] == RUNNING for _, info in runs) else listing
         self.connection = database.cursor()
-        tables = Tables.build(runs, self.connection, packed)
+        self._tables = Tables.build(runs, self.connection, packed)
+        self.in_memory = False
+        self._create_records_view()
+
+    def _create_records_view(self) -> None:
+        tables = self._tables
         scans = [tables.part_sql(index) for index in range(len(tables.parts))]
         select = ", ".join(column.duckdb() for column in tables.columns())
         if scans:
@@ -495,9 +519,23 @@ class Query:
         else:
             self.connection.execute(f"CREATE OR REPLACE VIEW records AS SELECT {select} FROM lineage AS l WHERE false")
 
-    def is_current(self, runs: Runs) -> bool:
-        """True while ``runs`` are what this query was built from (no run is still running)."""
-        return self._signature is not None and self._signature == _signature(runs)
+    def is_current(self, listing: object) -> bool:
+        """True while ``listing`` is the one this query was built from and no run was running."""
+        return self._listing is not None and self._listing == listing
+
+    def keep_in_memory(self) -> None:
+        """Copy the stored records into temporary tables of this connection, so that later
+        queries read no file; not when they hold more than :data:`IN_MEMORY_CELLS` values."""
+        parts = [(index, part) for index, part in enumerate(self._tables.parts) if part.table is None]
+        if self.in_memory or sum(part.rows * (len(part.schema) + 1) for _, part in parts) > IN_MEMORY_CELLS:
+            return
+        for index, part in parts:
+            name = f"~part_{index}"
+            self.connection.execute(f"CREATE OR REPLACE TEMP TABLE {quote_name(name)} AS SELECT *, file_index "
+                                    f"FROM {part.scan(f'part_{index}')}{_where(part.conditions())}")
+            part.in_memory = name
+        self.in_memory = True
+        self._create_records_view()
 
     def sql(self, query: str) -> duckdb.DuckDBPyRelation:
         """Run ``query`` against the views."""
@@ -728,9 +766,3 @@ def _holds_nan(value: Any) -> bool:
     if type(value) is float:
         return value != value
     return type(value) is list and any(map(_holds_nan, value))
-
-
-def _signature(runs: Runs) -> tuple[Any, ...] | None:
-    if any(info["status"] == RUNNING for _, info in runs):
-        return None  # running runs grow: rebuild every time
-    return tuple((folder.id, info["status"], info.get("records")) for folder, info in runs)

@@ -4,7 +4,7 @@ Run from the repository root (or with it on ``PYTHONPATH``), as a module, so tha
 Lightning starts (``ddp`` runs the same command again, ``ddp_spawn`` unpickles the model) imports
 ``TinyModel`` from here by its name:
 
-    python -m tests.integrations.lightning_tiny ddp <collection>    strategy="ddp" on 2 CPU processes
+    python -m tests.integrations.lightning_tiny ddp <collection>    strategy="ddp" on 2 CPU processes, each printing RANK
     python -m tests.integrations.lightning_tiny spawn <collection>  "ddp_spawn", then "ddp_notebook" (fork)
     python -m tests.integrations.lightning_tiny fit <collection> <version> <epochs> [<ckpt_path>] [--crash]
 """
@@ -68,11 +68,21 @@ def trainer(logger, **kwargs) -> pl.Trainer:
     return pl.Trainer(**options)
 
 
+class RankReport(pl.Callback):
+    """Prints ``RANK <rank> <type of logger.experiment> <type of recorder_of(trainer)>`` during training."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if batch_idx == 0 and trainer.current_epoch == 0:
+            line = f"RANK {trainer.global_rank} {type(trainer.logger.experiment).__name__} "
+            sys.stdout.write(f"{line}{type(recorder_of(trainer)).__name__}\n")  # one write: ranks share stdout
+            sys.stdout.flush()
+
+
 def main(argv: list[str]) -> None:
     command, path = argv[0], argv[1]
     if command == "ddp":  # Lightning starts rank 1 by running this script again
         logger = RigorousLogger(path, run="ddp")
-        trainer(logger, strategy="ddp", devices=2, enable_checkpointing=False).fit(
+        trainer(logger, strategy="ddp", devices=2, enable_checkpointing=False, callbacks=[RankReport()]).fit(
             TinyModel(), loader(), loader(batches=2))
     elif command == "spawn":  # a worker process per rank, each with an unpickled (spawn) or copied (fork) logger
         for strategy in ("ddp_spawn", "ddp_notebook"):

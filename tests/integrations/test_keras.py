@@ -228,6 +228,54 @@ def test_each_train_record_holds_the_schedules_rate_at_its_step(tmp_path, schedu
     assert type(schedule).__name__ in cb.experiment.recorder.children[0]["learning_rate_schedule"]
 
 
+def test_a_sweep_of_three_fits_on_one_callback_keeps_each_fits_learning_rate(tmp_path):
+    """Three models with different rates fit in turn with one callback: each record reads its own fit's rate."""
+    cb = new_callback(tmp_path)
+    x, y = make_data(64)
+    with cb:
+        for learning_rate in (0.1, 0.01, 0.001):
+            model = make_model(learning_rate)  # the last fit's model is let go: its id may come back
+            model.fit(x, y, validation_split=0.5, epochs=1, batch_size=16, callbacks=[cb], verbose=0)
+    assert len(cb.collection.runs) == 1
+    got = rows(cb.collection, "SELECT model_number, fit, learning_rate, count(*) FROM records "
+                              "GROUP BY ALL ORDER BY model_number")
+    assert got == [(1, 1, 0.1, 6), (2, 2, 0.01, 6), (3, 3, 0.001, 6)]  # per fit: 2 + 1 train, 2 + 1 validate
+
+
+def test_evaluate_and_predict_after_a_scheduled_fit_see_the_rate_in_force(tmp_path):
+    """With a decaying schedule, every record of every stage holds schedule(step), not the initial rate."""
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.01, decay_steps=3, decay_rate=0.5, staircase=True)
+    model, cb = make_model(schedule), new_callback(tmp_path)
+    x, y = make_data(100)  # 80 to train (5 batches of 16), 20 to validate
+    with cb:
+        model.fit(x, y, validation_split=0.2, epochs=2, batch_size=16, callbacks=[cb], verbose=0)
+        model.evaluate(x, y, batch_size=50, callbacks=[cb], verbose=0)
+        model.predict(x, batch_size=50, callbacks=[cb], verbose=0)
+    records = rows(cb.collection, "SELECT stage, step, learning_rate FROM records")
+    assert {stage for stage, *_ in records} == {"train", "validate", "test", "predict"}
+    expected = {step: str(keras.ops.convert_to_numpy(schedule(step)).astype("float32")) for _, step, _ in records}
+    assert [(stage, step, str(rate)) for stage, step, rate in records] == [
+        (stage, step, expected[step]) for stage, step, _ in records]
+    assert rows(cb.collection, "SELECT DISTINCT step, learning_rate FROM records WHERE stage IN ('test', 'predict')") \
+        == [(10, 0.00125)]
+
+
+def test_values_added_under_the_callbacks_keys_are_kept_under_user(tmp_path):
+    """An add()-ed step or epoch meets the callback's own: both stay, the user's as user/<key>."""
+    cb = new_callback(tmp_path)
+
+    class AddClashing(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            cb.recorder.add(step=-1, epoch="mine")
+
+    x, y = make_data(48)
+    with cb:
+        make_model().fit(x, y, batch_size=16, epochs=1, callbacks=[cb, AddClashing()], verbose=0)
+    got = rows(cb.collection, 'SELECT step, epoch, "user/step", "user/epoch" FROM records WHERE level = \'step\' '
+                              "ORDER BY step")
+    assert got == [(0, 0, -1, "mine"), (1, 0, -1, "mine"), (2, 0, -1, "mine")]
+
+
 class InterruptAt(keras.callbacks.Callback):
     """Raises KeyboardInterrupt at the start of one training batch."""
 
@@ -298,6 +346,37 @@ def test_uncaught_interrupt_in_a_script_finishes_the_run_as_failed(tmp_path):
     assert rows(collection, "SELECT batch_idx FROM records WHERE stage = 'train' ORDER BY 1") == [(0,), (1,)]
 
 
+@pytest.mark.slow
+def test_a_run_records_its_git_state_command_and_versions(tmp_path):
+    """Run from a git work tree with a changed file: the context holds the commit, git_dirty, the command
+    and Keras's and torch's versions, with no user code."""
+    import torch
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent("""
+        import numpy as np, keras
+        from rigorous_recorder.integrations.keras import RigorousCallback
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        model.compile("sgd", "mse")
+        x = np.ones((32, 4), "float32")
+        with RigorousCallback("data/study") as callback:
+            model.fit(x, x[:, 0], batch_size=16, callbacks=[callback], verbose=0)
+    """))
+    git("init", "-q")
+    git("add", "train.py")
+    git("commit", "-q", "-m", "train")
+    script.write_text(script.read_text() + "# changed after the commit\n")
+    subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=ENV, check=True, capture_output=True, timeout=120)
+    (run,) = ExperimentCollection(tmp_path / "data" / "study", quiet=True).runs
+    context = run["context"]
+    assert (context["git_commit"], context["git_dirty"]) == (git("rev-parse", "HEAD"), True)
+    assert (context["keras_version"], context["torch_version"]) == (keras.__version__, torch.__version__)
+    assert context["command"] == f"{sys.executable} {script}"
+
 def test_several_fit_calls_share_one_experiment_with_monotonic_steps(tmp_path):
     """Two fit calls: one experiment, records told apart by `fit`, steps (optimizer iterations) increasing."""
     cb = new_callback(tmp_path)
@@ -311,6 +390,35 @@ def test_several_fit_calls_share_one_experiment_with_monotonic_steps(tmp_path):
     assert [(fit, epoch) for fit, epoch, _ in records] == [(1, 0)] * 3 + [(1, 1)] * 3 + [(2, 0)] * 3
     assert [step for *_, step in records] == list(range(9))
 
+
+class CrashAtEpoch(keras.callbacks.Callback):
+    """Raises RuntimeError at the start of one epoch."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError("crash")
+
+
+def test_a_fit_resumed_by_backup_and_restore_continues_the_step_axis(tmp_path):
+    """README's resume pattern: the crashed attempt stays failed; the resumed fit's steps go on from the backup's.
+
+    Our callback comes first in the list, so it starts before BackupAndRestore restores the optimizer.
+    """
+    x, y = make_data(64)
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    cb = new_callback(tmp_path, name="net-a")
+    with pytest.raises(RuntimeError, match="crash"):
+        make_model().fit(x, y, batch_size=16, epochs=4, callbacks=[cb, backup, CrashAtEpoch(2)], verbose=0)
+    cb.finish()
+    with new_callback(tmp_path, name="net-a") as cb:
+        make_model().fit(x, y, batch_size=16, epochs=4, callbacks=[cb, backup], verbose=0)
+    got = rows(cb.collection, "SELECT error_number, min(epoch), max(epoch), min(step), max(step), count(*) "
+                              "FROM records WHERE level = 'step' AND name = 'net-a' GROUP BY ALL ORDER BY 1")
+    assert got == [(0, 2, 3, 8, 15, 8), (1, 0, 1, 0, 7, 8)]
 
 def test_batch_end_hooks_run_in_order_on_the_training_thread(tmp_path):
     """The callback is not async_safe: Keras calls its batch-end hooks synchronously, in order."""

@@ -221,12 +221,25 @@ def test_recorder_of_works_in_every_trainer_configuration(tmp_path, configuratio
         assert logger.experiment is None
 
 
-def test_logger_and_trainer_pickle_before_and_after_logging(tmp_path):
+class PickleTheTrainer(pl.Callback):
+    """Pickles the Trainer, its loggers and callbacks included, in the middle of every training batch."""
+
+    def __init__(self) -> None:
+        self.pickled = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        pickle.loads(pickle.dumps(trainer))
+        self.pickled += 1
+
+
+def test_logger_and_trainer_pickle_before_during_and_after_logging(tmp_path):
     """Pickling works at any time; a copy in the same process records into the same running experiment."""
     logger = RigorousLogger(tmp_path / "study", note="pickled")
-    fitter = trainer(logger, limit_val_batches=0)
+    pickler = PickleTheTrainer()
+    fitter = trainer(logger, limit_val_batches=0, callbacks=[pickler])
     pickle.loads(pickle.dumps(fitter))
     fitter.fit(TinyModel(), loader())
+    assert pickler.pickled == 8
     copy = pickle.loads(pickle.dumps(logger))
     pickle.loads(pickle.dumps(fitter))
     assert (copy.version, copy.save_dir) == (logger.version, logger.save_dir)
@@ -234,6 +247,22 @@ def test_logger_and_trainer_pickle_before_and_after_logging(tmp_path):
     assert copy.experiment is logger.experiment
     assert rows(logger, "SELECT model_number, lr, count(*) FROM records GROUP BY ALL ORDER BY 1") == [
         (1, 0.1, 10), (2, 0.2, 10)]
+
+
+def test_each_run_records_its_context_unless_switched_off(tmp_path):
+    """Without user code, the run's context names torch's and Lightning's versions, the command and the host;
+    a collection made with record_context=False records none."""
+    import torch
+
+    logger = RigorousLogger(tmp_path / "study")
+    trainer(logger, limit_val_batches=0, max_epochs=1).fit(TinyModel(), loader())
+    (run,) = logger.collection.runs
+    context = run["context"]
+    assert (context["torch_version"], context["pytorch_lightning_version"]) == (torch.__version__, pl.__version__)
+    assert context["command"] and context["hostname"] and context["python_version"]
+    bare = RigorousLogger(ExperimentCollection(tmp_path / "bare", quiet=True, record_context=False))
+    trainer(bare, limit_val_batches=0, max_epochs=1).fit(TinyModel(), loader())
+    assert bare.collection.runs[0]["context"] == {}
 
 
 def test_version_and_log_dir_are_known_without_a_run(tmp_path):
@@ -339,8 +368,23 @@ def test_fabric_log_dict_records_one_row_per_call(tmp_path):
     fabric = Fabric(accelerator="cpu", devices=1, loggers=[logger])
     for step in range(3):
         fabric.log_dict({"loss": 1.0 / (step + 1)}, step=step)
+    logger.finish()
     assert rows(logger, "SELECT run, step, loss FROM records ORDER BY step") == [
         ("fabric", 0, 1.0), ("fabric", 1, 0.5), ("fabric", 2, 1 / 3)]
+
+
+def test_recorder_of_a_fabric_adds_to_its_next_log_dict_record(tmp_path):
+    """recorder_of(fabric).add() values join the next fabric.log_dict() record; a Fabric without our logger drops them."""
+    from lightning.fabric import Fabric
+
+    logger = RigorousLogger(tmp_path / "study")
+    fabric = Fabric(accelerator="cpu", devices=1, loggers=[logger])
+    for step in range(2):
+        recorder_of(fabric).add(note=f"step {step}")
+        fabric.log_dict({"loss": 1.0 / (step + 1)}, step=step)
+    logger.finish()
+    assert rows(logger, "SELECT step, note, loss FROM records ORDER BY step") == [(0, "step 0", 1.0), (1, "step 1", 0.5)]
+    assert isinstance(recorder_of(Fabric(accelerator="cpu", devices=1)), NullRecorder)
 
 
 @pytest.mark.slow
@@ -362,6 +406,9 @@ def test_ddp_records_each_row_once(tmp_path):
     # 4 batches of 4 split over 2 ranks: 2 batches per epoch, 2 epochs
     got = collection.sql(f"SELECT step, count(*) FROM records WHERE {TRAIN_STEPS} GROUP BY step ORDER BY step")
     assert got.fetchall() == [(0, 1), (1, 1), (2, 1), (3, 1)]
+    # Lightning's rank-zero conventions: other ranks see a dummy experiment and a recorder that drops values
+    ranks = sorted(line.split()[1:] for line in done.stdout.splitlines() if line.startswith("RANK "))
+    assert ranks == [["0", "Experiment", "Recorder"], ["1", "_DummyExperiment", "NullRecorder"]], done.stdout
 
 
 @pytest.mark.slow
@@ -391,12 +438,17 @@ def test_resume_with_ckpt_path_keeps_checkpoint_state_and_the_run(tmp_path):
     folder = tmp_path / "study" / "v1" / "checkpoints"
     assert restored == f"{best} {[str(folder / 'epoch=0-step=4.ckpt')]} {folder / 'last.ckpt'}"
     assert [path.name for path in (tmp_path / "study").iterdir()] == ["v1"]
+    kept = sorted(path.name for path in folder.iterdir())  # the 2 best of 3 epochs, and last: none written twice
+    assert len(kept) == 3 and "last.ckpt" in kept and all("-v" not in name for name in kept), kept
     collection = ExperimentCollection(tmp_path / "study")
     (run,) = collection.runs
     assert (run["status"], run["had_error"]) == ("ok", False)
     got = collection.sql(f"SELECT session, min(step), max(step), count(*) FROM records WHERE {TRAIN_STEPS} "
                          "GROUP BY session ORDER BY session").fetchall()
     assert got == [(1, 0, 6, 7), (2, 4, 11, 8)]
+    latest = collection.sql(f"SELECT step, session FROM records WHERE {TRAIN_STEPS} QUALIFY row_number() "
+                            "OVER (PARTITION BY run_id, step ORDER BY session DESC) = 1 ORDER BY step").fetchall()
+    assert latest == [(step, 1 if step < 4 else 2) for step in range(12)]  # README's query: the latest of each step
 
 
 @pytest.mark.slow

@@ -907,3 +907,256 @@ def crashed_template(path: Path, records: int = 300) -> str:
         raise RuntimeError(f"the hold writer failed: {writer.tail()}")
     writer.kill()
     return writer.run_ids[0]
+
+
+# -- the catalog: packs under attack ---------------------------------------------------------
+
+#: Finished runs that wait outside every pack in the collections packed under a kill -9 (the
+#: run that finishes makes them PACK_MIN_RUNS), and the records of each.
+WAITING_RUNS = 63
+WAITING_RECORDS = 15_000
+#: Runs of the collection whose files outside the run folders are damaged: more than one pack's worth.
+PACKED_TEMPLATE_RUNS = 66
+#: What a reader sees of a collection, compared whole before and after damage.
+COLLECTION_QUERIES = (
+    "SELECT * FROM records ORDER BY run_id, seq",
+    "SELECT * FROM experiments ORDER BY run_id",
+    "SELECT name, key, part, source, type FROM columns ORDER BY name",
+)
+
+
+def waiting_template(path: Path, runs: int = WAITING_RUNS, records: int = WAITING_RECORDS,
+                     first_run: int = 0) -> int:
+    """Finished runs written without packing (``recover=False``), seq -1, -2, ... (a writer's
+    seqs are 0, 1, ...; ``first_run``: runs added later go on below); returns how many records
+    they hold."""
+    collection = ExperimentCollection(path, quiet=True, recover=False)
+    for run in range(first_run, first_run + runs):
+        with collection.new_experiment(tag=f"waiting {run}") as recorder:
+            worker = recorder.sub_recorder(role="worker")
+            for index in range(records):
+                worker.push(seq=-1 - run * records - index, loss=1.0 / (index + 1))
+    return runs * records
+
+
+def packing_phase(path: Path) -> str:
+    """Where a packer killed now stopped, judged from what it left in ``catalog/``."""
+    catalog = collection_folder(path) / "catalog"
+    names = set(os.listdir(catalog)) if catalog.is_dir() else set()
+    if any(name.endswith(".tmp") for name in names):
+        return "inside the packing"
+    listings = {name[:-len(".runs.parquet")] for name in names if name.endswith(".runs.parquet")}
+    if listings - {name[:-len(".parquet")] for name in names if name.endswith(".parquet")}:
+        return "inside the packing"
+    return "after the packing" if listings else "before the packing"
+
+
+def pack_in_finish_kill_trial(template: Path, folder: Path, waiting: int, delay: float,
+                              records: int = 2_000) -> Trial:
+    """SIGKILL a writer ``delay`` s into the finish() that packs its run and the ``waiting`` records
+    of the runs of ``template`` (copied); count every record of the collection."""
+    path = folder / "study"
+    shutil.copytree(collection_folder(template), collection_folder(path))
+    writer = Writer(path, "big", "--records", str(records))
+    finishing = writer.wait_for("finishing")
+    if finishing is None:
+        writer.end()
+        raise RuntimeError(f"the big writer ended before finish(): {writer.tail()}")
+    time.sleep(delay)
+    writer.kill()
+    phase = "after finish() returned" if writer.wait_for("finished", 0) else packing_phase(path)
+    must = waiting + finishing.count
+    return Trial("finish() packing", must, count_records(path, finishing.count),
+                 f"kill -9 {delay:.2f} s after finish() began, {phase}", writer.failure())
+
+
+def pack_in_finish_seconds(template: Path, folder: Path, records: int = 2_000) -> float:
+    """How long the finish() that packs takes, undisturbed, on a copy of ``template``."""
+    path = folder / "study"
+    shutil.copytree(collection_folder(template), collection_folder(path))
+    writer = Writer(path, "big", "--records", str(records))
+    if writer.end() != 0:
+        raise RuntimeError(f"the big writer failed: {writer.tail()}")
+    if packing_phase(path) != "after the packing":
+        raise RuntimeError(f"the writer's finish() did not pack: {os.listdir(collection_folder(path))}")
+    return writer.wait_for("finished").moment - writer.wait_for("finishing").moment
+
+
+#: Opens a collection, says so, then runs the first query (which packs the runs that wait).
+FIRST_QUERY = (
+    "import sys, time\n"
+    "from rigorous_recorder import ExperimentCollection\n"
+    "import duckdb, filelock, pyarrow.parquet\n"
+    "collection = ExperimentCollection(sys.argv[1], quiet=True)\n"
+    "print('ready', time.time(), flush=True)\n"
+    "collection.sql('SELECT count(*) FROM records').fetchall()\n"
+    "print('done', time.time(), flush=True)\n"
+)
+
+
+def first_query_seconds(template: Path, folder: Path) -> float:
+    """How long a fresh process's first sql() takes on a copy of ``template`` (it packs)."""
+    path = folder / "study"
+    shutil.copytree(collection_folder(template), collection_folder(path))
+    done = subprocess.run([sys.executable, "-c", FIRST_QUERY, str(path)], capture_output=True, text=True,
+                          timeout=PATIENCE)
+    if done.returncode != 0:
+        raise RuntimeError(f"the first query failed: {done.stderr[-2000:]}")
+    if packing_phase(path) != "after the packing":
+        raise RuntimeError(f"the first query did not pack: {os.listdir(collection_folder(path))}")
+    moments = dict(line.split() for line in done.stdout.splitlines())
+    return float(moments["done"]) - float(moments["ready"])
+
+
+def pack_in_query_kill_trial(template: Path, folder: Path, waiting: int, delay: float) -> Trial:
+    """SIGKILL a process ``delay`` s into its first sql(), which packs the runs of a copy of
+    ``template``; count every record."""
+    path = folder / "study"
+    shutil.copytree(collection_folder(template), collection_folder(path))
+    process = subprocess.Popen([sys.executable, "-c", FIRST_QUERY, str(path)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    ready = process.stdout.readline() if process.stdout is not None else ""
+    if not ready.startswith("ready"):
+        process.kill()
+        raise RuntimeError(f"the querying process failed to start: {process.communicate()[1][-2000:]}")
+    time.sleep(delay)
+    process.kill()
+    output, _ = process.communicate(timeout=PATIENCE)
+    phase = "after the query returned" if "done" in output else packing_phase(path)
+    return Trial("first sql() packing", waiting, count_records(path, 0), f"kill -9 at {delay:.2f} s, {phase}")
+
+
+def packed_template(path: Path, runs: int = PACKED_TEMPLATE_RUNS, records: int = 100) -> None:
+    """A collection with every file kind outside the run folders: a pack of 64 runs (and runs
+    that wait for the next), a killed run's active marker, and a temporary file like the one a
+    packer killed midway leaves (half a pack)."""
+    collection = ExperimentCollection(path, quiet=True)
+    for run in range(runs):
+        with collection.new_experiment(tag=f"run {run}") as recorder:
+            worker = recorder.sub_recorder(role="worker")
+            for index in range(records):
+                worker.push(seq=run * records + index, text=f"value {index}", loss=1.0 / (index + 1))
+    writer = Writer(path, "hold", "--records", str(records), "--flush", "--flush-interval", "600",
+                    "--info", "tag=killed")
+    if writer.wait_for("ready") is None:
+        writer.end()
+        raise RuntimeError(f"the hold writer failed: {writer.tail()}")
+    writer.kill()
+    catalog = collection_folder(path) / "catalog"
+    (pack,) = [name for name in catalog.iterdir() if name.name.endswith(".parquet")
+               and not name.name.endswith(".runs.parquet")]
+    data = pack.read_bytes()
+    (catalog / f".{pack.name}.{os.urandom(8).hex()}.tmp").write_bytes(data[: len(data) // 2])
+
+
+def collection_kind(relative: Path) -> str:
+    """A file's kind outside the run folders: its path with pack, run and random ids written as words."""
+    text = re.sub(r"pack-\d+-[0-9a-f]+", "pack-ID", relative.as_posix())
+    text = re.sub(r"\.[0-9a-f]{16}\.tmp$", ".RANDOM.tmp", text)
+    return re.sub(r"\d{6}-[0-9a-f]{10}", "RUN", text)
+
+
+def collection_files(collection_path: Path) -> dict[str, Path]:
+    """One file of each kind outside the run folders (relative paths)."""
+    kinds: dict[str, Path] = {}
+    for path in sorted(collection_path.rglob("*")):
+        relative = path.relative_to(collection_path)
+        if path.is_file() and relative.parts[0] != "runs":
+            kinds.setdefault(collection_kind(relative), relative)
+    return kinds
+
+
+def collection_damages(collection_path: Path) -> list[Damage]:
+    """Every damage to try on the files outside the run folders: each file kind x each damage
+    kind, a Parquet file replaced by another valid one, JSON that parses but is wrong."""
+    found = []
+    some_records_file = next(collection_path.glob("runs/*/records-*.parquet"))
+    for kind, relative in collection_files(collection_path).items():
+        for name, function in FILE_DAMAGES.items():
+            found.append(Damage(kind, name, _file_damage(relative, function)))
+        if relative.suffix == ".parquet":
+            found.append(Damage(kind, "a run's records file in its place", _copied_over(some_records_file, relative)))
+        if relative.suffix == ".json":
+            data = json.loads((collection_path / relative).read_text(encoding="utf-8"))
+            for name, value in json_damages(data).items():
+                found.append(Damage(kind, name, _json_write(relative, value)))
+    return found
+
+
+def _copied_over(source: Path, relative: Path) -> Any:
+    def apply(collection_path: Path, chooser: random.Random) -> None:
+        shutil.copyfile(collection_path / source.relative_to(source.parents[2]), collection_path / relative)
+
+    return apply
+
+
+@dataclass
+class Answers:
+    """Everything a reader sees of a collection: each query's rows, the runs, the next number."""
+
+    rows: list[list[tuple[Any, ...]]]
+    runs: list[tuple[str, str]]
+    next_number: int
+
+
+def collection_answers(path: Path) -> Answers:
+    """Read the collection at ``path`` every way (opening may recover and pack), then start a run."""
+    collection = ExperimentCollection(path, quiet=True)
+    rows = [collection.sql(query).fetchall() for query in COLLECTION_QUERIES]
+    runs = [(run["id"], run["status"]) for run in collection.runs]
+    with collection.new_experiment(tag="next") as recorder:
+        recorder.push(seq=-1)
+    return Answers(rows, runs, collection.runs[-1]["experiment_number"])
+
+
+def collection_damage_matrix(template: Path, work: Path, cli: Any = run_cli_here) -> dict[str, list[str]]:
+    """Each damage of :func:`collection_damages` done to a copy of ``template``: what it broke."""
+    pristine_copy = work / "pristine" / "study"
+    shutil.copytree(collection_folder(template), collection_folder(pristine_copy))
+    pristine = collection_answers(pristine_copy)
+    results = {}
+    for index, damage in enumerate(collection_damages(collection_folder(template))):
+        case = work / f"case-{index}" / "study"
+        shutil.copytree(collection_folder(template), collection_folder(case))
+        damage.apply(collection_folder(case), random.Random(index))
+        results[damage.label] = check_collection_damage(case, pristine, damage.label, cli)
+        shutil.rmtree(case.parent, ignore_errors=True)
+    return results
+
+
+def check_collection_damage(path: Path, pristine: Answers, label: str, cli: Any = run_cli_here) -> list[str]:
+    """Every broken promise of a collection whose files outside the run folders were damaged:
+    it must open, list every run, and answer every query as the undamaged collection does."""
+    try:
+        collection = ExperimentCollection(path, quiet=True)
+        runs = [(run["id"], run["status"]) for run in collection.runs]
+    except Exception as error:
+        return [f"{label}: the collection fails to open: {type(error).__name__}: {error}"]
+    problems = []
+    dropped = {run_id for run_id, _ in pristine.runs} - {run_id for run_id, _ in runs}
+    if dropped:
+        problems.append(f"{label}: runs silently dropped: {sorted(dropped)}")
+    elif runs != pristine.runs:
+        problems.append(f"{label}: the runs read {runs}, not {pristine.runs}")
+    listing = cli("ls", str(path))
+    shown = [line for line in listing.stdout.splitlines()[2:] if line.strip()]
+    if listing.returncode != 0 or "Traceback" in listing.stderr:
+        problems.append(f"{label}: `rigorous-recorder ls` exits {listing.returncode}: {_last_line(listing.stderr)}")
+    elif len(shown) != len(pristine.runs):
+        problems.append(f"{label}: `rigorous-recorder ls` shows {len(shown)} runs, not {len(pristine.runs)}")
+    try:
+        lengths = (collection.sql("SELECT count(*) FROM records").fetchall()[0][0], len(collection),
+                   len(collection.records))
+        if len(set(lengths)) != 1:
+            problems.append(f"{label}: sql, len() and records disagree: {lengths}")
+        answers = collection_answers(path)
+    except Exception as error:
+        return [*problems, f"{label}: reading fails: {type(error).__name__}: {error}"]
+    for query, before, after in zip(COLLECTION_QUERIES, pristine.rows, answers.rows):
+        if after != before:
+            problems.append(f"{label}: {query!r} answers {len(after)} rows unlike the undamaged collection's "
+                            f"{len(before)}" if len(after) != len(before) else f"{label}: {query!r} answers "
+                            "other values than the undamaged collection")
+    if answers.next_number != pristine.next_number:
+        problems.append(f"{label}: the next run is experiment {answers.next_number}, not {pristine.next_number}")
+    return problems

@@ -78,15 +78,17 @@ class JournalDamage(Exception):
     """A journal holds a bad frame before its end (not a torn last frame)."""
 
 
-def read_journal(path: Path) -> Iterator[tuple[Frame, bytes]]:
+def read_journal(path: Path, start: int = 0) -> Iterator[tuple[Frame, bytes]]:
     """Every whole frame of a journal file with its payload, stopping quietly at a torn end.
 
-    Raises :class:`JournalDamage` (after yielding the good frames before it) when a frame
-    before the end of the file is bad.
+    ``start`` is where a frame begins (the end of a frame read before: its payload's offset
+    plus its length): the frames before it are not read. Raises :class:`JournalDamage`
+    (after yielding the good frames before it) when a frame before the end of the file is bad,
+    or when ``start`` is not where a frame begins.
     """
     with path.open("rb") as file:
         size = os.fstat(file.fileno()).st_size
-        offset = 0
+        offset = file.seek(start)
         while offset < size:
             header = file.read(_HEADER.size)
             if len(header) < _HEADER.size:

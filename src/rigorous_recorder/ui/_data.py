@@ -73,6 +73,7 @@ class DashboardData:
         self._scanned = -math.inf
         self._curves: OrderedDict[tuple[Any, ...], Curve] = OrderedDict()
         self._stats: dict[tuple[Any, ...], tuple[Any, Any, Any] | None] = {}
+        self._stats_locks: dict[tuple[str, str], threading.Lock] = {}  # per (metric, x): one computation at a time
         self._rows: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}  # stopped runs' rows
         self._versions: dict[str, tuple[dict[str, Any], int]] = {}
         self._orders: dict[str, tuple[tuple[str, ...], int]] = {}  # per where box: the runs' order, its version
@@ -209,12 +210,21 @@ class DashboardData:
 
         A stopped run's figures are computed once (from its curve when it is in memory, else
         with one query per view for every run missing them); a running run's from its curve.
+        Requests for the same figures wait for the one computing them (a reloaded page asks
+        again while the first page's query still runs: a second query would double its cost).
         """
         with self._lock:
-            infos = self._scan()
+            self._scan()
             metric = self._numeric_column(metric, "metric")
             if x:
                 x = self._numeric_column(x, "x")
+            computing = self._stats_locks.setdefault((metric, x), threading.Lock())
+        with computing:
+            return self._stats_of(metric, x)
+
+    def _stats_of(self, metric: str, x: str) -> dict[str, Any]:
+        with self._lock:
+            infos = self._scan()
             found: dict[str, tuple[Any, Any, Any] | None] = {}
             missing: dict[int, tuple[Any, list[str]]] = {}
             for info in infos:

@@ -78,9 +78,7 @@ class RunningTail:
             try:
                 if done and path.stat().st_size == done:
                     continue  # nothing flushed to it since: not even read again
-                for frame, payload in read_journal(path):
-                    if frame.offset < done:
-                        continue
+                for frame, payload in read_journal(path, start=done):
                     if frame.kind == BATCH:
                         self._add(decode_batch(payload))
                     elif frame.kind == TREE:
