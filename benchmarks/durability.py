@@ -184,7 +184,7 @@ def _phases(done: list[trials.Trial]) -> str:
 
 
 #: Where a kill of a packing process can land.
-PHASES = ("before the packing", "inside the packing", "after the packing", "returned")
+PHASES = (trials.NOT_YET, trials.WRITING, trials.PACKED, "returned")
 
 
 def _fresh(work: Path, name: str) -> Path:

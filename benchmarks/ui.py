@@ -4,16 +4,24 @@ The server runs in its own process (``python -m rigorous_recorder ui``, as a use
 the page in Debian's headless Chromium, driven by Playwright. Beside the times, the server's CPU
 seconds over the same stretch: on a shared machine they move much less than wall times.
 
-1. First paint of one 1,000,000-record run: from the page's navigation to the chart drawn, on a
-   fresh server (nothing cached) and after a reload; the page's own mark (``rr-first-chart``,
-   milliseconds from navigation start) beside the time Playwright saw.
-2. Table load of a collection of 1,000 runs: the /api/runs answer, and navigation to the table's
-   first rows in the page (mark ``rr-first-table``).
+1. First paint of one 1,000,000-record run: from the navigation (``page.goto``) to the chart
+   drawn, on a fresh server as soon as it printed its URL (the browser already running; the
+   server is still reading the default view's curves), after a reload, and for a page asking
+   for a curve not read yet (x = the records' order instead of step), read on the page's own clock
+   (``performance.timeOrigin`` plus its mark ``rr-first-chart``); beside it the mark from the
+   page's navigation start and the time Playwright saw (its script injection and polling add
+   to it), and the time from the command to the URL printed.
+2. Table load of a collection of 1,000 runs: the /api/runs answer, and the navigation to the
+   table's first rows in the page, read the same way (mark ``rr-first-table``); once with the
+   runs as the catalog packed them when they finished, once on a copy without ``catalog/``
+   (every run read from its own folder).
 3. Bytes per curve: the /api/curves answer for the 1,000,000-record run and for a 10,000-record
    run at several chart widths (buckets): bounded by the width, not the run's length.
 4. A live poll while a run records into the 1,000-run collection (it starts with
    ``--live-records`` records and flushes 1,000 more every 0.3 s): what the page asks twice a
    second, /api/runs since its last version and the running run's /api/curves.
+
+Each row says the load average when it was measured.
 
 Run: ``.venv/bin/python benchmarks/ui.py [--runs 1000] [--records 1000000] [--data DIR]``;
 ``--data`` keeps the recorded collections there and reuses them. ``--source DIR`` serves from
@@ -34,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import closing, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -42,6 +50,7 @@ import httpx
 import psutil
 
 from rigorous_recorder import ExperimentCollection, Recorder
+from rigorous_recorder.store.layout import CATALOG_FOLDER
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
@@ -53,6 +62,7 @@ POLL_SECONDS = 0.5
 LIVE_RUN = """
 import sys, time
 from rigorous_recorder import ExperimentCollection, Recorder
+from rigorous_recorder.store.layout import CATALOG_FOLDER
 collection = ExperimentCollection(sys.argv[1], quiet=True, flush_interval=60)
 experiment = collection.new_experiment(lr=0.05, model="live")
 train = Recorder(stage="train").set_parent(experiment.recorder)
@@ -97,18 +107,20 @@ def cpu_seconds(process: psutil.Process) -> float:
 
 
 @contextmanager
-def server(path: Path, source: Path | None) -> Iterator[tuple[str, httpx.Client, psutil.Process]]:
+def server(path: Path, source: Path | None) -> Iterator[tuple[str, httpx.Client, psutil.Process, float]]:
     """``rigorous-recorder ui path`` in its own process: its URL, a client holding its cookie,
-    and the process (for its CPU time)."""
+    the process (for its CPU time), and the seconds from the command to its URL printed."""
     environment = dict(os.environ, PYTHONPATH=str(source / "src")) if source else None
+    began = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "rigorous_recorder", "ui", str(path)], stdout=subprocess.PIPE,
                                text=True, env=environment)
     try:
         url = re.search(r"http://\S+", process.stdout.readline()).group(0)
+        started = time.perf_counter() - began
         client = httpx.Client(base_url=url.split("?")[0], timeout=120)
         client.get("/", params={"token": url.split("token=")[1]}).raise_for_status()
         with closing(client):
-            yield url, client, psutil.Process(process.pid)
+            yield url, client, psutil.Process(process.pid), started
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
@@ -127,31 +139,48 @@ def run_ids(client: httpx.Client) -> list[str]:
     return answer["order"] if "order" in answer else [run["run_id"] for run in answer["runs"]]
 
 
-def paint_times(url: str, ready: str, mark: str, served_by: psutil.Process) -> list[tuple[float, float | None, float]]:
-    """(seconds from navigation to ``ready`` as Playwright saw it, the page's ``mark`` in ms from
-    navigation start, the server's CPU seconds meanwhile) for a first visit, then after a reload."""
+@contextmanager
+def chromium_page() -> Iterator[object]:
+    """A page of Debian's headless Chromium, driven by Playwright, on about:blank."""
     from playwright.sync_api import sync_playwright
 
-    times = []
     with sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.goto("about:blank")
-        for navigate in (lambda: page.goto(url), page.reload):
-            cpu = cpu_seconds(served_by)
-            start = time.perf_counter()
-            navigate()
-            page.wait_for_function(ready, timeout=120_000, polling=10)
-            seen = time.perf_counter() - start
-            marked = page.evaluate(f"performance.getEntriesByName('{mark}').map(m => m.startTime)[0] ?? null")
-            times.append((seen, marked, cpu_seconds(served_by) - cpu))
-        browser.close()
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+def paint_times(page: object, url: str, ready: str, mark: str, served_by: psutil.Process,
+                other_view: str = "") -> list[tuple[float, float, float, float]]:
+    """For a first visit as soon as the server printed its URL, after a reload, and (given
+    ``other_view``, a URL hash) for a page asking for another view: (seconds from the
+    navigation's start in Python to the page's ``mark``, read on the page's own clock
+    (``performance.timeOrigin`` + the mark: no Playwright round trip in it), the mark in
+    seconds from the page's navigation start, seconds until Playwright saw ``ready`` (its
+    script injection and polling included), the server's CPU seconds meanwhile)."""
+    times = []
+    navigations = [lambda: page.goto(url), page.reload]
+    if other_view:
+        navigations.append(lambda: (page.goto("about:blank"), page.goto(f"{url}#{other_view}")))
+    for navigate in navigations:
+        cpu = cpu_seconds(served_by)
+        issued, start = time.time(), time.perf_counter()
+        navigate()
+        page.wait_for_function(ready, timeout=120_000, polling=10)
+        seen = time.perf_counter() - start
+        origin, marked = page.evaluate(
+            f"[performance.timeOrigin, performance.getEntriesByName('{mark}').map(m => m.startTime)[0]]")
+        times.append(((origin + marked) / 1000 - issued, marked / 1000, seen, cpu_seconds(served_by) - cpu))
     return times
 
 
-def shown(times: list[tuple[float, float | None, float]]) -> str:
-    return " / ".join(f"{seen:.2f} s" + (f" (mark {marked / 1000:.2f} s)" if marked is not None else "")
-                      + f", server CPU {cpu:.2f} s" for seen, marked, cpu in times)
+def shown(times: list[tuple[float, float, float, float]]) -> str:
+    return " / ".join(f"{drawn:.2f} s (mark {marked:.2f} s, Playwright {seen:.2f} s), server CPU {cpu:.2f} s"
+                      for drawn, marked, seen, cpu in times)
 
 
 def live_polls(many: Path, live_records: int, source: Path | None) -> list[tuple[str, str, str]]:
@@ -163,7 +192,7 @@ def live_polls(many: Path, live_records: int, source: Path | None) -> list[tuple
                                     stdout=subprocess.PIPE, text=True)
         try:
             recorder.stdout.readline()  # its first records are flushed
-            with server(copy, source) as (_, client, served_by):
+            with server(copy, source) as (_, client, served_by, _):
                 live = run_ids(client)[-1]
                 version, runs, curves, sizes = 0, [], [], []
                 cpu = cpu_seconds(served_by)
@@ -191,6 +220,17 @@ def live_polls(many: Path, live_records: int, source: Path | None) -> list[tuple
     ]
 
 
+class Rows(list):
+    """The table's rows, each with the load average when it was measured."""
+
+    def append(self, row: tuple[str, str, str]) -> None:
+        super().append((*row, f"{os.getloadavg()[0]:.1f}"))
+
+    def extend(self, rows: list[tuple[str, str, str]]) -> None:
+        for row in rows:
+            self.append(row)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000, help="records of the long run")
@@ -211,12 +251,17 @@ def main() -> None:
                 record(root / name, size)
                 print(f"recorded {name} ({size:,}) in {time.perf_counter() - start:.1f} s", file=sys.stderr)
 
-        rows = []
-        with server(root / "long", args.source) as (url, client, served_by):
+        rows = Rows()
+        with ExitStack() as stack:
+            page = stack.enter_context(chromium_page()) if browser else None
+            url, client, served_by, started = stack.enter_context(server(root / "long", args.source))
             if browser:
-                times = paint_times(url, "window.rrDashboard && rrDashboard.draws > 0", "rr-first-chart", served_by)
-                rows.append((f"first paint, one {args.records:,}-record run (fresh server / reload)", shown(times),
-                             "1.5 s"))
+                times = paint_times(page, url, "window.rrDashboard && rrDashboard.draws > 0", "rr-first-chart",
+                                    served_by, other_view="x=")
+                rows.append((f"first paint, one {args.records:,}-record run (fresh server / reload / x = record "
+                             "order, a curve not read yet)", shown(times), "1.5 s"))
+            rows.append((f"server start, one {args.records:,}-record run (command to URL printed)", f"{started:.2f} s",
+                         ""))
             (run,) = run_ids(client)
             for width in WIDTHS:
                 seconds, answer = timed_get(client, "/api/curves", runs=run, y="loss", x="step", buckets=width)
@@ -224,7 +269,7 @@ def main() -> None:
                 rows.append((f"/api/curves, {args.records:,} records, {width} px wide (warm)",
                              f"{len(answer.content) / 1024:.0f} KiB, {points:,} points, {seconds * 1000:.0f} ms",
                              f"<= {4 * width:,} points"))
-        with server(root / "short", args.source) as (url, client, _):
+        with server(root / "short", args.source) as (url, client, _, _):
             (run,) = run_ids(client)
             for width in WIDTHS:
                 _, answer = timed_get(client, "/api/curves", runs=run, y="loss", x="step", buckets=width)
@@ -232,26 +277,32 @@ def main() -> None:
                 rows.append((f"/api/curves, 10,000 records, {width} px wide",
                              f"{len(answer.content) / 1024:.0f} KiB, {points:,} points", f"<= {4 * width:,} points"))
 
-        with server(root / "many", args.source) as (url, client, _):
-            first, _ = timed_get(client, "/api/runs")
-            warm, answer = timed_get(client, "/api/runs")
-            rows.append((f"/api/runs, {args.runs:,} runs (first / again)", f"{first:.2f} s / {warm:.2f} s, "
-                         f"{len(answer.content) / 1024:.0f} KiB", ""))
-            stats, _ = timed_get(client, "/api/stats", metric="loss", x="step")
-            cached, _ = timed_get(client, "/api/stats", metric="loss", x="step")
-            rows.append((f"/api/stats (last/min/max of loss), {args.runs:,} runs (first / cached)",
-                         f"{stats:.2f} s / {cached:.2f} s", ""))
-        if browser:
-            with server(root / "many", args.source) as (url, client, served_by):
-                ready = f"document.querySelector('#runs-count').textContent.endsWith('of {args.runs} runs')"
-                times = paint_times(url, ready, "rr-first-table", served_by)
-                rows.append((f"table load in the page, {args.runs:,} runs, first 100 rows (fresh server / reload)",
-                             shown(times), "1 s"))
+        unpacked = root / "many-unpacked"
+        if not unpacked.with_name(unpacked.name + ".collection").exists():  # the same runs, each read from its folder
+            shutil.copytree(root / "many.collection", unpacked.with_name(unpacked.name + ".collection"),
+                            ignore=lambda folder, names: [CATALOG_FOLDER] if Path(folder).parent == root else [])
+        for collection, how in ((root / "many", "packed by the catalog"), (unpacked, "no packs")):
+            with server(collection, args.source) as (url, client, _, started):
+                rows.append((f"server start, {args.runs:,} runs, {how} (command to URL printed)", f"{started:.2f} s",
+                             ""))
+                first, _ = timed_get(client, "/api/runs")
+                warm, answer = timed_get(client, "/api/runs")
+                rows.append((f"/api/runs, {args.runs:,} runs, {how} (first / again)", f"{first:.2f} s / {warm:.2f} s, "
+                             f"{len(answer.content) / 1024:.0f} KiB", ""))
+                stats, _ = timed_get(client, "/api/stats", metric="loss", x="step")
+                cached, _ = timed_get(client, "/api/stats", metric="loss", x="step")
+                rows.append((f"/api/stats (last/min/max of loss), {args.runs:,} runs, {how} (first / cached)",
+                             f"{stats:.2f} s / {cached:.2f} s", ""))
+            if browser:
+                with chromium_page() as page, server(collection, args.source) as (url, client, served_by, _):
+                    ready = f"document.querySelector('#runs-count').textContent.endsWith('of {args.runs} runs')"
+                    times = paint_times(page, url, ready, "rr-first-table", served_by)
+                    rows.append((f"table load in the page, {args.runs:,} runs, {how}, first 100 rows "
+                                 "(fresh server / reload)", shown(times), "1 s"))
         rows.extend(live_polls(root / "many", args.live_records, args.source))
 
-    print(f"load average before the table: {os.getloadavg()[0]:.1f}", file=sys.stderr)
-    print("| figure | measured | target |")
-    print("| --- | ---: | ---: |")
+    print("| figure | measured | target | load |")
+    print("| --- | ---: | ---: | ---: |")
     for row in rows:
         print("| " + " | ".join(row) + " |")
 

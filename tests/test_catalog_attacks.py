@@ -56,7 +56,7 @@ def test_kill_9_inside_a_first_query_that_packs_loses_and_doubles_nothing(tmp_pa
     for index, fraction in enumerate((0.3, 0.7, random.Random(f"{SEED}-query").uniform(0.0, 1.1))):
         trial = trials.pack_in_query_kill_trial(path, tmp_path / str(index), records, fraction * seconds)
         assert trial.problems() == [], f"seed {SEED}, the first query took {seconds:.2f} s, {trial.moment}"
-        assert trials.packing_phase(tmp_path / str(index) / "study") == "after the packing"
+        assert trials.packing_phase(tmp_path / str(index) / "study") == trials.PACKED
 
 
 @pytest.fixture(scope="module")

@@ -184,19 +184,49 @@ def test_the_same_figures_asked_at_once_are_queried_once(study, monkeypatch):
     """A reloaded page asks for last/min/max while the first page's query still runs: the
     second request waits for that query's figures instead of running it again."""
     data = DashboardData(study)
-    queried = []
-
-    def slow_stats(view, run_ids, metric, x):
-        queried.append(len(run_ids))
-        time.sleep(0.3)  # a query over 1,000 runs' files takes about a second
-        return query_stats(view, run_ids, metric, x)
-
-    query_stats = StoppedView.stats
-    monkeypatch.setattr(StoppedView, "stats", slow_stats)
+    queried = counted(monkeypatch, "stats")
     with ThreadPoolExecutor(max_workers=3) as pool:
         answers = list(pool.map(lambda _: data.stats("loss", "step"), range(3)))
     assert answers[0] == answers[1] == answers[2] and answers[0]["stats"]
     assert len(queried) == len(data._views.views)
+
+
+def test_the_same_curves_asked_at_once_are_read_once(study, monkeypatch):
+    """Two requests for curves not yet in memory (the page's first request while the server
+    prepares them): the second waits for the first's read instead of reading them again."""
+    data = DashboardData(study)
+    read = counted(monkeypatch, "curves")
+    runs = run_ids(data, "mlp")
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        answers = list(pool.map(lambda _: data.curves(runs, "loss", "step", buckets=100), range(3)))
+    assert answers[0] == answers[1] == answers[2] and answers[0]["points"] > 0
+    assert read == [2]
+
+
+def test_prepare_reads_what_the_first_page_asks_for(study, monkeypatch):
+    """After prepare() (the server runs it while the user opens the page), the first page's
+    request reads no run again: it only downsamples the curves in memory."""
+    data = DashboardData(study)
+    data.prepare()
+    read = counted(monkeypatch, "curves")
+    first = data.start(buckets=900)
+    assert first["curves"]["points"] > 0 and len(first["selection"]) == 3
+    assert read == []
+
+
+def counted(monkeypatch, method: str) -> list[int]:
+    """The number of runs each call of a StoppedView method was given; each call takes 0.3 s,
+    as a read of many runs does."""
+    calls = []
+    real = getattr(StoppedView, method)
+
+    def slow(view, run_ids, *args):
+        calls.append(len(run_ids))
+        time.sleep(0.3)
+        return real(view, run_ids, *args)
+
+    monkeypatch.setattr(StoppedView, method, slow)
+    return calls
 
 
 def test_metrics_are_the_records_own_numeric_columns(data):

@@ -939,16 +939,20 @@ def waiting_template(path: Path, runs: int = WAITING_RUNS, records: int = WAITIN
     return runs * records
 
 
+#: Where a packer killed midway stopped (see :func:`packing_phase`).
+NOT_YET, WRITING, PACKED = "before a pack file was written", "while a pack was being written", "after a pack was written"
+
+
 def packing_phase(path: Path) -> str:
     """Where a packer killed now stopped, judged from what it left in ``catalog/``."""
     catalog = collection_folder(path) / "catalog"
     names = set(os.listdir(catalog)) if catalog.is_dir() else set()
     if any(name.endswith(".tmp") for name in names):
-        return "inside the packing"
+        return WRITING
     listings = {name[:-len(".runs.parquet")] for name in names if name.endswith(".runs.parquet")}
     if listings - {name[:-len(".parquet")] for name in names if name.endswith(".parquet")}:
-        return "inside the packing"
-    return "after the packing" if listings else "before the packing"
+        return WRITING
+    return PACKED if listings else NOT_YET
 
 
 def pack_in_finish_kill_trial(template: Path, folder: Path, waiting: int, delay: float,
@@ -977,7 +981,7 @@ def pack_in_finish_seconds(template: Path, folder: Path, records: int = 2_000) -
     writer = Writer(path, "big", "--records", str(records))
     if writer.end() != 0:
         raise RuntimeError(f"the big writer failed: {writer.tail()}")
-    if packing_phase(path) != "after the packing":
+    if packing_phase(path) != PACKED:
         raise RuntimeError(f"the writer's finish() did not pack: {os.listdir(collection_folder(path))}")
     return writer.wait_for("finished").moment - writer.wait_for("finishing").moment
 
@@ -1002,7 +1006,7 @@ def first_query_seconds(template: Path, folder: Path) -> float:
                           timeout=PATIENCE)
     if done.returncode != 0:
         raise RuntimeError(f"the first query failed: {done.stderr[-2000:]}")
-    if packing_phase(path) != "after the packing":
+    if packing_phase(path) != PACKED:
         raise RuntimeError(f"the first query did not pack: {os.listdir(collection_folder(path))}")
     moments = dict(line.split() for line in done.stdout.splitlines())
     return float(moments["done"]) - float(moments["ready"])
@@ -1043,8 +1047,8 @@ def packed_template(path: Path, runs: int = PACKED_TEMPLATE_RUNS, records: int =
         raise RuntimeError(f"the hold writer failed: {writer.tail()}")
     writer.kill()
     catalog = collection_folder(path) / "catalog"
-    (pack,) = [name for name in catalog.iterdir() if name.name.endswith(".parquet")
-               and not name.name.endswith(".runs.parquet")]
+    (pack,) = [file for file in catalog.iterdir() if file.name.endswith(".parquet")
+               and not file.name.endswith(".runs.parquet")]
     data = pack.read_bytes()
     (catalog / f".{pack.name}.{os.urandom(8).hex()}.tmp").write_bytes(data[: len(data) // 2])
 
@@ -1070,7 +1074,7 @@ def collection_damages(collection_path: Path) -> list[Damage]:
     """Every damage to try on the files outside the run folders: each file kind x each damage
     kind, a Parquet file replaced by another valid one, JSON that parses but is wrong."""
     found = []
-    some_records_file = next(collection_path.glob("runs/*/records-*.parquet"))
+    some_records_file = next(collection_path.glob("runs/*/records-*.parquet")).relative_to(collection_path)
     for kind, relative in collection_files(collection_path).items():
         for name, function in FILE_DAMAGES.items():
             found.append(Damage(kind, name, _file_damage(relative, function)))
@@ -1085,7 +1089,7 @@ def collection_damages(collection_path: Path) -> list[Damage]:
 
 def _copied_over(source: Path, relative: Path) -> Any:
     def apply(collection_path: Path, chooser: random.Random) -> None:
-        shutil.copyfile(collection_path / source.relative_to(source.parents[2]), collection_path / relative)
+        shutil.copyfile(collection_path / source, collection_path / relative)
 
     return apply
 
@@ -1153,10 +1157,10 @@ def check_collection_damage(path: Path, pristine: Answers, label: str, cli: Any 
     except Exception as error:
         return [*problems, f"{label}: reading fails: {type(error).__name__}: {error}"]
     for query, before, after in zip(COLLECTION_QUERIES, pristine.rows, answers.rows):
-        if after != before:
-            problems.append(f"{label}: {query!r} answers {len(after)} rows unlike the undamaged collection's "
-                            f"{len(before)}" if len(after) != len(before) else f"{label}: {query!r} answers "
-                            "other values than the undamaged collection")
+        if len(after) != len(before):
+            problems.append(f"{label}: {query!r} answers {len(after)} rows, the undamaged collection {len(before)}")
+        elif after != before:
+            problems.append(f"{label}: {query!r} answers other values than the undamaged collection")
     if answers.next_number != pristine.next_number:
         problems.append(f"{label}: the next run is experiment {answers.next_number}, not {pristine.next_number}")
     return problems

@@ -74,6 +74,7 @@ class DashboardData:
         self._curves: OrderedDict[tuple[Any, ...], Curve] = OrderedDict()
         self._stats: dict[tuple[Any, ...], tuple[Any, Any, Any] | None] = {}
         self._stats_locks: dict[tuple[str, str], threading.Lock] = {}  # per (metric, x): one computation at a time
+        self._loading_locks: dict[tuple[str, str], threading.Lock] = {}  # per (y, x): one read of stopped runs at a time
         self._rows: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}  # stopped runs' rows
         self._versions: dict[str, tuple[dict[str, Any], int]] = {}
         self._orders: dict[str, tuple[tuple[str, ...], int]] = {}  # per where box: the runs' order, its version
@@ -314,11 +315,18 @@ class DashboardData:
             x_of = {run_id: rows[run_id]["time"] if time_axis else x for run_id in run_ids}
             found, missing = self._curves_at_hand([infos[run_id] for run_id in run_ids], y, x_of)
         for (_, x_column), (view, members) in missing.items():  # outside the lock: the table's polls go on
-            loaded = view.curves([info["id"] for info in members], y, x_column)
             with self._lock:
-                for info in members:
-                    found[info["id"]] = loaded[info["id"]]
-                    self._remember((info["id"], signature(info), y, x_column), loaded[info["id"]])
+                loading = self._loading_locks.setdefault((y, x_column), threading.Lock())
+            with loading:  # a request for the curves another is reading waits for that read
+                with self._lock:
+                    members = self._not_remembered(members, y, x_column, found)
+                if not members:
+                    continue
+                loaded = view.curves([info["id"] for info in members], y, x_column)
+                with self._lock:
+                    for info in members:
+                        found[info["id"]] = loaded[info["id"]]
+                        self._remember((info["id"], signature(info), y, x_column), loaded[info["id"]])
         curves = {run_id: found[run_id] for run_id in run_ids}  # in the order asked
         untimed = [run_id for run_id in run_ids if time_axis and not x_of[run_id]]
         pairs = {}
@@ -366,6 +374,18 @@ class DashboardData:
                 missing.setdefault((id(view), x), (view, []))[1].append(info)
         return found, missing
 
+    def _not_remembered(self, infos: list[dict[str, Any]], y: str, x: str,
+                        found: dict[str, Curve]) -> list[dict[str, Any]]:
+        """The runs of ``infos`` whose curve is not in memory; the others' curves go to ``found``."""
+        missing = []
+        for info in infos:
+            curve = self._curves.get((info["id"], signature(info), y, x))
+            if curve is None:
+                missing.append(info)
+            else:
+                found[info["id"]] = curve
+        return missing
+
     def _remember(self, key: tuple[Any, ...], curve: Curve) -> None:
         self._curves[key] = curve
         while sum(len(item.x) * 2 for item in self._curves.values()) > _CACHED_VALUES and len(self._curves) > 1:
@@ -394,6 +414,12 @@ class DashboardData:
             except DashboardError as error:
                 curves = {"error": str(error)}
         return {"columns": columns, "y": y, "x": x, "selection": chosen, "curves": curves}
+
+    def prepare(self) -> None:
+        """Read into memory the curves that a page opened without a state asks for first (the
+        latest runs, the default y and x), so that its first paint only downsamples them.
+        The server does this while the user opens the page."""
+        self.start(buckets=1)
 
     # -- the SQL box -------------------------------------------------------------------------
 

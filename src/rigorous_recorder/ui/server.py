@@ -184,10 +184,12 @@ def create_app(data: DashboardData, token: str, hosts: set[str], cookie: str = "
 class Dashboard:
     """A dashboard served from a background thread: open :attr:`url`; :meth:`stop` ends it."""
 
-    def __init__(self, server: uvicorn.Server, thread: threading.Thread, url: str, data: DashboardData) -> None:
+    def __init__(self, server: uvicorn.Server, thread: threading.Thread, url: str, data: DashboardData,
+                 preparing: threading.Thread) -> None:
         self._server = server
         self._thread = thread
         self._data = data
+        self._preparing = preparing
         #: The page's address, token included.
         self.url = url
 
@@ -195,6 +197,7 @@ class Dashboard:
         """Stop serving; returns once the server thread and every query it started have ended."""
         self._server.should_exit = True
         self._thread.join()
+        self._preparing.join()
         self._data.wait_idle()
 
     def wait(self) -> None:
@@ -245,9 +248,12 @@ def serve(collection_or_path: ExperimentCollection | str | os.PathLike[str], hos
         time.sleep(0.02)
     address, bound = server.servers[0].sockets[0].getsockname()[:2]
     _warm_up(address, bound, token)
+    # The first page's curves are read while the user opens it (its request waits for this read).
+    preparing = threading.Thread(target=data.prepare, name="rigorous-recorder-ui-prepare", daemon=True)
+    preparing.start()
     shown = host if host not in _WILDCARD_HOSTS else socket.gethostname()
     shown = f"[{shown}]" if ":" in shown else shown
-    dashboard = Dashboard(server, thread, f"http://{shown}:{bound}/?token={token}", data)
+    dashboard = Dashboard(server, thread, f"http://{shown}:{bound}/?token={token}", data, preparing)
     if open_browser:
         webbrowser.open(dashboard.url)
     return dashboard
