@@ -106,9 +106,6 @@ def _damage_a_data_page(path: Path, column: str) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.xfail(strict=True, reason="catalog._groups reads a run's records file without "
-                                       "page_checksum_verification, so a damaged page is packed (the fix is "
-                                       "the lead's, in store/catalog.py)")
 def test_a_records_file_whose_pages_fail_their_checksums_is_never_packed(tmp_path, monkeypatch):
     """Values of a damaged data page (zstd keeps incompressible data raw, so it decodes) must not
     be copied into a pack, where fresh checksums would hide the damage from every reader."""

@@ -263,7 +263,9 @@ def _groups(folders: Iterable[RunFolder]) -> Iterable[list[_Member]]:
             if not _packable(info) or folder.journal_paths(info):
                 continue
             path = folder.compacted_path(info)
-            file = pq.ParquetFile(path)  # not pq.read_table: that loads pyarrow.dataset and pandas
+            # Pages checked: a damaged page must stay where readers see it damaged, never be
+            # copied into a pack under fresh checksums. (Not pq.read_table: it loads pandas.)
+            file = pq.ParquetFile(path, page_checksum_verification=True)
             schema = file.schema_arrow
             entries = [{"id": entry["id"], "parent": entry["parent"], "rows": entry["rows"],
                         "local_data": {} if entry["id"] == RUN_NODE else entry["local_data"]}  # info has the root's
