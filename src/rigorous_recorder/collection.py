@@ -46,7 +46,7 @@ from .store.layout import (
     run_name,
 )
 from .store.process import HEARTBEAT_TIMEOUT, run_alive, this_process
-from .store.run_folder import RunFolder, Signature
+from .store.run_folder import RunFolder, Signature, info_signature_at
 
 if TYPE_CHECKING:
     import duckdb
@@ -581,8 +581,7 @@ def _run_signatures(path: Path) -> dict[str, Signature | None] | None:
         entries = list(os.scandir(path / RUNS_FOLDER))
     except FileNotFoundError:
         return {}
-    return {entry.name: RunFolder(entry.path).info_signature() for entry in entries
-            if number_of_run_name(entry.name) is not None}
+    return {entry.name: info_signature_at(entry.path) for entry in entries if number_of_run_name(entry.name) is not None}
 
 
 def _damaged(folder: RunFolder, number: int, error: DamagedFileError) -> dict[str, Any]:

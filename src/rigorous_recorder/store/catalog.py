@@ -290,7 +290,7 @@ def _read_pack(folder: Path, name: str) -> Pack | None:
     try:
         # Every file is read whole with its page checksums checked, once per process: DuckDB
         # does not check them, and a damaged pack must never spoil a query (it is then ignored).
-        listing = _verified(folder / (name + _LISTING))
+        listing = _verified(folder / (name + _LISTING), shared=["context"])
         metadata = listing.schema.metadata or {}
         if metadata.get(_FORMAT_KEY) != str(_PACK_FORMAT).encode():
             return None
@@ -303,7 +303,7 @@ def _read_pack(folder: Path, name: str) -> Pack | None:
         keys, experiment_keys = (_first_runs(metadata[name]) for name in (_KEYS, _EXPERIMENT_KEYS))
         if [key for key, _ in keys] != schemas[0].names[:-2]:  # the entries' key columns, in order
             return None
-        columns = {key: listing.column(key).to_pylist() for key in ("id", *_SIGNATURE, "info", *_HELD)}
+        columns = {key: _python_values(listing.column(key)) for key in ("id", *_SIGNATURE, "info", *_HELD)}
         plain = [name[len(_INFO):] for name in listing.column_names if name.startswith(_INFO)]
         values = [listing.column(_INFO + key).to_pylist() for key in plain]
         infos = [dict(zip(plain, row)) for row in zip(*values)] if plain else [{} for _ in columns["id"]]
@@ -330,9 +330,21 @@ def _first_runs(text: bytes) -> list[tuple[str, int]]:
     return [(key, run) for key, run in pairs]
 
 
-def _verified(path: Path) -> pa.Table:
-    """The table in ``path``, every page checked (not pq.read_table: it imports pandas)."""
-    return pq.ParquetFile(path, page_checksum_verification=True).read()
+def _verified(path: Path, shared: list[str] | None = None) -> pa.Table:
+    """The table in ``path``, every page checked (not pq.read_table: it imports pandas); the
+    ``shared`` columns (a few values, many times) read as dictionaries."""
+    return pq.ParquetFile(path, page_checksum_verification=True, read_dictionary=shared).read()
+
+
+def _python_values(column: pa.ChunkedArray) -> list[Any]:
+    """A column's values; a dictionary column's decoded once per distinct value."""
+    if not pa.types.is_dictionary(column.type):
+        return column.to_pylist()  # type: ignore[no-any-return]
+    values = []
+    for chunk in column.chunks:
+        distinct = chunk.dictionary.to_pylist()
+        values += [None if index is None else distinct[index] for index in chunk.indices.to_pylist()]
+    return values
 
 
 def _array(values: list[Any]) -> pa.Array | None:

@@ -58,6 +58,17 @@ Read = TypeVar("Read")
 _READ_ATTEMPTS = 5
 
 
+def info_signature_at(location: str) -> Signature | None:
+    """What tells the present run.json of the run folder at ``location`` from any earlier one:
+    inode, size and modification time (a rewrite renames a new file into place); None when
+    there is none."""
+    try:
+        status = os.stat(f"{location}{os.sep}{RUN_FILE}")
+    except OSError:
+        return None
+    return status.st_ino, status.st_size, status.st_mtime_ns
+
+
 class RunFolder:
     """Reads and writes the files of one run (``runs/<run id>/``)."""
 
@@ -113,13 +124,8 @@ class RunFolder:
         return info
 
     def info_signature(self) -> Signature | None:
-        """What tells the present run.json from any earlier one: inode, size and modification
-        time (a rewrite renames a new file into place); None when there is none."""
-        try:
-            status = os.stat(os.path.join(self.location, RUN_FILE))
-        except OSError:
-            return None
-        return status.st_ino, status.st_size, status.st_mtime_ns
+        """What tells the present run.json from any earlier one: see :func:`info_signature_at`."""
+        return info_signature_at(self.location)
 
     def read_while_changing(self, info: dict[str, Any],
                             read: Callable[[RunFolder, dict[str, Any]], Read]) -> tuple[dict[str, Any], Read]:
