@@ -177,6 +177,7 @@ def test_where_filters_the_table_and_shows_duckdbs_error(page):
     page.fill("#where", "model = 'mlp'")
     page.press("#where", "Enter")
     page.wait_for_function("document.querySelectorAll('#runs tbody tr').length === 2")
+    assert "where=model+%3D+%27mlp%27" in page.url  # the query lives in the URL
     page.fill("#where", "nope = 1")
     page.press("#where", "Enter")
     page.wait_for_function("document.querySelector('#runs-message').textContent.includes('\"nope\" not found')")
@@ -260,6 +261,7 @@ def test_group_by_draws_a_mean_line_and_band_per_value_on_a_log_scale(page):
     page.wait_for_function("rrDashboard.curves.series.every(s => s.kind === 'group')")
     page.check("#log")
     page.wait_for_function("rrDashboard.chart.scales.y.distr === 3")
+    assert "by=model" in page.url and "log=1" in page.url
     groups = page.evaluate("rrDashboard.curves.series.map(s => s.group)")
     assert groups == ["cnn", "live", "mlp", "rnn"]
     assert page.evaluate("rrDashboard.chart.bands.length") == len(groups)
