@@ -67,8 +67,8 @@ def damage_outside_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, l
     return trials.collection_damage_matrix(folder / "template" / "study", folder / "cases")
 
 
-#: The killed run of the template is recovered by an open only through its active/ marker; without
-#: it the run reads as crashed with every record, but its end time stays NULL until recovered.
+#: The killed run of the template is recovered by an open through its active/ marker; without it,
+#: by the first read that finds the run dead (which puts the marker back).
 MARKER_LOST = "active/RUN: missing"
 
 
@@ -86,10 +86,8 @@ def test_damage_outside_the_run_folders_changes_no_answer(damage_outside_runs):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="recovery at an open looks only at active/: a killed run whose marker "
-                                       "is lost stays unrecovered (end time NULL) until a numbering reaches it")
-def test_a_killed_run_whose_active_marker_is_lost_is_recovered_by_an_open(damage_outside_runs):
-    """Without its active/ marker, a killed run still reads as if recovered: the same answers."""
+def test_a_killed_run_whose_active_marker_is_lost_is_recovered_by_the_first_read(damage_outside_runs):
+    """Without its active/ marker, a killed run is recovered when read: the same answers."""
     assert damage_outside_runs[MARKER_LOST] == []
 
 

@@ -359,11 +359,26 @@ class ExperimentCollection:
             else:
                 if info["status"] == RUNNING and running_experiment(folder.path) is None \
                         and not self._alive(folder, info):
-                    info = {**info, "status": CRASHED, "error": "the process ended without finishing the run "
-                            "(not yet recovered)"}
+                    info = self._found_dead(folder, info)
             runs.append((folder, info))
         runs.sort(key=lambda run: (run[1]["experiment_number"], run[1].get("experiment_start_time") or 0, run[0].id))
         return runs, packed
+
+    def _found_dead(self, folder: RunFolder, info: dict[str, Any]) -> dict[str, Any]:
+        """A run found running whose process is gone: recovered now, when this collection
+        recovers and the numbering lock is free (its active/ marker put back if it was lost),
+        else shown as crashed."""
+        if self._maintain:
+            try:
+                (self.path / ACTIVE_FOLDER / folder.id).touch()
+                with self._numbering.acquire(timeout=0):
+                    self._recover_active()
+                info = folder.read_info()
+            except (OSError, TimeoutError, DamagedFileError):
+                pass  # a read-only disk or a busy lock: the next reader recovers it
+        if info["status"] == RUNNING:
+            info = {**info, "status": CRASHED, "error": "the process ended without finishing the run (not yet recovered)"}
+        return info
 
     def _catalog_runs(self) -> dict[str, PackedRun]:
         """The runs the catalog's packs hold (nothing is imported while there is no catalog)."""

@@ -1047,8 +1047,7 @@ def packed_template(path: Path, runs: int = PACKED_TEMPLATE_RUNS, records: int =
         raise RuntimeError(f"the hold writer failed: {writer.tail()}")
     writer.kill()
     catalog = collection_folder(path) / "catalog"
-    (pack,) = [file for file in catalog.iterdir() if file.name.endswith(".parquet")
-               and not file.name.endswith(".runs.parquet")]
+    (pack,) = [file for file in catalog.iterdir() if file.name.startswith("pack-") and file.name.count(".") == 1]
     data = pack.read_bytes()
     (catalog / f".{pack.name}.{os.urandom(8).hex()}.tmp").write_bytes(data[: len(data) // 2])
 
