@@ -13,6 +13,7 @@ TensorFlow) comes back as ``{"skipped": reason}``.
 from __future__ import annotations
 
 import os
+import statistics
 import sys
 import time
 
@@ -158,6 +159,14 @@ def lightning_fit(contender: str, steps: int, folder: str, logging_code: bool = 
     logging path (:func:`lightning_logging_timer`) and the logger's end of run, plus those of
     the process's other threads (a logger's background writer).
     """
+    fit = _lightning_session(folder, logging_code, steps)
+    fit(contender, "warmup", warmup=True)
+    return fit(contender, "measured")
+
+
+def _lightning_session(folder: str, logging_code: bool, steps: int):
+    """``fit(contender, tag, warmup=False)``: one measured Lightning fit in this process (see
+    :func:`lightning_fit`); a warm-up fit is ``WARMUP_STEPS`` steps."""
     _quiet_offline_environment(folder)
     import pytorch_lightning as pl
     import torch
@@ -166,7 +175,8 @@ def lightning_fit(contender: str, steps: int, folder: str, logging_code: bool = 
     torch.set_num_threads(1)
     timer = lightning_logging_timer() if logging_code else None
 
-    def fit(n: int, tag: str) -> dict:
+    def fit(contender: str, tag: str, warmup: bool = False) -> dict:
+        n = WARMUP_STEPS if warmup else steps
         data = DataLoader(TensorDataset(torch.randn(n, LIGHTNING_FEATURES), torch.randn(n, 1)), batch_size=1)
         logger = _lightning_logger(contender, folder, tag)
         trainer = pl.Trainer(logger=logger, max_epochs=1, accelerator="cpu", log_every_n_steps=1,
@@ -186,8 +196,7 @@ def lightning_fit(contender: str, steps: int, folder: str, logging_code: bool = 
             result["logging_cpu_s"] = (timer.ns / 1e9 + cpu - thread) / n
         return result
 
-    fit(WARMUP_STEPS, "warmup")
-    return fit(steps, "measured")
+    return fit
 
 
 # --------------------------------------------------------------------------
@@ -263,6 +272,19 @@ def keras_fit(contender: str, epochs: int, batches: int, batch_size: int, folder
     callbacks' end of run, plus those of the process's other threads (that thread pool, a
     callback's background writer).
     """
+    fit = _keras_session(folder, logging_code, epochs, batches, batch_size)
+    try:
+        fit(contender, "warmup", warmup=True)
+    except ImportError as error:  # a callback built on TensorFlow, which Keras on torch does not need
+        return {"skipped": f"{type(error).__name__}: {error}"}
+    return fit(contender, "measured")
+
+
+def _keras_session(folder: str, logging_code: bool, epochs: int, batches: int, batch_size: int):
+    """``fit(contender, tag, warmup=False)``: one measured Keras fit in this process (see :func:`keras_fit`).
+
+    Each fit trains the same model on; a warm-up fit is 2 batches.
+    """
     _quiet_offline_environment(folder)
     import keras
     import numpy as np
@@ -281,7 +303,8 @@ def keras_fit(contender: str, epochs: int, batches: int, batch_size: int, folder
                               keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
 
-    def fit(rows: int, fit_epochs: int, tag: str) -> dict:
+    def fit(contender: str, tag: str, warmup: bool = False) -> dict:
+        rows, fit_epochs = (KERAS_WARMUP_BATCHES * batch_size, 1) if warmup else (len(x), epochs)
         end = _end_keras_callbacks
         if timer is not None:
             timer.ns, end = 0, timer.timed(end)
@@ -297,11 +320,7 @@ def keras_fit(contender: str, epochs: int, batches: int, batch_size: int, folder
             result["logging_cpu_s"] = (timer.ns / 1e9 + cpu - thread) / steps
         return result
 
-    try:
-        fit(KERAS_WARMUP_BATCHES * batch_size, 1, "warmup")
-    except ImportError as error:  # a callback built on TensorFlow, which Keras on torch does not need
-        return {"skipped": f"{type(error).__name__}: {error}"}
-    return fit(len(x), epochs, "measured")
+    return fit
 
 
 # --------------------------------------------------------------------------
@@ -312,42 +331,83 @@ def keras_fit(contender: str, epochs: int, batches: int, batch_size: int, folder
 OVERHEAD_TARGET = 0.5
 
 
-def overhead_benchmark(function: str, contenders: list[str], unit: str, title: str, rounds: int,
-                       **workload) -> int:
-    """Ours against CSVLogger and no logger: print the table and the target's verdict; the exit status.
+def overhead_cycles(framework: str, contenders: list[str], cycles: int, folder: str, **sizes) -> dict:
+    """In this one process: warm every contender up, then ``cycles`` cycles that fit each contender once,
+    the order rotating from cycle to cycle; each contender's measurements, one per cycle.
 
-    Runs ``function`` of this module (``lightning_fit`` or ``keras_fit``, with ``logging_code``)
-    for each contender (the baseline first, then CSVLogger, then ours) in a fresh process,
-    interleaved over ``rounds`` (``peers.interleaved``). Overheads are over the baseline's in the
-    same round, median over rounds: of the whole fit's CPU time, and of the CPU time in the
-    framework's logging code, on which the target is judged.
+    Fits of one process share its imports, memory layout and CPU, so the differences between
+    contenders of one cycle hold far less noise than differences between fresh processes.
     """
+    fit = {"lightning": _lightning_session, "keras": _keras_session}[framework](folder, True, **sizes)
+    for name in contenders:
+        fit(name, f"warmup-{name}", warmup=True)
+    results: dict[str, list[dict]] = {name: [] for name in contenders}
+    for cycle in range(cycles):
+        turn = cycle % len(contenders)
+        for name in contenders[turn:] + contenders[:turn]:
+            results[name].append(fit(name, f"{cycle}-{name}"))
+    return results
+
+
+def _quartiles(values: list[float]) -> tuple[float, float, float]:
+    """(first quartile, median, third quartile)."""
+    first, median, third = statistics.quantiles(values, n=4, method="inclusive")
+    return first, median, third
+
+
+def overhead_benchmark(framework: str, contenders: list[str], unit: str, title: str, processes: int,
+                       cycles: int, **sizes) -> int:
+    """Ours against CSVLogger and the baseline (no logger): print the table and the verdict; the exit status.
+
+    Runs :func:`overhead_cycles` in ``processes`` fresh processes, one after the other. Each
+    contender's overhead in a cycle is its CPU time per step minus the baseline's in the same
+    cycle; the table gives the median and quartiles over every cycle of every process, of the
+    whole fit and of the framework's logging code, on which the target is judged. When
+    CSVLogger's overhead is not clearly above zero (its first quartile at or below zero), the
+    ratio is noise over noise and the verdict says so instead of giving a number.
+    """
+    import resource
     import tempfile
 
     import _harness as H
-    import peers
 
-    def run_one(name: str) -> dict:
-        with tempfile.TemporaryDirectory(prefix="rr-overhead-") as folder:
-            return H.run_workload(sys.executable, __file__, function, contender=name, folder=folder,
-                                  logging_code=True, **workload)
-
-    results = peers.interleaved(contenders, rounds, run_one)
-    failures = {name: runs[0] for name, runs in results.items() if "error" in runs[0]}
-    if failures:
-        H.print_errors(failures)
-        return 1
     baseline, csv, ours = contenders
-    fit, code = peers.overheads(results, baseline, "cpu_s"), peers.overheads(results, baseline, "logging_cpu_s")
-    print(f"{title}; median of {rounds} interleaved rounds, each a fresh process; "
-          f"load average {os.getloadavg()[0]:.1f} at the end\n")
-    rows = [[name, H.fmt(peers.median_field(results[name], "cpu_s") * 1e6, 0), f"{fit[name] * 1e6:+,.0f}",
-             H.fmt(peers.median_field(results[name], "logging_cpu_s") * 1e6), f"{code[name] * 1e6:+,.1f}"]
-            for name in contenders]
-    print(peers.markdown_table([f"contender ({unit})", "CPU µs, whole fit", "overhead", "CPU µs in logging code",
-                                "overhead"], rows))
+    loads, per_cycle = [os.getloadavg()[0]], {name: {"cpu_s": [], "logging_cpu_s": []} for name in contenders}
+    for process in range(processes):
+        with tempfile.TemporaryDirectory(prefix="rr-overhead-") as folder:
+            result = H.run_workload(sys.executable, __file__, "overhead_cycles", framework=framework,
+                                    contenders=contenders, cycles=cycles, folder=folder, **sizes)
+        if "error" in result:
+            H.print_errors({f"process {process + 1}": result})
+            return 1
+        for key in ("cpu_s", "logging_cpu_s"):
+            for cycle in range(cycles):
+                base = result[baseline][cycle][key]
+                for name in contenders:
+                    per_cycle[name][key].append((result[name][cycle][key] - base) * 1e6)
+        loads.append(os.getloadavg()[0])
+        print(f"process {process + 1}/{processes} done, load average {loads[-1]:.1f}", file=sys.stderr, flush=True)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(f"{title}; {processes} fresh processes x {cycles} cycles, each cycle fitting every contender once in "
+          f"turn; load average {min(loads):.1f}-{max(loads):.1f} (1-minute, sampled between processes); "
+          f"the processes used {(children.ru_utime + children.ru_stime) / 60:.1f} CPU minutes\n")
+
+    def spread(name: str, key: str) -> str:
+        first, median, third = _quartiles(per_cycle[name][key])
+        return f"{median:+,.1f} ({first:+,.1f} to {third:+,.1f})"
+
+    print(H.markdown_table(
+        ["contender", f"overhead per {unit}, CPU µs in logging code: median (quartiles)",
+         f"overhead per {unit}, CPU µs of the whole fit: median (quartiles)"],
+        [[name, spread(name, "logging_cpu_s"), spread(name, "cpu_s")] for name in (csv, ours)]))
+    csv_first, csv_median, _ = _quartiles(per_cycle[csv]["logging_cpu_s"])
+    ours_median = _quartiles(per_cycle[ours]["logging_cpu_s"])[1]
+    if csv_first <= 0:
+        print(f"\nNO RATIO: CSVLogger's overhead in logging code is not clearly above zero (first quartile "
+              f"{csv_first:+.1f} µs): ours' {ours_median:+.1f} µs per {unit} against noise")
+        return 1
     targets = H.Targets()
-    targets.check(f"ours' CPU overhead per {unit} in logging code over CSVLogger's",
-                  code[ours] / code[csv] if code[csv] > 0 else None, OVERHEAD_TARGET, "x")
+    targets.check(f"ours' CPU overhead per {unit} in logging code over CSVLogger's", ours_median / csv_median,
+                  OVERHEAD_TARGET, "x")
     print("\n" + targets.report())
     return 1 if targets.failed else 0
