@@ -128,6 +128,10 @@ def test_runs_table_has_every_run_with_its_status_and_error(data):
     assert runs[3]["error"] == "ValueError: diverged"
     assert runs[4]["error"] and runs[4]["records"] == 7
     assert [run["records"] for run in runs[:3]] == [1001, 1001, LONG_RUN]
+    assert [(run["experiment_number"], run["error_number"]) for run in runs] == [(1, 0), (2, 0), (3, 0), (4, 1), (4, 2)]
+    starts = [run["start"] for run in runs]
+    assert starts == sorted(starts) and time.time() - 600 < starts[0]
+    assert all(run["duration"] >= 0 for run in runs[:4])  # seconds; the crashed run's as its run.json has it
 
 
 def test_a_damaged_run_is_listed_with_the_reason(tmp_path):
