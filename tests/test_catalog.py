@@ -124,7 +124,8 @@ def test_a_damaged_pack_is_ignored(tmp_path: Path, file: str, damage: str) -> No
     before = answers(path)
     pack_now(path)
     for data in packs(path):
-        damaged = data if file == "data" else data.with_name(data.name.replace(".parquet", f".{file}.parquet"))
+        damaged = data if file == "data" else data.with_name(data.name.replace(
+            ".parquet", ".runs.json" if file == "runs" else f".{file}.parquet"))
         if damage == "garbage in the pages":  # past the magic bytes, not the footer
             content = bytearray(damaged.read_bytes())
             content[100:164] = bytes(64)

@@ -78,7 +78,7 @@ def test_damage_outside_the_run_folders_changes_no_answer(damage_outside_runs):
     temporary file, each damaged every way: the collection opens, lists every run, and every
     query answers as on the undamaged collection (a damaged pack falls back to the run folders)."""
     kinds = {label.split(": ")[0] for label in damage_outside_runs}
-    assert {"catalog/pack-ID.parquet", "catalog/pack-ID.runs.parquet", "catalog/catalog.lock",
+    assert {"catalog/pack-ID.parquet", "catalog/pack-ID.runs.json", "catalog/catalog.lock",
             "catalog/.pack-ID.parquet.RANDOM.tmp", "collection.json", "numbering.lock", "active/RUN"} <= kinds
     broken = [problem for label, problems in damage_outside_runs.items() for problem in problems
               if not label.startswith(MARKER_LOST)]

@@ -228,7 +228,7 @@ def test_every_record_reads_back_exactly_through_every_way(capsys, monkeypatch):
             monkeypatch.setattr(catalog, "PACK_MIN_RUNS", 1)
             ExperimentCollection(Path(folder) / "study", quiet=True).sql("SELECT 1").fetchall()  # packs the runs
             monkeypatch.undo()
-            assert list((collection.path / "catalog").glob("pack-*.runs.parquet"))
+            assert list((collection.path / "catalog").glob("pack-*.runs.json"))
             packed = ExperimentCollection(Path(folder) / "study", quiet=True)
             assert packed.sql("SELECT name, key, type FROM columns").fetchall() == columns
             relation = packed.sql("SELECT * FROM records")

@@ -328,11 +328,12 @@ class ExperimentCollection:
         """
         return self._scan_packed()[0]
 
-    def _scan_packed(self, signatures: dict[str, Signature | None] | None = None
+    def _scan_packed(self, signatures: dict[str, Signature | None] | None = None, queryable: bool = False
                      ) -> tuple[list[Run], dict[str, PackedRun]]:
         """:meth:`_scan`, and the runs among them read from the catalog's packs, by id
-        (``signatures``: of each run.json, taken just before, by run name)."""
-        packs = self._catalog_runs()
+        (``signatures``: of each run.json, taken just before, by run name; ``queryable``: only
+        from packs whose records and trees are whole, as a query needs them)."""
+        packs = self._catalog_runs(queryable)
         runs = []
         packed = {}
         try:
@@ -380,7 +381,7 @@ class ExperimentCollection:
             info = {**info, "status": CRASHED, "error": "the process ended without finishing the run (not yet recovered)"}
         return info
 
-    def _catalog_runs(self) -> dict[str, PackedRun]:
+    def _catalog_runs(self, queryable: bool = False) -> dict[str, PackedRun]:
         """The runs the catalog's packs hold (nothing is imported while there is no catalog)."""
         if self._catalog is None:
             if not (self.path / CATALOG_FOLDER).is_dir():
@@ -388,7 +389,7 @@ class ExperimentCollection:
             from .store.catalog import Catalog
 
             self._catalog = Catalog(self.path)
-        return self._catalog.runs()
+        return self._catalog.runs(queryable)
 
     def _pack(self) -> bool:
         """Gather finished runs that no pack holds into packs, once enough of them wait.
@@ -402,11 +403,11 @@ class ExperimentCollection:
         if self._catalog is None:
             self._catalog = Catalog(self.path)
         try:
-            if len(os.listdir(self._runs_path)) - len(self._catalog.runs()) < PACK_MIN_RUNS:
+            if len(os.listdir(self._runs_path)) - len(self._catalog.runs(queryable=True)) < PACK_MIN_RUNS:
                 return False
         except OSError:
             return False
-        runs, packed = self._scan_packed()
+        runs, packed = self._scan_packed(queryable=True)
         if not self._catalog.pack(runs, packed):
             return False
         self._query_cache = None
@@ -534,7 +535,7 @@ class ExperimentCollection:
             self._query_cache.keep_in_memory()  # asked again, unchanged: read no file from now on
         else:
             self._pack()
-            runs, packed = self._scan_packed(signatures)
+            runs, packed = self._scan_packed(signatures, queryable=True)
             self._query_cache = Query(runs, self._database, packed, listing)
             self._queries[:] = [self._query_cache]
         return self._query_cache.sql(query)

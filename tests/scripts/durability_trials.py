@@ -949,8 +949,8 @@ def packing_phase(path: Path) -> str:
     names = set(os.listdir(catalog)) if catalog.is_dir() else set()
     if any(name.endswith(".tmp") for name in names):
         return WRITING
-    listings = {name[:-len(".runs.parquet")] for name in names if name.endswith(".runs.parquet")}
-    if listings - {name[:-len(".parquet")] for name in names if name.endswith(".parquet")}:
+    listings = {name[:-len(".runs.json")] for name in names if name.endswith(".runs.json")}
+    if listings - {name[:-len(".parquet")] for name in names if name.startswith("pack-") and name.count(".") == 1}:
         return WRITING
     return PACKED if listings else NOT_YET
 

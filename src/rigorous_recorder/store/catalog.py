@@ -3,20 +3,23 @@ a collection of thousands of runs reads a few files instead of thousands.
 
 ``catalog/pack-<time>-<id>.parquet`` holds the records of up to :data:`PACK_RUNS` finished
 runs whose records files share one schema, each row tagged with its run's index in the pack
-(a column named ``""``, a name no key can have). Three smaller files, written before it, make
-the flat view of its runs without reading each run's tree in Python:
+(a column named ``""``, a name no key can have). Three smaller files, written before it,
+describe its runs:
 
-* ``.runs.parquet`` lists each packed run in index order: its id, the signature of its
-  ``run.json`` when it was packed, that run.json (the keys every run has with one plain type
-  as columns, the others as JSON text, the experiment info and the ``context`` apart, decoded
-  when asked for), and in its metadata the keys of the runs' recorders and of their
-  experiment info, each with the first run that holds it;
+* ``.runs.json`` lists each packed run in index order: its id, the signature of its
+  ``run.json`` when it was packed, and that run.json (its context kept as JSON text, decoded
+  when asked for, and each distinct context stored once), with
+  the keys of the runs' recorders and of their experiment recorders, each with the first run
+  that holds it. Its first line is the CRC-32 of the rest. Listing runs reads only this file
+  (no Parquet, so ``ls`` never loads pyarrow);
 * ``.entries.parquet``: each recorder of each run, its own data stored as records are (a
   column per key);
 * ``.lineage.parquet``: each recorder that holds records, its data merged with its
   ancestors' (the run's bookkeeping keys at the root).
 
-A pack is read only when all four files are there.
+A pack is listed only when its records file is there and its listing is whole; it is queried
+only when its three Parquet files are whole too (every page checked against its checksum,
+once per process).
 
 The catalog is a cache; the run folders stay the truth. A run is taken from a pack only while
 its run.json is the one that was packed (same inode, size and modification time) and its
@@ -31,22 +34,24 @@ import functools
 import os
 import time
 import uuid
+import zlib
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from .._columns import exact_column_to_arrow, packed_array
-from .._files import temporary_path_beside
+from .._files import atomic_write_text, temporary_path_beside
 from .._values import from_json, to_json
 from ..errors import DamagedFileError
 from .layout import CATALOG_FOLDER, CATALOG_LOCK, EXPERIMENT_NODE, RUN_NODE, RUNNING, bookkeeping
 from .run_folder import RunFolder, Signature
-from .tree_file import RECORDER_FIELD, int32_array, is_records_file_schema, lineages, shape_of, tree_of
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# pyarrow (and the record formats built on it) load only to write a pack or to check one for a
+# query: listing packed runs reads JSON alone.
 
 #: The most runs one pack holds, and the most records.
 PACK_RUNS = 4096
@@ -57,14 +62,8 @@ PACKED_RUN_RECORDS = 100_000
 PACK_MIN_RUNS = 64
 #: The column of a pack that holds each row's run index: a name no key can have.
 RUN_INDEX_COLUMN = ""
-_PREFIX, _DATA, _LISTING, _ENTRIES, _LINEAGE = "pack-", ".parquet", ".runs.parquet", ".entries.parquet", ".lineage.parquet"
+_PREFIX, _DATA, _LISTING, _ENTRIES, _LINEAGE = "pack-", ".parquet", ".runs.json", ".entries.parquet", ".lineage.parquet"
 _PACK_FORMAT = 2
-_FORMAT_KEY = b"rigorous_recorder.pack"
-_KEYS = b"rigorous_recorder.keys"  # [key, index of the first run holding it] of entries' columns, in order
-_EXPERIMENT_KEYS = b"rigorous_recorder.experiment_keys"  # the same for the experiment recorders' data
-_SIGNATURE = ("inode", "size", "mtime_ns")
-_INFO = "info."  # the listing's columns of run.json keys that every run has, of one plain type
-_HELD = ("experiment", "context")  # run.json keys the listing holds apart, as JSON text: decoded when asked for
 
 
 @dataclass
@@ -75,7 +74,8 @@ class PackedRun:
     id: str
     signature: Signature
     info: dict[str, Any]
-    _held: dict[str, str]  # the run.json keys left out of info, as JSON text
+    _experiment: dict[str, Any] | None
+    _context: str | None  # as JSON text (runs mostly share theirs: decoded once each)
     pack: Pack
     index: int
 
@@ -83,29 +83,52 @@ class PackedRun:
     def full_info(self) -> dict[str, Any]:
         """The run.json that was packed, whole."""
         info = dict(self.info)
-        if "experiment" in self._held:
-            info["experiment"] = from_json(self._held["experiment"])
-        if "context" in self._held:
-            info["context"] = dict(_context(self._held["context"]))
+        if self._experiment is not None:
+            info["experiment"] = dict(self._experiment)
+        if self._context is not None:
+            info["context"] = dict(_context(self._context))
         return info
 
 
 @dataclass
 class Pack:
     """One pack: its records file, the entries and lineage files of its runs' trees (each
-    file's schema has the run index column last), its runs in index order, and the keys of
-    their recorders' and experiment recorders' data, each with the index of the first run
-    that holds it."""
+    file's schema, known once the pack is checked, has the run index column last), its runs
+    in index order, and the keys of their recorders' and experiment recorders' data, each with
+    the index of the first run that holds it."""
 
     path: Path
-    schema: pa.Schema
-    entries: Path
-    entries_schema: pa.Schema
-    lineage: Path
-    lineage_schema: pa.Schema
     keys: list[tuple[str, int]]
     experiment_keys: list[tuple[str, int]]
     runs: list[PackedRun]
+    schema: pa.Schema | None = None
+    entries_schema: pa.Schema | None = None
+    lineage_schema: pa.Schema | None = None
+    queryable: bool | None = None  # None: not checked yet
+
+    @property
+    def entries(self) -> Path:
+        """The file of each recorder's own data."""
+        return self.path.with_name(self.path.name[:-len(_DATA)] + _ENTRIES)
+
+    @property
+    def lineage(self) -> Path:
+        """The file of each recorder's merged data."""
+        return self.path.with_name(self.path.name[:-len(_DATA)] + _LINEAGE)
+
+    def check(self) -> bool:
+        """True when the pack's Parquet files are whole and fit its listing: every page read and
+        checked once per process (DuckDB does not check them; a damaged pack must never spoil
+        a query)."""
+        if self.queryable is None:
+            self.queryable = False
+            try:
+                self.entries_schema, self.lineage_schema, self.schema = (
+                    _checked_schema(path) for path in (self.entries, self.lineage, self.path))
+            except (OSError, ValueError, DamagedFileError):
+                return False
+            self.queryable = [key for key, _ in self.keys] == self.entries_schema.names[:-2]  # its key columns
+        return self.queryable
 
 
 class Catalog:
@@ -115,18 +138,19 @@ class Catalog:
         self.path = collection / CATALOG_FOLDER
         self._packs: dict[str, Pack | None] = {}  # by file name; None: unreadable, ignored
 
-    def runs(self) -> dict[str, PackedRun]:
-        """Every packed run by id, from the newest pack that holds it."""
+    def runs(self, queryable: bool = False) -> dict[str, PackedRun]:
+        """Every packed run by id, from the newest pack that holds it (``queryable``: among the
+        packs whose records and trees are whole, which is checked on first use)."""
         try:
             names = sorted(name[:-len(_DATA)] for name in os.listdir(self.path)
                            if name.startswith(_PREFIX) and name.endswith(_DATA) and name.count(".") == 1)
         except OSError:
             names = []
-        self._packs = {name: self._packs[name] if name in self._packs else _read_pack(self.path, name)
+        self._packs = {name: self._packs[name] if name in self._packs else _read_listing(self.path, name)
                        for name in names}
         packed: dict[str, PackedRun] = {}
         for pack in self._packs.values():
-            if pack is not None:
+            if pack is not None and (not queryable or pack.check()):
                 packed.update((run.id, run) for run in pack.runs)
         return packed
 
@@ -136,13 +160,14 @@ class Catalog:
         waiting = [(folder, info) for folder, info in runs if _packable(info) and folder.id not in packed]
         if len(waiting) < PACK_MIN_RUNS:
             return 0
+        import pyarrow as pa
         from filelock import FileLock, Timeout
 
         try:
             self.path.mkdir(exist_ok=True)
             with FileLock(self.path / CATALOG_LOCK, timeout=0):
                 self._remove_leftovers()
-                done = self.runs()  # what another process packed meanwhile; a stale copy does not count
+                done = self.runs(queryable=True)  # what another process packed meanwhile; a stale copy does not count
                 return sum(self._write(group) for group in _groups(
                     folder for folder, _ in waiting
                     if folder.id not in done or done[folder.id].signature != folder.info_signature()))
@@ -160,21 +185,14 @@ class Catalog:
 
     def _write(self, members: list[_Member]) -> int:
         """Write one pack of ``members`` (all of one schema); returns how many runs it holds."""
+        import pyarrow as pa
+
+        from .tree_file import int32_array, lineages
+
         schema = members[0].table.schema
         tables = [member.table.cast(schema).append_column(
                       pa.field(RUN_INDEX_COLUMN, pa.int32()), int32_array(array("i", [index]) * member.table.num_rows))
                   for index, member in enumerate(members)]
-        listing = {
-            "id": [member.folder.id for member in members],
-            **{name: [member.signature[index] for member in members] for index, name in enumerate(_SIGNATURE)},
-            **{key: [to_json(member.info[key]) if key in member.info else None for member in members] for key in _HELD},
-        }
-        infos = [{key: value for key, value in member.info.items() if key not in _HELD} for member in members]
-        columns = {_INFO + key: _array([info[key] for info in infos]) for key in _shared_plain_keys(infos)}
-        columns = {name: column for name, column in columns.items() if column is not None}
-        rests = [{key: value for key, value in info.items() if _INFO + key not in columns} for info in infos]
-        listing["info"] = [to_json(rest) if rest else None for rest in rests]
-        infos = [member.info for member in members]
         keys: dict[str, int] = {}
         experiment_keys: dict[str, int] = {}
         for index, member in enumerate(members):
@@ -188,10 +206,19 @@ class Catalog:
         merged = [(index, node_id, data) for index, member in enumerate(members)
                   for node_id, data in lineages(member.entries, bookkeeping(member.info))]
         name = f"{_PREFIX}{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
-        _write_parquet(self.path / (name + _LISTING), pa.table(
-            {**{key: _array(values) for key, values in listing.items()}, **columns},
-            metadata={_FORMAT_KEY: str(_PACK_FORMAT), _KEYS: to_json(list(keys.items())),
-                      _EXPERIMENT_KEYS: to_json(list(experiment_keys.items()))}))
+        contexts: dict[str, int] = {}  # each distinct context, once
+        runs = []
+        for member in members:
+            context, experiment = member.info.get("context"), member.info.get("experiment")
+            apart = {"context"} | ({"experiment"} if type(experiment) is dict else set())
+            text = None if context is None else to_json(context)
+            runs.append([member.folder.id, *member.signature,
+                         {key: value for key, value in member.info.items() if key not in apart},
+                         experiment if "experiment" in apart else None,
+                         None if text is None else contexts.setdefault(text, len(contexts))])
+        listing = to_json({"format": _PACK_FORMAT, "keys": list(keys.items()),
+                           "experiment_keys": list(experiment_keys.items()), "contexts": list(contexts), "runs": runs})
+        atomic_write_text(self.path / (name + _LISTING), f"{zlib.crc32(listing.encode('utf-8')):08x}\n{listing}")
         _write_parquet(self.path / (name + _ENTRIES), _data_table(entries))
         _write_parquet(self.path / (name + _LINEAGE), _data_table(merged))
         _write_parquet(self.path / (name + _DATA), pa.concat_tables(tables))  # last: the pack is complete
@@ -208,6 +235,11 @@ def _data_table(rows: list[tuple[int, int, dict[str, Any]]]) -> pa.Table:
     """Rows of (run index, recorder id, data) as the records of a pack are stored: a column per
     key (ints among floats stay exact: beyond 2**53 the column is JSON), the recorder id, and
     the run index last."""
+    import pyarrow as pa
+
+    from .._columns import exact_column_to_arrow
+    from .tree_file import RECORDER_FIELD, int32_array
+
     keys = dict.fromkeys(key for _, _, data in rows for key in data)
     fields, arrays = [], []
     for key in keys:
@@ -218,18 +250,6 @@ def _data_table(rows: list[tuple[int, int, dict[str, Any]]]) -> pa.Table:
     arrays += [int32_array(array("i", [node_id for _, node_id, _ in rows])),
                int32_array(array("i", [index for index, _, _ in rows]))]
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
-
-
-def _shared_plain_keys(infos: list[dict[str, Any]]) -> list[str]:
-    """The keys every one of ``infos`` has, whose values (None aside) are all of one type among
-    str, int, float and bool, or all None: stored as columns, they read back without decoding
-    JSON per run."""
-    keys = []
-    for key in infos[0]:
-        types = {type(info.get(key, ...)) for info in infos} - {type(None)}
-        if types <= {str} or types <= {int} or types <= {float} or types <= {bool}:
-            keys.append(key)
-    return keys
 
 
 def _packable(info: dict[str, Any]) -> bool:
@@ -254,6 +274,11 @@ def _groups(folders: Iterable[RunFolder]) -> Iterable[list[_Member]]:
     Each run is read between two looks at its run.json; a run that changed meanwhile (or
     cannot be read) is left out, to be read in place.
     """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .tree_file import shape_of, tree_of
+
     groups: dict[tuple[Any, ...], list[_Member]] = {}
     rows: dict[tuple[Any, ...], int] = {}
     for folder in folders:
@@ -285,79 +310,57 @@ def _groups(folders: Iterable[RunFolder]) -> Iterable[list[_Member]]:
     yield from groups.values()
 
 
-def _read_pack(folder: Path, name: str) -> Pack | None:
-    """A pack's schemas and runs, or None when it is not a readable pack."""
+def _read_listing(folder: Path, name: str) -> Pack | None:
+    """A pack as its listing describes it, or None when the listing is not whole."""
     try:
-        # Every file is read whole with its page checksums checked, once per process: DuckDB
-        # does not check them, and a damaged pack must never spoil a query (it is then ignored).
-        listing = _verified(folder / (name + _LISTING), shared=["context"])
-        metadata = listing.schema.metadata or {}
-        if metadata.get(_FORMAT_KEY) != str(_PACK_FORMAT).encode():
+        with open(folder / (name + _LISTING), "rb") as file:
+            crc, _, text = file.read().partition(b"\n")
+        if int(crc, 16) != zlib.crc32(text):
             return None
-        schemas = []
-        for suffix in (_ENTRIES, _LINEAGE, _DATA):
-            schema = _verified(folder / (name + suffix)).schema
-            if schema.names[-1] != RUN_INDEX_COLUMN or not is_records_file_schema(schema.remove(len(schema) - 1)):
-                return None
-            schemas.append(schema)
-        keys, experiment_keys = (_first_runs(metadata[name]) for name in (_KEYS, _EXPERIMENT_KEYS))
-        if [key for key, _ in keys] != schemas[0].names[:-2]:  # the entries' key columns, in order
+        listing = from_json(text.decode("utf-8"))
+        if listing["format"] != _PACK_FORMAT:
             return None
-        columns = {key: _python_values(listing.column(key)) for key in ("id", *_SIGNATURE, "info", *_HELD)}
-        plain = [name[len(_INFO):] for name in listing.column_names if name.startswith(_INFO)]
-        values = [listing.column(_INFO + key).to_pylist() for key in plain]
-        infos = [dict(zip(plain, row)) for row in zip(*values)] if plain else [{} for _ in columns["id"]]
-        for info, rest in zip(infos, columns["info"]):
-            if rest is not None:
-                info.update(from_json(rest))
-        entries_schema, lineage_schema, schema = schemas
-        pack = Pack(folder / (name + _DATA), schema, folder / (name + _ENTRIES), entries_schema,
-                    folder / (name + _LINEAGE), lineage_schema, keys, experiment_keys, [])
-        signatures = zip(*(columns[key] for key in _SIGNATURE))
-        held = ({key: text for key, text in zip(_HELD, texts) if text is not None}
-                for texts in zip(*(columns[key] for key in _HELD)))
-        pack.runs = [PackedRun(*run, pack, index) for index, run in enumerate(zip(columns["id"], signatures, infos, held))]
+        pack = Pack(folder / (name + _DATA), _first_runs(listing["keys"]), _first_runs(listing["experiment_keys"]), [])
+        contexts = listing["contexts"]
+        pack.runs = [PackedRun(run_id, (inode, size, mtime_ns), info, experiment,
+                               None if context is None else contexts[context], pack, index)
+                     for index, (run_id, inode, size, mtime_ns, info, experiment, context) in enumerate(listing["runs"])]
+        if not all(type(run.info) is dict and type(run.id) is str and type(run._experiment) in (dict, type(None))
+                   for run in pack.runs):
+            return None
         return pack
-    except (OSError, pa.ArrowException, KeyError, TypeError, ValueError):
+    except (OSError, KeyError, TypeError, ValueError, IndexError):
         return None
 
 
-def _first_runs(text: bytes) -> list[tuple[str, int]]:
-    """Keys with the first run holding each, as the metadata of a listing stores them."""
-    pairs = from_json(text.decode("utf-8"))
+def _first_runs(pairs: Any) -> list[tuple[str, int]]:
+    """Keys with the first run holding each, as a listing stores them."""
     if not all(isinstance(key, str) and type(run) is int for key, run in pairs):
         raise ValueError("a listing's keys are damaged")
     return [(key, run) for key, run in pairs]
 
 
-def _verified(path: Path, shared: list[str] | None = None) -> pa.Table:
-    """The table in ``path``, every page checked (not pq.read_table: it imports pandas); the
-    ``shared`` columns (a few values, many times) read as dictionaries."""
-    return pq.ParquetFile(path, page_checksum_verification=True, read_dictionary=shared).read()
+def _checked_schema(path: Path) -> pa.Schema:
+    """The schema of a pack's Parquet file, every page of it read and checked (not
+    pq.read_table: it imports pandas); ValueError when it is not a file of a pack."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
+    from .tree_file import is_records_file_schema
 
-def _python_values(column: pa.ChunkedArray) -> list[Any]:
-    """A column's values; a dictionary column's decoded once per distinct value."""
-    if not pa.types.is_dictionary(column.type):
-        return column.to_pylist()  # type: ignore[no-any-return]
-    values = []
-    for chunk in column.chunks:
-        distinct = chunk.dictionary.to_pylist()
-        values += [None if index is None else distinct[index] for index in chunk.indices.to_pylist()]
-    return values
-
-
-def _array(values: list[Any]) -> pa.Array | None:
-    """A column of the listing (values of one plain type; None: missing), or None when the
-    values do not fit one (an int beyond int64)."""
-    column = packed_array(values)
-    if column is None and values.count(None) == len(values):
-        return pa.nulls(len(values), pa.string())
-    return column
+    try:
+        schema = pq.ParquetFile(path, page_checksum_verification=True).read().schema
+    except pa.ArrowException as error:
+        raise ValueError(str(error)) from None
+    if schema.names[-1] != RUN_INDEX_COLUMN or not is_records_file_schema(schema.remove(len(schema) - 1)):
+        raise ValueError(f"{path} is not a file of a pack")
+    return schema
 
 
 def _write_parquet(path: Path, table: pa.Table) -> None:
     """Write ``table`` to ``path`` atomically."""
+    import pyarrow.parquet as pq
+
     temporary = temporary_path_beside(path)
     try:
         pq.write_table(table, temporary, compression="zstd", write_page_checksum=True, row_group_size=1 << 17)
