@@ -163,6 +163,19 @@ def test_packers_killed_midway_lose_and_double_nothing(tmp_path: Path) -> None:
     assert answers(path) == before
 
 
+def test_packs_of_an_earlier_format_are_removed_and_their_runs_packed_again(tmp_path: Path) -> None:
+    path = record_study(tmp_path / "study")
+    before = answers(path)
+    (path / "catalog").mkdir()
+    old = ["pack-00000000000000000001-0123abcd.parquet", "pack-00000000000000000001-0123abcd.runs.parquet"]
+    for name in old:
+        (path / "catalog" / name).write_bytes(b"PAR1 an earlier format's pack PAR1")
+    pack_now(path)
+    assert not [name for name in old if (path / "catalog" / name).exists()]
+    assert len(packs(path)) == 2
+    assert answers(path) == before
+
+
 def test_two_packers_at_once_count_each_run_once(tmp_path: Path) -> None:
     path = record_study(tmp_path / "study", runs=12)
     script = ("import sys\nfrom rigorous_recorder import ExperimentCollection\nfrom rigorous_recorder.store import catalog\n"

@@ -175,12 +175,13 @@ class Catalog:
             return 0  # another process packs, or the disk is full or read-only: runs are read in place
 
     def _remove_leftovers(self) -> None:
-        """Delete what a packer killed midway left: temporary files and listings without data
-        (call with the catalog lock)."""
+        """Delete what a packer killed midway left (temporary files, a pack's first files
+        without its records file, which is written last) and packs of an earlier format (no
+        listing of this format); call with the catalog lock."""
         names = set(os.listdir(self.path))
         for name in names:
-            companion = next((suffix for suffix in (_LISTING, _ENTRIES, _LINEAGE) if name.endswith(suffix)), None)
-            if name.endswith(".tmp") or companion and name[:-len(companion)] + _DATA not in names:
+            stem = name.split(".")[0]
+            if name.endswith(".tmp") or name.startswith(_PREFIX) and not {stem + _DATA, stem + _LISTING} <= names:
                 (self.path / name).unlink(missing_ok=True)
 
     def _write(self, members: list[_Member]) -> int:
