@@ -24,10 +24,14 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
+from ._gc import paused
 from .errors import RecorderError
 from .store.layout import BOOKKEEPING_KEYS, CRASHED, DAMAGED, EXPERIMENT_NODE, RUN_NODE, RUNNING
+
+if TYPE_CHECKING:
+    from .collection import ExperimentCollection
 
 #: Formats that ``sql --format`` and ``export`` write, and the file extensions that pick them.
 FORMATS = ("csv", "json", "parquet")
@@ -43,7 +47,11 @@ class CommandError(Exception):
 
 
 def command_ls(args: argparse.Namespace) -> None:
-    collection = _open(args.path)
+    with paused():  # a row of cells per run: thousands of objects that live to the end
+        _print_runs(_open(args.path))
+
+
+def _print_runs(collection: ExperimentCollection) -> None:
     rows = []
     for info in collection.runs:
         duration = info.get("experiment_duration")

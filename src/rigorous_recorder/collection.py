@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ._files import atomic_write_text
 from ._values import normalize_mapping
 from .context import capture
+from ._gc import paused
 from .errors import CollectionError, DamagedFileError, StorageError
 from .experiment import Experiment, running_experiment, running_in
 from .record import RecordSequence
@@ -424,8 +425,9 @@ class ExperimentCollection:
     @property
     def runs(self) -> list[dict[str, Any]]:
         """Each run's bookkeeping (run.json) as seen now, oldest first; damaged runs included."""
-        runs, packed = self._scan_packed()
-        return [packed[folder.id].full_info if folder.id in packed else info for folder, info in runs]
+        with paused():
+            runs, packed = self._scan_packed()
+            return [packed[folder.id].full_info if folder.id in packed else info for folder, info in runs]
 
     def tree(self, run_id: str) -> Recorder:
         """The root recorder of a run: the live one for a run of this process, else read from disk.
@@ -534,9 +536,10 @@ class ExperimentCollection:
         if self._query_cache is not None and self._query_cache.is_current(listing):
             self._query_cache.keep_in_memory()  # asked again, unchanged: read no file from now on
         else:
-            self._pack()
-            runs, packed = self._scan_packed(signatures, queryable=True)
-            self._query_cache = Query(runs, self._database, packed, listing)
+            with paused():
+                self._pack()
+                runs, packed = self._scan_packed(signatures, queryable=True)
+                self._query_cache = Query(runs, self._database, packed, listing)
             self._queries[:] = [self._query_cache]
         return self._query_cache.sql(query)
 
