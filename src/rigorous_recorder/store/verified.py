@@ -43,6 +43,7 @@ class VerifiedFiles:
 
     def __init__(self, collection: str) -> None:
         self.cache = Path(collection, VERIFIED_FILE)
+        self._prefix = os.path.join(collection, "")  # of every path it checks
         self._passed: set[tuple[str, FileSignature]] = set()  # path relative to the collection, signature
         self._read_signature: FileSignature | None = None  # of the cache file as last read
         self._unsaved = False
@@ -52,7 +53,7 @@ class VerifiedFiles:
         """Raise DamagedFileError naming ``path`` unless every page of it passes its checksum
         (read only when this signature of it was never checked)."""
         path = os.fspath(path)
-        name = os.path.relpath(path, self.cache.parent)
+        name = path[len(self._prefix):] if path.startswith(self._prefix) else os.path.relpath(path, self.cache.parent)
         try:
             signature = file_signature(path)
         except FileNotFoundError:
