@@ -20,9 +20,10 @@ Three tables for README's durability section, each counted from real processes:
    the flusher failed, corrupt files, runs marked ok with records missing, reading the
    collection while the disk is full and once it is read-only.
 
-Run: ``.venv/bin/python benchmarks/durability.py [--trials N] [--seed S]`` (~6 minutes at the
-default N = 2 on 2 cores). Progress goes to stderr, the report to stdout; it exits 1 when
-any promise was broken.
+Run: ``.venv/bin/python benchmarks/durability.py [--trials N] [--seed S] [--only PART ...]``
+(~6 minutes at the default N = 2 on 2 cores; ``--only manykeys`` runs that workload's kill
+trials alone, see ``--help`` for the parts). Progress goes to stderr, the report to stdout;
+it exits 1 when any promise was broken.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ import durability_trials as trials  # noqa: E402
 
 #: Seconds after a writer's run starts within which a kill lands, per workload.
 KILL_WINDOW = (0.3, 4.0)
+#: What ``--only`` may choose: a kill workload, or one group of trials.
+PARTS = (*trials.WORKLOAD_OPTIONS, "finish", "recovery", "packing", "damage", "full-disk")
 
 
 def progress(text: str) -> None:
@@ -64,8 +67,9 @@ def attempt(name: str, must_survive: int, trial: Callable[[], trials.Trial]) -> 
         return trials.Trial(name, must_survive, trials.Count(error=f"{type(error).__name__}: {error}"), "setup")
 
 
-def kill_rows(work: Path, count: int, chooser: random.Random) -> tuple[list[list[str]], list[str]]:
-    """One row per kind of kill trial, and every broken promise."""
+def kill_rows(work: Path, count: int, chooser: random.Random,
+              parts: tuple[str, ...] = PARTS) -> tuple[list[list[str]], list[str]]:
+    """One row per kind of kill trial among ``parts``, and every broken promise."""
     rows, problems = [], []
 
     def add_row(name: str, done: list[trials.Trial]) -> None:
@@ -81,6 +85,8 @@ def kill_rows(work: Path, count: int, chooser: random.Random) -> tuple[list[list
         ])
 
     for workload in trials.WORKLOAD_OPTIONS:
+        if workload not in parts:
+            continue
         done = []
         for index in range(count):
             delay = chooser.uniform(*KILL_WINDOW)
@@ -89,6 +95,21 @@ def kill_rows(work: Path, count: int, chooser: random.Random) -> tuple[list[list
             done.append(attempt(workload, 0, lambda: trials.kill_trial(folder, workload, delay)))
         add_row(f"{workload} ({' '.join(trials.WORKLOAD_OPTIONS[workload])})", done)
 
+    if "finish" in parts:
+        finish_rows(work, count, chooser, add_row, problems)
+    if "recovery" in parts:
+        recovery_rows(work, count, chooser, add_row, problems)
+    if "packing" in parts:
+        try:
+            pack_rows(work, count, chooser, add_row)
+        except Exception as error:
+            problems.append(f"kill inside packing: the waiting runs failed: {type(error).__name__}: {error}")
+    return rows, problems
+
+
+def finish_rows(work: Path, count: int, chooser: random.Random,
+                add_row: Callable[[str, list[trials.Trial]], None], problems: list[str]) -> None:
+    """kill -9 inside the finish() of a big run."""
     try:  # a calibration that fails is reported; the other tables still print
         seconds = trials.finish_seconds(_fresh(work, "finish-calibration"))
         done = []
@@ -101,6 +122,10 @@ def kill_rows(work: Path, count: int, chooser: random.Random) -> tuple[list[list
     except Exception as error:
         problems.append(f"kill inside finish(): calibration failed: {type(error).__name__}: {error}")
 
+
+def recovery_rows(work: Path, count: int, chooser: random.Random,
+                  add_row: Callable[[str, list[trials.Trial]], None], problems: list[str]) -> None:
+    """kill -9 inside `rigorous-recorder recover` and inside an open, and the two racing."""
     try:
         template, _ = trials.crashed_collection(_fresh(work, "crashed"), trials.RECOVERED_RECORDS)
         for how in ("cli", "open"):
@@ -126,12 +151,6 @@ def kill_rows(work: Path, count: int, chooser: random.Random) -> tuple[list[list
         add_row("`recover` and an open racing on one crashed run", done)
     except Exception as error:
         problems.append(f"kill inside recovery: the crashed collection failed: {type(error).__name__}: {error}")
-
-    try:
-        pack_rows(work, count, chooser, add_row)
-    except Exception as error:
-        problems.append(f"kill inside packing: the waiting runs failed: {type(error).__name__}: {error}")
-    return rows, problems
 
 
 def pack_rows(work: Path, count: int, chooser: random.Random,
@@ -297,16 +316,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=2, help="trials per row of the kill and full-disk tables")
     parser.add_argument("--seed", type=int, default=None, help="seed of the random kill moments")
+    parser.add_argument("--only", nargs="+", choices=PARTS, default=None, metavar="PART",
+                        help=f"run only these parts (default: all): {', '.join(PARTS)}")
     args = parser.parse_args()
+    parts = PARTS if args.only is None else tuple(args.only)
     seed = random.randrange(10**6) if args.seed is None else args.seed
     chooser = random.Random(seed)
     start, load_at_start = time.time(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="rr-durability-") as folder:
         work = Path(folder)
-        kills, kill_problems = kill_rows(work, args.trials, chooser)
-        damages, damage_problems = damage_rows(work)
-        disks, disk_problems = full_disk_rows(work, args.trials)
-    command = shlex.join([Path(sys.executable).name, *sys.argv[:1], "--trials", str(args.trials), "--seed", str(seed)])
+        kills, kill_problems = kill_rows(work, args.trials, chooser, parts)
+        damages, damage_problems = damage_rows(work) if "damage" in parts else ([], [])
+        disks, disk_problems = full_disk_rows(work, args.trials) if "full-disk" in parts else ([], [])
+    only = [] if args.only is None else ["--only", *parts]
+    command = shlex.join([Path(sys.executable).name, *sys.argv[:1], "--trials", str(args.trials), "--seed", str(seed),
+                          *only])
     print(f"`{command}` ({time.time() - start:.0f} s)\n")
     print(f"- machine: {os.cpu_count()} CPUs, {platform.platform()}; load average {load_at_start:.2f} at the start, "
           f"{os.getloadavg()[0]:.2f} at the end; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
@@ -314,16 +338,18 @@ def main() -> int:
 
     print(f"- library: rigorous-recorder {H.library_version(sys.executable)} from "
           f"{Path(rigorous_recorder.__file__).parent} ({sys.executable})\n")
-    print("kill -9 at random moments (a record had to survive if flushed, or committed > 1.5 s before the kill):\n")
-    print(H.markdown_table(["workload", "trials", "records that had to survive", "records lost",
-                            "records counted twice", "trials where SQL, len() and records disagree",
-                            "trials where the writer or the reader failed"], kills))
-    print("\ndamage matrix (each damage done to a copy of a collection: of three runs, the third damaged; "
-          f"for the files outside the run folders, of {trials.PACKED_TEMPLATE_RUNS} finished runs, 64 of them "
-          "packed, and a killed run):\n")
-    print(H.markdown_table(["file kind", "damages tried", "collections that fail to open", "runs silently dropped",
-                            "damages where SQL answers differ from the undamaged collection's",
-                            "damages with any broken promise"], damages))
+    if kills:
+        print("kill -9 at random moments (a record had to survive if flushed, or committed > 1.5 s before the kill):\n")
+        print(H.markdown_table(["workload", "trials", "records that had to survive", "records lost",
+                                "records counted twice", "trials where SQL, len() and records disagree",
+                                "trials where the writer or the reader failed"], kills))
+    if damages:
+        print("\ndamage matrix (each damage done to a copy of a collection: of three runs, the third damaged; "
+              f"for the files outside the run folders, of {trials.PACKED_TEMPLATE_RUNS} finished runs, 64 of them "
+              "packed, and a killed run):\n")
+        print(H.markdown_table(["file kind", "damages tried", "collections that fail to open", "runs silently dropped",
+                                "damages where SQL answers differ from the undamaged collection's",
+                                "damages with any broken promise"], damages))
     if disks:
         print("\nfull disk (8 MB tmpfs; the flusher thread hits the full disk first):\n")
         print(H.markdown_table(["case", "trials", "first call raised", "records flushed / kept", "corrupt files",

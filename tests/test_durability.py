@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from rigorous_recorder import ExperimentCollection, Recorder
@@ -169,9 +170,8 @@ def broken(results: dict[str, list[str]]) -> list[str]:
     return [problem for problems in results.values() for problem in problems]
 
 
-#: Damage inside a records file's data pages (its two ends intact) is caught by the page checksums
-#: when Python reads the records, but DuckDB does not verify them: sql() may still count that run.
-#: Known, documented in README's damage paragraph, and kept apart below so that it stays visible.
+#: Damage inside a records file's data pages (its two ends intact): only the page checksums tell it,
+#: which DuckDB does not check; readers check each records file's pages once (store/verified.py).
 DATA_PAGE_DAMAGE = ("records-N.parquet: garbage in the middle", "records-N.parquet: non-UTF-8 bytes")
 
 
@@ -191,10 +191,10 @@ def test_damage_to_any_file_of_a_finished_run_is_isolated_and_reported(finished_
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="DuckDB does not verify Parquet page checksums: sql() reads a run whose "
-                                       "data pages were damaged, which Python's reading reports as damaged")
 def test_damage_inside_the_data_pages_reads_the_same_everywhere(finished_damage):
-    """Data-page damage: every reader agrees on the run (today only the Python reader notices)."""
+    """Data-page damage: sql() answers for the other runs, and every reader lists the run damaged
+    naming its records file."""
+    assert {label for label in finished_damage if label.startswith(DATA_PAGE_DAMAGE)} == set(DATA_PAGE_DAMAGE)
     assert [problem for problem in broken(finished_damage) if problem.startswith(DATA_PAGE_DAMAGE)] == []
 
 
@@ -228,6 +228,121 @@ def test_command_line_names_the_damaged_file_in_one_line(tmp_path):
         assert "run.json" in line
     else:
         assert (shown.returncode, "run.json" in shown.stdout) == (0, True)
+
+
+# -- data pages: checked once per records file -------------------------------------------------------
+
+#: Run in its own process: the bytes it reads (rchar) while listing the runs of a collection, the
+#: runs' statuses and errors, and the records SQL counts per run. pyarrow is loaded before counting.
+_LIST_RUNS = """
+import json, sys
+import pyarrow.parquet
+from rigorous_recorder import ExperimentCollection
+
+def read_so_far():
+    with open("/proc/self/io") as io:
+        return next(int(line.split()[1]) for line in io if line.startswith("rchar:"))
+
+before = read_so_far()
+collection = ExperimentCollection(sys.argv[1], quiet=True, recover=sys.argv[2] == "recover")
+runs = collection.runs
+read = read_so_far() - before
+counts = dict(collection.sql("SELECT run, count(*) FROM records GROUP BY run").fetchall())
+print(json.dumps({"read": read, "runs": [[run["status"], run.get("error")] for run in runs],
+                  "counts": {str(run): count for run, count in counts.items()}}))
+"""
+
+
+def list_runs(path: Path, recover: bool = True) -> dict:
+    """Open the collection at ``path`` in a fresh process: see :data:`_LIST_RUNS`."""
+    done = subprocess.run([sys.executable, "-c", _LIST_RUNS, str(path), "recover" if recover else "read"],
+                          capture_output=True, text=True, timeout=trials.PATIENCE)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.fixture
+def two_runs(tmp_path):
+    """Two finished runs of 40,000 records of random floats (a records file of ~1.3 MB each);
+    returns the collection and the second run's records file."""
+    collection = ExperimentCollection(tmp_path / "study", quiet=True)
+    noise = random.Random(3)
+    for run in range(2):
+        with collection.new_experiment(run=run) as recorder:
+            for step in range(40_000):
+                recorder.push(step=step, a=noise.random(), b=noise.random(), c=noise.random())
+    (records_file,) = (trials.run_folder_of(tmp_path / "study", collection.runs[-1]["id"])).glob("records-*.parquet")
+    (collection.path / "verified.json").unlink(missing_ok=True)  # as if no process had read the runs yet
+    return collection, records_file
+
+
+def overwrite_inside_a_data_page(path: Path) -> None:
+    """Zero 8 bytes inside the data page of column ``a`` (random floats: stored raw), keeping the
+    file's size, modification time and two ends: only the page checksum tells the damage."""
+    status = path.stat()
+    metadata = pq.ParquetFile(path).metadata.row_group(0)
+    chunk = next(metadata.column(index) for index in range(metadata.num_columns)
+                 if metadata.column(index).path_in_schema == "a")
+    middle = chunk.data_page_offset + chunk.total_compressed_size // 2
+    with open(path, "r+b") as file:
+        file.seek(middle)
+        file.write(bytes(8))
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
+    assert path.stat().st_size == status.st_size
+    with pytest.raises(OSError, match="CRC checksum verification failed"):
+        pq.ParquetFile(path, page_checksum_verification=True).read()
+
+
+@pytest.mark.slow
+def test_records_files_are_checked_once_then_damage_is_seen_through_a_restored_mtime(two_runs):
+    """The first process reads every page; the next reads none (the cache); a later overwrite
+    that keeps the file's size and modification time is still seen (its change time moved)."""
+    collection, records_file = two_runs
+    size = records_file.stat().st_size
+    first = list_runs(collection.path)
+    assert first["runs"] == [["ok", None], ["ok", None]]
+    assert first["read"] > 2 * size, "the first process did not read the records files' pages"
+    assert (collection.path / "verified.json").is_file()
+    second = list_runs(collection.path)
+    assert second["read"] < size / 20, "the second process read the pages again"
+    assert second["counts"] == {"0": 40_000, "1": 40_000}
+    overwrite_inside_a_data_page(records_file)
+    third = list_runs(collection.path)
+    assert third["runs"][0] == ["ok", None]
+    assert third["runs"][1][0] == "damaged"
+    assert f"{records_file}: its records cannot be read" in third["runs"][1][1]
+    assert third["counts"] == {"0": 40_000}
+    listing = trials.run_cli("ls", str(collection.path))
+    assert (listing.returncode, listing.stderr) == (0, "")
+    assert "damaged" in listing.stdout.splitlines()[-1] and records_file.name in listing.stdout.splitlines()[-1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cache", [b"\x00garbage{", b'{"format": 1, "passed": {"runs": 7}}', b'{"format": 1, "passed": [[1, 2], "x"]}'])
+def test_a_damaged_cache_is_ignored_and_rewritten(two_runs, cache):
+    """A damaged verified.json: the pages are checked again (damage found), the cache rewritten."""
+    collection, records_file = two_runs
+    list_runs(collection.path)
+    overwrite_inside_a_data_page(records_file)
+    (collection.path / "verified.json").write_bytes(cache)
+    again = list_runs(collection.path)
+    assert again["read"] > records_file.stat().st_size
+    assert [status for status, _ in again["runs"]] == ["ok", "damaged"]
+    assert again["counts"] == {"0": 40_000}
+    stored = json.loads((collection.path / "verified.json").read_text())
+    intact = [path for path in collection.path.glob("runs/*/records-*.parquet") if path != records_file]
+    assert [name for name, _ in stored["passed"]] == [str(path.relative_to(collection.path)) for path in intact]
+
+
+@pytest.mark.slow
+def test_a_reader_that_must_not_write_checks_pages_in_memory(two_runs):
+    """recover=False (the dashboard): the damage is seen, no cache file is written."""
+    collection, records_file = two_runs
+    overwrite_inside_a_data_page(records_file)
+    seen = list_runs(collection.path, recover=False)
+    assert [status for status, _ in seen["runs"]] == ["ok", "damaged"]
+    assert seen["counts"] == {"0": 40_000}
+    assert not (collection.path / "verified.json").exists()
 
 
 # -- full disk -------------------------------------------------------------------------------------

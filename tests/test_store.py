@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import statistics
 import threading
+import time
 
+import pyarrow as pa
 import pytest
 
 from rigorous_recorder import ExperimentCollection, InvalidKeyError, Recorder
 from rigorous_recorder._hotpath import COMPILED
-from rigorous_recorder.store.journal import JournalDamage, JournalWriter, read_journal, tree_frame
+from rigorous_recorder.recorder import BATCH_ROWS
+from rigorous_recorder.store.journal import JournalDamage, JournalWriter, decode_batch, read_journal, tree_frame
+from rigorous_recorder.store.run_store import RunStore
 
 
 def open_files() -> int:
@@ -132,3 +138,71 @@ def test_a_records_name_outside_the_run_folder_is_damage_not_read(collection):
     path.write_text(json.dumps({**info, "records": "../../elsewhere.parquet"}))
     (run,) = collection.runs
     assert run["status"] == "damaged" and "not in its run folder" in run["error"]
+
+
+def test_a_batch_frame_written_with_arrow_compressing_each_buffer_still_reads(tmp_path):
+    """Journals written before batch frames were compressed whole (Arrow's per-buffer LZ4) stay readable."""
+    batch = pa.record_batch({"x": pa.array([1, None, 3]), "name": pa.array(["a", "b", None])})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as stream:
+        stream.write_batch(batch)
+    assert decode_batch(sink.getvalue().to_pybytes()).equals(batch)
+
+
+def test_rows_keep_their_commit_order_when_batches_of_two_types_are_flushed_together(tmp_path):
+    """Batches sealed while a key holds ints, then strings, then ints again, flushed at once, read
+    back in commit order, in the recording process and from disk by another reader."""
+    collection = ExperimentCollection(tmp_path / "study", quiet=True, flush_interval=600)
+    experiment = collection.new_experiment()
+    worker = experiment.recorder.sub_recorder(role="worker")
+    kinds = (int, str, int)
+    for seq in range(len(kinds) * BATCH_ROWS):
+        worker.push(seq=seq, value=kinds[seq // BATCH_ROWS](seq))
+    collection.flush()
+    expected = list(range(len(kinds) * BATCH_ROWS))
+    assert [record["seq"] for record in worker] == expected
+    reader = ExperimentCollection(tmp_path / "study", quiet=True)
+    assert [record["seq"] for record in reader.records if record.get("role") == "worker"] == expected
+    experiment.finish()
+
+
+def test_the_flusher_starts_a_flush_every_interval_even_when_flushes_are_slow(tmp_path, monkeypatch):
+    """A flush taking 0.15 s of a 0.2 s interval does not stretch the period to 0.35 s: the next
+    flush starts 0.2 s after the last one began (records wait one interval, not interval + flush)."""
+    starts: list[float] = []
+    flush = RunStore.flush
+
+    def slow_flush(self: RunStore) -> None:
+        starts.append(time.monotonic())
+        time.sleep(0.15)
+        flush(self)
+
+    monkeypatch.setattr(RunStore, "flush", slow_flush)
+    experiment = ExperimentCollection(tmp_path / "study", quiet=True, flush_interval=0.2).new_experiment()
+    time.sleep(2.1)
+    gaps = [later - earlier for earlier, later in zip(starts, starts[1:])]
+    experiment.finish()
+    assert len(gaps) >= 5
+    assert statistics.median(gaps) < 0.3
+
+
+@pytest.mark.slow
+def test_a_flush_of_sparse_records_costs_a_fraction_of_committing_them(tmp_path):
+    """2,000 records of 8 keys out of 400 (sealed early into ~90 small batches) flush in under half
+    the CPU time their commits took (compressing each batch's buffers one by one cost as much as
+    the commits)."""
+    collection = ExperimentCollection(tmp_path / "study", quiet=True, flush_interval=600)
+    experiment = collection.new_experiment()
+    worker = experiment.recorder.sub_recorder(role="worker")
+    chooser = random.Random(7)
+    ratios = []
+    for _ in range(3):
+        started = time.process_time()
+        for seq in range(2_000):
+            worker.add({f"key_{key}": seq for key in chooser.sample(range(400), 8)})
+            worker.add(seq=seq).commit()
+        committed = time.process_time()
+        collection.flush()
+        ratios.append((time.process_time() - committed) / (committed - started))
+    experiment.finish()
+    assert statistics.median(ratios) < 0.5

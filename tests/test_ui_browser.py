@@ -217,14 +217,16 @@ def column_values(page, key: str) -> list[float]:
 
 
 def test_chart_has_one_series_per_selected_run_within_the_bucket_bound(page):
-    """0 < points <= 4 x buckets for each run's curve, and the canvas really drew the lines."""
+    """0 < points <= 2 x the chart's pixel columns for each run's curve (buckets two pixels wide,
+    at most first, last, min and max of each), and the canvas really drew the lines."""
     select_all(page)
     view = page.evaluate("""({selected: rrDashboard.state.sel, buckets: rrDashboard.buckets,
+        pixels: document.getElementById('chart').clientWidth,
         series: rrDashboard.curves.series.map(s => ({run: s.run_id, kind: s.kind, points: s.x.length})),
         plotted: rrDashboard.chart.series.length - 1})""")
     assert [series["run"] for series in view["series"]] == view["selected"] and len(view["selected"]) == 6
-    assert view["plotted"] == 6 and view["buckets"] >= 200
-    assert all(0 < series["points"] <= 4 * view["buckets"] for series in view["series"])
+    assert view["plotted"] == 6 and view["pixels"] >= 400 and view["buckets"] <= view["pixels"] / 2 + 1
+    assert all(0 < series["points"] <= 4 * view["buckets"] <= 2 * view["pixels"] + 4 for series in view["series"])
     assert colored_pixels(page) > 500
 
 

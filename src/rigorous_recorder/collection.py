@@ -333,7 +333,10 @@ class ExperimentCollection:
                      ) -> tuple[list[Run], dict[str, PackedRun]]:
         """:meth:`_scan`, and the runs among them read from the catalog's packs, by id
         (``signatures``: of each run.json, taken just before, by run name; ``queryable``: only
-        from packs whose records and trees are whole, as a query needs them)."""
+        from packs whose records and trees are whole, as a query needs them). A stopped run
+        read in place whose records file fails its page checksums reads as damaged."""
+        from .store.verified import check_pages, verified_files
+
         packs = self._catalog_runs(queryable)
         runs = []
         packed = {}
@@ -352,18 +355,22 @@ class ExperimentCollection:
                 runs.append((folder, packed_run.info))
                 packed[folder.id] = packed_run
                 continue
+            info = None
             try:
                 info = folder.read_info()
                 if folder.id in self._damaged:
                     raise DamagedFileError(folder.path, self._damaged[folder.id])
+                info = folder.read_while_changing(info, check_pages)[0]
             except DamagedFileError as error:
-                info = _damaged(folder, number, error)
+                info = _damaged(folder, number, error, info)
             else:
                 if info["status"] == RUNNING and running_experiment(folder.path) is None \
                         and not self._alive(folder, info):
                     info = self._found_dead(folder, info)
             runs.append((folder, info))
         runs.sort(key=lambda run: (run[1]["experiment_number"], run[1].get("experiment_start_time") or 0, run[0].id))
+        if self._maintain:
+            verified_files(self.path).save()
         return runs, packed
 
     def _found_dead(self, folder: RunFolder, info: dict[str, Any]) -> dict[str, Any]:
@@ -603,8 +610,12 @@ def _run_signatures(path: Path) -> dict[str, Signature | None] | None:
     return {entry.name: info_signature_at(entry.path) for entry in entries if number_of_run_name(entry.name) is not None}
 
 
-def _damaged(folder: RunFolder, number: int, error: DamagedFileError) -> dict[str, Any]:
-    """The info a reader shows for a run whose run.json cannot be read."""
+def _damaged(folder: RunFolder, number: int, error: DamagedFileError,
+             info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The info a reader shows for a damaged run: its run.json (``info``) when that could be
+    read, with the status and the error naming the file."""
+    if info is not None:
+        return {**info, "status": DAMAGED, "error": str(error)}
     return {"id": folder.id, "experiment_number": number, "error_number": None, "had_error": True,
             "status": DAMAGED, "error": str(error), "experiment_start_time": None, "experiment_end_time": None,
             "experiment_duration": None}

@@ -64,6 +64,7 @@ from .store.layout import BOOKKEEPING_KEYS, DAMAGED, EXPERIMENT_NODE, RUN_NODE, 
 from .store.layout import RECORDER_COLUMN as STORED_RECORDER_COLUMN
 from .store.run_folder import RunFolder
 from .store.catalog import Pack, PackedRun
+from .store.verified import check_pages
 from .store.tree_file import lineages, read_tree_schema, records_table, shape_of, tree_of
 
 Runs = Sequence[tuple[RunFolder, dict[str, Any]]]
@@ -233,8 +234,10 @@ def _sources(runs: Runs, connection: duckdb.DuckDBPyConnection,
 def _read_in_place(folder: RunFolder, info: dict[str, Any]) -> tuple[Path | None, pa.Schema, list[dict[str, Any]],
                                                                     pa.Table | None]:
     """A run read from its folder: a stopped run's records file (path, schema, tree entries),
-    or a running run's journal read whole (schema, tree entries, table)."""
+    its pages checked once (DuckDB does not), or a running run's journal read whole (schema,
+    tree entries, table)."""
     if info["status"] != RUNNING and info.get("records") and not folder.journal_paths(info):
+        check_pages(folder, info)
         path = folder.compacted_path(info)
         schema = read_tree_schema(path)
         return path, schema, tree_of(schema, path)["recorders"], None

@@ -734,8 +734,8 @@ def full_disk_trial(mount_point: Path, first_call: str = "push", flush_interval:
     collection.flush()
     result.committed = result.flushed = 2_000
     ballast = fill_disk(mount_point)
-    for seq in range(2_000, 2_100):  # pending rows the flusher cannot write
-        worker.push(seq=seq, text=text)
+    for seq in range(2_000, 2_100):  # pending rows the flusher cannot write: each its own random text,
+        worker.push(seq=seq, text=os.urandom(300).hex())  # else compressed they fit in the file's last page
     result.committed = 2_100
     time.sleep(flush_interval * 5 + 0.3)  # several flushes fail meanwhile
     call = {

@@ -1,12 +1,13 @@
 """RunStore: the store of a running experiment, written to the run's journal.
 
-Every recorder of the run sends its rows here. A flush (every ``flush_interval`` seconds on
-a daemon thread, or when asked) takes, under the store's lock, only what changed since the
-last flush: the unsealed rows of the recorders that committed, the batches they sealed, and
-the tree entries of new or changed recorders. That takes microseconds per recorder that
-committed, whatever the size of the tree. The rows are then turned into Arrow batches,
-grouped by schema, and appended to the one journal file of this session, outside the lock:
-``push()`` never waits for the disk. What a flush wrote survives a kill -9.
+Every recorder of the run sends its rows here. A flush (on a daemon thread, one starting every
+``flush_interval`` seconds, or at once when the last one ran longer; or when asked) takes,
+under the store's lock, only what changed since the last flush: the unsealed rows of the
+recorders that committed, the batches they sealed, and the tree entries of new or changed
+recorders. That takes microseconds per recorder that committed, whatever the size of the tree.
+The rows are then turned into Arrow batches, each recorder's in commit order, and appended to
+the one journal file of this session, outside the lock: ``push()`` never waits for the disk.
+What a flush wrote survives a kill -9.
 
 A write that fails (a full disk) keeps its frames in memory and retries them first at the
 next flush; until one succeeds, the run's recorders refuse new rows with a
@@ -16,6 +17,7 @@ next flush; until one succeeds, the run's recorders refuse new rows with a
 from __future__ import annotations
 
 import threading
+import time
 from array import array
 from collections.abc import Iterable
 from itertools import islice
@@ -62,7 +64,7 @@ class RunStore(RecordStore):
         self._next_id = max(self._recorders, default=-1) + 1
         self._changed: dict[Recorder, None] = {}
         self._dirty: dict[Recorder, None] = {}
-        self._sealed: list[pa.RecordBatch] = []  # tagged, sealed since the last flush
+        self._sealed: dict[int, list[pa.RecordBatch]] = {}  # per recorder id: tagged, sealed since the last flush
         self._queued_bytes = 0
         self._unwritten: list[tuple[bytes, pa.RecordBatch | None]] = []  # frames a failed write left
         self._frames: dict[int, list[Frame]] = {}
@@ -107,7 +109,7 @@ class RunStore(RecordStore):
     def write(self, recorder: Recorder, batch: pa.RecordBatch) -> None:
         """Queue a sealed batch for the next flush (called under the lock)."""
         self._check_open()
-        self._sealed.append(tag(batch, recorder.node_id))
+        self._sealed.setdefault(recorder.node_id, []).append(tag(batch, recorder.node_id))
         self._queued_bytes += batch.nbytes
 
     def pending(self, recorder: Recorder) -> None:
@@ -126,12 +128,13 @@ class RunStore(RecordStore):
         node_id = recorder.node_id
         with self._flushing, self.lock:
             frames = list(self._frames.get(node_id, ()))
-            queued = [batch for _, batch in self._unwritten if batch is not None] + self._sealed
+            unwritten = [batch for _, batch in self._unwritten if batch is not None]
             columns, rows = recorder.unsealed_rows()
             earlier = self._earlier.get(node_id)
             batches = list(earlier.batches()) if earlier is not None else []
-            for batch in [*map(self._decoded, frames), *queued]:
+            for batch in [*map(self._decoded, frames), *unwritten]:
                 batches.extend(_rows_of(batch, node_id))
+            batches.extend(map(untag, self._sealed.get(node_id, ())))
         return batches, columns, rows
 
     def flush(self) -> None:
@@ -141,7 +144,7 @@ class RunStore(RecordStore):
         the rows are converted and written, so ``push()`` never waits long.
         """
         with self._flushing:
-            taken: list[tuple[int, dict[str, list[Any]], int]] = []
+            taken: dict[int, list[Piece]] = {}  # per recorder id, in commit order
             while True:
                 with self.lock:
                     if self._closed:
@@ -149,17 +152,20 @@ class RunStore(RecordStore):
                     dirty = list(islice(self._dirty, _RECORDERS_PER_LOCK))
                     for recorder in dirty:
                         del self._dirty[recorder]
-                        taken.append((recorder.node_id, *recorder.take_unsealed_rows()))
+                        pieces = taken.setdefault(recorder.node_id, [])
+                        pieces.extend(self._sealed.pop(recorder.node_id, ()))  # sealed before these rows
+                        pieces.append(recorder.take_unsealed_rows())
                     if not dirty:  # last: tree entries of every recorder whose rows were taken
                         changed, self._changed = list(self._changed), {}
-                        sealed, self._sealed, self._queued_bytes = self._sealed, [], 0
+                        for node_id, batches in self._sealed.items():  # sealed after its rows were taken, or none were
+                            taken.setdefault(node_id, []).extend(batches)
+                        self._sealed, self._queued_bytes = {}, 0
                         break
             frames = list(self._unwritten)
             if changed:
                 entries = [self._entry(recorder) for recorder in changed]
                 frames.append((tree_frame(to_json(entries).encode("utf-8")), None))
-            batches = [*sealed, *_batches_of(taken)]
-            frames.extend((batch_frame(batch), batch) for batch in _grouped(batches))
+            frames.extend((batch_frame(batch), batch) for batch in _grouped(_batches_of(taken)))
             if frames:
                 self._append(frames)
 
@@ -264,7 +270,11 @@ class RunStore(RecordStore):
         return thread
 
     def _flush_periodically(self) -> None:
-        while not self._stop.wait(self._interval):
+        """Start a flush every ``flush_interval`` seconds (at once when the last one ran longer):
+        a record waits at most one interval and one flush before it is on disk."""
+        started = time.monotonic()
+        while not self._stop.wait(max(0.0, started + self._interval - time.monotonic())):
+            started = time.monotonic()
             try:
                 self.flush()
             except StorageError:
@@ -275,13 +285,26 @@ class RunStore(RecordStore):
                 pass  # a full disk: the pid check still tells readers on this host
 
 
-def _batches_of(taken: list[tuple[int, dict[str, list[Any]], int]]) -> list[pa.RecordBatch]:
-    """Tagged batches of the rows taken from recorders: recorders whose columns hold the same
-    keys with the same value types share one batch (one per episode would be slow)."""
-    groups: dict[tuple[Any, ...], tuple[list[int], dict[str, list[Any]]]] = {}
-    for node_id, columns, rows in taken:
-        if not rows:
+#: What a flush takes from one recorder: a tagged batch it sealed, or its unsealed rows (columns, count).
+Piece = pa.RecordBatch | tuple[dict[str, list[Any]], int]
+
+
+def _batches_of(taken: dict[int, list[Piece]]) -> list[pa.RecordBatch]:
+    """Tagged batches of what a flush took, each recorder's rows in commit order: the sealed
+    batches and rows of a recorder that sealed any, each in turn; the rows of the recorders
+    that only had unsealed rows, one batch per set of keys and value types (one batch per
+    episode recorder would be slow)."""
+    batches: list[pa.RecordBatch] = []
+    only_rows: list[tuple[int, dict[str, list[Any]], int]] = []
+    for node_id, pieces in taken.items():
+        pieces = [piece for piece in pieces if isinstance(piece, pa.RecordBatch) or piece[1]]
+        if len(pieces) == 1 and not isinstance(pieces[0], pa.RecordBatch):
+            only_rows.append((node_id, *pieces[0]))
             continue
+        for piece in pieces:
+            batches.append(piece if isinstance(piece, pa.RecordBatch) else tag(build_batch(*piece), node_id))
+    groups: dict[tuple[Any, ...], tuple[list[int], dict[str, list[Any]]]] = {}
+    for node_id, columns, rows in only_rows:
         signature = tuple((key, frozenset(map(type, values))) for key, values in columns.items())
         group = groups.get(signature)
         if group is None:
@@ -290,20 +313,23 @@ def _batches_of(taken: list[tuple[int, dict[str, list[Any]], int]]) -> list[pa.R
             group[0].extend([node_id] * rows)
             for key, values in columns.items():
                 group[1][key].extend(values)
-    return [
+    return batches + [
         build_batch(columns, len(ids)).add_column(0, RECORDER_FIELD, int32_array(array("i", ids)))
         for ids, columns in groups.values()
     ]
 
 
 def _grouped(batches: Iterable[pa.RecordBatch]) -> list[pa.RecordBatch]:
-    """Tagged batches merged into one batch per distinct schema (few frames per flush)."""
-    by_schema: dict[tuple[Any, ...], list[pa.RecordBatch]] = {}
+    """Tagged batches, each run of consecutive batches of one schema merged into one batch (few
+    frames per flush; merging only neighbours keeps each recorder's rows in commit order)."""
+    runs: list[list[pa.RecordBatch]] = []
     for batch in batches:
-        key = tuple((field.name, field.type, field.metadata and tuple(field.metadata.items())) for field in batch.schema)
-        by_schema.setdefault(key, []).append(batch)
-    return [group[0] if len(group) == 1 else pa.Table.from_batches(group).combine_chunks().to_batches()[0]
-            for group in by_schema.values()]
+        if runs and runs[-1][0].schema.equals(batch.schema, check_metadata=True):  # JSON is metadata
+            runs[-1].append(batch)
+        else:
+            runs.append([batch])
+    return [run[0] if len(run) == 1 else pa.Table.from_batches(run).combine_chunks().to_batches()[0]
+            for run in runs]
 
 
 def _rows_of(batch: pa.RecordBatch, node_id: int) -> list[pa.RecordBatch]:

@@ -8,6 +8,7 @@
   const STATS_EVERY = 2;  // polls between two refreshes of a running run's last/min/max (read from its curve)
   const PAGE_ROWS = 100;  // rows the table shows at first, and per "show more": a long table lays out slowly
   const CHART_HEIGHT = 360;
+  const PIXELS_PER_BUCKET = 2;  // the server keeps first, last, min and max of a bucket: <= 2 points per pixel, no spike lost
   const FAILED = new Set(["error", "crashed", "damaged"]);
   const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
     "#bcbd22", "#17becf"];
@@ -372,7 +373,7 @@
       $("chart-message").textContent = state.y ? "select runs in the table to plot them" : "no numeric columns yet";
       return;
     }
-    const buckets = Math.round(chartWidth());
+    const buckets = Math.round(chartWidth() / PIXELS_PER_BUCKET);
     const params = new URLSearchParams({
       runs: selected.join(","), y: state.y, x: state.x || "", time: state.time, buckets: String(buckets),
       smooth: String(state.smooth), relative: state.rel ? "1" : "0", by: state.by,
