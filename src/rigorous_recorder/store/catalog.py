@@ -69,7 +69,7 @@ _PACK_FORMAT = 2
 @dataclass
 class PackedRun:
     """A run as a pack holds it: its info (run.json without its experiment info and context,
-    which are decoded when asked for)."""
+    which :attr:`full_info` adds back, decoding the context on first use)."""
 
     id: str
     signature: Signature
