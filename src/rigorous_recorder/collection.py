@@ -329,12 +329,13 @@ class ExperimentCollection:
         """
         return self._scan_packed()[0]
 
-    def _scan_packed(self, signatures: dict[str, Signature | None] | None = None, queryable: bool = False
-                     ) -> tuple[list[Run], dict[str, PackedRun]]:
+    def _scan_packed(self, signatures: dict[str, Signature | None] | None = None, queryable: bool = False,
+                     pages: bool = True) -> tuple[list[Run], dict[str, PackedRun]]:
         """:meth:`_scan`, and the runs among them read from the catalog's packs, by id
         (``signatures``: of each run.json, taken just before, by run name; ``queryable``: only
         from packs whose records and trees are whole, as a query needs them). A stopped run
-        read in place whose records file fails its page checksums reads as damaged."""
+        read in place whose records file fails its page checksums reads as damaged (``pages``
+        False: not checked, for the packer, which checks every page it packs)."""
         from .store.verified import check_pages, verified_files
 
         packs = self._catalog_runs(queryable)
@@ -360,7 +361,8 @@ class ExperimentCollection:
                 info = folder.read_info()
                 if folder.id in self._damaged:
                     raise DamagedFileError(folder.path, self._damaged[folder.id])
-                info = folder.read_while_changing(info, check_pages)[0]
+                if pages:
+                    info = folder.read_while_changing(info, check_pages)[0]
             except DamagedFileError as error:
                 info = _damaged(folder, number, error, info)
             else:
@@ -415,7 +417,7 @@ class ExperimentCollection:
                 return False
         except OSError:
             return False
-        runs, packed = self._scan_packed(queryable=True)
+        runs, packed = self._scan_packed(queryable=True, pages=False)
         if not self._catalog.pack(runs, packed):
             return False
         self._query_cache = None

@@ -1079,7 +1079,7 @@ def collection_damages(collection_path: Path) -> list[Damage]:
             found.append(Damage(kind, name, _file_damage(relative, function)))
         if relative.suffix == ".parquet":
             found.append(Damage(kind, "a run's records file in its place", _copied_over(some_records_file, relative)))
-        if relative.suffix == ".json":
+        if relative.suffix == ".json" and not relative.name.endswith(".runs.json"):  # a pack listing leads with its CRC
             data = json.loads((collection_path / relative).read_text(encoding="utf-8"))
             for name, value in json_damages(data).items():
                 found.append(Damage(kind, name, _json_write(relative, value)))
