@@ -20,6 +20,9 @@ Three tables for README's durability section, each counted from real processes:
    the flusher failed, corrupt files, runs marked ok with records missing, reading the
    collection while the disk is full and once it is read-only.
 
+And the CPU time of a flush of the manykeys workload's sparse records (``flush-cost``), which
+decides whether the flusher keeps up under load.
+
 Run: ``.venv/bin/python benchmarks/durability.py [--trials N] [--seed S] [--only PART ...]``
 (~6 minutes at the default N = 2 on 2 cores; ``--only manykeys`` runs that workload's kill
 trials alone, see ``--help`` for the parts). Progress goes to stderr, the report to stdout;
@@ -34,6 +37,7 @@ import platform
 import random
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,7 +53,9 @@ import durability_trials as trials  # noqa: E402
 #: Seconds after a writer's run starts within which a kill lands, per workload.
 KILL_WINDOW = (0.3, 4.0)
 #: What ``--only`` may choose: a kill workload, or one group of trials.
-PARTS = (*trials.WORKLOAD_OPTIONS, "finish", "recovery", "packing", "damage", "full-disk")
+PARTS = (*trials.WORKLOAD_OPTIONS, "finish", "recovery", "packing", "damage", "full-disk", "flush-cost")
+#: The flush-cost part: records committed between two flushes, and how many flushes.
+FLUSH_RECORDS, FLUSHES = 3_000, 7
 
 
 def progress(text: str) -> None:
@@ -309,6 +315,37 @@ def full_disk_rows(work: Path, count: int) -> tuple[list[list[str]], list[str]]:
     return rows, problems
 
 
+# -- flush cost --------------------------------------------------------------------------------
+
+
+def flush_cost_row(work: Path) -> list[str]:
+    """CPU time of flushing the manykeys writer's records (8 keys out of 400, ints, then floats, then
+    strings), per 1,000 records, beside that of committing them, and the journal's bytes per record."""
+    from rigorous_recorder import ExperimentCollection
+
+    collection = ExperimentCollection(work / "flush-cost" / "study", quiet=True, flush_interval=600)
+    experiment = collection.new_experiment()
+    worker = experiment.recorder.sub_recorder(role="worker")
+    chooser = random.Random(7)
+    flushes, commits, seq = [], [], 0
+    for flush in range(FLUSHES):
+        started = time.process_time()
+        for _ in range(FLUSH_RECORDS):
+            values = (seq, seq + 0.5, f"text {seq}")[flush % 3]
+            worker.add({f"key_{key}": values for key in chooser.sample(range(400), 8)})
+            worker.add(seq=seq).commit()
+            seq += 1
+        committed = time.process_time()
+        collection.flush()
+        flushes.append(time.process_time() - committed)
+        commits.append(committed - started)
+    journal_bytes = sum(path.stat().st_size for path in collection.path.rglob("*.rrj"))
+    experiment.finish()
+    per_thousand = 1000 * 1000 / FLUSH_RECORDS  # ms per 1,000 records from seconds per flush
+    return [f"{FLUSH_RECORDS:,}", str(FLUSHES), f"{statistics.median(flushes) * per_thousand:.0f}",
+            f"{statistics.median(commits) * per_thousand:.0f}", f"{journal_bytes / seq:,.0f}"]
+
+
 # -- the report --------------------------------------------------------------------------------
 
 
@@ -328,6 +365,7 @@ def main() -> int:
         kills, kill_problems = kill_rows(work, args.trials, chooser, parts)
         damages, damage_problems = damage_rows(work) if "damage" in parts else ([], [])
         disks, disk_problems = full_disk_rows(work, args.trials) if "full-disk" in parts else ([], [])
+        flush_cost = flush_cost_row(work) if "flush-cost" in parts else None
     only = [] if args.only is None else ["--only", *parts]
     command = shlex.join([Path(sys.executable).name, *sys.argv[:1], "--trials", str(args.trials), "--seed", str(seed),
                           *only])
@@ -355,6 +393,10 @@ def main() -> int:
         print(H.markdown_table(["case", "trials", "first call raised", "records flushed / kept", "corrupt files",
                                 "runs marked ok with records missing", "trials where reading full/read-only failed"],
                                disks))
+    if flush_cost:
+        print("\nflush cost of sparse records (the manykeys writer's; median of the flushes, CPU time):\n")
+        print(H.markdown_table(["records a flush", "flushes", "flush CPU ms per 1,000 records",
+                                "commit CPU ms per 1,000 records", "journal bytes per record"], [flush_cost]))
     problems = kill_problems + damage_problems + disk_problems
     print(f"\n{len(problems)} broken promises" + (":" if problems else "."))
     for problem in problems[:80]:
