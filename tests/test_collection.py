@@ -70,7 +70,7 @@ def test_collection_is_stored_in_path_plus_collection_suffix(collection, tmp_pat
     run_ok(collection)
     assert collection.path == tmp_path / "study.collection"
     assert sorted(path.name for path in (tmp_path / "study.collection").iterdir()) == [
-        "active", "collection.json", "numbering.lock", "runs",
+        "active", "collection.json", "numbering.lock", "runs", "verified.json",
     ]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["study.collection"]
 

@@ -294,6 +294,21 @@ def overwrite_inside_a_data_page(path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_a_file_its_own_run_finished_with_is_not_read_back_by_the_next_reader(tmp_path):
+    """The process that finished a run wrote its pages and their checksums: a reader of the
+    collection afterwards reads none of them (verified.json already holds the file)."""
+    collection = ExperimentCollection(tmp_path / "study", quiet=True)
+    noise = random.Random(4)
+    with collection.new_experiment(run=0) as recorder:
+        for step in range(40_000):
+            recorder.push(step=step, a=noise.random(), b=noise.random(), c=noise.random())
+    (records_file,) = collection.path.glob("runs/*/records-*.parquet")  # not collection.runs: it would check them
+    reader = list_runs(collection.path)
+    assert reader["runs"] == [["ok", None]] and reader["counts"] == {"0": 40_000}
+    assert reader["read"] < records_file.stat().st_size / 20, "the reader read the pages back"
+
+
+@pytest.mark.slow
 def test_records_files_are_checked_once_then_damage_is_seen_through_a_restored_mtime(two_runs):
     """The first process reads every page; the next reads none (the cache); a later overwrite
     that keeps the file's size and modification time is still seen (its change time moved)."""

@@ -248,7 +248,15 @@ class ExperimentCollection:
         return recovered
 
     def _recover(self, folder: RunFolder, info: dict[str, Any]) -> dict[str, Any]:
-        """Mark a dead run crashed, keeping every record on disk (call with the numbering lock)."""
+        """Mark a dead run crashed, keeping every record on disk (call with the numbering lock).
+
+        ``info`` was read before its process was found gone: run.json is read again, since the
+        process may have finished the run in between (it can change nothing now).
+        """
+        info = folder.read_info()
+        if info["status"] != RUNNING:
+            (self.path / ACTIVE_FOLDER / folder.id).unlink(missing_ok=True)
+            return info
         end = max((path.stat().st_mtime for path in folder.path.rglob("*") if path.is_file()), default=time.time())
         info = folder.compact({
             **info, "status": CRASHED, "had_error": True, "experiment_end_time": end,
@@ -265,6 +273,10 @@ class ExperimentCollection:
         """Store the end of ``experiment`` (called by ``Experiment.finish``); returns its final info."""
         info = experiment.folder.compact(info)
         (self.path / ACTIVE_FOLDER / experiment.id).unlink(missing_ok=True)
+        if info.get("records") is not None and self._maintain:
+            from .store.verified import verified_files
+
+            verified_files(self.path).written(experiment.folder.compacted_path(info))  # readers need not read it back
         self._query_cache = None
         try:
             self._pack()

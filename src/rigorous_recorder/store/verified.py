@@ -4,7 +4,8 @@ DuckDB reads Parquet without checking page checksums, so a run's records file is
 (read whole by pyarrow) before any query reads it in place. A check is done once per file
 signature: inode, size, modification time and change time. ``os.utime`` can set the
 modification time back but not the change time, so any write to the file after its check
-makes it checked again. What passed is kept in memory for the process, and in
+makes it checked again. A run's own process counts the file it finished the run with as passed
+(it computed the checksums of those very pages). What passed is kept in memory for the process, and in
 ``<collection>/verified.json`` for the next processes; that file is a cache only:
 deleting it loses nothing, a damaged one is ignored (and rewritten), and a reader that must
 not write (``recover=False``) reads it but keeps what it checks in memory.
@@ -53,7 +54,7 @@ class VerifiedFiles:
         """Raise DamagedFileError naming ``path`` unless every page of it passes its checksum
         (read only when this signature of it was never checked)."""
         path = os.fspath(path)
-        name = path[len(self._prefix):] if path.startswith(self._prefix) else os.path.relpath(path, self.cache.parent)
+        name = self._name(path)
         try:
             signature = file_signature(path)
         except FileNotFoundError:
@@ -67,6 +68,24 @@ class VerifiedFiles:
         with self._lock:
             self._passed.add((name, signature))
             self._unsaved = True
+
+    def written(self, path: str | os.PathLike[str]) -> None:
+        """Remember a records file this process has just written as passed, and save: its page
+        checksums were computed from the very pages written, so the next reader need not read
+        it back (a later write to it changes its signature)."""
+        path = os.fspath(path)
+        try:
+            signature = file_signature(path)
+        except OSError:
+            return
+        with self._lock:
+            self._passed.add((self._name(path), signature))
+            self._unsaved = True
+        self.save()
+
+    def _name(self, path: str) -> str:
+        """``path`` relative to the collection."""
+        return path[len(self._prefix):] if path.startswith(self._prefix) else os.path.relpath(path, self.cache.parent)
 
     def save(self) -> None:
         """Write what passed to the cache file when something new did (a failed write is
