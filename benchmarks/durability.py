@@ -162,16 +162,21 @@ def recovery_rows(work: Path, count: int, chooser: random.Random,
 def pack_rows(work: Path, count: int, chooser: random.Random,
               add_row: Callable[[str, list[trials.Trial]], None]) -> None:
     """kill -9 inside packing: in the finish() whose run makes 64 wait, and in a first sql()."""
+    def killed_inside(name: str, slug: str, seconds: float, trial: Callable[[Path, float], trials.Trial]
+                      ) -> list[trials.Trial]:
+        done = []
+        for index in range(count):
+            delay = chooser.uniform(0.0, 1.1 * seconds)
+            progress(f"kill -9 inside a {name} that packs (takes {seconds:.2f} s) at {delay:.2f} s")
+            folder = _fresh(work, f"{slug}-{index}")
+            done.append(attempt(f"{name} packing", waiting, lambda: trial(folder, delay)))
+        return done
+
     waiting_template = _fresh(work, "waiting") / "study"
     waiting = trials.waiting_template(waiting_template)
     seconds = trials.pack_in_finish_seconds(waiting_template, _fresh(work, "pack-finish-calibration"))
-    done = []
-    for index in range(count):
-        delay = chooser.uniform(0.0, 1.1 * seconds)
-        progress(f"kill -9 inside a finish() that packs (takes {seconds:.2f} s) at {delay:.2f} s")
-        folder = _fresh(work, f"pack-finish-{index}")
-        done.append(attempt("finish() packing", waiting, lambda: trials.pack_in_finish_kill_trial(
-            waiting_template, folder, waiting, delay)))
+    done = killed_inside("finish()", "pack-finish", seconds, lambda folder, delay: trials.pack_in_finish_kill_trial(
+        waiting_template, folder, waiting, delay))
     add_row(f"inside a finish() that packs {trials.WAITING_RUNS + 1} runs, {waiting:,} records waiting "
             f"(takes {seconds:.2f} s; {_phases(done)})", done)
 
@@ -179,13 +184,8 @@ def pack_rows(work: Path, count: int, chooser: random.Random,
     shutil.copytree(trials.collection_folder(waiting_template), trials.collection_folder(query_template))
     waiting += trials.waiting_template(query_template, runs=1, first_run=trials.WAITING_RUNS)  # 64 wait
     seconds = trials.first_query_seconds(query_template, _fresh(work, "pack-query-calibration"))
-    done = []
-    for index in range(count):
-        delay = chooser.uniform(0.0, 1.1 * seconds)
-        progress(f"kill -9 inside a first sql() that packs (takes {seconds:.2f} s) at {delay:.2f} s")
-        folder = _fresh(work, f"pack-query-{index}")
-        done.append(attempt("first sql() packing", waiting, lambda: trials.pack_in_query_kill_trial(
-            query_template, folder, waiting, delay)))
+    done = killed_inside("first sql()", "pack-query", seconds, lambda folder, delay: trials.pack_in_query_kill_trial(
+        query_template, folder, waiting, delay))
     add_row(f"inside a first `sql()` that packs {trials.WAITING_RUNS + 1} runs of {waiting:,} records "
             f"(takes {seconds:.2f} s; {_phases(done)})", done)
 

@@ -273,9 +273,9 @@ def kill_trial(folder: Path, workload: str, delay: float) -> Trial:
     return Trial(workload, must, count_records(path, must), f"kill -9 at {delay:.2f} s", writer.failure())
 
 
-def finish_kill_trial(folder: Path, delay: float, records: int = FINISHED_RECORDS) -> Trial:
-    """SIGKILL a ``big`` writer ``delay`` seconds into its ``finish()`` (every record flushed before)."""
-    path = folder / "study"
+def _killed_inside_finish(path: Path, delay: float, records: int) -> tuple[Writer, Line]:
+    """A ``big`` writer of ``records`` at ``path``, SIGKILLed ``delay`` seconds into its finish();
+    returns it and its "finishing" message (the records it had flushed)."""
     writer = Writer(path, "big", "--records", str(records))
     finishing = writer.wait_for("finishing")
     if finishing is None:
@@ -283,6 +283,13 @@ def finish_kill_trial(folder: Path, delay: float, records: int = FINISHED_RECORD
         raise RuntimeError(f"the big writer ended before finish(): {writer.tail()}")
     time.sleep(delay)
     writer.kill()
+    return writer, finishing
+
+
+def finish_kill_trial(folder: Path, delay: float, records: int = FINISHED_RECORDS) -> Trial:
+    """SIGKILL a ``big`` writer ``delay`` seconds into its ``finish()`` (every record flushed before)."""
+    path = folder / "study"
+    writer, finishing = _killed_inside_finish(path, delay, records)
     done = "after it returned" if writer.wait_for("finished", 0) else "inside it"
     return Trial("big", finishing.count, count_records(path, finishing.count),
                  f"kill -9 {delay:.2f} s after finish() began, {done}", writer.failure())
@@ -961,13 +968,7 @@ def pack_in_finish_kill_trial(template: Path, folder: Path, waiting: int, delay:
     of the runs of ``template`` (copied); count every record of the collection."""
     path = folder / "study"
     shutil.copytree(collection_folder(template), collection_folder(path))
-    writer = Writer(path, "big", "--records", str(records))
-    finishing = writer.wait_for("finishing")
-    if finishing is None:
-        writer.end()
-        raise RuntimeError(f"the big writer ended before finish(): {writer.tail()}")
-    time.sleep(delay)
-    writer.kill()
+    writer, finishing = _killed_inside_finish(path, delay, records)
     phase = "after finish() returned" if writer.wait_for("finished", 0) else packing_phase(path)
     must = waiting + finishing.count
     return Trial("finish() packing", must, count_records(path, finishing.count),
