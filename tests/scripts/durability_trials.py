@@ -273,6 +273,17 @@ def kill_trial(folder: Path, workload: str, delay: float) -> Trial:
     return Trial(workload, must, count_records(path, must), f"kill -9 at {delay:.2f} s", writer.failure())
 
 
+def _killed_holding(path: Path, records: int, tag: str) -> Writer:
+    """A ``hold`` writer that flushed ``records`` records into a run tagged ``tag``, SIGKILLed."""
+    writer = Writer(path, "hold", "--records", str(records), "--flush", "--flush-interval", "600",
+                    "--info", f"tag={tag}")
+    if writer.wait_for("ready") is None:
+        writer.end()
+        raise RuntimeError(f"the hold writer failed: {writer.tail()}")
+    writer.kill()
+    return writer
+
+
 def _killed_inside_finish(path: Path, delay: float, records: int) -> tuple[Writer, Line]:
     """A ``big`` writer of ``records`` at ``path``, SIGKILLed ``delay`` seconds into its finish();
     returns it and its "finishing" message (the records it had flushed)."""
@@ -907,13 +918,7 @@ def crashed_template(path: Path, records: int = 300) -> str:
             worker = recorder.sub_recorder(role="worker")
             for seq in range(records):
                 worker.push(seq=seq, text=f"value {seq}")
-    writer = Writer(path, "hold", "--records", str(records), "--flush", "--flush-interval", "600",
-                    "--info", "tag=target")
-    if writer.wait_for("ready") is None:
-        writer.end()
-        raise RuntimeError(f"the hold writer failed: {writer.tail()}")
-    writer.kill()
-    return writer.run_ids[0]
+    return _killed_holding(path, records, "target").run_ids[0]
 
 
 # -- the catalog: packs under attack ---------------------------------------------------------
@@ -1041,12 +1046,7 @@ def packed_template(path: Path, runs: int = PACKED_TEMPLATE_RUNS, records: int =
             worker = recorder.sub_recorder(role="worker")
             for index in range(records):
                 worker.push(seq=run * records + index, text=f"value {index}", loss=1.0 / (index + 1))
-    writer = Writer(path, "hold", "--records", str(records), "--flush", "--flush-interval", "600",
-                    "--info", "tag=killed")
-    if writer.wait_for("ready") is None:
-        writer.end()
-        raise RuntimeError(f"the hold writer failed: {writer.tail()}")
-    writer.kill()
+    _killed_holding(path, records, "killed")
     catalog = collection_folder(path) / "catalog"
     (pack,) = [file for file in catalog.iterdir() if file.name.startswith("pack-") and file.name.count(".") == 1]
     data = pack.read_bytes()
