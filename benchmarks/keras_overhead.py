@@ -26,19 +26,13 @@ pool; RigorousCallback runs its batch-end hook on the training thread (see
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import peers_frameworks
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--processes", type=int, default=3, help="fresh processes, one after the other (default 3)")
-    parser.add_argument("--cycles", type=int, default=6,
-                        help="cycles per process (default 6: each contender fits first, second and third equally often)")
-    parser.add_argument("--quick", action="store_true", help="1 process, 2 cycles of 1 epoch of 50 batches: a smoke test")
-    args = parser.parse_args()
+    args = peers_frameworks.overhead_options(__doc__, "1 process, 2 cycles of 1 epoch of 50 batches")
     processes, cycles, epochs, batches = (1, 2, 1, 50) if args.quick else (args.processes, args.cycles, 3, 300)
     return peers_frameworks.overhead_benchmark(
         "keras", ["no callback", "CSVLogger", "ours"], "batch", processes=processes, cycles=cycles, epochs=epochs,

@@ -22,19 +22,13 @@ the table gives the median and quartiles over all cycles:
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import peers_frameworks
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--processes", type=int, default=3, help="fresh processes, one after the other (default 3)")
-    parser.add_argument("--cycles", type=int, default=6,
-                        help="cycles per process (default 6: each contender fits first, second and third equally often)")
-    parser.add_argument("--quick", action="store_true", help="1 process, 2 cycles of 300 steps: a smoke test")
-    args = parser.parse_args()
+    args = peers_frameworks.overhead_options(__doc__, "1 process, 2 cycles of 300 steps")
     processes, cycles, steps = (1, 2, 300) if args.quick else (args.processes, args.cycles, 2000)
     return peers_frameworks.overhead_benchmark(
         "lightning", ["no logger", "CSVLogger", "ours"], "step", processes=processes, cycles=cycles, steps=steps,

@@ -12,6 +12,7 @@ TensorFlow) comes back as ``{"skipped": reason}``.
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import sys
@@ -353,6 +354,16 @@ def _quartiles(values: list[float]) -> tuple[float, float, float]:
     """(first quartile, median, third quartile)."""
     first, median, third = statistics.quantiles(values, n=4, method="inclusive")
     return first, median, third
+
+
+def overhead_options(doc: str, quick: str) -> argparse.Namespace:
+    """The command-line options of an overhead benchmark (its module docstring, what --quick runs)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--processes", type=int, default=3, help="fresh processes, one after the other (default 3)")
+    parser.add_argument("--cycles", type=int, default=6,
+                        help="cycles per process (default 6: each contender fits first, second and third equally often)")
+    parser.add_argument("--quick", action="store_true", help=f"{quick}: a smoke test")
+    return parser.parse_args()
 
 
 def overhead_benchmark(framework: str, contenders: list[str], unit: str, title: str, processes: int,
