@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 
 from ._files import atomic_write_text
+from ._gc import paused
 from ._values import normalize_mapping
 from .context import capture
-from ._gc import paused
 from .errors import CollectionError, DamagedFileError, StorageError
 from .experiment import Experiment, running_experiment, running_in
 from .record import RecordSequence
