@@ -24,7 +24,7 @@ from typing import Any
 import pyarrow as pa
 
 from ._hotpath import pack_column
-from ._values import from_json, to_json
+from ._values import EXACT_FLOAT_INT, INT64_MAX, INT64_MIN, from_json, to_json
 
 ENCODING_KEY = b"rigorous_recorder.encoding"
 _JSON_METADATA = {ENCODING_KEY: b"json"}
@@ -86,10 +86,6 @@ def _json_array(values: Iterable[Any]) -> pa.Array:
     return pa.array([None if value is None else to_json(value) for value in values], pa.string())
 
 
-#: The ints an int64 column holds; larger ones are stored as JSON text.
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-#: Ints up to this magnitude are exactly a float64.
-EXACT_FLOAT_INT = 2**53
 _ARROW_SCALARS = frozenset({bool, int, float, str, bytes, datetime.date, datetime.datetime})
 
 

@@ -24,13 +24,13 @@ from __future__ import annotations
 import datetime
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-
-from ._columns import EXACT_FLOAT_INT, INT64_MAX, INT64_MIN, is_json_field
-from ._values import to_json
+from ._values import EXACT_FLOAT_INT, INT64_MAX, INT64_MIN, to_json
 from .store.layout import RECORDER_COLUMN as STORED_RECORDER_COLUMN
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 #: Kinds are DuckDB type names, plus JSON: values that only JSON text can hold (dicts,
 #: lists of mixed or unknown item type, ints beyond int64). JSON columns are VARCHAR.
@@ -112,6 +112,8 @@ def unlist(kind: str) -> tuple[str, int]:
 
 def arrow_kind(arrow_type: pa.DataType) -> str | None:
     """The kind of the values of an Arrow column (None for a column of nulls only)."""
+    import pyarrow as pa  # loaded already: the caller holds an Arrow type
+
     if pa.types.is_null(arrow_type):
         return None
     if pa.types.is_integer(arrow_type):
@@ -334,13 +336,21 @@ class StoredColumn:
         return None, _to_json_sql(column, self.kind)
 
 
-def stored_columns(schema: pa.Schema) -> list[StoredColumn]:
-    """The key columns of a records schema (the recorder id column left out)."""
-    columns = []
-    for position, stored in enumerate(schema):
-        if stored.name == STORED_RECORDER_COLUMN:
-            continue
-        kind = JSON_TEXT if is_json_field(stored) else arrow_kind(stored.type)
-        if kind is not None:
-            columns.append(StoredColumn(stored.name, position, kind))
-    return columns
+#: What a records file's columns hold: each column's name, Arrow type (as text) and kind
+#: (:data:`JSON_TEXT` for JSON text, None for nulls only), in the file's order. Files of one
+#: layout are read as one.
+Layout = tuple[tuple[str, str, "str | None"], ...]
+
+
+def layout_of(schema: pa.Schema) -> Layout:
+    """The layout of a records file of ``schema``."""
+    from ._columns import is_json_field
+
+    return tuple((stored.name, str(stored.type), JSON_TEXT if is_json_field(stored) else arrow_kind(stored.type))
+                 for stored in schema)
+
+
+def stored_columns(layout: Layout) -> list[StoredColumn]:
+    """The key columns of a records file of ``layout`` (the recorder id column left out)."""
+    return [StoredColumn(name, position, kind) for position, (name, _, kind) in enumerate(layout)
+            if name != STORED_RECORDER_COLUMN and kind is not None]

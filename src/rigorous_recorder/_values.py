@@ -20,6 +20,11 @@ from typing import Any
 from .errors import InvalidKeyError, UnsupportedValueError
 from .store.layout import RECORDER_COLUMN
 
+#: The ints an int64 column holds; larger ones are stored as JSON text.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+#: Ints up to this magnitude are exactly a float64.
+EXACT_FLOAT_INT = 2**53
+
 #: Exact types that are stored without any conversion.
 PLAIN_TYPES = frozenset({float, int, str, bool})
 

@@ -33,23 +33,23 @@ no records.
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from ._columns import EXACT_FLOAT_INT, INT64_MAX, INT64_MIN, packed_array
 from ._kinds import (
     JSON,
     JSON_TEXT,
+    Layout,
     StoredColumn,
     choose,
     json_kind_sql,
+    layout_of,
     sql_type,
     split,
     stored_columns,
@@ -64,8 +64,12 @@ from .store.layout import BOOKKEEPING_KEYS, DAMAGED, EXPERIMENT_NODE, RUN_NODE, 
 from .store.layout import RECORDER_COLUMN as STORED_RECORDER_COLUMN
 from .store.run_folder import RunFolder
 from .store.catalog import Pack, PackedRun
+from .store.footer import Footer, Footers, lineages
 from .store.verified import check_pages
-from .store.tree_file import lineages, read_tree_schema, records_table, shape_of, tree_of
+from ._values import EXACT_FLOAT_INT, INT64_MAX, INT64_MIN
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 Runs = Sequence[tuple[RunFolder, dict[str, Any]]]
 
@@ -82,12 +86,12 @@ _ORDER_COLUMN = "~order"
 
 @dataclass
 class Part:
-    """Records that one scan reads: Parquet files of one schema, a pack of runs, or a running
+    """Records that one scan reads: Parquet files of one layout, a pack of runs, or a running
     run's table."""
 
-    schema: pa.Schema
+    layout: Layout
     columns: list[StoredColumn]
-    files: list[Path] = field(default_factory=list)
+    files: list[Footer] = field(default_factory=list)
     table: pa.Table | None = None
     first_source: int = 0  # the ~source of its first file or packed run; the next count up from it
     sources: int = 0  # how many ~source ids it spans
@@ -97,10 +101,15 @@ class Part:
     in_memory: str | None = None  # the temporary table its files' rows were copied into
 
     @classmethod
-    def of_pack(cls, path: Path, schema: pa.Schema, runs: int) -> Part:
+    def of_pack(cls, footer: Footer, schema: pa.Schema, runs: int) -> Part:
         """A file of a pack (its run index column last) holding ``runs`` runs."""
-        return cls(schema, stored_columns(schema.remove(len(schema) - 1)), [path], sources=runs,
-                   run_index=len(schema) - 1)
+        layout = layout_of(schema)
+        return cls(layout, stored_columns(layout[:-1]), [footer], sources=runs, run_index=len(layout) - 1)
+
+    @property
+    def recorder(self) -> int:
+        """The position of the recorder id column."""
+        return next(position for position, (name, _, _) in enumerate(self.layout) if name == STORED_RECORDER_COLUMN)
 
     def scan(self, name: str) -> str:
         """SQL for the rows of this part, every column named by position (c0, c1, ...)."""
@@ -108,8 +117,8 @@ class Part:
             return name
         if self.in_memory is not None:
             return f"{quote_name(self.in_memory)} AS {name}"
-        names = ", ".join(f"c{index}" for index in range(len(self.schema)))
-        files = ", ".join(quote_literal(str(path)) for path in self.files)
+        names = ", ".join(f"c{index}" for index in range(len(self.layout)))
+        files = ", ".join(quote_literal(str(footer.path)) for footer in self.files)
         return f"read_parquet([{files}]) AS {name}({names})"
 
     def source_sql(self) -> str:
@@ -142,10 +151,10 @@ class PackTrees:
     experiment_keys: list[tuple[str, int]]  # the same for the experiment recorders' keys
 
     @classmethod
-    def of(cls, pack: Pack) -> PackTrees:
+    def of(cls, pack: Pack, footers: Footers) -> PackTrees:
         runs = len(pack.runs)
-        return cls(Part.of_pack(pack.entries, pack.entries_schema, runs),
-                   Part.of_pack(pack.lineage, pack.lineage_schema, runs), pack.keys, pack.experiment_keys)
+        return cls(Part.of_pack(footers[pack.entries], pack.entries_schema, runs),
+                   Part.of_pack(footers[pack.lineage], pack.lineage_schema, runs), pack.keys, pack.experiment_keys)
 
     def follow(self, records: Part) -> None:
         """Take the source ids and runs of the pack's records part."""
@@ -168,12 +177,13 @@ class RunSource:
 
 def _sources(runs: Runs, connection: duckdb.DuckDBPyConnection,
              packed: Mapping[str, PackedRun]) -> tuple[list[RunSource], list[Part]]:
-    """Every run, and the parts its records are read from (files of one schema share a part,
+    """Every run, and the parts its records are read from (files of one layout share a part,
     runs read from a pack share the pack's part)."""
     sources: list[RunSource] = []
     parts: list[tuple[Part, list[RunSource]]] = []
-    by_schema: dict[tuple[Any, ...], tuple[Part, list[RunSource]]] = {}
+    by_layout: dict[Layout, tuple[Part, list[RunSource]]] = {}
     by_pack: dict[Path, tuple[Part, list[RunSource], PackTrees]] = {}
+    footers = _footers(runs, connection, packed)
     for folder, info in runs:
         try:
             if info["status"] == DAMAGED:
@@ -181,8 +191,8 @@ def _sources(runs: Runs, connection: duckdb.DuckDBPyConnection,
             elif folder.id in packed:
                 run = packed[folder.id]
                 if run.pack.path not in by_pack:
-                    part = Part.of_pack(run.pack.path, run.pack.schema, len(run.pack.runs))
-                    by_pack[run.pack.path] = (part, [], PackTrees.of(run.pack))
+                    part = Part.of_pack(footers[run.pack.path], run.pack.schema, len(run.pack.runs))
+                    by_pack[run.pack.path] = (part, [], PackTrees.of(run.pack, footers))
                     parts.append(by_pack[run.pack.path][:2])
                 _, members, trees = by_pack[run.pack.path]
                 source = RunSource(folder, info, [], info.get("records_count"), id=run.index, trees=trees,
@@ -190,20 +200,22 @@ def _sources(runs: Runs, connection: duckdb.DuckDBPyConnection,
                 members.append(source)
                 sources.append(source)
             else:
-                info, (path, schema, entries, table) = folder.read_while_changing(info, _read_in_place)
-                count = table.num_rows if table is not None else info.get("records_count")
-                source = RunSource(folder, info, entries, count)
-                sources.append(source)
-                if table is not None:
-                    parts.append((Part(schema, stored_columns(schema), table=table, sources=1), [source]))
+                info, (footer, journal) = folder.read_while_changing(info, lambda *run: _read_in_place(*run, footers))
+                if journal is not None:
+                    entries, records = journal
+                    source = RunSource(folder, info, entries, records.num_rows)
+                    sources.append(source)
+                    layout = layout_of(records.schema)
+                    parts.append((Part(layout, stored_columns(layout), table=records, sources=1), [source]))
                     continue
-                shape = shape_of(schema)
-                if shape not in by_schema:
-                    by_schema[shape] = (Part(schema, stored_columns(schema)), [])
-                    parts.append(by_schema[shape])
-                by_schema[shape][0].files.append(path)
-                by_schema[shape][0].sources += 1
-                by_schema[shape][1].append(source)
+                source = RunSource(folder, info, footer.tree["recorders"], info.get("records_count"))
+                sources.append(source)
+                if footer.layout not in by_layout:
+                    by_layout[footer.layout] = (Part(footer.layout, stored_columns(footer.layout)), [])
+                    parts.append(by_layout[footer.layout])
+                by_layout[footer.layout][0].files.append(footer)
+                by_layout[footer.layout][0].sources += 1
+                by_layout[footer.layout][1].append(source)
         except DamagedFileError as error:
             sources.append(RunSource(folder, {**info, "status": DAMAGED, "error": str(error)}, [], 0))
     following = 0
@@ -231,19 +243,31 @@ def _sources(runs: Runs, connection: duckdb.DuckDBPyConnection,
     return sources, [part for part, _ in parts]
 
 
-def _read_in_place(folder: RunFolder, info: dict[str, Any]) -> tuple[Path | None, pa.Schema, list[dict[str, Any]],
-                                                                    pa.Table | None]:
-    """A run read from its folder: a stopped run's records file (path, schema, tree entries),
-    its pages checked once (DuckDB does not), or a running run's journal read whole (schema,
-    tree entries, table)."""
-    if info["status"] != RUNNING and info.get("records") and not folder.journal_paths(info):
+def _reads_in_place(folder: RunFolder, info: dict[str, Any]) -> bool:
+    """True for a stopped run whose records are all in its records file."""
+    return info["status"] != RUNNING and bool(info.get("records")) and not folder.journal_paths(info)
+
+
+def _footers(runs: Runs, connection: duckdb.DuckDBPyConnection, packed: Mapping[str, PackedRun]) -> Footers:
+    """The footers of the files the runs are read from: records files and packs, read at once."""
+    packs = {packed[folder.id].pack.path: packed[folder.id].pack for folder, _ in runs if folder.id in packed}
+    files = [file for pack in packs.values() for file in (pack.path, pack.entries, pack.lineage)]
+    files += [folder.compacted_path(info) for folder, info in runs
+              if folder.id not in packed and info["status"] != DAMAGED and _reads_in_place(folder, info)]
+    return Footers(connection, files)
+
+
+def _read_in_place(folder: RunFolder, info: dict[str, Any],
+                   footers: Footers) -> tuple[Footer | None, tuple[list[dict[str, Any]], pa.Table] | None]:
+    """A run read from its folder: a stopped run's records file (its footer), its pages checked
+    once (DuckDB does not), or a running run's journal read whole (its tree entries and table)."""
+    if _reads_in_place(folder, info):
         check_pages(folder, info)
-        path = folder.compacted_path(info)
-        schema = read_tree_schema(path)
-        return path, schema, tree_of(schema, path)["recorders"], None
+        return footers[folder.compacted_path(info)], None
+    from .store.tree_file import records_table
+
     nodes = folder.nodes(info)
-    table = records_table(nodes)
-    return None, table.schema, [node.entry() for node in nodes], table
+    return None, ([node.entry() for node in nodes], records_table(nodes))
 
 
 def _count(part: Part, name: str, connection: duckdb.DuckDBPyConnection, exact: bool = False) -> None:
@@ -266,16 +290,15 @@ def _count(part: Part, name: str, connection: duckdb.DuckDBPyConnection, exact: 
     else:
         for column in part.columns:
             column.wide = False
-        for path in part.files:
-            metadata = pq.read_metadata(path)
-            part.rows += metadata.num_rows
+        for footer in part.files:
+            part.rows += footer.rows
             for column in part.columns:
-                count, low, high = _statistics(metadata, column.position)
+                statistics = footer.statistics(column.position)
+                count = footer.rows if statistics.values is None else statistics.values
                 column.votes[column.kind] += count
                 item, depth = unlist(column.kind)
-                if item == "BIGINT" and depth:  # the statistics count a list's ints, not its rows
-                    low, high = _leaf_range(metadata, column.position)
                 if item == "BIGINT" and (count or depth):  # an unknown range may be wide
+                    low, high = statistics.int_range(leaves=depth > 0)  # a list's statistics are its ints'
                     column.wide |= low is None or not -EXACT_FLOAT_INT <= low <= high <= EXACT_FLOAT_INT
     texts = [column for column in part.columns if column.kind == JSON_TEXT]
     counted = texts + [column for column in part.columns if exact and column.kind != JSON_TEXT]
@@ -285,41 +308,6 @@ def _count(part: Part, name: str, connection: duckdb.DuckDBPyConnection, exact: 
         row = connection.execute(f"SELECT {counts} FROM {part.scan(name)}{_where(part.conditions())}").fetchall()[0]
         for column, count in zip(counted, row):
             column.votes = Counter(count or {}) if column.kind == JSON_TEXT else Counter({column.kind: count})
-
-
-def _statistics(metadata: pq.FileMetaData, position: int) -> tuple[int, Any, Any]:
-    """Values (not null), least and greatest value of one column of a Parquet file.
-
-    Where a file has no statistics the row count stands for the value count and the range
-    is unknown (None).
-    """
-    count, low, high = 0, None, None
-    for index in range(metadata.num_row_groups):
-        group = metadata.row_group(index)
-        statistics = group.column(position).statistics if position < group.num_columns else None
-        if statistics is None or statistics.null_count is None or not statistics.has_null_count:
-            return metadata.num_rows, None, None
-        values = group.num_rows - statistics.null_count
-        count += values
-        if values and not statistics.has_min_max:
-            return count, None, None
-        if values:
-            low = statistics.min if low is None else min(low, statistics.min)
-            high = statistics.max if high is None else max(high, statistics.max)
-    return count, low, high
-
-
-def _leaf_range(metadata: pq.FileMetaData, position: int) -> tuple[Any, Any]:
-    """Least and greatest value of one column's leaves (a list's items) in a Parquet file;
-    (None, None) when some row group has no statistics of them."""
-    low = high = None
-    for index in range(metadata.num_row_groups):
-        statistics = metadata.row_group(index).column(position).statistics
-        if statistics is None or not statistics.has_min_max:
-            return None, None
-        low = statistics.min if low is None else min(low, statistics.min)
-        high = statistics.max if high is None else max(high, statistics.max)
-    return low, high
 
 
 # -- the plan: one typed column (and maybe a companion) per key ------------------------------
@@ -530,7 +518,7 @@ class Query:
         """Copy the stored records into temporary tables of this connection, so that later
         queries read no file; not when they hold more than :data:`IN_MEMORY_CELLS` values."""
         parts = [(index, part) for index, part in enumerate(self._tables.parts) if part.table is None]
-        if self.in_memory or sum(part.rows * (len(part.schema) + 1) for _, part in parts) > IN_MEMORY_CELLS:
+        if self.in_memory or sum(part.rows * (len(part.layout) + 1) for _, part in parts) > IN_MEMORY_CELLS:
             return
         for index, part in parts:
             name = f"~part_{index}"
@@ -626,8 +614,7 @@ def _make_experiments(connection: duckdb.DuckDBPyConnection, sources: list[RunSo
     for index, pack in enumerate(trees):
         wanted = {key: info_keys[key] for key, _ in pack.experiment_keys}
         _mark_companions(pack.entries, wanted)
-        recorder = pack.entries.schema.get_field_index(STORED_RECORDER_COLUMN)
-        scans.append(_part_sql(pack.entries, f"entries_{index}", wanted, [f"c{recorder} = {EXPERIMENT_NODE}"]))
+        scans.append(_part_sql(pack.entries, f"entries_{index}", wanted, [f"c{pack.entries.recorder} = {EXPERIMENT_NODE}"]))
     source = quote_name(SOURCE_COLUMN)
     selects = [f"r.{quote_name(name)}" for name in RUN_COLUMNS]
     selects += [f"i.{quote_name(name)}" for name, _ in _value_columns(info_keys.values())]
@@ -658,8 +645,8 @@ def _describe(keys: dict[str, KeyColumns]) -> Iterator[list[Any]]:
 def _part_sql(part: Part, name: str, keys: Mapping[str, KeyColumns], conditions: Sequence[str] = ()) -> str:
     """SQL for one part's rows (those meeting ``conditions``) with ~source, ~recorder and the
     typed and companion column of each key of ``keys``."""
-    recorder = part.schema.get_field_index(STORED_RECORDER_COLUMN)
-    selects = [f"{part.source_sql()} AS {quote_name(SOURCE_COLUMN)}", f"CAST(c{recorder} AS INTEGER) AS {quote_name(RECORDER_COLUMN)}"]
+    selects = [f"{part.source_sql()} AS {quote_name(SOURCE_COLUMN)}",
+               f"CAST(c{part.recorder} AS INTEGER) AS {quote_name(RECORDER_COLUMN)}"]
     for column in part.columns:
         if column.key not in keys:
             continue
@@ -731,22 +718,14 @@ def _create_table(connection: duckdb.DuckDBPyConnection, name: str, columns: lis
                   values: list[list[Any]]) -> None:
     """Make table ``name`` with ``columns`` (name, SQL type) from a Python list of values per column.
 
-    Columns of plain values reach DuckDB as Arrow arrays built from buffers, others as typed
-    list parameters: never through ``pa.array``, which would import pandas (a quarter of a
-    second) on a collection's first query. A parameter column holding a NaN goes as JSON text
-    instead: DuckDB before 2.0 turns a NaN inside a list parameter into NULL.
+    Where pyarrow is loaded already (a running run or a pack was read), columns of plain values
+    reach DuckDB as Arrow arrays built from buffers (never through ``pa.array``, which would
+    import pandas); otherwise, and for other values, as typed list parameters: a fresh process
+    reading finished runs never loads pyarrow and numpy (a fifth of a second). A parameter
+    column holding a NaN goes as JSON text instead: DuckDB before 2.0 turns a NaN inside a list
+    parameter into NULL.
     """
-    arrays = [packed_array(column) if column else None for column in values]
-    arrays = [pa.nulls(len(column)) if array is None and column and column.count(None) == len(column) else array
-              for array, column in zip(arrays, values)]
-    if values and values[0] and all(array is not None for array in arrays):
-        scan = "\"~new\""
-        connection.register("~new", pa.Table.from_arrays(arrays, names=[f"c{index}" for index in range(len(arrays))]))
-        selects = [f"CAST(c{index} AS {kind}) AS {quote_name(column)}" for index, (column, kind) in enumerate(columns)]
-        try:
-            connection.execute(f"CREATE OR REPLACE TABLE {quote_name(name)} AS SELECT {', '.join(selects)} FROM {scan}").fetchall()
-        finally:
-            connection.unregister("~new")
+    if "pyarrow" in sys.modules and values and values[0] and _create_from_arrow(connection, name, columns, values):
         return
     selects, parameters = [], []
     for index, ((column, kind), cells) in enumerate(zip(columns, values), start=1):
@@ -757,6 +736,27 @@ def _create_table(connection: duckdb.DuckDBPyConnection, name: str, columns: lis
             selects.append(f"unnest(${index}::{kind}[]) AS {quote_name(column)}")
         parameters.append(cells)
     connection.execute(f"CREATE OR REPLACE TABLE {quote_name(name)} AS SELECT {', '.join(selects)}", parameters).fetchall()
+
+
+def _create_from_arrow(connection: duckdb.DuckDBPyConnection, name: str, columns: list[tuple[str, str]],
+                       values: list[list[Any]]) -> bool:
+    """Make table ``name`` from Arrow arrays of ``values``; False when some column is not plain."""
+    import pyarrow as pa
+
+    from ._columns import packed_array
+
+    arrays = [packed_array(column) for column in values]
+    arrays = [pa.nulls(len(column)) if array is None and column.count(None) == len(column) else array
+              for array, column in zip(arrays, values)]
+    if any(array is None for array in arrays):
+        return False
+    connection.register("~new", pa.Table.from_arrays(arrays, names=[f"c{index}" for index in range(len(arrays))]))
+    selects = [f"CAST(c{index} AS {kind}) AS {quote_name(column)}" for index, (column, kind) in enumerate(columns)]
+    try:
+        connection.execute(f"CREATE OR REPLACE TABLE {quote_name(name)} AS SELECT {', '.join(selects)} FROM \"~new\"").fetchall()
+    finally:
+        connection.unregister("~new")
+    return True
 
 
 def _transposed(rows: list[list[Any]], width: int) -> list[list[Any]]:

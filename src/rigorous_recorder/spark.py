@@ -64,7 +64,7 @@ def _spark_reads(part: Part, tables: Tables) -> bool:
     """True when Spark can scan the part's files and take its columns as they are."""
     if part.table is not None:
         return False
-    names = [field.name.casefold() for field in part.schema]
+    names = [name.casefold() for name, _, _ in part.layout]
     if len(set(names)) < len(names):
         return False
     for stored in part.columns:
@@ -78,7 +78,7 @@ def _scanned(spark: pyspark.sql.SparkSession, part: Part, tables: Tables) -> pys
     """The part's files as Spark reads them, columns named and typed as in ``records``."""
     from pyspark.sql import functions
 
-    frame = spark.read.option("mergeSchema", "false").parquet(*map(str, part.files))
+    frame = spark.read.option("mergeSchema", "false").parquet(*(str(footer.path) for footer in part.files))
     recorder = STORED_RECORDER_COLUMN
     run_id = functions.element_at(functions.split(functions.input_file_name(), "/"), -2)
     selected = [run_id.alias(_RUN_ID), functions.col(_quoted(recorder)).cast("int").alias(RECORDER_COLUMN)]

@@ -188,7 +188,8 @@ class Catalog:
         """Write one pack of ``members`` (all of one schema); returns how many runs it holds."""
         import pyarrow as pa
 
-        from .tree_file import int32_array, lineages
+        from .footer import lineages
+        from .tree_file import int32_array
 
         schema = members[0].table.schema
         tables = [member.table.cast(schema).append_column(
@@ -281,7 +282,8 @@ def _groups(folders: Iterable[RunFolder]) -> Iterable[list[_Member]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .tree_file import shape_of, tree_of
+    from .._kinds import layout_of
+    from .tree_file import tree_of
 
     groups: dict[tuple[Any, ...], list[_Member]] = {}
     rows: dict[tuple[Any, ...], int] = {}
@@ -304,13 +306,13 @@ def _groups(folders: Iterable[RunFolder]) -> Iterable[list[_Member]]:
             continue
         if before is None or folder.info_signature() != before:
             continue
-        shape = shape_of(schema)
-        group = groups.setdefault(shape, [])
+        layout = layout_of(schema)
+        group = groups.setdefault(layout, [])
         group.append(_Member(folder, info, before, entries, table))
-        rows[shape] = rows.get(shape, 0) + table.num_rows
-        if len(group) >= PACK_RUNS or rows[shape] >= PACK_RECORDS:
-            yield groups.pop(shape)
-            del rows[shape]
+        rows[layout] = rows.get(layout, 0) + table.num_rows
+        if len(group) >= PACK_RUNS or rows[layout] >= PACK_RECORDS:
+            yield groups.pop(layout)
+            del rows[layout]
     yield from groups.values()
 
 

@@ -5,8 +5,10 @@ per key. Rows of one recorder keep their commit order; rows of different recorde
 interleave (a finished run keeps the order in which it was flushed). The file's key-value
 metadata ``rigorous_recorder.tree`` is JSON: one entry per recorder (id, parent id, local
 data, row count, and the index of its own columns' Arrow schema in a list of distinct
-schemas, so that types survive the file's shared schema). Any Parquet reader sees the
-records; :func:`read_tree_file` gives the tree back. Nothing is ever unpickled.
+schemas, so that types survive the file's shared schema), and the file's layout (each
+column's name, Arrow type and kind, so that readers without pyarrow know what a column
+holds: :mod:`~rigorous_recorder.store.footer`). Any Parquet reader sees the records;
+:func:`read_tree_file` gives the tree back. Nothing is ever unpickled.
 
 This module is used by ``Recorder.save_to``/``load_from``, by a run's compaction and by the
 query layer; it knows nothing of recorders.
@@ -25,14 +27,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .._columns import conformed_table, empty_rows_batch, is_json_field, restore, unified_schema
+from .._columns import conformed_table, empty_rows_batch, restore, unified_schema
 from .._files import temporary_path_beside
-from .._values import from_json, to_json
+from .._kinds import layout_of
+from .._values import to_json
 from ..errors import DamagedFileError
-from .layout import RECORDER_COLUMN, RUN_NODE
+from .footer import TREE_FORMAT, TREE_KEY, parse_tree
+from .layout import RECORDER_COLUMN
 
-TREE_KEY = b"rigorous_recorder.tree"
-FORMAT_VERSION = 2
 RECORDER_FIELD = pa.field(RECORDER_COLUMN, pa.int32())
 _ROW_GROUP_ROWS = 1 << 17
 
@@ -55,29 +57,6 @@ class TreeNode:
     def entry(self) -> dict[str, Any]:
         """The node without its records: id, parent and local data."""
         return {"id": self.id, "parent": self.parent, "local_data": self.local_data}
-
-
-def lineages(entries: Sequence[dict[str, Any]], root_data: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Each recorder of a tree that may hold records (one an entry lists with ``rows`` 0 holds
-    none): its id, and its data merged with its ancestors' (nearest wins, as in Python);
-    ``root_data`` stands for the root's (the run's bookkeeping keys)."""
-    by_id = {entry["id"]: entry for entry in entries}
-    merged: dict[int, dict[str, Any]] = {}
-
-    def lineage_of(node_id: int) -> dict[str, Any]:
-        chain = []
-        while node_id in by_id and node_id not in merged:
-            chain.append(node_id)
-            node_id = by_id[node_id]["parent"]
-        data = merged.get(node_id, {})
-        for each in reversed(chain):  # root first, so the nearest value is written last
-            own = root_data if each == RUN_NODE else by_id[each]["local_data"]
-            data = merged[each] = {**data, **own}
-        return data
-
-    for node_id, entry in by_id.items():
-        if entry.get("rows") != 0:
-            yield node_id, lineage_of(node_id)
 
 
 # -- tagging: the recorder id as a column --------------------------------------------------
@@ -172,9 +151,9 @@ def write_tree_file(path: Path, entries: Sequence[dict[str, Any]], tagged: Batch
             distinct.append(schema)
         stored_entries.append({**entry, "rows": rows.get(entry["id"], 0), "schema": index})
     schema = unified_schema([pa.schema([RECORDER_FIELD]), *distinct])
-    tree = {"format": FORMAT_VERSION, "recorders": stored_entries,
+    tree = {"format": TREE_FORMAT, "recorders": stored_entries,
             "schemas": [base64.b64encode(each.serialize().to_pybytes()).decode("ascii") for each in distinct],
-            **(extra or {})}
+            "columns": layout_of(schema), **(extra or {})}
     schema = schema.with_metadata({TREE_KEY: to_json(tree)})
     temporary = temporary_path_beside(path)
     try:
@@ -218,20 +197,9 @@ def is_records_file_schema(schema: pa.Schema) -> bool:
     return index >= 0 and schema.field(index).type == RECORDER_FIELD.type
 
 
-def shape_of(schema: pa.Schema) -> tuple[tuple[str, str, bool], ...]:
-    """What records files must share to be read as one: each column's name, type and JSON mark."""
-    return tuple((each.name, str(each.type), is_json_field(each)) for each in schema)
-
-
 def tree_of(schema: pa.Schema, path: Path | None = None) -> dict[str, Any]:
     """The tree stored in the metadata of a schema read by :func:`read_tree_schema`."""
-    try:
-        tree = from_json(schema.metadata[TREE_KEY].decode("utf-8"))
-        for entry in tree["recorders"]:
-            entry["id"], entry["parent"], entry["local_data"], entry["rows"]  # noqa: B018 - must be there
-    except (ValueError, KeyError, TypeError) as error:
-        raise DamagedFileError(path, f"its tree metadata is damaged ({error!r})") from None
-    return tree
+    return parse_tree(schema.metadata[TREE_KEY], path)
 
 
 def read_tree_metadata(path: Path) -> dict[str, Any]:

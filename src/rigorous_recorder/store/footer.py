@@ -1,0 +1,189 @@
+"""What a records file's footer says, read without pyarrow: the recorder tree, the layout of
+the columns, the row count and each column's statistics.
+
+A query over finished runs needs nothing else from their records files (DuckDB scans the rows
+in place), so the footers of many files are read at once through DuckDB's
+``parquet_kv_metadata`` and ``parquet_metadata``: a fresh process answering a query loads
+neither pyarrow nor numpy. :mod:`~rigorous_recorder.store.tree_file` writes the tree and
+reads it back with pyarrow.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._values import from_json
+from ..errors import DamagedFileError
+from .layout import RUN_NODE
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from .._kinds import Layout
+
+#: The key of a records file's Parquet metadata that holds its tree (JSON).
+TREE_KEY = b"rigorous_recorder.tree"
+#: The version of the tree's format.
+TREE_FORMAT = 2
+
+
+def parse_tree(text: bytes, path: Path | str | None = None) -> dict[str, Any]:
+    """The tree stored as ``text`` in the footer of ``path``; DamagedFileError if it is damaged."""
+    try:
+        tree = from_json(text.decode("utf-8"))
+        for entry in tree["recorders"]:
+            entry["id"], entry["parent"], entry["local_data"], entry["rows"]  # noqa: B018 - must be there
+    except (ValueError, KeyError, TypeError) as error:
+        raise DamagedFileError(path, f"its tree metadata is damaged ({error!r})") from None
+    return tree
+
+
+def lineages(entries: Sequence[dict[str, Any]], root_data: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Each recorder of a tree that may hold records (one an entry lists with ``rows`` 0 holds
+    none): its id, and its data merged with its ancestors' (nearest wins, as in Python);
+    ``root_data`` stands for the root's (the run's bookkeeping keys)."""
+    by_id = {entry["id"]: entry for entry in entries}
+    merged: dict[int, dict[str, Any]] = {}
+
+    def lineage_of(node_id: int) -> dict[str, Any]:
+        chain = []
+        while node_id in by_id and node_id not in merged:
+            chain.append(node_id)
+            node_id = by_id[node_id]["parent"]
+        data = merged.get(node_id, {})
+        for each in reversed(chain):  # root first, so the nearest value is written last
+            own = root_data if each == RUN_NODE else by_id[each]["local_data"]
+            data = merged[each] = {**data, **own}
+        return data
+
+    for node_id, entry in by_id.items():
+        if entry.get("rows") != 0:
+            yield node_id, lineage_of(node_id)
+
+
+@dataclass
+class ColumnStatistics:
+    """What a file's statistics say of one column: its values (not null; None when some row
+    group does not count its nulls) and each row group's least and greatest value as DuckDB
+    writes them (None: no range)."""
+
+    values: int | None = 0
+    ranges: list[tuple[bool, str | None, str | None]] = field(default_factory=list)  # holds values, min, max
+
+    def add(self, rows: int, nulls: int | None, least: str | None, greatest: str | None) -> None:
+        """Take one row group's statistics into account."""
+        self.values = None if nulls is None or self.values is None else self.values + rows - nulls
+        self.ranges.append((nulls is None or rows > nulls, least, greatest))
+
+    def int_range(self, leaves: bool) -> tuple[int | None, int | None]:
+        """The least and greatest value of an int column: of the row groups holding values, or
+        of every row group's leaves (a list's ints) for ``leaves``; (None, None) if unknown."""
+        if self.values is None and not leaves:
+            return None, None  # which row groups hold values is unknown
+        bounds = [(least, greatest) for has_values, least, greatest in self.ranges if leaves or has_values]
+        if not bounds or any(least is None or greatest is None for least, greatest in bounds):
+            return None, None
+        return min(int(least) for least, _ in bounds), max(int(greatest) for _, greatest in bounds)
+
+
+class Footer:
+    """One Parquet file's footer: its rows, each column's statistics and, for a records file,
+    its tree and layout."""
+
+    def __init__(self, path: Path, tree_text: bytes | None, rows: int, statistics: dict[int, ColumnStatistics]) -> None:
+        self.path = path
+        self.rows = rows
+        self._tree_text = tree_text
+        self._statistics = statistics
+
+    def statistics(self, position: int) -> ColumnStatistics:
+        """The statistics of the column at ``position`` (a file without row groups: no values)."""
+        return self._statistics.get(position) or ColumnStatistics()
+
+    @cached_property
+    def tree(self) -> dict[str, Any]:
+        """The recorder tree; DamagedFileError when the file has none or it is damaged."""
+        if self._tree_text is None:
+            raise DamagedFileError(self.path, "not a rigorous_recorder file: a Parquet file without a "
+                                              "rigorous_recorder tree")
+        return parse_tree(self._tree_text, self.path)
+
+    @cached_property
+    def layout(self) -> Layout:
+        """The layout the tree lists; a file written before trees listed it is asked of pyarrow."""
+        columns = self.tree.get("columns")
+        if columns is None:
+            from .._kinds import layout_of
+            from .tree_file import read_tree_schema
+
+            return layout_of(read_tree_schema(self.path))
+        try:
+            return tuple((str(name), str(arrow_type), None if kind is None else str(kind))
+                         for name, arrow_type, kind in columns)
+        except (TypeError, ValueError) as error:
+            raise DamagedFileError(self.path, f"its tree metadata is damaged (columns: {error!r})") from None
+
+
+class Footers:
+    """The footers of Parquet files, read through ``connection``: those of ``paths`` in two
+    queries, any other on request."""
+
+    def __init__(self, connection: duckdb.DuckDBPyConnection, paths: Iterable[Path]) -> None:
+        self._connection = connection
+        self._read: dict[Path, Footer | Exception] = {}
+        self._read_all(list(dict.fromkeys(paths)))
+
+    def __getitem__(self, path: Path) -> Footer:
+        """The footer of ``path``; DamagedFileError when it is not a Parquet file,
+        FileNotFoundError when the file is gone."""
+        if path not in self._read:
+            self._read_all([path])
+        found = self._read[path]
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    def _read_all(self, paths: list[Path]) -> None:
+        import duckdb
+
+        if not paths:
+            return
+        names = [str(path) for path in paths]
+        try:
+            trees = dict(self._connection.execute(
+                "SELECT file_name, value FROM parquet_kv_metadata($1) WHERE key = $2", [names, TREE_KEY]).fetchall())
+            groups = self._connection.execute(
+                "SELECT file_name, row_group_id, row_group_num_rows, column_id, stats_null_count, "
+                "coalesce(stats_min_value, stats_min), coalesce(stats_max_value, stats_max) "
+                "FROM parquet_metadata($1)", [names]).fetchall()
+        except duckdb.Error as error:
+            if len(paths) > 1:
+                for path in paths:  # one damaged file: the others are read one by one
+                    self._read_all([path])
+            elif not os.path.exists(paths[0]):
+                self._read[paths[0]] = FileNotFoundError(2, "gone while being read", names[0])
+            else:
+                self._read[paths[0]] = DamagedFileError(
+                    paths[0], f"not a rigorous_recorder file: not readable as Parquet ({error})")
+            return
+        by_file: dict[str, list[tuple[Any, ...]]] = {name: [] for name in names}
+        for row in groups:
+            by_file[row[0]].append(row[1:])
+        for path, name in zip(paths, names):
+            self._read[path] = _footer(path, trees.get(name), by_file[name])
+
+
+def _footer(path: Path, tree_text: bytes | None, groups: list[tuple[Any, ...]]) -> Footer:
+    """The footer of ``path`` from its tree (None: it has none) and its row groups' column
+    statistics (row group, rows, column, null count, min, max)."""
+    statistics: dict[int, ColumnStatistics] = {}
+    rows = {}
+    for group, group_rows, column, nulls, least, greatest in groups:
+        rows[group] = group_rows
+        statistics.setdefault(column, ColumnStatistics()).add(group_rows, nulls, least, greatest)
+    return Footer(path, tree_text, sum(rows.values()), statistics)
