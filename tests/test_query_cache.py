@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import os
 import shutil
 import subprocess
 import sys
@@ -14,6 +16,7 @@ from rigorous_recorder.store import catalog
 
 COUNT = "SELECT count(*) FROM records"
 PER_RUN = "SELECT run_id, status, count(*) FROM records GROUP BY ALL ORDER BY run_id"
+RECORDS_KIND = "SELECT table_type FROM information_schema.tables WHERE table_name = 'records'"
 
 #: Records into a collection from another process: a run, one record per line read, each
 #: flushed (and acknowledged) before the next line; end of input finishes the run.
@@ -81,6 +84,45 @@ def test_a_deleted_run_disappears(study):
     assert ask(study, COUNT) == [(4,)]
 
 
+def test_a_run_copied_over_from_elsewhere_shows_its_new_records(tmp_path):
+    """A run whose files are copied over its folder's (as rsync of a collection recorded on another
+    machine does: each file renamed into place, ``runs/`` and ``active/`` left as they were) is read
+    anew at the next query."""
+    source = ExperimentCollection(tmp_path / "source", quiet=True)
+    record(source, 0.1, 3)
+    run_id = source.runs[0]["id"]
+    shutil.copytree(source.path, tmp_path / "mirror.collection")
+    mirror = ExperimentCollection(tmp_path / "mirror", quiet=True, recover=False)
+    assert ask(mirror, COUNT) == [(3,)]
+    with source.resume(run_id) as recorder:
+        recorder.push(step=3, loss=0.3)
+    folders = [mirror.path / "runs", mirror.path / "active"]
+    times = [os.stat(folder).st_mtime_ns for folder in folders]
+    for copied in sorted((source.path / "runs" / run_id).iterdir(), key=lambda path: path.name == "run.json"):
+        if copied.is_file():
+            shutil.copy2(copied, mirror.path / "runs" / run_id / f".{copied.name}.partial")
+            os.replace(mirror.path / "runs" / run_id / f".{copied.name}.partial", mirror.path / "runs" / run_id / copied.name)
+    assert [os.stat(folder).st_mtime_ns for folder in folders] == times
+    assert ask(mirror, COUNT) == [(4,)]
+
+
+def test_runs_packed_by_another_reader_answer_the_same(tmp_path, monkeypatch):
+    """Runs another collection object gathers into a pack after the views were built answer the
+    same; a packed run deleted since is gone from the next answer."""
+    monkeypatch.setattr(catalog, "PACK_MIN_RUNS", 3)
+    writer = ExperimentCollection(tmp_path / "study", quiet=True, recover=False)
+    for number in range(3):
+        record(writer, 0.1 * (number + 1), number + 2)
+    reader = ExperimentCollection(tmp_path / "study", quiet=True, recover=False)
+    expected = ask(reader, PER_RUN)
+    assert not list((reader.path / "catalog").glob("pack-*"))
+    ExperimentCollection(tmp_path / "study", quiet=True).sql(COUNT).fetchall()  # packs them
+    assert list((reader.path / "catalog").glob("pack-*"))
+    assert ask(reader, PER_RUN) == expected
+    shutil.rmtree(reader.path / "runs" / expected[0][0])
+    assert ask(reader, PER_RUN) == expected[1:]
+
+
 def test_a_run_resumed_by_another_writer_adds_its_records(study, tmp_path):
     """Records of a run another collection object resumed and finished are in the next answer."""
     assert ask(study, COUNT) == [(7,)]
@@ -135,11 +177,58 @@ def test_records_kept_in_memory_answer_as_the_files_do(study):
         "SELECT * FROM experiments ORDER BY run_id").fetchall()
 
 
+def test_values_of_every_kind_kept_in_memory_answer_as_the_files_do(tmp_path):
+    """Mixed kinds (a key's odd values in its JSON companion), lists, dicts, times and missing
+    values, inherited and own, read the same from the table in memory as from the files."""
+    collection = ExperimentCollection(tmp_path / "study", quiet=True)
+    for number, extra in enumerate(({"tags": ["a", "b"]}, {"tags": {"a": 1}}, {})):
+        with collection.new_experiment(lr=0.1 * (number + 1), **extra) as recorder:
+            recorder.push(step=0, value=1, when=datetime.datetime(2026, 1, number + 1, tzinfo=datetime.timezone.utc))
+            recorder.push(step=1, value="high", shape=[[1.5, None], []])
+            recorder.push(step=2, value=None, config={"depth": number, "name": "mlp"})
+    collection.sql("SET threads = 1")
+    query = "SELECT * FROM records"
+    first = collection.sql(query).fetchall()
+    assert "value~json" in [name for name, *_ in collection.sql("DESCRIBE records").fetchall()]
+    assert ask(collection, query) == first
+    assert collection.sql(RECORDS_KIND).fetchall() == [("LOCAL TEMPORARY",)]
+
+
 def test_a_relation_made_before_the_records_were_kept_in_memory_still_reads(study):
     """A relation from the first query answers after later queries kept the records in memory."""
     relation = study.sql("SELECT lr, count(*) FROM records GROUP BY lr ORDER BY lr")
     ask(study, COUNT)
     assert relation.fetchall() == [(0.1, 3), (0.2, 4)]
+
+
+def test_records_asked_again_become_one_table(study):
+    """From the second query of an unchanged collection, ``records`` is one table in memory:
+    later queries join nothing."""
+    assert study.sql(RECORDS_KIND).fetchall() == [("VIEW",)]
+    assert study.sql(RECORDS_KIND).fetchall() == [("LOCAL TEMPORARY",)]
+    assert study._query_cache.in_memory
+
+
+def test_records_too_wide_for_one_table_keep_only_their_stored_values(study, monkeypatch):
+    """When ``records`` whole (its inherited columns counted) would take more cells than the
+    limit but the stored records would not, only those are kept in memory, with the same answers."""
+    expected = study.sql("SELECT * FROM records ORDER BY ALL").fetchall()
+    rows, width = len(expected), len(expected[0])
+    monkeypatch.setattr(query_module, "IN_MEMORY_CELLS", rows * width - 1)
+    assert ask(study, "SELECT * FROM records ORDER BY ALL") == expected
+    assert study._query_cache.in_memory
+    assert study.sql(RECORDS_KIND).fetchall() == [("VIEW",)]
+
+
+def test_a_relation_kept_from_before_a_change_answers_as_then(study):
+    """A relation made once ``records`` was one table answers from the runs of that time after
+    the collection changed and its new views were kept in memory too."""
+    ask(study, PER_RUN)
+    before = study.sql(PER_RUN)
+    expected = before.fetchall()
+    shutil.rmtree(study.path / "runs" / study.runs[0]["id"])
+    assert ask(study, PER_RUN) == expected[1:]
+    assert before.fetchall() == expected
 
 
 def test_records_beyond_the_memory_limit_stay_in_their_files(study, monkeypatch):

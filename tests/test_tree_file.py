@@ -111,6 +111,31 @@ def test_loading_a_parquet_file_without_a_tree_raises(tmp_path):
         Recorder.load_from(path)
 
 
+def _with_tree_changed(path, change):
+    """Rewrite the records file at ``path`` with ``change`` applied to its tree (rows kept)."""
+    import json
+
+    table = pq.read_table(path)
+    tree = json.loads(table.schema.metadata[b"rigorous_recorder.tree"])
+    change(tree)
+    pq.write_table(table.replace_schema_metadata({b"rigorous_recorder.tree": json.dumps(tree).encode()}), path)
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    (lambda tree: tree["recorders"][2].update(rows=5), "recorder 2 has 3 rows, its tree says 5"),
+    (lambda tree: tree["recorders"].pop(), "rows of recorder 4, which its tree does not hold"),
+])
+def test_rows_that_disagree_with_the_tree_are_damage_naming_the_file(tmp_path, change, problem):
+    """A tree that counts a recorder's rows wrong, or lacks a recorder that has rows, is damage:
+    the error names the file and the problem, and no record is given to a wrong recorder."""
+    path = tmp_path / "tree.parquet"
+    _experiment_tree().save_to(path)
+    _with_tree_changed(path, change)
+    with pytest.raises(RecorderError, match=problem) as raised:
+        Recorder.load_from(path)
+    assert str(path) in str(raised.value)
+
+
 def test_other_parquet_readers_see_one_row_per_record(tmp_path):
     """The file is a plain table: one row per record, a column per key plus the recorder id."""
     path = tmp_path / "tree.parquet"

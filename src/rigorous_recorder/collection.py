@@ -613,15 +613,21 @@ def _some_run_active(path: Path) -> bool:
 
 
 def _run_signatures(path: Path) -> dict[str, Signature | None] | None:
-    """What changes whenever a run of the collection at ``path`` changes: each run's run.json
-    signature by run name; None while some run is active."""
+    """What changes whenever a run of the collection at ``path`` changes: the run.json signature
+    of each entry of ``runs/`` by name (None for an entry that holds none); None while some run
+    is active.
+
+    One stat per run at every query: a run.json can change with nothing else in the collection
+    changing (rewritten by hand, or twice within one tick of the file system's clock).
+    """
     if _some_run_active(path):
         return None
+    runs = f"{path}{os.sep}{RUNS_FOLDER}{os.sep}"
     try:
-        entries = list(os.scandir(path / RUNS_FOLDER))
+        names = os.listdir(runs)
     except FileNotFoundError:
         return {}
-    return {entry.name: info_signature_at(entry.path) for entry in entries if number_of_run_name(entry.name) is not None}
+    return {name: info_signature_at(runs + name) for name in names}
 
 
 def _damaged(folder: RunFolder, number: int, error: DamagedFileError,

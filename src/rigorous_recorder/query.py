@@ -20,9 +20,9 @@ The view is queryable whatever keys and values the runs hold. The rule, per key:
 * column names follow :mod:`~rigorous_recorder._naming` (case twins and names the view
   reserves get a ``~2`` suffix; the ``columns`` view maps each column back to its key).
 
-While no run changes, ``collection.sql()`` keeps the views; asked again, it copies the
-stored records into memory (up to :data:`IN_MEMORY_CELLS` values), so that later queries
-read no file.
+While no run changes, ``collection.sql()`` keeps the views; asked again, it copies
+``records`` into memory as one table (up to :data:`IN_MEMORY_CELLS` values), so that later
+queries read no file and join nothing.
 
 Every row of ``records`` also carries its run's ``run_id`` and ``status``. ``had_error`` is
 NULL while a run is running; for a stopped run it is True when the run failed or crashed.
@@ -478,8 +478,9 @@ class Tables:
         return _columns(self.keys)
 
 
-#: The most values (rows x stored columns; a number takes about 10 bytes) that a query over
-#: unchanged runs keeps in memory; larger collections are read from their files at every query.
+#: The most values (rows x columns; a number takes about 10 bytes) that a query over unchanged
+#: runs keeps in memory: ``records`` whole (every column of the view counted), else only the
+#: stored records (their stored columns counted); beyond that, read from the files at every query.
 IN_MEMORY_CELLS = 8_000_000
 
 
@@ -505,20 +506,30 @@ class Query:
         if scans:
             union = " UNION ALL BY NAME ".join(scans)
             join = " AND ".join(f"r.{quote_name(column)} = l.{quote_name(column)}" for column in (SOURCE_COLUMN, RECORDER_COLUMN))
-            self.connection.execute(f"CREATE OR REPLACE VIEW records AS SELECT {select} "
+            self.connection.execute(f"CREATE OR REPLACE TEMP VIEW records AS SELECT {select} "
                                     f"FROM ({union}) AS r JOIN lineage AS l ON {join}")
         else:
-            self.connection.execute(f"CREATE OR REPLACE VIEW records AS SELECT {select} FROM lineage AS l WHERE false")
+            self.connection.execute(f"CREATE OR REPLACE TEMP VIEW records AS SELECT {select} FROM lineage AS l WHERE false")
 
     def is_current(self, listing: object) -> bool:
         """True while ``listing`` is the one this query was built from and no run was running."""
         return self._listing is not None and self._listing == listing
 
     def keep_in_memory(self) -> None:
-        """Copy the stored records into temporary tables of this connection, so that later
-        queries read no file; not when they hold more than :data:`IN_MEMORY_CELLS` values."""
+        """Copy the records into temporary tables of this connection, so that later queries read
+        no file: ``records`` itself becomes one table when it holds at most
+        :data:`IN_MEMORY_CELLS` values, else each part's stored records are copied when those fit."""
+        if self.in_memory:
+            return
+        rows = sum(part.rows for part in self._tables.parts)
+        if rows * len(list(self._tables.columns())) <= IN_MEMORY_CELLS:
+            self.connection.execute('CREATE OR REPLACE TEMP TABLE "~records" AS SELECT * FROM records')
+            self.connection.execute('DROP VIEW records')
+            self.connection.execute('ALTER TABLE "~records" RENAME TO records')
+            self.in_memory = True
+            return
         parts = [(index, part) for index, part in enumerate(self._tables.parts) if part.table is None]
-        if self.in_memory or sum(part.rows * (len(part.layout) + 1) for _, part in parts) > IN_MEMORY_CELLS:
+        if sum(part.rows * (len(part.layout) + 1) for _, part in parts) > IN_MEMORY_CELLS:
             return
         for index, part in parts:
             name = f"~part_{index}"
