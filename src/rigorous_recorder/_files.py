@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 #: Fresh names tried before giving up (a clash needs the same 64 random bits twice).
@@ -20,7 +19,7 @@ def temporary_path_beside(path: Path) -> Path:
     must be as readable by the other users of a shared filesystem as any file written there.
     """
     for _ in range(_NAME_ATTEMPTS):
-        name = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+        name = path.parent / f".{path.name}.{os.urandom(8).hex()}.tmp"
         try:
             handle = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
                              _PLAIN_FILE_MODE)

@@ -16,7 +16,6 @@ import json
 import os
 import sys
 import time
-import uuid
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,6 +134,8 @@ class ExperimentCollection:
         self._runs_path.mkdir(parents=True, exist_ok=True)
         with self._numbering:
             if not (self.path / COLLECTION_FILE).is_file():
+                import uuid  # here: opening a collection that exists never needs it
+
                 atomic_write_text(self.path / COLLECTION_FILE, json.dumps(
                     {"format": FORMAT_VERSION, "id": uuid.uuid4().hex, "created": time.time()}))
                 if not self.quiet:
@@ -150,7 +151,7 @@ class ExperimentCollection:
         context = capture() if self.record_context else {}
         with self._numbering:
             number, error_number = self._next_number()
-            run_id = run_name(number, uuid.uuid4().hex[:10])
+            run_id = run_name(number, os.urandom(5).hex())
             info = {
                 "id": run_id,
                 "experiment_number": number,

@@ -33,7 +33,6 @@ from __future__ import annotations
 import functools
 import os
 import time
-import uuid
 import zlib
 from array import array
 from collections.abc import Iterable, Sequence
@@ -207,7 +206,7 @@ class Catalog:
                    for entry in member.entries]
         merged = [(index, node_id, data) for index, member in enumerate(members)
                   for node_id, data in lineages(member.entries, bookkeeping(member.info))]
-        name = f"{_PREFIX}{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+        name = f"{_PREFIX}{time.time_ns():020d}-{os.urandom(4).hex()}"
         contexts: dict[str, int] = {}  # each distinct context, once
         infos, experiments, context_of = [], [], []
         for member in members:

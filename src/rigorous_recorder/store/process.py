@@ -10,7 +10,6 @@ while it is younger than the collection's ``heartbeat_timeout``.
 from __future__ import annotations
 
 import os
-import socket
 from typing import Any
 
 #: Seconds without a heartbeat after which a run of another host counts as crashed. The
@@ -19,17 +18,24 @@ from typing import Any
 HEARTBEAT_TIMEOUT = 60.0
 
 
+def this_host() -> str:
+    """The name of this host, as a run records its writer's."""
+    import socket  # here: a process that reads only finished runs never asks
+
+    return socket.gethostname()
+
+
 def this_process() -> dict[str, Any]:
     """The identity of the current process, as a run records its writer's."""
     import psutil  # a fifth of a second to import: only checks of liveness need it
 
     pid = os.getpid()
-    return {"pid": pid, "pid_start": psutil.Process(pid).create_time(), "host": socket.gethostname()}
+    return {"pid": pid, "pid_start": psutil.Process(pid).create_time(), "host": this_host()}
 
 
 def process_alive(info: dict[str, Any]) -> bool | None:
     """Whether the writer of ``info`` still runs; None when it is on another host."""
-    if info.get("host") != socket.gethostname():
+    if info.get("host") != this_host():
         return None
     import psutil
 

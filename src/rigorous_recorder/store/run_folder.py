@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -269,6 +268,8 @@ class RunFolder:
             if is_records_name(name) and name != info.get("records") or name.endswith(".tmp"):
                 path.unlink(missing_ok=True)
         if info["status"] != RUNNING:
+            import shutil  # here: readers never delete
+
             shutil.rmtree(self.journal, ignore_errors=True)
             self.heartbeat.unlink(missing_ok=True)
 
