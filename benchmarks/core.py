@@ -17,7 +17,9 @@ Each contender runs in its own fresh process (see ``_harness.py``):
 Sparse records (issue #13): 2,000 distinct keys, 20,000 records holding one
 key each, pushed into a standalone recorder and into a run of a collection;
 the peak RSS growth while recording, then while finishing (``save_to`` /
-``finish()``), each in a fresh process.
+``finish()``), each in a fresh process; then reading the records back
+(``Recorder.load_from`` / ``collection.records``, and the run through SQL),
+each in a fresh process.
 
 Run: ``.venv/bin/python benchmarks/core.py [--quick] [--repeats N] [--only dense|sparse]``
 """
@@ -240,9 +242,10 @@ def peak_rss_bytes() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def sparse_workload(where: str, keys: int, records: int) -> dict:
+def sparse_workload(where: str, keys: int, records: int, folder: str) -> dict:
     """Push ``records`` records of one key each, drawn from ``keys`` keys, into a standalone
-    recorder (``where="memory"``) or a run of a new collection (``"collection"``).
+    recorder (``where="memory"``, saved to ``folder``/records.parquet) or a run of a new
+    collection (``"collection"``, ``folder``/study), left there for :func:`sparse_read_workload`.
 
     Memory: RSS growth from before the first record to its peak while recording, then to its
     peak while finishing (``save_to`` for the standalone recorder, ``finish()`` for the run).
@@ -251,59 +254,117 @@ def sparse_workload(where: str, keys: int, records: int) -> dict:
     import rigorous_recorder._columns  # noqa: F401 - pyarrow, loaded before memory is measured
     chooser = random_module.Random(1)
     rows = [{f"k{chooser.randrange(keys)}": chooser.random()} for _ in range(records)]
-    with tempfile.TemporaryDirectory() as folder:
-        experiment = None
-        if where == "collection":
-            experiment = ExperimentCollection(f"{folder}/study", quiet=True).new_experiment()
-            recorder = Recorder().set_parent(experiment.recorder)
-        else:
-            recorder = Recorder()
-        before = H.rss_bytes()
-        peak_rss_reset()
-        start = perf_counter()
-        for row in rows:
-            recorder.push(row)
-        record_seconds = perf_counter() - start
-        recording_peak = peak_rss_bytes()
-        start = perf_counter()
-        if experiment is not None:
-            experiment.finish()
-        else:
-            recorder.save_to(f"{folder}/records.parquet")
-        finish_seconds = perf_counter() - start
-        finish_peak = peak_rss_bytes()
+    experiment = None
+    if where == "collection":
+        experiment = ExperimentCollection(f"{folder}/study", quiet=True).new_experiment()
+        recorder = Recorder().set_parent(experiment.recorder)
+    else:
+        recorder = Recorder()
+    before = H.rss_bytes()
+    peak_rss_reset()
+    start = perf_counter()
+    for row in rows:
+        recorder.push(row)
+    record_seconds = perf_counter() - start
+    recording_peak = peak_rss_bytes()
+    start = perf_counter()
+    if experiment is not None:
+        experiment.finish()
+    else:
+        recorder.save_to(f"{folder}/records.parquet")
+    finish_seconds = perf_counter() - start
+    finish_peak = peak_rss_bytes()
     return {**H.loaded_library(), "push_ns": record_seconds / records * 1e9,
             "recording_peak_mb": (recording_peak - before) / 1e6, "finish_peak_mb": (finish_peak - before) / 1e6,
             "finish_s": finish_seconds}
 
 
+#: The SQL read-backs of the sparse run, each in a fresh process: (label, query, how its rows come back).
+SPARSE_QUERIES = [
+    ("sql: SELECT count(*)", "SELECT count(*) FROM records", "fetchall"),
+    ("sql: two columns (avg(k5), count(k7))", "SELECT avg(k5), count(k7) FROM records", "fetchall"),
+    ("sql: SELECT * as Python rows", "SELECT * FROM records", "fetchall"),
+    ("sql: SELECT * as an Arrow table", "SELECT * FROM records", "to_arrow_table"),
+]
+
+
+def sparse_read_workload(where: str, folder: str, query: str | None = None, fetch: str | None = None) -> dict:
+    """Read back what :func:`sparse_workload` left in ``folder``: the saved recorder through
+    ``Recorder.load_from`` (``where="memory"``), the run through ``collection.records``
+    (``"collection"``), every record's values; or, given ``query``, its rows through ``fetch``.
+
+    Memory: peak RSS growth over the RSS before (libraries loaded, the collection opened).
+    """
+    import duckdb  # noqa: F401 - loaded before memory is measured, as pyarrow is
+    import pyarrow.compute  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+    from rigorous_recorder import ExperimentCollection, Recorder
+    collection = ExperimentCollection(f"{folder}/study", quiet=True) if where == "collection" else None
+    before = H.rss_bytes()
+    peak_rss_reset()
+    start, cpu = perf_counter(), process_time()
+    if query is not None:
+        got = len(getattr(collection.sql(query), fetch)())
+    else:
+        if collection is not None:
+            records = collection.records
+        else:
+            records = Recorder.load_from(f"{folder}/records.parquet").records
+        got = sum(len(record.own_data()) for record in records)
+    return {"read_s": perf_counter() - start, "read_cpu_s": process_time() - cpu,
+            "read_peak_mb": (peak_rss_bytes() - before) / 1e6, "got": got}
+
+
 SPARSE_ENTRIES = [("ours push, standalone", "memory"), ("ours push, inside a collection", "collection")]
+SPARSE_READ_BACK = {"memory": "Recorder.load_from", "collection": "collection.records"}
 
 
-def run_sparse(quick: bool, repeats: int) -> dict[str, dict]:
-    """Every sparse contender ``repeats`` times, interleaved, each in a fresh process; medians."""
+def run_sparse(quick: bool, repeats: int) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Every sparse contender ``repeats`` times, interleaved, each in a fresh process, then its
+    records read back in fresh processes (and the run through SQL); medians of both."""
     keys, records = (200, 2_000) if quick else (SPARSE_KEYS, SPARSE_RECORDS)
     runs: dict[str, list[dict]] = {label: [] for label, _ in SPARSE_ENTRIES}
+    reads: dict[str, list[dict]] = {label: [] for label, _, _ in SPARSE_QUERIES}
     for repeat in range(repeats):
         for label, where in SPARSE_ENTRIES:
-            print(f"[{repeat + 1}/{repeats}] sparse: {label} ...", file=sys.stderr, flush=True)
-            runs[label].append(H.run_workload(H.ours_python(), __file__, "sparse_workload",
-                                              where=where, keys=keys, records=records))
-    return {label: H.median_of(results) for label, results in runs.items()}
+            with tempfile.TemporaryDirectory(prefix="rr-sparse-") as folder:
+                print(f"[{repeat + 1}/{repeats}] sparse: {label} ...", file=sys.stderr, flush=True)
+                result = H.run_workload(H.ours_python(), __file__, "sparse_workload",
+                                        where=where, keys=keys, records=records, folder=folder)
+                if "error" not in result:
+                    read = H.run_workload(H.ours_python(), __file__, "sparse_read_workload", where=where, folder=folder)
+                    result = read if "error" in read else {**result, **read}
+                runs[label].append(result)
+                if where == "collection" and "error" not in result:
+                    for query_label, query, fetch in SPARSE_QUERIES:
+                        reads[query_label].append(H.run_workload(H.ours_python(), __file__, "sparse_read_workload",
+                                                                 where=where, folder=folder, query=query, fetch=fetch))
+    return ({label: H.median_of(results) for label, results in runs.items()},
+            {label: H.median_of(results) for label, results in reads.items() if results})
 
 
 def sparse_table(results: dict[str, dict]) -> str:
     """The markdown table of the sparse workload."""
     rows = []
-    for label, _ in SPARSE_ENTRIES:
+    for label, where in SPARSE_ENTRIES:
         result = results[label]
         if "error" in result:
-            rows.append([label, "ERROR", "", "", "", ""])
+            rows.append([label, "ERROR", "", "", "", "", "", "", ""])
             continue
         rows.append([label, result["library_version"], H.fmt(result["push_ns"]), H.fmt(result["recording_peak_mb"]),
-                     H.fmt(result["finish_peak_mb"]), H.fmt(result["finish_s"], 2)])
+                     H.fmt(result["finish_peak_mb"]), H.fmt(result["finish_s"], 2), SPARSE_READ_BACK[where],
+                     H.fmt(result["read_peak_mb"]), H.fmt(result["read_cpu_s"], 2)])
     return H.markdown_table(["contender", "version", "push ns/record", "peak growth recording (MB)",
-                             "peak growth finishing (MB)", "finish s"], rows)
+                             "peak growth finishing (MB)", "finish s", "read back through",
+                             "peak growth reading back (MB)", "read back CPU s"], rows)
+
+
+def sparse_sql_table(reads: dict[str, dict]) -> str:
+    """The markdown table of the sparse run read back through SQL."""
+    rows = [[label, "ERROR", "", ""] if "error" in result else
+            [label, H.fmt(result["read_peak_mb"]), H.fmt(result["read_cpu_s"], 2), f"{result['got']:,}"]
+            for label, result in reads.items()]
+    return H.markdown_table(["the run read back through", "peak growth (MB)", "CPU s", "rows"], rows)
 
 
 # --------------------------------------------------------------------------
@@ -418,13 +479,16 @@ def main() -> int:
                         f" larger run\n\n{table(entries, results)}")
         check_targets(results, targets)
     if args.only != "dense":
-        sparse = run_sparse(args.quick, repeats)
+        sparse, sparse_reads = run_sparse(args.quick, repeats)
         keys, records = (200, 2_000) if args.quick else (SPARSE_KEYS, SPARSE_RECORDS)
         sections.append(f"Sparse records: {keys:,} keys, {records:,} records of one key each"
-                        f" (median of {repeats}, each in a fresh process)\n\n{sparse_table(sparse)}")
-        for label, _ in SPARSE_ENTRIES:
+                        f" (median of {repeats}, each in a fresh process)\n\n{sparse_table(sparse)}"
+                        f"\n\n{sparse_sql_table(sparse_reads)}")
+        for label, where in SPARSE_ENTRIES:
             targets.check(f"sparse, {label}: peak memory growth while recording",
                           sparse[label].get("recording_peak_mb"), 50, " MB")
+            targets.check(f"sparse, {label}: peak memory growth reading back ({SPARSE_READ_BACK[where]})",
+                          sparse[label].get("read_peak_mb"), 50, " MB")
     print(f"## Core recorder benchmark{' (--quick)' if args.quick else ''}\n")
     print(H.machine_header(H.baseline_python()))
     print("\n\n".join(sections))
@@ -432,6 +496,7 @@ def main() -> int:
         H.print_errors(results)
     if args.only != "dense":
         H.print_errors(sparse)
+        H.print_errors(sparse_reads)
     print("\n" + targets.report())
     return 1 if targets.failed else 0
 
