@@ -231,9 +231,6 @@ def test_a_relation_kept_from_before_a_change_answers_as_then(study):
     assert before.fetchall() == expected
 
 
-@pytest.mark.xfail(strict=True, reason="lineage, experiments and columns are tables of the database that every "
-                   "query's connection shares: an earlier connection joins its own records to the newer lineage "
-                   "(TEMP tables in query.Tables.build would keep each query's own)")
 def test_a_relation_from_before_a_new_run_answers_as_then(study, tmp_path):
     """A relation made before a run of another schema came (its records never kept in memory)
     answers from the runs of that time, never their records under another run's keys."""

@@ -450,7 +450,8 @@ def plan(sources: list[RunSource], parts: list[Part]) -> dict[str, KeyColumns]:
 @dataclass
 class Tables:
     """The parts of some runs' records, the plan of their keys, and the small tables made of
-    them in a DuckDB connection: ``lineage``, ``experiments`` and ``columns``."""
+    them in a DuckDB connection: ``lineage``, ``experiments`` and ``columns``, temporary tables
+    of that connection alone (a relation made over an earlier connection keeps its own)."""
 
     parts: list[Part]
     keys: dict[str, KeyColumns]
@@ -607,7 +608,7 @@ def _make_lineage(connection: duckdb.DuckDBPyConnection, sources: list[RunSource
         _mark_companions(pack.lineage, keys)
         scans.append(_part_sql(pack.lineage, f"lineage_{index}", keys))
     source = quote_name(SOURCE_COLUMN)
-    connection.execute(f"CREATE OR REPLACE TABLE lineage AS SELECT l.*, {', '.join(f'r.{name}' for name in HANDLES)} "
+    connection.execute(f"CREATE OR REPLACE TEMP TABLE lineage AS SELECT l.*, {', '.join(f'r.{name}' for name in HANDLES)} "
                        f"FROM ({' UNION ALL BY NAME '.join(scans)}) AS l "
                        f"JOIN {quote_name(_RUNS_TABLE)} AS r ON l.{source} = r.{source}").fetchall()
 
@@ -629,7 +630,7 @@ def _make_experiments(connection: duckdb.DuckDBPyConnection, sources: list[RunSo
     source = quote_name(SOURCE_COLUMN)
     selects = [f"r.{quote_name(name)}" for name in RUN_COLUMNS]
     selects += [f"i.{quote_name(name)}" for name, _ in _value_columns(info_keys.values())]
-    connection.execute(f"CREATE OR REPLACE TABLE experiments AS SELECT {', '.join(selects)} "
+    connection.execute(f"CREATE OR REPLACE TEMP TABLE experiments AS SELECT {', '.join(selects)} "
                        f"FROM {quote_name(_RUNS_TABLE)} AS r LEFT JOIN ({' UNION ALL BY NAME '.join(scans)}) AS i "
                        f"ON r.{source} = i.{source} ORDER BY r.{quote_name(_ORDER_COLUMN)}").fetchall()
 
@@ -746,7 +747,7 @@ def _create_table(connection: duckdb.DuckDBPyConnection, name: str, columns: lis
         else:
             selects.append(f"unnest(${index}::{kind}[]) AS {quote_name(column)}")
         parameters.append(cells)
-    connection.execute(f"CREATE OR REPLACE TABLE {quote_name(name)} AS SELECT {', '.join(selects)}", parameters).fetchall()
+    connection.execute(f"CREATE OR REPLACE TEMP TABLE {quote_name(name)} AS SELECT {', '.join(selects)}", parameters).fetchall()
 
 
 def _create_from_arrow(connection: duckdb.DuckDBPyConnection, name: str, columns: list[tuple[str, str]],
@@ -764,7 +765,7 @@ def _create_from_arrow(connection: duckdb.DuckDBPyConnection, name: str, columns
     connection.register("~new", pa.Table.from_arrays(arrays, names=[f"c{index}" for index in range(len(arrays))]))
     selects = [f"CAST(c{index} AS {kind}) AS {quote_name(column)}" for index, (column, kind) in enumerate(columns)]
     try:
-        connection.execute(f"CREATE OR REPLACE TABLE {quote_name(name)} AS SELECT {', '.join(selects)} FROM \"~new\"").fetchall()
+        connection.execute(f"CREATE OR REPLACE TEMP TABLE {quote_name(name)} AS SELECT {', '.join(selects)} FROM \"~new\"").fetchall()
     finally:
         connection.unregister("~new")
     return True
