@@ -38,8 +38,9 @@ import json
 import os
 import struct
 import time
+import weakref
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from rigorous_recorder import Experiment, ExperimentCollection, Recorder
 
@@ -67,6 +68,7 @@ _PLAIN = (str, int, float, bool, type(None))
 MODEL_KEYS = frozenset({"model", "model_number", "parameters", "optimizer", "learning_rate",
                         "learning_rate_schedule", "stage", "fit", "evaluate", "predict", "samples", "interrupted"})
 _FLOAT32 = struct.Struct("f")
+_FLOAT32_MANTISSA = struct.Struct("I")  # the same four bytes as an unsigned int
 
 
 def as_float32_seen(value: float) -> float:
@@ -75,17 +77,27 @@ def as_float32_seen(value: float) -> float:
     >>> as_float32_seen(0.004999999888241291), as_float32_seen(0.1)
     (0.005, 0.1)
     """
+    pack = _FLOAT32.pack
     try:
-        packed = _FLOAT32.pack(value)
+        packed = pack(value)
     except OverflowError:
         return value
     if _FLOAT32.unpack(packed)[0] != value:
         return value  # not a float32 value (or NaN): kept as it is
-    for digits in (6, 7, 8):
-        shorter = float(f"{value:.{digits}g}")
-        if _FLOAT32.pack(shorter) == packed:
-            return shorter
-    return float(f"{value:.9g}")
+    # Two tries for nearly every value (9 digits always give a float32 back; fewer than 6 digits
+    # that do are what 6 digits round to). 7 first: a quarter of float32 values take 6 or 7 digits.
+    seven = float("%.7g" % value)
+    if pack(seven) == packed:
+        six = float("%.6g" % value)
+        return six if pack(six) == packed else seven
+    if not _FLOAT32_MANTISSA.unpack(packed)[0] & 0x7FFFFF:
+        # A power of two: the float32 below it is nearer than the one above, so a 6-digit value
+        # above it can give it back where the nearer 7-digit value below it does not.
+        six = float("%.6g" % value)
+        if pack(six) == packed:
+            return six
+    eight = float("%.8g" % value)
+    return eight if pack(eight) == packed else float("%.9g" % value)
 
 
 def _seen(logs: Mapping[str, Any] | None, prefix: str = "") -> dict[str, Any]:
@@ -114,7 +126,10 @@ class RigorousCallback(keras.callbacks.Callback):
         self._reset()
 
     def _reset(self) -> None:
-        self._models: dict[tuple[int, int], Recorder] = {}
+        # (id(model), id(optimizer)) -> (the model, the optimizer, its recorder): the first two as
+        # weak references, so that a collected model's id, reused, is not taken for it.
+        self._models: dict[tuple[int, int], tuple[Callable[[], Any], Callable[[], Any], Recorder]] = {}
+        self._model_count = 0
         self._calls = {"fit": 0, "evaluate": 0, "predict": 0}
         self._open: dict[str, list[Recorder]] = {}  # kind -> its stage recorders, while the call runs
         self._current: Recorder | None = None
@@ -124,6 +139,7 @@ class RigorousCallback(keras.callbacks.Callback):
         self._epoch = 0
         self._last_batch = -1
         self._learning_rate: float | None = None
+        self._rate: _RateReader | None = None
         self._schedule: Any = None  # the optimizer's learning-rate schedule, if it has one
         self._epoch_rates: list[float] | None = None  # the schedule's rate at each batch of the epoch
         self._new_call = False  # set_model ran: a top-level fit/evaluate/predict is starting
@@ -181,15 +197,22 @@ class RigorousCallback(keras.callbacks.Callback):
         model = self.model
         self._optimizer = getattr(model, "optimizer", None)
         self._step = int(getattr(self._optimizer, "iterations", 0))
-        key = (id(model), id(self._optimizer))
-        parent = self._models.get(key)
-        if parent is None:
-            parent = self._models[key] = self.experiment.recorder.sub_recorder(
-                _describe(model, self._optimizer), model_number=len(self._models) + 1)
+        parent = self._model_recorder(model, self._optimizer)
         extra = {} if kind == "fit" else {"step": self._step, "learning_rate": _rate_of(self._optimizer)}
         recorders = [parent.sub_recorder(stage=stage, **{kind: self._calls[kind]}, **extra) for stage in stages]
         self._open[kind] = recorders
         return recorders
+
+    def _model_recorder(self, model: Any, optimizer: Any) -> Recorder:
+        """The recorder of this model with this optimizer, made at their first call."""
+        key = (id(model), id(optimizer))
+        known = self._models.get(key)
+        if known is not None and known[0]() is model and known[1]() is optimizer:
+            return known[2]
+        self._model_count += 1
+        parent = self.experiment.recorder.sub_recorder(_describe(model, optimizer), model_number=self._model_count)
+        self._models[key] = (_reference(model), _reference(optimizer), parent)
+        return parent
 
     def _end(self, kind: str) -> None:
         self._open.pop(kind, None)
@@ -209,6 +232,7 @@ class RigorousCallback(keras.callbacks.Callback):
         self._validate = None
         self._current = self._train
         self._schedule = _schedule_of(self._optimizer)
+        self._rate = _RateReader(self._optimizer)
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch = epoch
@@ -221,8 +245,8 @@ class RigorousCallback(keras.callbacks.Callback):
         # Read before the optimizer step: the learning rate this batch is trained with.
         if self._epoch_rates is not None and batch < len(self._epoch_rates):
             self._learning_rate = self._epoch_rates[batch]
-        elif self._optimizer is not None:
-            self._learning_rate = _rate_of(self._optimizer)
+        elif self._rate is not None:
+            self._learning_rate = self._rate.now()
 
     def _rates_of_epoch(self) -> list[float] | None:
         """A schedule's rate at every batch of the coming epoch, in one vectorized evaluation.
@@ -248,9 +272,9 @@ class RigorousCallback(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self._step += batch - self._last_batch  # more than 1 with steps_per_execution > 1
         self._last_batch = batch
-        commit_row(self._train.add(_seen(logs)), {"step": self._step - 1, "epoch": self._epoch, "batch_idx": batch,
-                                                  "level": STEP, "learning_rate": self._learning_rate,
-                                                  "wall_time": time.time()})
+        _commit(self._train, _seen(logs), {"step": self._step - 1, "epoch": self._epoch, "batch_idx": batch,
+                                           "level": STEP, "learning_rate": self._learning_rate,
+                                           "wall_time": time.time()})
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = _seen(logs)
@@ -280,12 +304,11 @@ class RigorousCallback(keras.callbacks.Callback):
 
     def on_test_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self._test is self._validate:
-            commit_row(self._test.add(_seen(logs, "val_")), {"step": self._step - 1, "epoch": self._epoch,
-                                                             "batch_idx": batch, "level": BATCH,
-                                                             "learning_rate": self._learning_rate,
-                                                             "wall_time": time.time()})
+            _commit(self._test, _seen(logs, "val_"), {"step": self._step - 1, "epoch": self._epoch,
+                                                      "batch_idx": batch, "level": BATCH,
+                                                      "learning_rate": self._learning_rate, "wall_time": time.time()})
         else:
-            commit_row(self._test.add(_seen(logs)), {"batch_idx": batch, "level": BATCH, "wall_time": time.time()})
+            _commit(self._test, _seen(logs), {"batch_idx": batch, "level": BATCH, "wall_time": time.time()})
 
     def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
         if self._test is self._validate:
@@ -310,6 +333,69 @@ class RigorousCallback(keras.callbacks.Callback):
 
     def __repr__(self) -> str:
         return f"RigorousCallback({str(self.collection.path)!r}, experiment={self.experiment!r})"
+
+
+def _commit(recorder: Recorder, logged: dict[str, Any], ours: dict[str, Any]) -> None:
+    """Commit one record of Keras's ``logged`` values (a dict of ours to change) and the callback's.
+
+    One ``push`` when nothing is staged and no logged key is the callback's (every batch,
+    usually); otherwise ``commit_row``, which keeps a clashing value under ``user/<key>``.
+    """
+    if recorder.staged or not ours.keys().isdisjoint(logged):
+        commit_row(recorder.add(logged), ours)
+    else:
+        logged.update(ours)
+        recorder.push(logged)
+
+
+def _reference(thing: Any) -> Callable[[], Any]:
+    """A weak reference to ``thing``, or a callable that returns it where it cannot have one (None)."""
+    try:
+        return weakref.ref(thing)
+    except TypeError:
+        return lambda: thing
+
+
+class _RateReader:
+    """An optimizer's learning rate as Keras shows it, read before each batch.
+
+    ``float(optimizer.learning_rate)`` and the rounding were most of the callback's cost per
+    batch of a tiny model (the property and the variable's ``value`` check scopes that never
+    apply between batches). So a plain rate is read from its variable's backend value, while
+    the optimizer still holds that variable (Keras's ``_learning_rate`` and ``_value``, checked
+    against the public path first), and rounded again only when it changed. A rate the
+    optimizer computes (a schedule, a callable), or a Keras where those names differ, is read
+    through ``optimizer.learning_rate`` every time.
+    """
+
+    def __init__(self, optimizer: Any) -> None:
+        self.optimizer = optimizer
+        rate = getattr(optimizer, "learning_rate", None)
+        self.variable = rate if isinstance(rate, keras.Variable) and self._held(rate) else None
+        self.read: float | None = None
+        self.seen: float | None = None
+
+    def _held(self, variable: Any) -> bool:
+        """Whether the optimizer holds ``variable`` as its rate and its backend value reads as the variable does."""
+        try:
+            return getattr(self.optimizer, "_learning_rate", None) is variable and \
+                float(variable._value) == float(variable)  # noqa: SLF001
+        except (AttributeError, TypeError, ValueError):
+            return False
+
+    def now(self) -> float | None:
+        """The learning rate in force now; None when the optimizer has none."""
+        variable = self.variable
+        if variable is not None and getattr(self.optimizer, "_learning_rate", None) is variable:
+            read = float(variable._value)  # noqa: SLF001 - still the optimizer's rate, outside any scope
+        else:
+            rate = getattr(self.optimizer, "learning_rate", None)
+            if rate is None:
+                return None
+            read = float(rate)
+        if read != self.read:
+            self.read, self.seen = read, as_float32_seen(read)
+        return self.seen
 
 
 def _rate_of(optimizer: Any) -> float | None:

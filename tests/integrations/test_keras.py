@@ -1,5 +1,6 @@
 """RigorousCallback with real Keras fit/evaluate/predict calls on a tiny model (torch backend)."""
 
+import gc
 import importlib.util
 import math
 import os
@@ -8,6 +9,7 @@ import sys
 import textwrap
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -240,6 +242,76 @@ def test_a_sweep_of_three_fits_on_one_callback_keeps_each_fits_learning_rate(tmp
     got = rows(cb.collection, "SELECT model_number, fit, learning_rate, count(*) FROM records "
                               "GROUP BY ALL ORDER BY model_number")
     assert got == [(1, 1, 0.1, 6), (2, 2, 0.01, 6), (3, 3, 0.001, 6)]  # per fit: 2 + 1 train, 2 + 1 validate
+
+
+class SetRateBeforeEachBatch(keras.callbacks.Callback):
+    """Sets the optimizer's rate before each batch: 0.1, 0.2, 0.3, then a schedule that gives 0.5."""
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.model.optimizer.learning_rate = 0.1 * (batch + 1) if batch < 3 else \
+            keras.optimizers.schedules.PiecewiseConstantDecay([1000], [0.5, 0.5])
+
+
+def test_a_rate_set_before_a_batch_is_the_rate_of_its_record(tmp_path):
+    """A callback before ours sets the rate at each batch (a value, then a schedule): each record holds it."""
+    cb = new_callback(tmp_path)
+    x, y = make_data(80)
+    with cb:
+        make_model().fit(x, y, epochs=1, batch_size=16, callbacks=[SetRateBeforeEachBatch(), cb], verbose=0)
+    assert rows(cb.collection, "SELECT learning_rate FROM records WHERE level = 'step' ORDER BY step") == [
+        (0.1,), (0.2,), (0.3,), (0.5,), (0.5,)]
+
+
+class BigSequential(keras.Sequential):
+    """A Sequential of 824 bytes: past Python's small-object allocator, so malloc hands a freed one's
+    block to the next object of its size (glibc: last freed, first taken)."""
+
+    __slots__ = tuple(f"_pad{index}" for index in range(100))
+
+
+class BigAdam(keras.optimizers.Adam):
+    """An Adam of 904 bytes, another size than BigSequential's."""
+
+    __slots__ = tuple(f"_pad{index}" for index in range(110))
+
+
+def made_at(address, make, tries=20):
+    """The first of up to ``tries`` objects ``make()`` returns at ``address`` (the others live meanwhile), or None."""
+    others = []
+    for _ in range(tries):
+        made = make()
+        if id(made) == address:
+            return made
+        others.append(made)
+    return None
+
+
+def make_big_model(units, optimizer=None):
+    model = BigSequential([keras.Input((4,)), keras.layers.Dense(units), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer=optimizer or BigAdam(0.01), loss="binary_crossentropy")
+    return model
+
+
+def test_a_model_built_where_a_collected_one_was_gets_its_own_model_recorder(tmp_path):
+    """A fitted model deleted and collected, then a new model and optimizer at the same addresses (same ids):
+    the new one is a new model, not the dead one's recorder."""
+    cb = new_callback(tmp_path)
+    x, y = make_data(64)
+    with cb:
+        first = make_big_model(units=2)
+        first.fit(x, y, epochs=1, batch_size=32, callbacks=[cb], verbose=0)
+        first_ids, first_alive = (id(first), id(first.optimizer)), weakref.ref(first)
+        make_model().fit(x, y, epochs=1, batch_size=32, callbacks=[cb], verbose=0)  # the callback lets go of `first`
+        del first
+        gc.collect()
+        assert first_alive() is None
+        optimizer = made_at(first_ids[1], lambda: BigAdam(0.01))
+        again = made_at(first_ids[0], lambda: make_big_model(units=5, optimizer=optimizer))
+        assert (id(again), id(again.optimizer)) == first_ids  # what this test is about: the ids came back
+        again.fit(x, y, epochs=1, batch_size=32, callbacks=[cb], verbose=0)
+    got = rows(cb.collection, "SELECT model_number, fit, parameters, count(*) FROM records "
+                              "WHERE level = 'step' GROUP BY ALL ORDER BY fit")
+    assert got == [(1, 1, 4 * 2 + 2 + 2 + 1, 2), (2, 2, 4 * 8 + 8 + 8 + 1, 2), (3, 3, 4 * 5 + 5 + 5 + 1, 2)]
 
 
 def test_evaluate_and_predict_after_a_scheduled_fit_see_the_rate_in_force(tmp_path):
