@@ -77,6 +77,7 @@ LIGHTNING = {
 }
 KERAS = {
     "no callback": ["keras"], "ours": ["keras", "rigorous-recorder"], "CSVLogger": ["keras"],
+    "CSVLogger per batch": ["keras"],
     "TensorBoard": ["keras", "tensorboard"], "MLflow": ["keras", "mlflow"], "W&B": ["keras", "wandb"],
     "DVCLive": ["keras", "dvclive"], "Aim": ["keras", "aim"],
 }

@@ -215,6 +215,10 @@ def _keras_callbacks(contender: str, folder: str, tag: str) -> list:
         return [RigorousCallback(f"{folder}/{tag}")]
     if contender == "CSVLogger":
         return [keras.callbacks.CSVLogger(f"{folder}/{tag}.csv")]
+    if contender == "CSVLogger per batch":
+        return [_per_batch_csv_logger(f"{folder}/{tag}.csv")]
+    if contender == "no-op batch hook":
+        return [_batch_hook()]
     if contender == "TensorBoard":
         return [keras.callbacks.TensorBoard(f"{folder}/{tag}", update_freq="batch")]
     if contender == "MLflow":
@@ -230,6 +234,34 @@ def _keras_callbacks(contender: str, folder: str, tag: str) -> list:
         from aim.keras import AimCallback
         return [AimCallback(repo=folder, experiment=tag)]
     raise ValueError(f"unknown Keras contender {contender!r}")
+
+
+def _per_batch_csv_logger(path: str):
+    """Keras's CSVLogger that also writes a row of each training batch's logs: its own row writer
+    (one ``csv.DictWriter`` row, then a flush) called at every batch end, its first column counting
+    the batches; what logs the same values per batch as ours, with Keras's own code."""
+    import keras
+
+    class PerBatchCSVLogger(keras.callbacks.CSVLogger):
+        batches = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.on_epoch_end(self.batches, logs)
+            self.batches += 1
+
+    return PerBatchCSVLogger(path)
+
+
+def _batch_hook():
+    """A callback whose batch-end hook does nothing, not marked ``async_safe``: Keras then calls every
+    batch end on the training thread, as with ours, instead of handing it to its thread pool."""
+    import keras
+
+    class BatchHook(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            pass
+
+    return BatchHook()
 
 
 def _end_keras_callbacks(contender: str, callbacks: list) -> None:
@@ -366,9 +398,32 @@ def overhead_options(doc: str, quick: str) -> argparse.Namespace:
     return parser.parse_args()
 
 
+def _print_over(per_cycle: dict, reference: str, ours: str, peers: list[str], unit: str) -> None:
+    """A table of ours' and ``peers``' logging-code overhead over ``reference``'s, cycle by cycle, with
+    ours' ratio to each peer whose overhead is clearly above zero (its first quartile)."""
+    import _harness as H
+
+    def over(name: str) -> list[float]:
+        return [mine - theirs for mine, theirs in
+                zip(per_cycle[name]["logging_cpu_s"], per_cycle[reference]["logging_cpu_s"])]
+
+    ours_median = _quartiles(over(ours))[1]
+    rows = []
+    for name in (ours, *peers):
+        first, median, third = _quartiles(over(name))
+        ratio = "" if name == ours else f"{ours_median / median:.2f}" if first > 0 else "none (noise)"
+        rows.append([name, f"{median:+,.1f} ({first:+,.1f} to {third:+,.1f})", ratio])
+    print(H.markdown_table(["contender", f"overhead per {unit}: median (quartiles)", "ours / its overhead"], rows))
+
+
 def overhead_benchmark(framework: str, contenders: list[str], unit: str, title: str, processes: int,
-                       cycles: int, **sizes) -> int:
+                       cycles: int, same_dispatch: str | None = None, **sizes) -> int:
     """Ours against CSVLogger and the baseline (no logger): print the table and the verdict; the exit status.
+
+    ``contenders`` are the baseline, CSVLogger, ours, then any others to show beside them. With
+    ``same_dispatch`` (one of the others: a logger that does nothing, called by the framework
+    as ours is), a second table gives ours' and the others' overhead over it, in the same
+    cycles, and ours' ratio to each of them, for information: the target is CSVLogger's.
 
     Runs :func:`overhead_cycles` in ``processes`` fresh processes, one after the other. Each
     contender's overhead in a cycle is its CPU time per step minus the baseline's in the same
@@ -382,7 +437,7 @@ def overhead_benchmark(framework: str, contenders: list[str], unit: str, title: 
 
     import _harness as H
 
-    baseline, csv, ours = contenders
+    baseline, csv, ours, *others = contenders
     loads, per_cycle = [os.getloadavg()[0]], {name: {"cpu_s": [], "logging_cpu_s": []} for name in contenders}
     for process in range(processes):
         with tempfile.TemporaryDirectory(prefix="rr-overhead-") as folder:
@@ -410,9 +465,12 @@ def overhead_benchmark(framework: str, contenders: list[str], unit: str, title: 
     print(H.markdown_table(
         ["contender", f"overhead per {unit}, CPU µs in logging code: median (quartiles)",
          f"overhead per {unit}, CPU µs of the whole fit: median (quartiles)"],
-        [[name, spread(name, "logging_cpu_s"), spread(name, "cpu_s")] for name in (csv, ours)]))
+        [[name, spread(name, "logging_cpu_s"), spread(name, "cpu_s")] for name in (csv, ours, *others)]))
     csv_first, csv_median, _ = _quartiles(per_cycle[csv]["logging_cpu_s"])
     ours_median = _quartiles(per_cycle[ours]["logging_cpu_s"])[1]
+    if same_dispatch is not None:
+        print(f"\nOver {same_dispatch} (the same dispatch as ours), CPU µs per {unit} in logging code:\n")
+        _print_over(per_cycle, same_dispatch, ours, [name for name in others if name != same_dispatch], unit)
     if csv_first <= 0:
         print(f"\nNO RATIO: CSVLogger's overhead in logging code is not clearly above zero (first quartile "
               f"{csv_first:+.1f} µs): ours' {ours_median:+.1f} µs per {unit} against noise")
