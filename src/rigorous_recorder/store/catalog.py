@@ -355,17 +355,11 @@ def _first_runs(pairs: Any) -> list[tuple[str, int]]:
 
 
 def _checked_schema(path: Path) -> pa.Schema:
-    """The schema of a pack's Parquet file, every page of it read and checked (not
-    pq.read_table: it imports pandas); ValueError when it is not a file of a pack."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    """The schema of a pack's Parquet file, every page of it read and checked; ValueError
+    (DamagedFileError among them) when it is not a whole file of a pack."""
+    from .tree_file import check_every_page, is_records_file_schema
 
-    from .tree_file import is_records_file_schema
-
-    try:
-        schema = pq.ParquetFile(path, page_checksum_verification=True).read().schema
-    except pa.ArrowException as error:
-        raise ValueError(str(error)) from None
+    schema = check_every_page(path)
     if schema.names[-1] != RUN_INDEX_COLUMN or not is_records_file_schema(schema.remove(len(schema) - 1)):
         raise ValueError(f"{path} is not a file of a pack")
     return schema

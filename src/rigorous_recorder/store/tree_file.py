@@ -260,9 +260,7 @@ def _read_batches(path: Path, tree: dict[str, Any]) -> dict[int, list[pa.RecordB
         for group in range(parquet.metadata.num_row_groups):
             windows = _windows(path, _read_columns(parquet, path, group, [RECORDER_COLUMN])[0], by_id)
             starts = [window.start for window in windows]
-            width = max(1, _READ_CELLS // max(1, parquet.metadata.row_group(group).num_rows))
-            for first in range(0, len(names), width):
-                read = names[first:first + width]
+            for read in _column_windows(parquet, group, names):
                 for name, column in zip(read, _read_columns(parquet, path, group, read)):
                     _share_out(name, column, windows, starts, owners)
             for window in windows:
@@ -273,6 +271,27 @@ def _read_batches(path: Path, tree: dict[str, Any]) -> dict[int, list[pa.RecordB
         if counted != entry["rows"]:
             raise DamagedFileError(path, f"recorder {node_id} has {counted} rows, its tree says {entry['rows']}")
     return batches
+
+
+def check_every_page(path: Path | str) -> pa.Schema:
+    """Read every page of ``path`` with its checksum checked, a few columns at a time (memory
+    bounded whatever the file's width), and return its schema; DamagedFileError naming the file
+    when a page fails, FileNotFoundError when the file is gone."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(2, "gone while being checked", str(path))
+    with _parquet_file(Path(path)) as parquet:
+        names = parquet.schema_arrow.names
+        for group in range(parquet.metadata.num_row_groups):
+            for read in _column_windows(parquet, group, names):
+                _read_columns(parquet, Path(path), group, read)
+        return parquet.schema_arrow
+
+
+def _column_windows(parquet: pq.ParquetFile, group: int, names: list[str]) -> Iterator[list[str]]:
+    """``names`` in windows of about :data:`_READ_CELLS` cells of row group ``group``."""
+    width = max(1, _READ_CELLS // max(1, parquet.metadata.row_group(group).num_rows))
+    for first in range(0, len(names), width):
+        yield names[first:first + width]
 
 
 def _parquet_file(path: Path) -> pq.ParquetFile:

@@ -1,7 +1,7 @@
 """Records files whose every page passed its checksum, remembered by file signature.
 
 DuckDB reads Parquet without checking page checksums, so a run's records file is checked
-(read whole by pyarrow) before any query reads it in place. A check is done once per file
+(every page read by pyarrow, a few columns at a time) before any query reads it in place. A check is done once per file
 signature: inode, size, modification time and change time. ``os.utime`` can set the
 modification time back but not the change time, so any write to the file after its check
 makes it checked again. A run's own process counts the file it finished the run with as passed
@@ -64,7 +64,9 @@ class VerifiedFiles:
         with self._lock:
             if (name, signature) in self._passed or self._reread() and (name, signature) in self._passed:
                 return
-        _read_every_page(path)
+        from .tree_file import check_every_page  # FileNotFoundError: the run changed, its reader reads again
+
+        check_every_page(path)
         with self._lock:
             self._passed.add((name, signature))
             self._unsaved = True
@@ -140,21 +142,6 @@ def _current(path: Path, signature: FileSignature) -> bool:
         return file_signature(path) == signature
     except OSError:
         return False
-
-
-def _read_every_page(path: str) -> None:
-    """Read ``path`` a row group at a time with page checksums checked; DamagedFileError if one fails."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        file = pq.ParquetFile(path, page_checksum_verification=True)
-        for index in range(file.num_row_groups):
-            file.read_row_group(index, use_threads=False)
-    except FileNotFoundError:
-        raise  # the run changed under its reader, which reads it again
-    except (OSError, pa.ArrowException) as error:
-        raise DamagedFileError(path, f"its records cannot be read ({error})") from None
 
 
 def check_pages(folder: RunFolder, info: dict[str, Any]) -> None:
