@@ -19,6 +19,8 @@ from rigorous_recorder import ExperimentCollection, Recorder
 from rigorous_recorder.store import catalog
 
 RUNS = 6
+#: Finished runs that make a pack here (the library's 64 would need far bigger studies).
+PACK_RUNS = 3
 QUERIES = [
     "SELECT * EXCLUDE (experiment_start_time, experiment_end_time, experiment_duration) FROM records "
     "ORDER BY experiment_number, error_number, step NULLS FIRST, loss NULLS FIRST",
@@ -30,7 +32,7 @@ QUERIES = [
 
 @pytest.fixture(autouse=True)
 def few_runs_make_a_pack(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(catalog, "PACK_MIN_RUNS", 3)
+    monkeypatch.setattr(catalog, "PACK_MIN_RUNS", PACK_RUNS)
 
 
 def record_study(path: Path, runs: int = RUNS, steps: int = 5) -> Path:
@@ -117,12 +119,26 @@ def test_a_deleted_run_leaves_the_view(tmp_path: Path) -> None:
     assert gone not in [run["id"] for run in reader.runs]
 
 
+@pytest.fixture(scope="module")
+def bigger_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[list[tuple[Any, ...]]]]:
+    """An unpacked study of 2,000 steps per run, recorded once, and what a reader sees of it.
+
+    A test packs a copy: a pack made before copying would be stale in the copy (run.json's inode
+    is part of what a pack remembers of each run), so ignored whether damaged or not.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(catalog, "PACK_MIN_RUNS", PACK_RUNS)
+        path = record_study(tmp_path_factory.mktemp("bigger") / "study", steps=2000)
+        return path, answers(path)
+
+
 @pytest.mark.parametrize("file", ["data", "runs", "entries", "lineage"])
 @pytest.mark.parametrize("damage", ["garbage in the pages", "truncated", "emptied", "missing"])
-def test_a_damaged_pack_is_ignored(tmp_path: Path, file: str, damage: str) -> None:
-    path = record_study(tmp_path / "study", steps=2000)
-    before = answers(path)
+def test_a_damaged_pack_is_ignored(tmp_path: Path, bigger_study, file: str, damage: str) -> None:
+    template, before = bigger_study
+    path = shutil.copytree(template, tmp_path / template.name)
     pack_now(path)
+    assert len(packs(path)) == 2
     for data in packs(path):
         damaged = data if file == "data" else data.with_name(data.name.replace(
             ".parquet", ".runs.json" if file == "runs" else f".{file}.parquet"))

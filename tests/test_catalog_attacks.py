@@ -59,12 +59,23 @@ def test_kill_9_inside_a_first_query_that_packs_loses_and_doubles_nothing(tmp_pa
         assert trials.packing_phase(tmp_path / str(index) / "study") == trials.PACKED
 
 
+#: Runs per pack in the collection damaged outside its run folders. The library packs 64; a pack of
+#: 5 has the same files, and each of the ~70 damage cases reads every run of its copy several times.
+DAMAGED_PACK_RUNS = 5
+
+
 @pytest.fixture(scope="module")
 def damage_outside_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
-    """Every file kind outside the run folders x every damage kind: what each broke."""
+    """Every file kind outside the run folders x every damage kind: what each broke.
+
+    As in benchmarks/durability.py's collection (66 runs, packs of 64): one pack, two finished
+    runs and the killed one waiting, too few for the next pack even with the run each case adds.
+    """
     folder = tmp_path_factory.mktemp("outside")
-    trials.packed_template(folder / "template" / "study")
-    return trials.collection_damage_matrix(folder / "template" / "study", folder / "cases")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(catalog, "PACK_MIN_RUNS", DAMAGED_PACK_RUNS)
+        trials.packed_template(folder / "template" / "study", runs=DAMAGED_PACK_RUNS + 2)
+        return trials.collection_damage_matrix(folder / "template" / "study", folder / "cases")
 
 
 #: The killed run of the template is recovered by an open through its active/ marker; without it,

@@ -35,7 +35,9 @@ HOSTILE_KEYS = [
 ]
 #: The key each record carries to be found again; no hostile key is a twin of it.
 ORDINAL = "ordinal"
-RECORDS_PER_RUN = 1000
+#: Records per run, cycling through each recorder's row shapes (each shape 13 times or more). More
+#: (it was 1,000) prove nothing more: both stay below the 4,096 rows a recorder seals by itself.
+RECORDS_PER_RUN = 200
 
 KEYS = st.one_of(st.sampled_from(HOSTILE_KEYS), st.text(ALPHABET, min_size=1, max_size=4))
 SCALARS = st.one_of(

@@ -1113,15 +1113,32 @@ def collection_answers(path: Path) -> Answers:
     return Answers(rows, runs, collection.runs[-1]["experiment_number"])
 
 
+def copy_with_current_packs(template: Path, path: Path) -> None:
+    """Copy the collection at ``template`` to ``path``, its packs still current there.
+
+    A pack knows each of its runs by its run.json's inode, size and mtime: in a plain copy every
+    pack is stale, so ignored, damaged or not. run.json files are hard-linked instead, which is
+    safe as the library only ever replaces a run.json (renames a new one over it).
+    """
+    def link_run_json(source: str, target: str) -> None:
+        if os.path.basename(source) == "run.json":
+            os.link(source, target)
+        else:
+            shutil.copy2(source, target)
+
+    shutil.copytree(collection_folder(template), collection_folder(path), copy_function=link_run_json)
+
+
 def collection_damage_matrix(template: Path, work: Path, cli: Any = run_cli_here) -> dict[str, list[str]]:
-    """Each damage of :func:`collection_damages` done to a copy of ``template``: what it broke."""
+    """Each damage of :func:`collection_damages` done to a copy of ``template`` (its packs current
+    in the copy): what it broke."""
     pristine_copy = work / "pristine" / "study"
-    shutil.copytree(collection_folder(template), collection_folder(pristine_copy))
+    copy_with_current_packs(template, pristine_copy)
     pristine = collection_answers(pristine_copy)
     results = {}
     for index, damage in enumerate(collection_damages(collection_folder(template))):
         case = work / f"case-{index}" / "study"
-        shutil.copytree(collection_folder(template), collection_folder(case))
+        copy_with_current_packs(template, case)
         damage.apply(collection_folder(case), random.Random(index))
         results[damage.label] = check_collection_damage(case, pristine, damage.label, cli)
         shutil.rmtree(case.parent, ignore_errors=True)
