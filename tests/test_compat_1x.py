@@ -18,10 +18,10 @@ SCRIPT = Path(__file__).parent / "scripts" / "compat_1x.py"
 def python_1x(tmp_path_factory: pytest.TempPathFactory) -> str:
     """An interpreter with rigorous-recorder 1.4.4 from PyPI, in its own virtual environment."""
     folder = tmp_path_factory.mktemp("rr-1.4.4")
-    venv.create(folder, with_pip=True)
+    venv.create(folder, with_pip=False)  # this pip installs into it: bootstrapping its own costs ~8 s of CPU
     python = str(folder / "bin" / "python")
-    installed = subprocess.run([python, "-m", "pip", "install", "-q", "rigorous-recorder==1.4.4"],
-                               capture_output=True, text=True)
+    installed = subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "-q",
+                                "rigorous-recorder==1.4.4"], capture_output=True, text=True)
     if installed.returncode != 0 and "No matching distribution" not in installed.stderr:
         pytest.skip(f"PyPI cannot be reached here: {installed.stderr.strip().splitlines()[-1:]}")
     assert installed.returncode == 0, installed.stderr
