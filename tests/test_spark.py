@@ -13,7 +13,10 @@ from rigorous_recorder import ExperimentCollection, Recorder  # noqa: E402
 
 @pytest.fixture(scope="session")
 def spark():
-    """One local Spark session for the whole test run, without UI and with one shuffle partition."""
+    """One local Spark session for the whole test run, without UI and with one shuffle partition.
+
+    Its JVM starts in 10-40 s on two cores, and each job takes seconds: the tests using it are slow.
+    """
     session = (
         SparkSession.builder.master("local[1]")
         .appName("rigorous-recorder-tests")
@@ -34,6 +37,7 @@ def rows(frame) -> list[tuple]:  # noqa: ANN001
     )
 
 
+@pytest.mark.slow
 def test_to_spark_equals_to_pandas(spark, study):
     """The Spark DataFrame has the columns and rows of ``to_pandas()``."""
     expected = study.to_pandas()
@@ -42,6 +46,7 @@ def test_to_spark_equals_to_pandas(spark, study):
     assert rows(actual) == rows(expected)
 
 
+@pytest.mark.slow
 def test_to_spark_answers_a_grouped_query_like_sql(spark, study):
     """A Spark group-by gives the same averages as the same DuckDB query."""
     frame = study.to_spark(spark).where("NOT had_error").groupBy("model").avg("loss")
@@ -52,6 +57,7 @@ def test_to_spark_answers_a_grouped_query_like_sql(spark, study):
     assert spark_rows == duckdb_rows == [("a", 1.0), ("b", 1.5)]
 
 
+@pytest.mark.slow
 def test_to_spark_includes_a_running_experiment(spark, study):
     """Records of a run that is still recording are in the Spark DataFrame too."""
     experiment = study.new_experiment(lr=0.3)
@@ -62,6 +68,7 @@ def test_to_spark_includes_a_running_experiment(spark, study):
     experiment.finish()
 
 
+@pytest.mark.slow
 def test_to_spark_names_and_splits_columns_like_the_duckdb_view(spark, tmp_path):
     """Case twins, a drifted value, an own-versus-inherited clash and a running run: Spark's
     columns and values are those of ``to_pandas()``, names and companion columns included."""
