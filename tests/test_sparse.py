@@ -151,6 +151,7 @@ def loaded_batches_hold_cells_for_their_values(batches: list[pa.RecordBatch], ne
         assert batch.num_rows <= BATCH_ROWS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["save_to", "collection"])
 def test_a_sparse_run_reads_back_every_value_in_memory_that_grows_with_its_values(tmp_path, where):
     """800 keys, one or two in each of 9,000 records (more than two batches' rows): read back
