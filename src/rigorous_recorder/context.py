@@ -12,6 +12,8 @@ import functools
 import sys
 from typing import Any
 
+from .store.process import this_host
+
 #: Packages whose installed version each experiment records (under ``<name>_version``).
 PACKAGES = ("rigorous-recorder", "torch", "lightning", "pytorch-lightning", "keras", "numpy")
 
@@ -24,12 +26,11 @@ def capture() -> dict[str, Any]:
 @functools.cache
 def _process_context() -> dict[str, Any]:
     import platform
-    import socket
     from importlib import metadata  # a tenth of `import rigorous_recorder`: only a new run needs it
 
     context: dict[str, Any] = {
         "command": " ".join([sys.executable, *sys.argv]) if sys.argv and sys.argv[0] else sys.executable,
-        "hostname": socket.gethostname(),
+        "hostname": this_host(),
         "python_version": platform.python_version(),
     }
     for package in PACKAGES:
