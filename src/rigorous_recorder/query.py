@@ -213,9 +213,10 @@ def _sources(runs: Runs, connection: duckdb.DuckDBPyConnection,
                 if footer.layout not in by_layout:
                     by_layout[footer.layout] = (Part(footer.layout, stored_columns(footer.layout)), [])
                     parts.append(by_layout[footer.layout])
-                by_layout[footer.layout][0].files.append(footer)
-                by_layout[footer.layout][0].sources += 1
-                by_layout[footer.layout][1].append(source)
+                part, members = by_layout[footer.layout]
+                part.files.append(footer)
+                part.sources += 1
+                members.append(source)
         except DamagedFileError as error:
             sources.append(RunSource(folder, {**info, "status": DAMAGED, "error": str(error)}, [], 0))
     following = 0
