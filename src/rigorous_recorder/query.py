@@ -64,7 +64,7 @@ from .store.layout import BOOKKEEPING_KEYS, DAMAGED, EXPERIMENT_NODE, RUN_NODE, 
 from .store.layout import RECORDER_COLUMN as STORED_RECORDER_COLUMN
 from .store.run_folder import RunFolder
 from .store.catalog import Pack, PackedRun
-from .store.footer import Footer, Footers, lineages
+from .store.footer import Footer, lineages
 from .store.verified import check_pages
 from ._values import EXACT_FLOAT_INT, INT64_MAX, INT64_MIN
 
@@ -151,10 +151,10 @@ class PackTrees:
     experiment_keys: list[tuple[str, int]]  # the same for the experiment recorders' keys
 
     @classmethod
-    def of(cls, pack: Pack, footers: Footers) -> PackTrees:
+    def of(cls, pack: Pack) -> PackTrees:
         runs = len(pack.runs)
-        return cls(Part.of_pack(footers[pack.entries], pack.entries_schema, runs),
-                   Part.of_pack(footers[pack.lineage], pack.lineage_schema, runs), pack.keys, pack.experiment_keys)
+        return cls(Part.of_pack(Footer.read(pack.entries), pack.entries_schema, runs),
+                   Part.of_pack(Footer.read(pack.lineage), pack.lineage_schema, runs), pack.keys, pack.experiment_keys)
 
     def follow(self, records: Part) -> None:
         """Take the source ids and runs of the pack's records part."""
@@ -183,7 +183,6 @@ def _sources(runs: Runs, connection: duckdb.DuckDBPyConnection,
     parts: list[tuple[Part, list[RunSource]]] = []
     by_layout: dict[Layout, tuple[Part, list[RunSource]]] = {}
     by_pack: dict[Path, tuple[Part, list[RunSource], PackTrees]] = {}
-    footers = _footers(runs, connection, packed)
     for folder, info in runs:
         try:
             if info["status"] == DAMAGED:
@@ -191,8 +190,8 @@ def _sources(runs: Runs, connection: duckdb.DuckDBPyConnection,
             elif folder.id in packed:
                 run = packed[folder.id]
                 if run.pack.path not in by_pack:
-                    part = Part.of_pack(footers[run.pack.path], run.pack.schema, len(run.pack.runs))
-                    by_pack[run.pack.path] = (part, [], PackTrees.of(run.pack, footers))
+                    part = Part.of_pack(Footer.read(run.pack.path), run.pack.schema, len(run.pack.runs))
+                    by_pack[run.pack.path] = (part, [], PackTrees.of(run.pack))
                     parts.append(by_pack[run.pack.path][:2])
                 _, members, trees = by_pack[run.pack.path]
                 source = RunSource(folder, info, [], info.get("records_count"), id=run.index, trees=trees,
@@ -200,7 +199,7 @@ def _sources(runs: Runs, connection: duckdb.DuckDBPyConnection,
                 members.append(source)
                 sources.append(source)
             else:
-                info, (footer, journal) = folder.read_while_changing(info, lambda *run: _read_in_place(*run, footers))
+                info, (footer, journal) = folder.read_while_changing(info, _read_in_place)
                 if journal is not None:
                     entries, records = journal
                     source = RunSource(folder, info, entries, records.num_rows)
@@ -244,27 +243,14 @@ def _sources(runs: Runs, connection: duckdb.DuckDBPyConnection,
     return sources, [part for part, _ in parts]
 
 
-def _reads_in_place(folder: RunFolder, info: dict[str, Any]) -> bool:
-    """True for a stopped run whose records are all in its records file."""
-    return info["status"] != RUNNING and bool(info.get("records")) and not folder.journal_paths(info)
-
-
-def _footers(runs: Runs, connection: duckdb.DuckDBPyConnection, packed: Mapping[str, PackedRun]) -> Footers:
-    """The footers of the files the runs are read from: records files and packs, read at once."""
-    packs = {packed[folder.id].pack.path: packed[folder.id].pack for folder, _ in runs if folder.id in packed}
-    files = [file for pack in packs.values() for file in (pack.path, pack.entries, pack.lineage)]
-    files += [folder.compacted_path(info) for folder, info in runs
-              if folder.id not in packed and info["status"] != DAMAGED and _reads_in_place(folder, info)]
-    return Footers(connection, files)
-
-
-def _read_in_place(folder: RunFolder, info: dict[str, Any],
-                   footers: Footers) -> tuple[Footer | None, tuple[list[dict[str, Any]], pa.Table] | None]:
-    """A run read from its folder: a stopped run's records file (its footer), its pages checked
-    once (DuckDB does not), or a running run's journal read whole (its tree entries and table)."""
-    if _reads_in_place(folder, info):
+def _read_in_place(folder: RunFolder,
+                   info: dict[str, Any]) -> tuple[Footer | None, tuple[list[dict[str, Any]], pa.Table] | None]:
+    """A run read from its folder: a stopped run whose records are all in its records file, by
+    that file's footer (its pages checked once: DuckDB does not), or else its journal read whole
+    (its tree entries and table)."""
+    if info["status"] != RUNNING and info.get("records") and not folder.journal_paths(info):
         check_pages(folder, info)
-        return footers[folder.compacted_path(info)], None
+        return Footer.read(folder.compacted_path(info)), None
     from .store.tree_file import records_table
 
     nodes = folder.nodes(info)

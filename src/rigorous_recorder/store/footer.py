@@ -2,16 +2,14 @@
 the columns, the row count and each column's statistics.
 
 A query over finished runs needs nothing else from their records files (DuckDB scans the rows
-in place), so the footers of many files are read at once through DuckDB's
-``parquet_kv_metadata`` and ``parquet_metadata``: a fresh process answering a query loads
-neither pyarrow nor numpy. :mod:`~rigorous_recorder.store.tree_file` writes the tree and
-reads it back with pyarrow.
+in place), so each footer is decoded in Python (:mod:`~rigorous_recorder.store.parquet_footer`):
+a fresh process answering a query loads neither pyarrow nor numpy.
+:mod:`~rigorous_recorder.store.tree_file` writes the tree and reads it back with pyarrow.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -20,10 +18,9 @@ from typing import TYPE_CHECKING, Any
 from .._values import from_json
 from ..errors import DamagedFileError
 from .layout import RUN_NODE
+from .parquet_footer import ChunkStatistics, read_footer
 
 if TYPE_CHECKING:
-    import duckdb
-
     from .._kinds import Layout
 
 #: The key of a records file's Parquet metadata that holds its tree (JSON).
@@ -69,16 +66,17 @@ def lineages(entries: Sequence[dict[str, Any]], root_data: dict[str, Any]) -> It
 @dataclass
 class ColumnStatistics:
     """What a file's statistics say of one column: its values (not null; None when some row
-    group does not count its nulls) and each row group's least and greatest value as DuckDB
-    writes them (None: no range)."""
+    group does not count its nulls) and each row group's least and greatest int (None: no
+    range, or not an int column)."""
 
     values: int | None = 0
-    ranges: list[tuple[bool, str | None, str | None]] = field(default_factory=list)  # holds values, min, max
+    ranges: list[tuple[bool, int | None, int | None]] = field(default_factory=list)  # holds values, min, max
 
-    def add(self, rows: int, nulls: int | None, least: str | None, greatest: str | None) -> None:
+    def add(self, rows: int, chunk: ChunkStatistics) -> None:
         """Take one row group's statistics into account."""
+        nulls = chunk.nulls
         self.values = None if nulls is None or self.values is None else self.values + rows - nulls
-        self.ranges.append((nulls is None or rows > nulls, least, greatest))
+        self.ranges.append((nulls is None or rows > nulls, chunk.least, chunk.greatest))
 
     def int_range(self, leaves: bool) -> tuple[int | None, int | None]:
         """The least and greatest value of an int column: of the row groups holding values, or
@@ -88,22 +86,34 @@ class ColumnStatistics:
         bounds = [(least, greatest) for has_values, least, greatest in self.ranges if leaves or has_values]
         if not bounds or any(least is None or greatest is None for least, greatest in bounds):
             return None, None
-        return min(int(least) for least, _ in bounds), max(int(greatest) for _, greatest in bounds)
+        return min(least for least, _ in bounds), max(greatest for _, greatest in bounds)  # type: ignore[type-var]
 
 
 class Footer:
     """One Parquet file's footer: its rows, each column's statistics and, for a records file,
     its tree and layout."""
 
-    def __init__(self, path: Path, tree_text: bytes | None, rows: int, statistics: dict[int, ColumnStatistics]) -> None:
+    def __init__(self, path: Path, tree_text: bytes | None, rows: int, statistics: list[ColumnStatistics]) -> None:
         self.path = path
         self.rows = rows
         self._tree_text = tree_text
         self._statistics = statistics
 
+    @classmethod
+    def read(cls, path: Path) -> Footer:
+        """The footer of the Parquet file at ``path``; DamagedFileError when it is not a whole
+        Parquet file, FileNotFoundError when it is gone."""
+        footer = read_footer(path)
+        statistics: list[ColumnStatistics] = []
+        for rows, chunks in footer.row_groups:
+            statistics += [ColumnStatistics() for _ in range(len(chunks) - len(statistics))]
+            for column, chunk in zip(statistics, chunks):
+                column.add(rows, chunk)
+        return cls(path, footer.metadata.get(TREE_KEY), sum(rows for rows, _ in footer.row_groups), statistics)
+
     def statistics(self, position: int) -> ColumnStatistics:
         """The statistics of the column at ``position`` (a file without row groups: no values)."""
-        return self._statistics.get(position) or ColumnStatistics()
+        return self._statistics[position] if position < len(self._statistics) else ColumnStatistics()
 
     @cached_property
     def tree(self) -> dict[str, Any]:
@@ -127,63 +137,3 @@ class Footer:
                          for name, arrow_type, kind in columns)
         except (TypeError, ValueError) as error:
             raise DamagedFileError(self.path, f"its tree metadata is damaged (columns: {error!r})") from None
-
-
-class Footers:
-    """The footers of Parquet files, read through ``connection``: those of ``paths`` in two
-    queries, any other on request."""
-
-    def __init__(self, connection: duckdb.DuckDBPyConnection, paths: Iterable[Path]) -> None:
-        self._connection = connection
-        self._read: dict[Path, Footer | Exception] = {}
-        self._read_all(list(dict.fromkeys(paths)))
-
-    def __getitem__(self, path: Path) -> Footer:
-        """The footer of ``path``; DamagedFileError when it is not a Parquet file,
-        FileNotFoundError when the file is gone."""
-        if path not in self._read:
-            self._read_all([path])
-        found = self._read[path]
-        if isinstance(found, Exception):
-            raise found
-        return found
-
-    def _read_all(self, paths: list[Path]) -> None:
-        import duckdb
-
-        if not paths:
-            return
-        names = [str(path) for path in paths]
-        try:
-            trees = dict(self._connection.execute(
-                "SELECT file_name, value FROM parquet_kv_metadata($1) WHERE key = $2", [names, TREE_KEY]).fetchall())
-            groups = self._connection.execute(
-                "SELECT file_name, row_group_id, row_group_num_rows, column_id, stats_null_count, "
-                "coalesce(stats_min_value, stats_min), coalesce(stats_max_value, stats_max) "
-                "FROM parquet_metadata($1)", [names]).fetchall()
-        except duckdb.Error as error:
-            if len(paths) > 1:
-                for path in paths:  # one damaged file: the others are read one by one
-                    self._read_all([path])
-            elif not os.path.exists(paths[0]):
-                self._read[paths[0]] = FileNotFoundError(2, "gone while being read", names[0])
-            else:
-                self._read[paths[0]] = DamagedFileError(
-                    paths[0], f"not a rigorous_recorder file: not readable as Parquet ({error})")
-            return
-        by_file: dict[str, list[tuple[Any, ...]]] = {name: [] for name in names}
-        for row in groups:
-            by_file[row[0]].append(row[1:])
-        for path, name in zip(paths, names):
-            self._read[path] = _footer(path, trees.get(name), by_file[name])
-
-
-def _footer(path: Path, tree_text: bytes | None, groups: list[tuple[Any, ...]]) -> Footer:
-    """The footer of ``path`` from its tree (None: it has none) and its row groups' column
-    statistics (row group, rows, column, null count, min, max)."""
-    statistics: dict[int, ColumnStatistics] = {}
-    rows = {}
-    for group, group_rows, column, nulls, least, greatest in groups:
-        rows[group] = group_rows
-        statistics.setdefault(column, ColumnStatistics()).add(group_rows, nulls, least, greatest)
-    return Footer(path, tree_text, sum(rows.values()), statistics)
