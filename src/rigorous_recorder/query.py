@@ -451,9 +451,9 @@ class Tables:
         sources, parts = _sources(runs, connection, packed or {})
         keys = plan(sources, parts)
         trees = _pack_trees(sources)
-        _create_table(connection, _RUNS_TABLE, *_runs_table(sources))
-        _make_lineage(connection, sources, trees, keys)
-        _make_experiments(connection, sources, trees, keys)
+        runs = _runs_table(sources)
+        _make_lineage(connection, sources, trees, keys, runs)
+        _make_experiments(connection, sources, trees, keys, runs)
         _create_table(connection, "columns", _COLUMNS_COLUMNS, _transposed(list(_describe(keys)), len(_COLUMNS_COLUMNS)))
         return cls(parts, keys)
 
@@ -532,11 +532,14 @@ class Query:
         return self.connection.sql(query)
 
 
-#: The working table of the views with each run's ~source, place and :data:`RUN_COLUMNS`.
+#: The name, within the statements that make the tables, of each run's ~source, place and :data:`RUN_COLUMNS`.
 _RUNS_TABLE = "~runs"
 
+#: Columns (name, SQL type) and a list of values per column.
+Values = tuple[list[tuple[str, str]], list[list[Any]]]
 
-def _runs_table(sources: list[RunSource]) -> tuple[list[tuple[str, str]], list[list[Any]]]:
+
+def _runs_table(sources: list[RunSource]) -> Values:
     """Each run's ~source, its place among the runs, and its :data:`RUN_COLUMNS` (bookkeeping
     keys as :func:`~rigorous_recorder.store.layout.bookkeeping_columns` shows them)."""
     shown = bookkeeping_columns([source.info for source in sources])
@@ -563,16 +566,16 @@ def _value_columns(keys: Iterable[KeyColumns]) -> list[tuple[str, str]]:
     return names
 
 
-def _loose_table(connection: duckdb.DuckDBPyConnection, name: str, ids: list[tuple[str, str]],
-                 rows: list[tuple[list[int], dict[str, Any]]], keys: list[KeyColumns]) -> None:
-    """Make table ``name`` of ``rows`` (the values of the ``ids`` columns, data) with the columns
-    of ``keys``; marks the keys whose values need their companion column."""
+def _loose_values(ids: list[tuple[str, str]], rows: list[tuple[list[int], dict[str, Any]]],
+                  keys: list[KeyColumns]) -> Values:
+    """``rows`` (the values of the ``ids`` columns, data) as the ``ids`` columns and those of
+    ``keys``; marks the keys whose values need their companion column."""
     values = [[row_ids[index] for row_ids, _ in rows] for index in range(len(ids))]
     for columns in keys:
         typed, text = _split_column([data.get(columns.key) for _, data in rows], columns.kind)
         columns.inherited_json = text is not None
         values += [typed, text] if text is not None else [typed]
-    _create_table(connection, name, ids + _value_columns(keys), values)
+    return ids + _value_columns(keys), values
 
 
 def _mark_companions(part: Part, keys: Mapping[str, KeyColumns]) -> None:
@@ -583,33 +586,35 @@ def _mark_companions(part: Part, keys: Mapping[str, KeyColumns]) -> None:
 
 
 def _make_lineage(connection: duckdb.DuckDBPyConnection, sources: list[RunSource], trees: list[PackTrees],
-                  keys: dict[str, KeyColumns]) -> None:
+                  keys: dict[str, KeyColumns], runs: Values) -> None:
     """Table ``lineage``: each recorder that may hold records, with its run's handles and its
     merged data; packed runs' from their packs, the others' merged here."""
     inherited = [columns for columns in keys.values() if columns.inherited]
     rows = [([source.id, node_id], data) for source in sources if source.trees is None
             for node_id, data in lineages(source.entries, bookkeeping(source.info))]
-    _loose_table(connection, "~lineage", [(SOURCE_COLUMN, "INTEGER"), (RECORDER_COLUMN, "INTEGER")], rows, inherited)
-    scans = ['SELECT * FROM "~lineage"']
+    statement = _Statement(connection)
+    loose = statement.values(*_loose_values([(SOURCE_COLUMN, "INTEGER"), (RECORDER_COLUMN, "INTEGER")], rows, inherited))
+    scans = [loose]
     for index, pack in enumerate(trees):
         _mark_companions(pack.lineage, keys)
         scans.append(_part_sql(pack.lineage, f"lineage_{index}", keys))
     source = quote_name(SOURCE_COLUMN)
-    connection.execute(f"CREATE OR REPLACE TEMP TABLE lineage AS SELECT l.*, {', '.join(f'r.{name}' for name in HANDLES)} "
-                       f"FROM ({' UNION ALL BY NAME '.join(scans)}) AS l "
-                       f"JOIN {quote_name(_RUNS_TABLE)} AS r ON l.{source} = r.{source}").fetchall()
+    statement.execute(f"CREATE OR REPLACE TEMP TABLE lineage AS WITH {quote_name(_RUNS_TABLE)} AS ({statement.values(*runs)}) "
+                      f"SELECT l.*, {', '.join(f'r.{name}' for name in HANDLES)} "
+                      f"FROM ({' UNION ALL BY NAME '.join(scans)}) AS l "
+                      f"JOIN {quote_name(_RUNS_TABLE)} AS r ON l.{source} = r.{source}")
 
 
 def _make_experiments(connection: duckdb.DuckDBPyConnection, sources: list[RunSource], trees: list[PackTrees],
-                      keys: dict[str, KeyColumns]) -> None:
+                      keys: dict[str, KeyColumns], runs: Values) -> None:
     """Table ``experiments``: the run's columns, then its experiment info (in the order runs
     first hold the keys); packed runs' info from their packs."""
     loose = [([source.id], next((entry["local_data"] for entry in source.entries if entry["id"] == EXPERIMENT_NODE), {}))
              for source in sources if source.trees is None]
     order = _in_order(sources, lambda trees: trees.experiment_keys, lambda entry: entry["id"] == EXPERIMENT_NODE)
     info_keys = {key: KeyColumns(key, name, keys[key].kind) for key, name in view_names(order, reserved=RUN_COLUMNS).items()}
-    _loose_table(connection, "~experiments", [(SOURCE_COLUMN, "INTEGER")], loose, list(info_keys.values()))
-    scans = ['SELECT * FROM "~experiments"']
+    statement = _Statement(connection)
+    scans = [statement.values(*_loose_values([(SOURCE_COLUMN, "INTEGER")], loose, list(info_keys.values())))]
     for index, pack in enumerate(trees):
         wanted = {key: info_keys[key] for key, _ in pack.experiment_keys}
         _mark_companions(pack.entries, wanted)
@@ -617,9 +622,10 @@ def _make_experiments(connection: duckdb.DuckDBPyConnection, sources: list[RunSo
     source = quote_name(SOURCE_COLUMN)
     selects = [f"r.{quote_name(name)}" for name in RUN_COLUMNS]
     selects += [f"i.{quote_name(name)}" for name, _ in _value_columns(info_keys.values())]
-    connection.execute(f"CREATE OR REPLACE TEMP TABLE experiments AS SELECT {', '.join(selects)} "
-                       f"FROM {quote_name(_RUNS_TABLE)} AS r LEFT JOIN ({' UNION ALL BY NAME '.join(scans)}) AS i "
-                       f"ON r.{source} = i.{source} ORDER BY r.{quote_name(_ORDER_COLUMN)}").fetchall()
+    statement.execute(f"CREATE OR REPLACE TEMP TABLE experiments AS WITH {quote_name(_RUNS_TABLE)} AS ({statement.values(*runs)}) "
+                      f"SELECT {', '.join(selects)} "
+                      f"FROM {quote_name(_RUNS_TABLE)} AS r LEFT JOIN ({' UNION ALL BY NAME '.join(scans)}) AS i "
+                      f"ON r.{source} = i.{source} ORDER BY r.{quote_name(_ORDER_COLUMN)}")
 
 
 _COLUMNS_COLUMNS = [("name", "VARCHAR"), ("key", "VARCHAR"), ("part", "VARCHAR"), ("source", "VARCHAR"),
@@ -715,47 +721,68 @@ def _key_columns(columns: KeyColumns) -> Iterator[Column]:
 
 def _create_table(connection: duckdb.DuckDBPyConnection, name: str, columns: list[tuple[str, str]],
                   values: list[list[Any]]) -> None:
-    """Make table ``name`` with ``columns`` (name, SQL type) from a Python list of values per column.
+    """Make table ``name`` with ``columns`` (name, SQL type) from a Python list of values per column."""
+    statement = _Statement(connection)
+    statement.execute(f"CREATE OR REPLACE TEMP TABLE {quote_name(name)} AS {statement.values(columns, values)}")
+
+
+class _Statement:
+    """One DuckDB statement whose tables of Python values travel with it (a statement costs
+    milliseconds: the small tables are made in as few as possible).
 
     Where pyarrow is loaded already (a running run or a pack was read), columns of plain values
     reach DuckDB as Arrow arrays built from buffers (never through ``pa.array``, which would
-    import pandas); otherwise, and for other values, as typed list parameters: a fresh process
-    reading finished runs never loads pyarrow and numpy (a fifth of a second). A parameter
-    column holding a NaN goes as JSON text instead: DuckDB before 2.0 turns a NaN inside a list
-    parameter into NULL.
+    import pandas), registered for this statement alone; otherwise, and for other values, as
+    typed list parameters: a fresh process reading finished runs never loads pyarrow and numpy
+    (a fifth of a second). A parameter column holding a NaN goes as JSON text instead: DuckDB
+    before 2.0 turns a NaN inside a list parameter into NULL.
     """
-    if "pyarrow" in sys.modules and values and values[0] and _create_from_arrow(connection, name, columns, values):
-        return
-    selects, parameters = [], []
-    for index, ((column, kind), cells) in enumerate(zip(columns, values), start=1):
-        if any(map(_holds_nan, cells)):
-            cells = [None if cell is None else json.dumps(cell) for cell in cells]
-            selects.append(f"CAST(CAST(unnest(${index}::VARCHAR[]) AS JSON) AS {kind}) AS {quote_name(column)}")
-        else:
-            selects.append(f"unnest(${index}::{kind}[]) AS {quote_name(column)}")
-        parameters.append(cells)
-    connection.execute(f"CREATE OR REPLACE TEMP TABLE {quote_name(name)} AS SELECT {', '.join(selects)}", parameters).fetchall()
 
+    def __init__(self, connection: duckdb.DuckDBPyConnection) -> None:
+        self._connection = connection
+        self._parameters: list[list[Any]] = []
+        self._registered: list[str] = []
 
-def _create_from_arrow(connection: duckdb.DuckDBPyConnection, name: str, columns: list[tuple[str, str]],
-                       values: list[list[Any]]) -> bool:
-    """Make table ``name`` from Arrow arrays of ``values``; False when some column is not plain."""
-    import pyarrow as pa
+    def values(self, columns: list[tuple[str, str]], values: list[list[Any]]) -> str:
+        """A SELECT of ``values`` (a list per column) as ``columns`` (name, SQL type)."""
+        if "pyarrow" in sys.modules and values and values[0]:
+            selected = self._arrow_values(columns, values)
+            if selected is not None:
+                return selected
+        selects = []
+        for (column, kind), cells in zip(columns, values):
+            if any(map(_holds_nan, cells)):
+                self._parameters.append([None if cell is None else json.dumps(cell) for cell in cells])
+                selects.append(f"CAST(CAST(unnest(${len(self._parameters)}::VARCHAR[]) AS JSON) AS {kind}) AS {quote_name(column)}")
+            else:
+                self._parameters.append(cells)
+                selects.append(f"unnest(${len(self._parameters)}::{kind}[]) AS {quote_name(column)}")
+        return f"SELECT {', '.join(selects)}"
 
-    from ._columns import packed_array
+    def _arrow_values(self, columns: list[tuple[str, str]], values: list[list[Any]]) -> str | None:
+        """The SELECT of :meth:`values` over Arrow arrays; None when some column is not plain."""
+        import pyarrow as pa
 
-    arrays = [packed_array(column) for column in values]
-    arrays = [pa.nulls(len(column)) if array is None and column.count(None) == len(column) else array
-              for array, column in zip(arrays, values)]
-    if any(array is None for array in arrays):
-        return False
-    connection.register("~new", pa.Table.from_arrays(arrays, names=[f"c{index}" for index in range(len(arrays))]))
-    selects = [f"CAST(c{index} AS {kind}) AS {quote_name(column)}" for index, (column, kind) in enumerate(columns)]
-    try:
-        connection.execute(f"CREATE OR REPLACE TEMP TABLE {quote_name(name)} AS SELECT {', '.join(selects)} FROM \"~new\"").fetchall()
-    finally:
-        connection.unregister("~new")
-    return True
+        from ._columns import packed_array
+
+        arrays = [packed_array(column) for column in values]
+        arrays = [pa.nulls(len(column)) if array is None and column.count(None) == len(column) else array
+                  for array, column in zip(arrays, values)]
+        if any(array is None for array in arrays):
+            return None
+        name = f"~values_{len(self._registered)}"
+        self._connection.register(name, pa.Table.from_arrays(arrays, names=[f"c{index}" for index in range(len(arrays))]))
+        self._registered.append(name)
+        selects = [f"CAST(c{index} AS {kind}) AS {quote_name(column)}" for index, (column, kind) in enumerate(columns)]
+        return f"SELECT {', '.join(selects)} FROM {quote_name(name)}"
+
+    def execute(self, sql: str) -> None:
+        """Run ``sql``, which holds the SELECTs that :meth:`values` gave."""
+        try:
+            self._connection.execute(sql, self._parameters).fetchall()
+        finally:
+            for name in self._registered:
+                self._connection.unregister(name)
 
 
 def _transposed(rows: list[list[Any]], width: int) -> list[list[Any]]:
