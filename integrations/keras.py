@@ -36,13 +36,13 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import time
 import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable
 
 from rigorous_recorder import Experiment, ExperimentCollection, Recorder
+from rigorous_recorder._hotpath import float32_seen, seen_logs
 
 from ._common import BATCH, EPOCH, STEP, NullRecorder, commit_row, flattened, stored_info
 
@@ -67,42 +67,6 @@ _PLAIN = (str, int, float, bool, type(None))
 #: Keys the callback sets on the model and stage recorders.
 MODEL_KEYS = frozenset({"model", "model_number", "parameters", "optimizer", "learning_rate",
                         "learning_rate_schedule", "stage", "fit", "evaluate", "predict", "samples", "interrupted"})
-_FLOAT32 = struct.Struct("f")
-_FLOAT32_MANTISSA = struct.Struct("I")  # the same four bytes as an unsigned int
-
-
-def as_float32_seen(value: float) -> float:
-    """A float that is a float32 value, as the shortest decimal that gives that float32 back.
-
-    >>> as_float32_seen(0.004999999888241291), as_float32_seen(0.1)
-    (0.005, 0.1)
-    """
-    pack = _FLOAT32.pack
-    try:
-        packed = pack(value)
-    except OverflowError:
-        return value
-    if _FLOAT32.unpack(packed)[0] != value:
-        return value  # not a float32 value (or NaN): kept as it is
-    # Two tries for nearly every value (9 digits always give a float32 back; fewer than 6 digits
-    # that do are what 6 digits round to). 7 first: a quarter of float32 values take 6 or 7 digits.
-    seven = float("%.7g" % value)
-    if pack(seven) == packed:
-        six = float("%.6g" % value)
-        return six if pack(six) == packed else seven
-    if not _FLOAT32_MANTISSA.unpack(packed)[0] & 0x7FFFFF:
-        # A power of two: the float32 below it is nearer than the one above, so a 6-digit value
-        # above it can give it back where the nearer 7-digit value below it does not.
-        six = float("%.6g" % value)
-        if pack(six) == packed:
-            return six
-    eight = float("%.8g" % value)
-    return eight if pack(eight) == packed else float("%.9g" % value)
-
-
-def _seen(logs: Mapping[str, Any] | None, prefix: str = "") -> dict[str, Any]:
-    return {prefix + key: as_float32_seen(value) if type(value) is float else value
-            for key, value in (logs or {}).items()}
 
 
 class RigorousCallback(keras.callbacks.Callback):
@@ -267,17 +231,17 @@ class RigorousCallback(keras.callbacks.Callback):
         ends = [float(self._schedule(step)) for step in (first, first + steps - 1)]
         if rates.shape != (steps,) or [float(rates[0]), float(rates[-1])] != ends:
             return None
-        return [as_float32_seen(float(rate)) for rate in rates]
+        return [float32_seen(float(rate)) for rate in rates]
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self._step += batch - self._last_batch  # more than 1 with steps_per_execution > 1
         self._last_batch = batch
-        _commit(self._train, _seen(logs), {"step": self._step - 1, "epoch": self._epoch, "batch_idx": batch,
-                                           "level": STEP, "learning_rate": self._learning_rate,
-                                           "wall_time": time.time()})
+        _commit(self._train, seen_logs(logs), {"step": self._step - 1, "epoch": self._epoch, "batch_idx": batch,
+                                               "level": STEP, "learning_rate": self._learning_rate,
+                                               "wall_time": time.time()})
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        logs = _seen(logs)
+        logs = seen_logs(logs)
         ours = {"step": self._step - 1, "epoch": epoch, "level": EPOCH, "learning_rate": self._learning_rate,
                 "wall_time": time.time()}
         validation = {key: logs.pop(key) for key in list(logs) if key.startswith("val_")}
@@ -304,11 +268,12 @@ class RigorousCallback(keras.callbacks.Callback):
 
     def on_test_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self._test is self._validate:
-            _commit(self._test, _seen(logs, "val_"), {"step": self._step - 1, "epoch": self._epoch,
-                                                      "batch_idx": batch, "level": BATCH,
-                                                      "learning_rate": self._learning_rate, "wall_time": time.time()})
+            _commit(self._test, seen_logs(logs, "val_"), {"step": self._step - 1, "epoch": self._epoch,
+                                                          "batch_idx": batch, "level": BATCH,
+                                                          "learning_rate": self._learning_rate,
+                                                          "wall_time": time.time()})
         else:
-            _commit(self._test, _seen(logs), {"batch_idx": batch, "level": BATCH, "wall_time": time.time()})
+            _commit(self._test, seen_logs(logs), {"batch_idx": batch, "level": BATCH, "wall_time": time.time()})
 
     def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
         if self._test is self._validate:
@@ -394,14 +359,18 @@ class _RateReader:
                 return None
             read = float(rate)
         if read != self.read:
-            self.read, self.seen = read, as_float32_seen(read)
+            self.read, self.seen = read, float32_seen(read)
         return self.seen
 
 
 def _rate_of(optimizer: Any) -> float | None:
-    """The optimizer's learning rate now (a schedule's value at its step), as Keras shows it."""
+    """The optimizer's learning rate now (a schedule's value at its step), as Keras shows it.
+
+    >>> _rate_of(keras.optimizers.Adam(0.005))  # its variable holds the float32 0.004999999888241291
+    0.005
+    """
     rate = getattr(optimizer, "learning_rate", None)
-    return None if rate is None else as_float32_seen(float(rate))  # a variable or a tensor: 3 us, not 30
+    return None if rate is None else float32_seen(float(rate))  # a variable or a tensor: 3 us, not 30
 
 
 def _schedule_of(optimizer: Any) -> Any:
@@ -429,7 +398,8 @@ def _describe(model: Any, optimizer: Any) -> dict[str, Any]:
     config = optimizer.get_config()
     config.pop("name", None)
     schedule = config.pop("learning_rate", None)
-    data.update(optimizer=type(optimizer).__name__, learning_rate=_rate_of(optimizer), **_seen(flattened(config)))
+    data.update(optimizer=type(optimizer).__name__, learning_rate=_rate_of(optimizer),
+                **seen_logs(flattened(config)))
     if not isinstance(schedule, _PLAIN):  # a schedule: its config (the rate above is its value now)
         data["learning_rate_schedule"] = json.dumps(schedule, sort_keys=True, default=str)
     return data

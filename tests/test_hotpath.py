@@ -3,9 +3,12 @@
 import inspect
 import math
 import os
+import random
+import struct
 import subprocess
 import sys
 from pathlib import Path
+from types import MappingProxyType
 
 import pyarrow as pa
 import pytest
@@ -32,11 +35,12 @@ def test_the_compiled_loops_are_in_use():
 
 def test_the_environment_variable_selects_the_python_twins():
     """RIGOROUS_RECORDER_PURE_PYTHON=1 makes a fresh process use the Python loops."""
-    code = "from rigorous_recorder import _hotpath as h; print(h.COMPILED, h.append_plain_row.__module__)"
+    code = ("from rigorous_recorder import _hotpath as h; "
+            "print(h.COMPILED, *(f.__module__ for f in (h.append_plain_row, h.float32_seen, h.seen_logs)))")
     environment = {**os.environ, "RIGOROUS_RECORDER_PURE_PYTHON": "1"}
     output = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True,
                             text=True, check=True).stdout
-    assert output.split() == ["False", "rigorous_recorder._hotpath"]
+    assert output.split() == ["False", *["rigorous_recorder._hotpath"] * 3]
 
 
 # -- append_plain_row ---------------------------------------------------------------------------
@@ -421,3 +425,109 @@ def test_the_compiled_add_and_commit_do_what_the_python_methods_do(steps):
     compiled = {"add": Recorder.add, "commit": Recorder.commit}
     expected = replay(Recorder(), steps, recorder_module._python_methods)
     assert repr(replay(Recorder(), steps, compiled)) == repr(expected)
+
+
+# -- float32_seen and seen_logs ------------------------------------------------------------------
+
+
+SEERS = [_hotpath.float32_seen, _hotpath.float32_seen_python]
+
+
+def float32_from_bits(bits):
+    """The float32 whose IEEE bits are ``bits``, as a Python float."""
+    return struct.unpack("<f", struct.pack("<I", bits))[0]
+
+
+def exactly(value):
+    """What tells two results apart: the type and the float64 bits (one NaN for all NaNs)."""
+    return type(value), "nan" if math.isnan(value) else struct.pack("<d", value)
+
+
+def edge_float32_values():
+    """Both signs of every exponent (zeros, subnormals, infinities and NaNs too) with the edge
+    fractions and 150 seeded random ones; full 24-bit mantissas scaled by 2^-40 to 2^20, where
+    many values lie exactly halfway between two decimals of 6 to 9 digits; decimals as float32."""
+    rng = random.Random(13)
+    fractions = [0, 1, 2, 3, 0x400000, 0x400001, 0x7FFFFE, 0x7FFFFF, *(rng.getrandbits(23) for _ in range(150))]
+    by_bits = [float32_from_bits(sign << 31 | exponent << 23 | fraction)
+               for sign in (0, 1) for exponent in range(256) for fraction in fractions]
+    halfway = [math.ldexp((1 << 23) + offset, exponent) for offset in range(-200, 200) for exponent in range(-40, 21)]
+    decimals = [float32_from_bits(struct.unpack("<I", struct.pack("<f", number / 1000))[0]) for number in range(10**4)]
+    return by_bits + halfway + decimals
+
+
+@COMPILED
+def test_both_float32_seen_twins_agree_on_every_exponent_and_on_halfway_values():
+    """The same float, bit for bit, from both, on ~150,000 float32 values of every kind."""
+    values = edge_float32_values()
+    differing = [(value, _hotpath.float32_seen(value), _hotpath.float32_seen_python(value)) for value in values
+                 if exactly(_hotpath.float32_seen(value)) != exactly(_hotpath.float32_seen_python(value))]
+    assert differing == []
+
+
+@COMPILED
+@given(st.one_of(st.floats(width=32), st.floats()))
+def test_both_float32_seen_twins_agree(value):
+    """Any float32 value, and any float at all, gives the same float from both."""
+    assert exactly(_hotpath.float32_seen(value)) == exactly(_hotpath.float32_seen_python(value))
+
+
+@pytest.mark.parametrize("seen", SEERS)
+@pytest.mark.parametrize(("value", "expected"), [
+    (0.004999999888241291, 0.005),  # float32(0.005): what Keras hands over, shown as Keras shows it
+    (0.10000000149011612, 0.1),
+    (1.0000000116860974e-07, 1e-7),
+    (123456.703125, 123456.7),
+    (1048576.25, 1048576.2),  # halfway between two 8-digit decimals: to the even one, as "%.8g" rounds
+    (1048576.75, 1048576.8),
+    (0.0001220703125, 0.00012207031),  # 2^-13: a power of two
+    (16777216.0, 16777216.0),
+    (3.4028234663852886e38, 3.4028235e38),  # the largest float32
+    (1.401298464324817e-45, 1.4013e-45),  # the smallest float32 subnormal: 6 digits at least
+    (-0.25, -0.25),
+    (-0.004999999888241291, -0.005),
+])
+def test_float32_seen_shows_a_float32_value_as_its_shortest_decimal(seen, value, expected):
+    """A float that is a float32 value becomes the shortest decimal that gives that float32 back."""
+    assert exactly(seen(value)) == exactly(expected)
+
+
+@pytest.mark.parametrize("seen", SEERS)
+@pytest.mark.parametrize("value", [0.1 + 1e-12, 1e300, -1e300, 3.5e38, math.nan, math.inf, -math.inf, 0.0, -0.0,
+                                   2.0**-150])
+def test_float32_seen_keeps_other_floats_as_they_are(seen, value):
+    """NaN, infinities, zeros, floats between two float32 values or past float32's range come back unchanged."""
+    assert exactly(seen(value)) == exactly(value)
+
+
+@pytest.mark.parametrize("seen", SEERS)
+@pytest.mark.parametrize("value", [1, "0.5", None, True])
+def test_float32_seen_takes_only_floats(seen, value):
+    """Anything but a float is a TypeError, in both twins."""
+    with pytest.raises(TypeError, match="takes a float"):
+        seen(value)
+
+
+log_values = st.one_of(st.floats(width=32), st.floats(), st.integers(), st.text(max_size=2), st.none(),
+                       st.booleans(), st.lists(st.floats(width=32), max_size=2))
+
+
+@COMPILED
+@given(st.one_of(st.none(), st.dictionaries(st.text(max_size=3), log_values, max_size=4)),
+       st.sampled_from(["", "val_"]), st.booleans())
+def test_both_seen_logs_twins_agree(logs, prefix, as_proxy):
+    """Any logs, as a dict or another mapping, with or without a prefix: the same keys, values and types."""
+    if as_proxy and logs is not None:
+        logs = MappingProxyType(logs)
+    compiled, python = _hotpath.seen_logs(logs, prefix), _hotpath.seen_logs_python(logs, prefix)
+    assert list(compiled) == list(python)
+    assert [repr(value) for value in compiled.values()] == [repr(value) for value in python.values()]
+
+
+@pytest.mark.parametrize("seen_logs", [_hotpath.seen_logs, _hotpath.seen_logs_python])
+def test_seen_logs_copies_the_logs_with_float32_values_shown_and_the_prefix(seen_logs):
+    """Floats are shown as float32, other values kept; keys get the prefix; the logs are left alone."""
+    logs = {"loss": 0.004999999888241291, "steps": 3, "name": "x", "rate": 0.1 + 1e-12}
+    assert seen_logs(logs, "val_") == {"val_loss": 0.005, "val_steps": 3, "val_name": "x", "val_rate": 0.1 + 1e-12}
+    assert seen_logs(logs) == {"loss": 0.005, "steps": 3, "name": "x", "rate": 0.1 + 1e-12}
+    assert logs["loss"] == 0.004999999888241291 and seen_logs(None) == {}

@@ -5,7 +5,9 @@ and ``commit_staged_row`` in every ``commit()``, for plain values (compiled, ``a
 ``commit`` themselves become C methods: see ``compile_methods``). ``pack_column`` runs
 once per column each time pending rows become an Arrow batch; it packs float, int, bool
 and str columns, the usual ones, without ``pa.array`` (whose first call imports pandas
-when it is installed).
+when it is installed). ``seen_logs`` copies the logs of every Keras batch, each float32
+value (Keras hands them as floats) as ``float32_seen`` shows it: the shortest decimal that
+gives it back.
 
 Each is written twice with one contract: in C (``_speedups.c``, an optional extension
 built at install time when a compiler is there) and in Python below. The C pair is used
@@ -16,7 +18,9 @@ when it was built, unless the environment sets ``RIGOROUS_RECORDER_PURE_PYTHON=1
 from __future__ import annotations
 
 import os
+import struct
 from array import array
+from collections.abc import Mapping
 from itertools import accumulate
 from typing import Any
 
@@ -157,12 +161,73 @@ def _bitmap(bits: list[bool]) -> bytes:
     return int(digits, 2).to_bytes((len(bits) + 7) // 8, "little")
 
 
+_FLOAT32 = struct.Struct("f")
+
+
+def float32_seen_python(value: float) -> float:
+    """A float that is a float32 value, as the shortest decimal that gives that float32 back.
+
+    The decimal is Python's ``"%.7g"``, or ``"%.6g"`` when that gives the float32 back too, else
+    ``"%.8g"`` when that does, else ``"%.9g"``, parsed by ``float()``. Any other float (NaN, one
+    between two float32 values, one past float32's range) is returned as it is; TypeError when
+    ``value`` is not a float.
+
+    >>> float32_seen_python(0.004999999888241291), float32_seen_python(0.1)
+    (0.005, 0.1)
+    >>> float32_seen_python(0.1 + 1e-12) == 0.1 + 1e-12  # not a float32 value: kept
+    True
+    """
+    if not isinstance(value, float):
+        raise TypeError(f"float32_seen() takes a float, not {type(value).__name__}")
+    pack = _FLOAT32.pack
+    try:
+        packed = pack(value)
+    except OverflowError:
+        return value
+    if _FLOAT32.unpack(packed)[0] != value:
+        return value  # not a float32 value (or NaN): kept as it is
+    # Two tries for nearly every value (9 digits always give a float32 back; fewer than 6 digits
+    # that do are what 6 digits round to). 7 first: a quarter of float32 values take 6 or 7 digits.
+    # When 7 digits do not give it back, 6 do not either: the 7-digit decimal is the nearer one.
+    # (At a power of two the float32 below is nearer than the one above, so a 6-digit decimal
+    # above could give it back where a 7-digit one below does not; for none of the 508 float32
+    # powers of two does it happen.)
+    seven = float("%.7g" % value)
+    if pack(seven) == packed:
+        six = float("%.6g" % value)
+        return six if pack(six) == packed else seven
+    eight = float("%.8g" % value)
+    return eight if pack(eight) == packed else float("%.9g" % value)
+
+
+def seen_logs_python(logs: Mapping[str, Any] | None, prefix: str = "") -> dict[str, Any]:
+    """``logs`` (None: none) as a new dict, each float32 value as ``float32_seen`` shows it.
+
+    Each key gets ``prefix`` before it (kept as it is when ``prefix`` is empty); each exact
+    float goes through ``float32_seen``; other values are kept.
+
+    >>> seen_logs_python({"loss": 0.004999999888241291, "size": 32}, "val_")
+    {'val_loss': 0.005, 'val_size': 32}
+    """
+    return {(prefix + key if prefix else key): float32_seen_python(value) if type(value) is float else value
+            for key, value in (logs or {}).items()}
+
+
 try:
     if os.environ.get("RIGOROUS_RECORDER_PURE_PYTHON") == "1":
         raise ImportError("RIGOROUS_RECORDER_PURE_PYTHON=1")
-    from ._speedups import append_plain_row, commit_staged_row, compile_methods, pack_column, stage_plain_values
+    from ._speedups import (
+        append_plain_row,
+        commit_staged_row,
+        compile_methods,
+        float32_seen,
+        pack_column,
+        seen_logs,
+        stage_plain_values,
+    )
 except ImportError:
     append_plain_row, pack_column = append_plain_row_python, pack_column_python
+    float32_seen, seen_logs = float32_seen_python, seen_logs_python
     stage_plain_values, commit_staged_row = stage_plain_values_python, commit_staged_row_python
     compile_methods = compile_methods_python
     COMPILED = False

@@ -12,6 +12,8 @@
 #define Py_T_OBJECT_EX T_OBJECT_EX
 #define Py_READONLY READONLY
 #endif
+#include <float.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -53,6 +55,7 @@ truncate_columns_keeping_error(PyObject *pending, Py_ssize_t rows)
 }
 
 /* Interned attribute names of a recorder (the holder), set when the module is executed. */
+static PyObject *empty_string = NULL;  /* "", made when the module is executed */
 static PyObject *pending_name = NULL, *staged_name = NULL, *store_name = NULL, *failure_name = NULL,
                 *fast_name = NULL, *direct_name = NULL;
 
@@ -752,12 +755,207 @@ pack_column(PyObject *module, PyObject *values)
     return Py_BuildValue("(sNNn)", code, buffers, validity, missing);
 }
 
+PyDoc_STRVAR(float32_seen_doc,
+"float32_seen(value) -> float\n\n"
+"A float that is a float32 value, as the shortest decimal that gives that float32 back:\n"
+"Python's '%.7g', or '%.6g' when that gives the float32 back too, else '%.8g' when that\n"
+"does, else '%.9g', parsed by float(). Any other float (NaN, one between two float32\n"
+"values, one past float32's range) is returned as it is; TypeError when value is not a\n"
+"float.");
+
+/* The IEEE bits of `number` rounded to float32, as struct.pack("f") rounds it (past float32's
+ * range: an infinity's, where struct.pack raises OverflowError). */
+static inline uint32_t
+float32_bits(double number)
+{
+    float narrow = (float)number;
+    uint32_t bits;
+    memcpy(&bits, &narrow, sizeof bits);
+    return bits;
+}
+
+#if defined(__SIZEOF_INT128__) && defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD == 0
+#define EXACT_DECIMALS
+typedef unsigned __int128 uint128;
+
+/* 10^0 to 10^22, each exactly a double: an integer of at most 15 digits times, or divided by,
+ * one of them is rounded once, so it is the double float() parses from that decimal. */
+static const double exact_tens[] = {
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19,
+    1e20, 1e21, 1e22,
+};
+#define EXACT_TENS ((int)(sizeof exact_tens / sizeof exact_tens[0]) - 1)
+#define WIDE_BITS 126  /* the integers below stay under this many bits: twice one fits 128 */
+
+static inline uint128
+ten_to(int power)
+{
+    uint128 result = 1;
+    while (power-- > 0) {
+        result *= 10;
+    }
+    return result;
+}
+
+/* Set *decimal to float("%.<digits>g" % x) for x = mantissa * 2^exponent (mantissa > 0, negated
+ * when `negative`) and return 1, in integers: x / 10^k rounded half to even (as Python's
+ * formatting rounds) to `digits` digits, times 10^k in one exact-operand double operation. 0 when
+ * the integers would pass WIDE_BITS bits or 10^|k| is not an exact double: Python's way then. */
+static int
+exact_decimal(uint32_t mantissa, int exponent, int digits, int negative, double *decimal)
+{
+    int bit_length = 32 - __builtin_clz(mantissa);
+    /* floor(log10(x)), or one less: floor(log2(x)) * log10(2), with 78913 / 2^18 just under
+     * log10(2), is never above it for the exponents of normal float32 values (-126 to 127). */
+    int magnitude = ((exponent + bit_length - 1) * 78913) >> 18;
+    for (;;) {
+        int k = magnitude - digits + 1;
+        int up = exponent > 0 ? exponent : 0, down = exponent < 0 ? -exponent : 0;
+        if (k < -EXACT_TENS || k > EXACT_TENS || bit_length + up + 4 * (k < 0 ? -k : 0) > WIDE_BITS
+                || down + 4 * (k > 0 ? k : 0) > WIDE_BITS) {
+            return 0;
+        }
+        uint128 numerator = ((uint128)mantissa << up) * (k < 0 ? ten_to(-k) : 1);
+        uint128 denominator = ((uint128)1 << down) * (k > 0 ? ten_to(k) : 1);
+        uint128 quotient = numerator / denominator, remainder = numerator - quotient * denominator;
+        if (quotient >= ten_to(digits)) {
+            magnitude++;  /* the estimate was one less */
+            continue;
+        }
+        if (2 * remainder > denominator || (2 * remainder == denominator && (quotient & 1))) {
+            quotient++;
+        }
+        double value = (double)(uint64_t)quotient;
+        value = k >= 0 ? value * exact_tens[k] : value / exact_tens[-k];
+        *decimal = negative ? -value : value;
+        return 1;
+    }
+}
+#endif
+
+/* Set *decimal to float("%.<digits>g" % number) for the float32 value `number` whose bits are
+ * `bits`; return whether that decimal rounds to the same float32, or -1 with an error set. */
+static int
+decimal_gives(double number, int digits, uint32_t bits, double *decimal)
+{
+    int exact = 0;
+#ifdef EXACT_DECIMALS
+    uint32_t field = (bits >> 23) & 0xFFu;  /* 0: zero or subnormal, 0xFF: infinity, else normal */
+    exact = field != 0 && field != 0xFFu
+        && exact_decimal((bits & 0x7FFFFFu) | 0x800000u, (int)field - 150, digits, (int)(bits >> 31), decimal);
+#endif
+    if (!exact) {  /* Python's own formatting and parsing */
+        char *text = PyOS_double_to_string(number, 'g', digits, 0, NULL);
+        if (text == NULL) {
+            return -1;
+        }
+        *decimal = PyOS_string_to_double(text, NULL, NULL);
+        PyMem_Free(text);
+        if (*decimal == -1.0 && PyErr_Occurred()) {
+            return -1;
+        }
+    }
+    return float32_bits(*decimal) == bits;
+}
+
+static PyObject *
+float32_seen(PyObject *module, PyObject *value)
+{
+    if (!PyFloat_Check(value)) {
+        PyErr_Format(PyExc_TypeError, "float32_seen() takes a float, not %.100s", Py_TYPE(value)->tp_name);
+        return NULL;
+    }
+    double number = PyFloat_AS_DOUBLE(value);
+    if ((double)(float)number != number) {
+        return Py_NewRef(value);  /* not a float32 value (or NaN, or past float32's range): kept as it is */
+    }
+    uint32_t bits = float32_bits(number);
+    /* Two tries for nearly every value (9 digits always give a float32 back; fewer than 6 digits
+     * that do are what 6 digits round to). 7 first: a quarter of float32 values take 6 or 7 digits. */
+    double seven, shorter;
+    int gives = decimal_gives(number, 7, bits, &seven);
+    if (gives == 1) {
+        gives = decimal_gives(number, 6, bits, &shorter);
+        return gives < 0 ? NULL : PyFloat_FromDouble(gives ? shorter : seven);
+    }
+    if (gives == 0) {  /* then 6 digits do not either: see the Python twin */
+        gives = decimal_gives(number, 8, bits, &shorter);
+        if (gives == 0) {
+            gives = decimal_gives(number, 9, bits, &shorter) < 0 ? -1 : 1;
+        }
+    }
+    return gives < 0 ? NULL : PyFloat_FromDouble(shorter);
+}
+
+PyDoc_STRVAR(seen_logs_doc,
+"seen_logs(logs, prefix='') -> dict\n\n"
+"A new dict of the mapping `logs` (None: empty): each key with the str `prefix` before it\n"
+"(the key as it is when `prefix` is empty), each exact float value through float32_seen,\n"
+"other values as they are.");
+
+/* seen[prefix + key] = value, through float32_seen when it is an exact float; -1 with an error. */
+static int
+put_seen(PyObject *seen, PyObject *prefix, PyObject *key, PyObject *value)
+{
+    PyObject *name = PyUnicode_GET_LENGTH(prefix) ? PyUnicode_Concat(prefix, key) : Py_NewRef(key);
+    if (name == NULL) {
+        return -1;
+    }
+    value = PyFloat_CheckExact(value) ? float32_seen(NULL, value) : Py_NewRef(value);
+    int result = value == NULL ? -1 : PyDict_SetItem(seen, name, value);
+    Py_DECREF(name);
+    Py_XDECREF(value);
+    return result;
+}
+
+static PyObject *
+seen_logs(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2 || (nargs == 2 && !PyUnicode_Check(args[1]))) {
+        PyErr_SetString(PyExc_TypeError, "seen_logs() takes a mapping of logs (or None) and a str prefix");
+        return NULL;
+    }
+    PyObject *logs = args[0], *prefix = nargs == 2 ? args[1] : empty_string;
+    PyObject *seen = PyDict_New();
+    if (seen == NULL || logs == Py_None) {
+        return seen;
+    }
+    PyObject *key, *value;
+    if (PyDict_CheckExact(logs)) {
+        Py_ssize_t position = 0;
+        while (PyDict_Next(logs, &position, &key, &value)) {
+            if (put_seen(seen, prefix, key, value) < 0) {
+                Py_DECREF(seen);
+                return NULL;
+            }
+        }
+        return seen;
+    }
+    PyObject *items = PyMapping_Items(logs);  /* another mapping: its items() */
+    if (items == NULL) {
+        Py_DECREF(seen);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(items, i), "OO", &key, &value)
+                || put_seen(seen, prefix, key, value) < 0) {
+            Py_DECREF(items);
+            Py_DECREF(seen);
+            return NULL;
+        }
+    }
+    Py_DECREF(items);
+    return seen;
+}
+
 static PyMethodDef speedups_methods[] = {
     {"append_plain_row", (PyCFunction)(void (*)(void))append_plain_row, METH_FASTCALL, append_plain_row_doc},
     {"stage_plain_values", (PyCFunction)(void (*)(void))stage_plain_values, METH_FASTCALL, stage_plain_values_doc},
     {"commit_staged_row", (PyCFunction)(void (*)(void))commit_staged_row, METH_FASTCALL, commit_staged_row_doc},
     {"compile_methods", (PyCFunction)(void (*)(void))compile_methods, METH_FASTCALL, compile_methods_doc},
     {"pack_column", pack_column, METH_O, pack_column_doc},
+    {"float32_seen", float32_seen, METH_O, float32_seen_doc},
+    {"seen_logs", (PyCFunction)(void (*)(void))seen_logs, METH_FASTCALL, seen_logs_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -775,7 +973,8 @@ speedups_exec(PyObject *module)
 {
     if (intern_into(&pending_name, "_pending") < 0 || intern_into(&staged_name, "_staged") < 0
             || intern_into(&store_name, "_store") < 0 || intern_into(&failure_name, "failure") < 0
-            || intern_into(&fast_name, "_fast") < 0 || intern_into(&direct_name, "_direct") < 0) {
+            || intern_into(&fast_name, "_fast") < 0 || intern_into(&direct_name, "_direct") < 0
+            || intern_into(&empty_string, "") < 0) {
         return -1;
     }
     if (no_arguments == NULL) {

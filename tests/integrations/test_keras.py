@@ -2,6 +2,7 @@
 
 import gc
 import importlib.util
+import json
 import math
 import os
 import subprocess
@@ -170,14 +171,45 @@ def test_every_record_has_its_wall_time(tmp_path):
     assert len(steps) == 10 and steps == sorted(steps)
 
 
-def test_float32_values_are_stored_as_keras_shows_them():
-    """0.005 as float32 is stored as 0.005; NaN, infinities and float64-only values are kept as they are."""
-    from rigorous_recorder.integrations.keras import as_float32_seen
+#: A fit in a fresh process; prints which twin rounded the logs, then (Keras's epoch value, the stored one) pairs.
+FLOAT32_FIT = textwrap.dedent("""
+    import json, tempfile
+    import numpy as np, keras
+    from rigorous_recorder import ExperimentCollection
+    from rigorous_recorder.integrations import keras as ours
+    x = np.random.default_rng(0).random((96, 4), dtype=np.float32)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer=keras.optimizers.Adam(0.005), loss="binary_crossentropy", metrics=["accuracy"])
+    with tempfile.TemporaryDirectory() as folder, ours.RigorousCallback(ExperimentCollection(folder, quiet=True)) as cb:
+        logs = model.fit(x, x[:, 0] > 0.5, validation_split=0.25, epochs=3, batch_size=32, callbacks=[cb],
+                         verbose=0).history
+        stored = cb.collection.sql("SELECT loss, accuracy, val_loss, val_accuracy, learning_rate FROM records "
+                                   "WHERE level = 'epoch' ORDER BY epoch, stage").fetchall()
+    kept = [(logs[name][epoch], row[column]) for epoch, (train, validate) in enumerate(zip(stored[::2], stored[1::2]))
+            for name, row, column in [("loss", train, 0), ("accuracy", train, 1), ("val_loss", validate, 2),
+                                      ("val_accuracy", validate, 3)]]
+    print(ours.seen_logs.__module__, json.dumps({"values": kept, "learning_rate": stored[0][4]}))
+""")
 
-    assert as_float32_seen(float(np.float32(0.005))) == 0.005
-    assert [as_float32_seen(float(np.float32(value))) for value in (0.1, 1e-7, 123456.7)] == [0.1, 1e-7, 123456.7]
-    assert as_float32_seen(0.1 + 1e-12) == 0.1 + 1e-12 and as_float32_seen(1e300) == 1e300
-    assert math.isnan(as_float32_seen(math.nan)) and as_float32_seen(math.inf) == math.inf
+
+@pytest.mark.slow  # two fresh processes that import Keras
+@pytest.mark.parametrize("pure_python", ["0", "1"])
+def test_float32_values_are_stored_as_keras_shows_them(pure_python):
+    """Keras's float32 logs (0.005 arrives as 0.004999999888) are stored as the shortest decimal numpy shows for
+    that float32, by the compiled rounding when it is built and by its Python twin without it."""
+    from rigorous_recorder import _hotpath
+
+    env = {**ENV, "RIGOROUS_RECORDER_PURE_PYTHON": pure_python}
+    done = subprocess.run([sys.executable, "-c", FLOAT32_FIT], env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    module, found = done.stdout.split(maxsplit=1)
+    compiled = _hotpath.COMPILED and pure_python == "0"
+    assert module == ("rigorous_recorder._speedups" if compiled else "rigorous_recorder._hotpath")
+    found = json.loads(found)
+    assert found["learning_rate"] == 0.005
+    values = found["values"]
+    assert len(values) == 12 and any(float(str(np.float32(logged))) != logged for logged, _ in values)
+    assert [stored for _, stored in values] == [float(str(np.float32(logged))) for logged, _ in values]
 
 
 def test_finished_run_is_ok(run):
