@@ -9,6 +9,7 @@ a fresh process answering a query loads neither pyarrow nor numpy.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 TREE_KEY = b"rigorous_recorder.tree"
 #: The version of the tree's format.
 TREE_FORMAT = 2
+#: The key under which Parquet writers keep the Arrow schema, whose metadata holds a second copy of the tree.
+ARROW_SCHEMA_KEY = b"ARROW:schema"
 
 
 def parse_tree(text: bytes, path: Path | str | None = None) -> dict[str, Any]:
@@ -93,10 +96,12 @@ class Footer:
     """One Parquet file's footer: its rows, each column's statistics and, for a records file,
     its tree and layout."""
 
-    def __init__(self, path: Path, tree_text: bytes | None, rows: int, statistics: list[ColumnStatistics]) -> None:
+    def __init__(self, path: Path, tree_text: bytes | None, rows: int, statistics: list[ColumnStatistics],
+                 arrow_schema: bytes | None = None) -> None:
         self.path = path
         self.rows = rows
         self._tree_text = tree_text
+        self._arrow_schema = arrow_schema
         self._statistics = statistics
 
     @classmethod
@@ -109,7 +114,8 @@ class Footer:
             statistics += [ColumnStatistics() for _ in range(len(chunks) - len(statistics))]
             for column, chunk in zip(statistics, chunks):
                 column.add(rows, chunk)
-        return cls(path, footer.metadata.get(TREE_KEY), sum(rows for rows, _ in footer.row_groups), statistics)
+        return cls(path, footer.metadata.get(TREE_KEY), sum(rows for rows, _ in footer.row_groups), statistics,
+                   footer.metadata.get(ARROW_SCHEMA_KEY))
 
     def statistics(self, position: int) -> ColumnStatistics:
         """The statistics of the column at ``position`` (a file without row groups: no values)."""
@@ -117,10 +123,13 @@ class Footer:
 
     @cached_property
     def tree(self) -> dict[str, Any]:
-        """The recorder tree; DamagedFileError when the file has none or it is damaged."""
+        """The recorder tree; DamagedFileError when the file has none or it is damaged (also when
+        the copy of it in the Arrow schema, which pyarrow reads, differs: no checksum covers a footer)."""
         if self._tree_text is None:
             raise DamagedFileError(self.path, "not a rigorous_recorder file: a Parquet file without a "
                                               "rigorous_recorder tree")
+        if self._arrow_schema is not None and not _holds(self._arrow_schema, self._tree_text):
+            raise DamagedFileError(self.path, "its tree metadata is damaged (its two copies in the footer differ)")
         return parse_tree(self._tree_text, self.path)
 
     @cached_property
@@ -137,3 +146,11 @@ class Footer:
                          for name, arrow_type, kind in columns)
         except (TypeError, ValueError) as error:
             raise DamagedFileError(self.path, f"its tree metadata is damaged (columns: {error!r})") from None
+
+
+def _holds(arrow_schema: bytes, text: bytes) -> bool:
+    """True when ``arrow_schema`` (base64, as Parquet writers keep it) holds ``text`` verbatim."""
+    try:
+        return text in base64.b64decode(arrow_schema, validate=True)
+    except ValueError:  # not base64
+        return False

@@ -181,13 +181,17 @@ def write_tree_file(path: Path, entries: Sequence[dict[str, Any]], tagged: Batch
 
 
 def read_tree_schema(path: Path) -> pa.Schema:
-    """The schema of a records file, its tree in the metadata; DamagedFileError if unreadable."""
+    """The schema of a records file, its tree in the metadata; DamagedFileError if unreadable,
+    or when the tree pyarrow reads (the Arrow schema's copy) differs from the footer's own."""
     try:
-        schema = pq.read_schema(path)
+        with pq.ParquetFile(path) as parquet:
+            schema, stored = parquet.schema_arrow, parquet.metadata.metadata or {}
     except (OSError, pa.ArrowException) as error:
         raise DamagedFileError(path, f"not a rigorous_recorder file: not readable as Parquet ({error})") from None
     if TREE_KEY not in (schema.metadata or {}):
         raise DamagedFileError(path, "not a rigorous_recorder file: a Parquet file without a rigorous_recorder tree")
+    if stored.get(TREE_KEY) != schema.metadata[TREE_KEY]:
+        raise DamagedFileError(path, "its tree metadata is damaged (its two copies in the footer differ)")
     return schema
 
 
