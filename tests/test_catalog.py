@@ -3,6 +3,7 @@ pack that is stale, damaged or half-written never changes what a reader sees."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -232,3 +233,109 @@ def test_a_reader_loops_while_sixteen_writers_finish_and_pack(tmp_path: Path) ->
     assert len(final.records) == 16 * 4 * 50
     assert packs(final.path), "the writers packed their finished runs"
     assert seen == sorted(seen)  # what a reader counts never goes back
+
+
+def record_wide_study(path: Path, runs: int, keys: int = 400, records: int = 600,
+                      expect: bool = True) -> list[tuple[Any, ...]]:
+    """Finished runs of ``records`` records (at least ``keys``), each holding ``step`` and one of
+    ``keys`` keys (ints, floats, texts or bools by key), in a shuffled order, the same in every
+    run (one layout) but the last. Returns every record as (experiment_number, step, each key's value)
+    (``expect``; else nothing)."""
+    collection = ExperimentCollection(path, quiet=True, recover=False)  # recover=False: no packing yet
+    expected = []
+    for number in range(runs):
+        order = list(range(keys))
+        random.Random(5 if number < runs - 1 else 6).shuffle(order)
+        with collection.new_experiment(run=number) as experiment_recorder:
+            recorder = Recorder(model="wide").set_parent(experiment_recorder)
+            for step in range(records):
+                key = order[step % keys]
+                value = [step * 1000 + number, (step + number) / 7, f"run {number} step {step}", step % 3 == 0][key % 4]
+                recorder.push({"step": step, f"k{key}": value})
+                if expect:
+                    expected.append((number + 1, step, *(value if each == key else None for each in range(keys))))
+    return expected
+
+
+def wide_records(path: Path, keys: int = 400) -> list[tuple[Any, ...]]:
+    columns = ", ".join(f"k{key}" for key in range(keys))
+    return ExperimentCollection(path, quiet=True, recover=False).sql(
+        f"SELECT experiment_number, step, {columns} FROM records ORDER BY experiment_number, step").fetchall()
+
+
+@pytest.mark.parametrize("limits", ["the library's", "a row group a run, two a pack"])
+def test_wide_sparse_runs_are_packed_and_read_back_value_for_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  limits: str) -> None:
+    """Runs of 400 keys, one in each record, packed (their columns held as pieces, not as
+    400 x 600 cells each): read from the packs alone, every value comes back in its place."""
+    expected = record_wide_study(tmp_path / "study", runs=6)
+    path = tmp_path / "study.collection"
+    assert wide_records(path) == expected
+    if limits != "the library's":  # a run costs ~50,000 cells (~1,200 pieces), the pack 404 columns
+        monkeypatch.setattr(catalog, "PACK_CELLS", 2 * 75_000)
+        monkeypatch.setattr(catalog, "PACK_COLUMN_CHUNKS", 1_000)
+    pack_now(path)
+    import pyarrow.parquet as pq
+
+    row_groups = [pq.ParquetFile(pack).metadata.num_row_groups for pack in packs(path)]
+    if limits == "the library's":
+        assert row_groups == [1, 1]  # one layout shared by five runs, one of its own
+    else:
+        assert len(row_groups) >= 4 and max(row_groups) == 2, row_groups
+    for records_file in path.glob("runs/*/records-*.parquet"):
+        records_file.write_bytes(b"")  # only the packs hold them now
+    assert wide_records(path) == expected
+
+
+def test_a_run_costing_more_than_the_packer_may_hold_is_read_in_place(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run whose records would cost more cells than half of PACK_CELLS is left out of packs;
+    the others are packed, and all read back the same."""
+    expected = record_wide_study(tmp_path / "study", runs=4, keys=40, records=200)
+    path = tmp_path / "study.collection"
+    big = ExperimentCollection(path, quiet=True, recover=False)
+    with big.new_experiment(run=4) as experiment_recorder:
+        for step in range(6000):
+            experiment_recorder.push(step=step, k0=step, k1=float(step), k2="x", k3=True)
+            expected.append((5, step, step, float(step), "x", True, *[None] * 36))
+    monkeypatch.setattr(catalog, "PACK_CELLS", 2 * 20_000)  # the small runs cost ~9,000 cells, the big one ~42,000
+    pack_now(path)
+    packed = catalog.Catalog(path).runs()
+    assert len(packed) == 4 and all(run.info["records_count"] == 200 for run in packed.values())
+    assert wide_records(path, keys=40) == expected
+
+
+#: A fresh process packs the collection given and prints the peak RSS growth while packing.
+_PACK_PEAK = """
+import json, sys
+import duckdb, filelock, pyarrow, pyarrow.compute, pyarrow.parquet
+from rigorous_recorder import ExperimentCollection
+from rigorous_recorder.store import catalog
+
+def status(key):
+    with open("/proc/self/status") as lines:
+        return next(int(line.split()[1]) * 1024 for line in lines if line.startswith(key))
+
+catalog.PACK_MIN_RUNS = int(sys.argv[2])
+collection = ExperimentCollection(sys.argv[1], quiet=True)
+before = status("VmRSS:")
+with open("/proc/self/clear_refs", "w") as clear_refs:
+    clear_refs.write("5")  # VmHWM starts again from now
+print(json.dumps({"packed": collection._pack(), "peak_growth": status("VmHWM:") - before}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc/self/clear_refs")
+def test_packing_wide_sparse_runs_takes_what_the_packer_may_hold_not_runs_x_keys_x_records(tmp_path: Path) -> None:
+    """Twelve runs of issue #13's sparse shape (2,000 keys, 2,000 records of one key each, one
+    layout): a fresh process packs them all under 100 MB of peak growth (~50-70 MB measured;
+    holding each run whole took ~29 MB a run: ~350 MB here, ~1.8 GB for 64 runs)."""
+    runs = 12
+    record_wide_study(tmp_path / "study", runs=runs + 1, keys=2_000, records=2_000, expect=False)
+    result = subprocess.run([sys.executable, "-c", _PACK_PEAK, str(tmp_path / "study"), str(runs)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    measured = json.loads(result.stdout)
+    assert measured["packed"] is True and len(catalog.Catalog(tmp_path / "study.collection").runs()) == runs + 1
+    assert measured["peak_growth"] < 100e6, f"{measured['peak_growth'] / 1e6:.0f} MB"

@@ -26,11 +26,17 @@ its run.json is the one that was packed (same inode, size and modification time)
 folder is there; otherwise it is read from its folder and its rows in the pack are skipped.
 A pack that cannot be read is ignored. Packs are never changed, only added; deleting
 ``catalog/`` loses nothing.
+
+Packing runs inside a user's process (when a run finishes, when a query is asked), so its
+memory is bounded whatever the runs' widths: a run's records are read a few columns at a time,
+a column holding few values is held as those values, and a pack's records file is written a row
+group at a time, all within :data:`PACK_CELLS`.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import time
 import zlib
@@ -55,6 +61,22 @@ if TYPE_CHECKING:
 #: The most runs one pack holds, and the most records.
 PACK_RUNS = 4096
 PACK_RECORDS = 1 << 20
+#: The most cells (rows x stored columns) of records the packer holds at once (~32 MB of numbers):
+#: half for the pack's row group being gathered, half for the run being read into it; a run that
+#: costs more than half is left out of packs and read in place (a few columns at a time). Packing
+#: runs inside a user's process (a run finishing, a query): its memory follows this, whatever the
+#: runs' widths. A column holding values in few rows is held as pieces (its runs of values, and
+#: null stretches sliced from one shared array), each costing :data:`_PIECE_CELLS`; any other
+#: column costs a cell per row.
+PACK_CELLS = 1 << 22
+#: The most column chunks (row groups x columns) of a pack's records file: a reader parses each
+#: (~800 bytes of pyarrow's memory), so a wide pack is closed sooner.
+PACK_COLUMN_CHUNKS = 1 << 14
+#: The rows of a row group of a pack's files, at most (of its records: fewer where :data:`PACK_CELLS` is
+#: reached first).
+_PACK_GROUP_ROWS = 1 << 17
+#: What a piece of a column (an Arrow array of its own: ~300 bytes) costs, in cells of numbers.
+_PIECE_CELLS = 40
 #: Runs with more records than this are read in place: their own file costs little per record.
 PACKED_RUN_RECORDS = 100_000
 #: Packing waits until this many finished runs are outside every pack.
@@ -184,16 +206,40 @@ class Catalog:
                 (self.path / name).unlink(missing_ok=True)
 
     def _write(self, members: list[_Member]) -> int:
-        """Write one pack of ``members`` (all of one schema); returns how many runs it holds."""
-        import pyarrow as pa
+        """Write ``members`` (runs of one layout) into packs, in their order, as few as a pack's
+        limits allow; returns how many runs they hold. A run found damaged, changed since its
+        tree was read, or costing more than half of :data:`PACK_CELLS` is left out, to be read
+        in place."""
+        written = 0
+        records: _PackRecords | None = None
+        try:
+            for member in members:
+                read = _read_member(member)
+                if read is None:
+                    continue
+                if records is not None and not records.fits(read):
+                    written += self._finish(records)
+                    records = None
+                if records is None:
+                    records = _PackRecords(self.path / f"{_PREFIX}{time.time_ns():020d}-{os.urandom(4).hex()}",
+                                           read.schema)
+                records.add(member, read)
+            if records is not None:
+                written += self._finish(records)
+                records = None
+        finally:
+            if records is not None:
+                records.abandon()
+        return written
 
+    def _finish(self, records: _PackRecords) -> int:
+        """Complete the pack whose records ``records`` wrote: its listing, entries and lineage
+        files, then its records file renamed into place (last: the pack is complete); returns how
+        many runs it holds."""
         from .footer import lineages
-        from .tree_file import int32_array
 
-        schema = members[0].table.schema
-        tables = [member.table.cast(schema).append_column(
-                      pa.field(RUN_INDEX_COLUMN, pa.int32()), int32_array(array("i", [index]) * member.table.num_rows))
-                  for index, member in enumerate(members)]
+        records.close()
+        members = records.members
         keys: dict[str, int] = {}
         experiment_keys: dict[str, int] = {}
         for index, member in enumerate(members):
@@ -206,7 +252,7 @@ class Catalog:
                    for entry in member.entries]
         merged = [(index, node_id, data) for index, member in enumerate(members)
                   for node_id, data in lineages(member.entries, bookkeeping(member.info))]
-        name = f"{_PREFIX}{time.time_ns():020d}-{os.urandom(4).hex()}"
+        name = records.stem.name
         contexts: dict[str, int] = {}  # each distinct context, once
         infos, experiments, context_of = [], [], []
         for member in members:
@@ -225,7 +271,7 @@ class Catalog:
         atomic_write_text(self.path / (name + _LISTING), f"{zlib.crc32(listing.encode('utf-8')):08x}\n{listing}")
         _write_parquet(self.path / (name + _ENTRIES), _data_table(entries))
         _write_parquet(self.path / (name + _LINEAGE), _data_table(merged))
-        _write_parquet(self.path / (name + _DATA), pa.concat_tables(tables))  # last: the pack is complete
+        os.replace(records.temporary, self.path / (name + _DATA))  # last: the pack is complete
         return len(members)
 
 
@@ -263,29 +309,43 @@ def _packable(info: dict[str, Any]) -> bool:
 
 @dataclass
 class _Member:
-    """A run read whole for packing."""
+    """A run to pack: its info and tree as read between two looks at its run.json (its records
+    are read when packed), and the key of its records file's layout."""
 
     folder: RunFolder
     info: dict[str, Any]
     signature: Signature
     entries: list[dict[str, Any]]
-    table: pa.Table
+    path: Path
+    layout: bytes
+
+
+@dataclass
+class _Read:
+    """A run's records read for a pack: its file's schema (without metadata), its rows, what
+    holding them costs in cells, and each column's pieces (first row, values), in row order; a
+    column's rows without a piece are null."""
+
+    schema: pa.Schema
+    rows: int
+    cells: int
+    pieces: dict[str, list[tuple[int, pa.Array]]]
 
 
 def _groups(folders: Iterable[RunFolder]) -> Iterable[list[_Member]]:
-    """The runs of ``folders`` read whole and grouped by schema, in packs of bounded size.
+    """The runs of ``folders`` grouped by layout, at most :data:`PACK_RUNS` runs and
+    :data:`PACK_RECORDS` records a group: their infos and trees (never their records, which
+    :meth:`Catalog._write` reads run by run).
 
-    Each run is read between two looks at its run.json; a run that changed meanwhile (or
+    Each run's tree is read between two looks at its run.json; a run that changed meanwhile (or
     cannot be read) is left out, to be read in place.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    from .._kinds import layout_of
-    from .tree_file import tree_of
+    from .tree_file import read_tree_schema, tree_of
 
-    groups: dict[tuple[Any, ...], list[_Member]] = {}
-    rows: dict[tuple[Any, ...], int] = {}
+    groups: dict[bytes, list[_Member]] = {}
+    rows: dict[bytes, int] = {}
     for folder in folders:
         before = folder.info_signature()
         try:
@@ -293,26 +353,179 @@ def _groups(folders: Iterable[RunFolder]) -> Iterable[list[_Member]]:
             if not _packable(info) or folder.journal_paths(info):
                 continue
             path = folder.compacted_path(info)
-            # Pages checked: a damaged page must stay where readers see it damaged, never be
-            # copied into a pack under fresh checksums. (Not pq.read_table: it loads pandas.)
-            file = pq.ParquetFile(path, page_checksum_verification=True)
-            schema = file.schema_arrow
+            schema = read_tree_schema(path)
+            recorders = tree_of(schema, path)["recorders"]
             entries = [{"id": entry["id"], "parent": entry["parent"], "rows": entry["rows"],
                         "local_data": {} if entry["id"] == RUN_NODE else entry["local_data"]}  # info has the root's
-                       for entry in tree_of(schema, path)["recorders"]]
-            table = file.read().replace_schema_metadata(None)
+                       for entry in recorders]
         except (DamagedFileError, OSError, pa.ArrowException):
             continue
         if before is None or folder.info_signature() != before:
             continue
-        layout = layout_of(schema)
+        layout = _layout_key(schema)
         group = groups.setdefault(layout, [])
-        group.append(_Member(folder, info, before, entries, table))
-        rows[layout] = rows.get(layout, 0) + table.num_rows
+        group.append(_Member(folder, info, before, entries, path, layout))
+        rows[layout] = rows.get(layout, 0) + sum(entry["rows"] for entry in entries)
         if len(group) >= PACK_RUNS or rows[layout] >= PACK_RECORDS:
             yield groups.pop(layout)
             del rows[layout]
     yield from groups.values()
+
+
+def _layout_key(schema: pa.Schema) -> bytes:
+    """What tells the layout of a records file of ``schema`` from another: a digest, not the
+    layout itself (runs of many distinct wide layouts wait to be packed together)."""
+    from .._kinds import layout_of
+
+    return hashlib.sha256(repr(layout_of(schema)).encode("utf-8")).digest()
+
+
+def _read_member(member: _Member) -> _Read | None:
+    """The records of ``member`` as pieces to pack, read a few columns at a time with every page
+    checked (a damaged page must stay where readers see it damaged, never be copied into a pack
+    under fresh checksums); None when the run is damaged, changed since its tree was read (its
+    run.json looked at again after), or costs more than half of :data:`PACK_CELLS`."""
+    import pyarrow as pa
+
+    from .tree_file import checked_columns, open_checked
+
+    pieces: dict[str, list[tuple[int, pa.Array]]] = {}
+    cells = 0
+    try:
+        with open_checked(member.path) as parquet:
+            schema = parquet.schema_arrow.remove_metadata()
+            if _layout_key(schema) != member.layout:
+                return None
+            starts = [0]
+            for group in range(parquet.metadata.num_row_groups):
+                starts.append(starts[-1] + parquet.metadata.row_group(group).num_rows)
+            for group, name, column in checked_columns(parquet, member.path):
+                found, cost = _pieces(column, starts[group])
+                cells += cost
+                if cells > PACK_CELLS // 2:
+                    return None
+                if found:
+                    pieces.setdefault(name, []).extend(found)
+    except (DamagedFileError, OSError, pa.ArrowException):
+        return None
+    if member.folder.info_signature() != member.signature:
+        return None
+    return _Read(schema, starts[-1], cells + starts[-1], pieces)  # (and a cell a row of run index)
+
+
+def _pieces(column: pa.Array, start: int) -> tuple[list[tuple[int, pa.Array]], int]:
+    """``column`` (its first row being row ``start``) as pieces to pack, and their cost in cells:
+    the column whole where that costs less, else each of its runs of values (the rows between
+    are null)."""
+    import pyarrow.compute as pc
+
+    values = len(column) - column.null_count
+    if not values:
+        return [], 0
+    if 2 * values * _PIECE_CELLS >= len(column):  # a piece of values and a null stretch each
+        return [(start, column)], len(column)
+    rows = pc.indices_nonzero(column.is_valid()).to_pylist()
+    compact = column.drop_null()
+    found = []
+    first = 0
+    for index in range(1, len(rows) + 1):
+        if index == len(rows) or rows[index] != rows[index - 1] + 1:
+            found.append((start + rows[first], compact.slice(first, index - first)))
+            first = index
+    return found, 2 * len(found) * _PIECE_CELLS
+
+
+class _PackRecords:
+    """The records file of a pack being written, to a temporary path until the pack is complete:
+    its runs' rows in order, each tagged with the run's index in the pack, in row groups of at
+    most half of :data:`PACK_CELLS` and :data:`_PACK_GROUP_ROWS` rows (a run's rows in one row
+    group), gathered column by column as pieces (null stretches sliced from one array a type)."""
+
+    def __init__(self, stem: Path, schema: pa.Schema) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.stem = stem
+        self.schema = schema.append(pa.field(RUN_INDEX_COLUMN, pa.int32()))
+        self._types = dict(zip(self.schema.names, self.schema.types))
+        self.members: list[_Member] = []
+        self.row_groups = 0
+        self.temporary = temporary_path_beside(stem.with_name(stem.name + _DATA))
+        self._writer = pq.ParquetWriter(self.temporary, self.schema, compression="zstd", write_page_checksum=True)
+        self._nulls: dict[pa.DataType, pa.Array] = {}
+        self._start_row_group()
+
+    def _start_row_group(self) -> None:
+        self._chunks: dict[str, list[pa.Array]] = {name: [] for name in self.schema.names}
+        self._covered = dict.fromkeys(self.schema.names, 0)  # rows of each column given a chunk so far
+        self._rows = 0
+        self._cells = len(self.schema) * _PIECE_CELLS  # each column's last null stretch
+
+    def _full_with(self, read: _Read) -> bool:
+        """Whether the row group being gathered is written before ``read`` joins."""
+        return self._rows > 0 and (self._rows + read.rows > _PACK_GROUP_ROWS
+                                   or self._cells + read.cells > PACK_CELLS // 2)
+
+    def fits(self, read: _Read) -> bool:
+        """Whether ``read`` may join this pack: its column chunks stay within :data:`PACK_COLUMN_CHUNKS`."""
+        row_groups = self.row_groups + 1 + self._full_with(read)
+        return row_groups * len(self.schema) <= PACK_COLUMN_CHUNKS
+
+    def add(self, member: _Member, read: _Read) -> None:
+        """Add the rows of ``read``, the records of ``member``, as the pack's next run."""
+        from .tree_file import int32_array
+
+        if self._full_with(read):
+            self._write_row_group()
+        base = self._rows
+        for name, pieces in read.pieces.items():
+            chunks = self._chunks[name]
+            for row, piece in pieces:
+                self._pad(name, base + row)
+                chunks.append(piece)
+                self._covered[name] = base + row + len(piece)
+        self._chunks[RUN_INDEX_COLUMN].append(int32_array(array("i", [len(self.members)]) * read.rows))
+        self._rows += read.rows
+        self._covered[RUN_INDEX_COLUMN] = self._rows
+        self._cells += read.cells
+        self.members.append(member)
+
+    def _pad(self, name: str, end: int) -> None:
+        """Give column ``name`` null rows up to row ``end``: a slice of one null array of its type."""
+        import pyarrow as pa
+
+        length = end - self._covered[name]
+        if length > 0:
+            arrow_type = self._types[name]
+            nulls = self._nulls.get(arrow_type)
+            if nulls is None or len(nulls) < length:
+                nulls = self._nulls[arrow_type] = pa.nulls(max(length, _PACK_GROUP_ROWS), arrow_type)
+            self._chunks[name].append(nulls.slice(0, length))
+            self._covered[name] = end
+
+    def _write_row_group(self) -> None:
+        import pyarrow as pa
+
+        for name in self.schema.names:
+            self._pad(name, self._rows)
+        table = pa.Table.from_arrays([pa.chunked_array(self._chunks[field.name], field.type) for field in self.schema],
+                                     schema=self.schema)
+        self._writer.write_table(table, row_group_size=max(1, self._rows))
+        self.row_groups += 1
+        self._start_row_group()
+
+    def close(self) -> None:
+        """Write the last row group and close the file (still at its temporary path)."""
+        if self._rows or not self.row_groups:
+            self._write_row_group()
+        self._writer.close()
+
+    def abandon(self) -> None:
+        """Close the file and delete it: the pack is not written."""
+        try:
+            self._writer.close()
+        finally:
+            self.temporary.unlink(missing_ok=True)
 
 
 def _read_listing(folder: Path, name: str) -> Pack | None:
@@ -371,7 +584,7 @@ def _write_parquet(path: Path, table: pa.Table) -> None:
 
     temporary = temporary_path_beside(path)
     try:
-        pq.write_table(table, temporary, compression="zstd", write_page_checksum=True, row_group_size=1 << 17)
+        pq.write_table(table, temporary, compression="zstd", write_page_checksum=True, row_group_size=_PACK_GROUP_ROWS)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

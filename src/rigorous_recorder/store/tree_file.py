@@ -257,7 +257,7 @@ def _read_batches(path: Path, tree: dict[str, Any]) -> dict[int, list[pa.RecordB
     """
     by_id = {entry["id"]: entry for entry in tree["recorders"]}
     batches: dict[int, list[pa.RecordBatch]] = {}
-    with _parquet_file(path) as parquet:
+    with open_checked(path) as parquet:
         stored = parquet.schema_arrow
         owners = _owners(tree, stored)
         names = [name for name in stored.names if name != RECORDER_COLUMN]
@@ -283,12 +283,22 @@ def check_every_page(path: Path | str) -> pa.Schema:
     when a page fails, FileNotFoundError when the file is gone."""
     if not os.path.exists(path):
         raise FileNotFoundError(2, "gone while being checked", str(path))
-    with _parquet_file(Path(path)) as parquet:
-        names = parquet.schema_arrow.names
-        for group in range(parquet.metadata.num_row_groups):
-            for read in _column_windows(parquet, group, names):
-                _read_columns(parquet, Path(path), group, read)
+    with open_checked(Path(path)) as parquet:
+        for _ in checked_columns(parquet, Path(path)):
+            pass
         return parquet.schema_arrow
+
+
+def checked_columns(parquet: pq.ParquetFile, path: Path) -> Iterator[tuple[int, str, pa.Array]]:
+    """Every column of every row group of ``parquet`` (opened by :func:`open_checked` from
+    ``path``), as (row group, name, column), read a few columns at a time (about
+    :data:`_READ_CELLS` cells) with their pages checked: memory bounded whatever the file's
+    width. DamagedFileError naming the file when a page fails."""
+    names = parquet.schema_arrow.names
+    for group in range(parquet.metadata.num_row_groups):
+        for read in _column_windows(parquet, group, names):
+            for name, column in zip(read, _read_columns(parquet, path, group, read)):
+                yield group, name, column
 
 
 def _column_windows(parquet: pq.ParquetFile, group: int, names: list[str]) -> Iterator[list[str]]:
@@ -298,7 +308,9 @@ def _column_windows(parquet: pq.ParquetFile, group: int, names: list[str]) -> It
         yield names[first:first + width]
 
 
-def _parquet_file(path: Path) -> pq.ParquetFile:
+def open_checked(path: Path) -> pq.ParquetFile:
+    """``path`` opened for reading with every page's checksum checked; DamagedFileError naming
+    the file when it cannot be opened."""
     try:
         return pq.ParquetFile(path, page_checksum_verification=True)
     except (OSError, pa.ArrowException) as error:
