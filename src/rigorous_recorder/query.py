@@ -207,7 +207,8 @@ def _sources(runs: Runs, connection: duckdb.DuckDBPyConnection,
                     layout = layout_of(records.schema)
                     parts.append((Part(layout, stored_columns(layout), table=records, sources=1), [source]))
                     continue
-                source = RunSource(folder, info, footer.tree["recorders"], info.get("records_count"))
+                folder.check_records_file(info, footer.path, footer.tree, footer.rows)
+                source = RunSource(folder, info, footer.tree["recorders"], footer.rows)
                 sources.append(source)
                 if footer.layout not in by_layout:
                     by_layout[footer.layout] = (Part(footer.layout, stored_columns(footer.layout)), [])

@@ -167,7 +167,22 @@ class RunFolder:
         from .tree_file import read_tree_file
 
         path = self.compacted_path(info)
-        return {node.id: node for node in read_tree_file(path)[1]} if path is not None else {}
+        if path is None:
+            return {}
+        tree, nodes = read_tree_file(path)
+        self.check_records_file(info, path, tree, sum(entry["rows"] for entry in tree["recorders"]))
+        return {node.id: node for node in nodes}
+
+    def check_records_file(self, info: dict[str, Any], path: Path, tree: dict[str, Any], rows: int) -> None:
+        """Raise DamagedFileError naming ``path`` (this run's records file per ``info``, whose
+        ``tree`` says it holds ``rows`` records) unless it is this run's and holds the records
+        run.json counts: a file copied from another run, or a run.json that lies, is damage."""
+        run = tree.get("run")  # files written before 2.0 name no run
+        if run is not None and run != info.get("id"):
+            raise DamagedFileError(path, f"holds the records of run {run!r}, not those of run {info.get('id')!r}")
+        count = info.get("records_count")
+        if count is not None and count != rows:
+            raise DamagedFileError(path, f"holds {rows} records where {RUN_FILE} says {count}")
 
     def journal_paths(self, info: dict[str, Any]) -> list[Path]:
         """The journal files not yet merged into the compacted file, in writing order."""
