@@ -122,7 +122,7 @@ def test_a_damaged_footer_damages_its_run_only(recorded, tmp_path):
     assert collection.sql("SELECT count(*) FROM records").fetchall() == [(5 + 1 + MANY,)]
 
 
-def _as_pyarrow_reads(path: Path) -> tuple[dict, list]:
+def _as_pyarrow_reads(path: Path) -> tuple[list, dict, list]:
     """What pyarrow reads of the footer at ``path``, as :func:`read_footer` gives it."""
     metadata = pq.read_metadata(path)
     groups = []
@@ -135,12 +135,12 @@ def _as_pyarrow_reads(path: Path) -> tuple[dict, list]:
             chunks.append((statistics.null_count if statistics is not None and statistics.has_null_count else None,
                            statistics.min_raw if ints else None, statistics.max_raw if ints else None))
         groups.append((group.num_rows, chunks))
-    return dict(metadata.metadata or {}), groups
+    return metadata.schema.to_arrow_schema().names, dict(metadata.metadata or {}), groups
 
 
-def _decoded(path: Path) -> tuple[dict, list]:
+def _decoded(path: Path) -> tuple[list, dict, list]:
     footer = read_footer(path)
-    return footer.metadata, [(rows, [(chunk.nulls, chunk.least, chunk.greatest) for chunk in chunks])
+    return footer.names, footer.metadata, [(rows, [(chunk.nulls, chunk.least, chunk.greatest) for chunk in chunks])
                              for rows, chunks in footer.row_groups]
 
 
@@ -152,10 +152,13 @@ def test_the_decoder_reads_what_pyarrow_reads(recorded, tmp_path):
     pq.ParquetWriter(empty, pa.schema({"x": pa.int64()})).close()
     without = tmp_path / "without.parquet"  # no statistics
     pq.write_table(pa.table({"x": [1, 2], "y": ["a", None]}), without, write_statistics=False)
+    nested = tmp_path / "nested.parquet"  # top-level names past nested columns
+    pq.write_table(pa.table({"a": [[1, 2]], "b c": [{"x": 1, "y": [[2]]}], "d": [1.0]}), nested)
     assert wide.stat().st_size > 64 * 1024 and pq.read_metadata(empty).num_row_groups == 0
-    for path in [*files, wide, empty, without]:
+    for path in [*files, wide, empty, without, nested]:
         assert _decoded(path) == _as_pyarrow_reads(path), path
-    assert _decoded(wide)[1][0][1][5] == (1, -2**63, 5)
+    assert _decoded(wide)[2][0][1][5] == (1, -2**63, 5)
+    assert _decoded(nested)[0] == ["a", "b c", "d"]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -570,19 +570,12 @@ DAMAGES = {
     "deleted": lambda records, _: records.unlink(),
     "run.json deleted": lambda _, folder: (folder / "run.json").unlink(),
     "run.json not JSON": lambda _, folder: (folder / "run.json").write_text('{"id": '),
+    "another run's records file swapped in": _swap_in_other_run,
+    "run.json lying about its count": _lie_about_count,
 }
-#: Damages not caught yet (see the report of helper Z): strict xfails, so a fix shows.
-KNOWN = {
-    "another run's records file swapped in": (_swap_in_other_run, "the run shows the other run's records as its own: "
-                                              "nothing ties a records file to its run (query._sources could check the "
-                                              "footer's rows against run.json's records_count)"),
-    "run.json lying about its count": (_lie_about_count, "experiments.records, len() and ls show run.json's count, "
-                                       "not the records file's rows"),
-}
-
 
 #: The damages the fast subset tries; the others are marked slow.
-FAST_DAMAGES = {"a value in the footer's tree", "the Arrow schema's copy of the tree", "a data page",
+FAST_DAMAGES = {"a value in the footer's tree", "the Arrow schema's copy of the tree", "a data page", "run.json lying about its count",
                 "truncated footer, magic kept"}
 
 
@@ -598,14 +591,6 @@ def test_a_damaged_run_is_named_and_the_others_read_whole(damage_study, tmp_path
                 for reader, records_too, way in ((unloaded, False, "without pyarrow first"),
                                                  (loaded, True, "with pyarrow"))}
     assert outcomes == {"damaged"}, f"the damage went unseen: {outcomes}"
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("damage", [pytest.param(damage, marks=pytest.mark.xfail(reason=reason, strict=True))
-                                    for damage, reason in KNOWN.values()], ids=KNOWN.keys())
-def test_a_run_whose_files_disagree_is_named(damage_study, tmp_path, unloaded, loaded, damage):
-    """The same for damages that leave every file readable but the run's files disagreeing."""
-    test_a_damaged_run_is_named_and_the_others_read_whole(damage_study, tmp_path, unloaded, loaded, damage)
 
 
 def _flip_that_only_duckdb_refuses(records: Path, _: Path) -> None:
@@ -633,8 +618,6 @@ def _flip_that_only_duckdb_refuses(records: Path, _: Path) -> None:
     raise AssertionError("no flip of the footer is refused by DuckDB alone")
 
 
-@pytest.mark.xfail(strict=True, reason="since 90c1970 the footer is decoded in Python, which skips the fields it "
-                   "does not need: a footer DuckDB refuses makes every query of the collection fail")
 def test_a_footer_only_duckdb_refuses_damages_its_run_only(damage_study, tmp_path, unloaded):
     """A flipped bit in the footer's schema that only DuckDB reads: the run is damaged, the others answer."""
     study, before = damage_study
@@ -754,32 +737,6 @@ def test_many_runs_of_many_layouts_read_back_packed_and_not(tmp_path, fresh, unl
     assert_same_views(unpacked, packed, "packed")
 
 
-def _refused_by_duckdb_alone(records: Path) -> bool:
-    """True for a records file that the footer decoder and pyarrow read whole (every page
-    checked) but DuckDB refuses to scan (see test_a_footer_only_duckdb_refuses_damages_its_run_only;
-    a flip in a page header, which no checksum covers, does it too)."""
-    import duckdb
-
-    from rigorous_recorder.errors import DamagedFileError
-    from rigorous_recorder.store.parquet_footer import read_footer
-    from rigorous_recorder.store.tree_file import check_every_page
-
-    try:
-        read_footer(records)
-        check_every_page(records)
-    except DamagedFileError:
-        return False
-    try:
-        duckdb.connect().execute("SELECT * FROM read_parquet($1)", [str(records)]).fetchall()
-    except duckdb.Error:
-        return True
-    return False
-
-
-#: DuckDB's error when one file of a scan names a column otherwise than its layout-mates.
-RENAMED = "schema mismatch in glob"
-
-
 def _rename_a_column(records: Path, _: Path) -> None:
     """Rename column ``final`` to ``fin4l`` in the Parquet schema of the footer (the tree, the
     Arrow schema and every page unchanged)."""
@@ -789,8 +746,6 @@ def _rename_a_column(records: Path, _: Path) -> None:
     records.write_bytes(data[:position + 3] + b"4" + data[position + 4:])
 
 
-@pytest.mark.xfail(strict=True, reason="the footer decoder skips the Parquet schema, and pyarrow's page check "
-                   "reads columns by position: DuckDB's scan of the files of one layout fails for all of them")
 def test_a_column_renamed_in_one_footer_damages_its_run_only(damage_study, tmp_path, unloaded, loaded):
     """One run's file names a column otherwise than its tree: that run is damaged, the others answer."""
     study, before = damage_study
@@ -803,8 +758,7 @@ def test_a_column_renamed_in_one_footer_damages_its_run_only(damage_study, tmp_p
 def test_every_flip_of_a_footer_or_page_is_named_or_harmless(damage_study, tmp_path, unloaded, loaded, capsys):
     """About 100 single-bit flips across the damaged run's footer and 30 across its pages, each
     read without pyarrow first and with it: the run is named damaged or reads as recorded, and
-    the other runs read whole (flips only DuckDB refuses, and renamed columns, are counted apart:
-    known bugs, see the two xfail tests above)."""
+    the other runs read whole (flips only DuckDB refuses and renamed columns too)."""
     study, before = damage_study
     copy, target, records = _damaged_copy(study, tmp_path, lambda records, folder: None)
     data = records.read_bytes()
@@ -813,15 +767,8 @@ def test_every_flip_of_a_footer_or_page_is_named_or_harmless(damage_study, tmp_p
     outcomes: Counter[str] = Counter()
     for position in positions:
         records.write_bytes(data[:position] + bytes([data[position] ^ 1]) + data[position + 1:])
-        if _refused_by_duckdb_alone(records):
-            outcomes["refused by DuckDB alone"] += 1
-            continue
         for reader, records_too, way in ((unloaded, False, "without pyarrow first"), (loaded, True, "with pyarrow")):
             where = f"{way}, bit 0 of byte {position} ({position - start} into the footer)"
-            read = reader.read(copy, records=records_too)
-            if RENAMED in read.get("error", ""):
-                outcomes["a column renamed in the Parquet schema"] += 1
-                continue
-            outcomes[assert_contained(before, read, target, (records.name,), where)] += 1
+            outcomes[assert_contained(before, reader.read(copy, records=records_too), target, (records.name,), where)] += 1
     with capsys.disabled():
         print(f"\nflips of {len(positions)} bytes of a records file: {dict(outcomes)}")

@@ -571,8 +571,10 @@ def _checked_schema(path: Path) -> pa.Schema:
     """The schema of a pack's Parquet file, every page of it read and checked; ValueError
     (DamagedFileError among them) when it is not a whole file of a pack."""
     from .tree_file import check_every_page, is_records_file_schema
+    from .verified import check_duckdb_reads
 
     schema = check_every_page(path)
+    check_duckdb_reads(path)
     if schema.names[-1] != RUN_INDEX_COLUMN or not is_records_file_schema(schema.remove(len(schema) - 1)):
         raise ValueError(f"{path} is not a file of a pack")
     return schema

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .._values import from_json
 from ..errors import DamagedFileError
 from .layout import RUN_NODE
-from .parquet_footer import ChunkStatistics, read_footer
+from .parquet_footer import ChunkStatistics, FileFooter, read_footer
 
 if TYPE_CHECKING:
     from .._kinds import Layout
@@ -96,26 +96,23 @@ class Footer:
     """One Parquet file's footer: its rows, each column's statistics and, for a records file,
     its tree and layout."""
 
-    def __init__(self, path: Path, tree_text: bytes | None, rows: int, statistics: list[ColumnStatistics],
-                 arrow_schema: bytes | None = None) -> None:
+    def __init__(self, path: Path, footer: FileFooter) -> None:
         self.path = path
-        self.rows = rows
-        self._tree_text = tree_text
-        self._arrow_schema = arrow_schema
-        self._statistics = statistics
+        self.rows = sum(rows for rows, _ in footer.row_groups)
+        self._names = footer.names
+        self._tree_text = footer.metadata.get(TREE_KEY)
+        self._arrow_schema = footer.metadata.get(ARROW_SCHEMA_KEY)
+        self._statistics: list[ColumnStatistics] = []
+        for rows, chunks in footer.row_groups:
+            self._statistics += [ColumnStatistics() for _ in range(len(chunks) - len(self._statistics))]
+            for column, chunk in zip(self._statistics, chunks):
+                column.add(rows, chunk)
 
     @classmethod
     def read(cls, path: Path) -> Footer:
         """The footer of the Parquet file at ``path``; DamagedFileError when it is not a whole
         Parquet file, FileNotFoundError when it is gone."""
-        footer = read_footer(path)
-        statistics: list[ColumnStatistics] = []
-        for rows, chunks in footer.row_groups:
-            statistics += [ColumnStatistics() for _ in range(len(chunks) - len(statistics))]
-            for column, chunk in zip(statistics, chunks):
-                column.add(rows, chunk)
-        return cls(path, footer.metadata.get(TREE_KEY), sum(rows for rows, _ in footer.row_groups), statistics,
-                   footer.metadata.get(ARROW_SCHEMA_KEY))
+        return cls(path, read_footer(path))
 
     def statistics(self, position: int) -> ColumnStatistics:
         """The statistics of the column at ``position`` (a file without row groups: no values)."""
@@ -142,10 +139,16 @@ class Footer:
 
             return layout_of(read_tree_schema(self.path))
         try:
-            return tuple((str(name), str(arrow_type), None if kind is None else str(kind))
-                         for name, arrow_type, kind in columns)
+            layout = tuple((str(name), str(arrow_type), None if kind is None else str(kind))
+                           for name, arrow_type, kind in columns)
         except (TypeError, ValueError) as error:
             raise DamagedFileError(self.path, f"its tree metadata is damaged (columns: {error!r})") from None
+        named = [name for name, _, _ in layout]
+        if named != self._names:  # DuckDB reads files of one layout by these names
+            differ = next((pair for pair in zip(named, self._names) if pair[0] != pair[1]), (len(named), len(self._names)))
+            raise DamagedFileError(self.path, f"its Parquet schema names its columns otherwise than its tree "
+                                              f"({differ[1]!r} where the tree has {differ[0]!r})")
+        return layout
 
 
 def _holds(arrow_schema: bytes, text: bytes) -> bool:

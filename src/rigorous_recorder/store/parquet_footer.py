@@ -43,9 +43,11 @@ class ChunkStatistics:
 
 @dataclass
 class FileFooter:
-    """The parts of a Parquet footer a query reads: key-value metadata, and per row group its
-    rows and each leaf column's :class:`ChunkStatistics` in schema order."""
+    """The parts of a Parquet footer a query reads: the names of the top-level columns,
+    key-value metadata, and per row group its rows and each leaf column's
+    :class:`ChunkStatistics` in schema order."""
 
+    names: list[str]
     metadata: dict[bytes, bytes | None]
     row_groups: list[tuple[int, list[ChunkStatistics]]]
 
@@ -76,8 +78,27 @@ def read_footer(path: str | os.PathLike[str]) -> FileFooter:
 
 
 def _file_footer(data: bytes, position: int) -> tuple[FileFooter, int]:
-    fields, position = _struct(data, position, {4: _ROW_GROUPS, 5: _KEY_VALUES})
-    return FileFooter(dict(fields.get(5, [])), fields.get(4, [])), position
+    fields, position = _struct(data, position, {2: _SCHEMA, 4: _ROW_GROUPS, 5: _KEY_VALUES})
+    return FileFooter(_top_level_names(fields[2]), dict(fields.get(5, [])), fields.get(4, [])), position
+
+
+def _schema_element(data: bytes, position: int) -> tuple[tuple[str, int], int]:
+    fields, position = _struct(data, position, {4: _binary, 5: _int})
+    return (fields[4].decode("utf-8"), fields.get(5, 0)), position
+
+
+def _top_level_names(elements: list[tuple[str, int]]) -> list[str]:
+    """The names of the root's children in a schema listed depth first as (name, children)."""
+    names = []
+    position = 1
+    for _ in range(elements[0][1]):
+        name, pending = elements[position]
+        names.append(name)
+        position += 1
+        while pending:  # the column's own descendants
+            pending += elements[position][1] - 1
+            position += 1
+    return names
 
 
 def _key_value(data: bytes, position: int) -> tuple[tuple[bytes, bytes | None], int]:
@@ -242,3 +263,4 @@ def _zigzag(value: int) -> int:
 #: The field types each decoder reads (a list decoder adds itself).
 _TYPES: dict[Decoder, set[int]] = {_int: _VARINTS, _binary: {_BINARY}, _column_meta: {_STRUCT}, _statistics: {_STRUCT}}
 _ROW_GROUPS, _KEY_VALUES, _COLUMN_CHUNKS = _list_of(_row_group), _list_of(_key_value), _list_of(_column_chunk)
+_SCHEMA = _list_of(_schema_element)

@@ -1,7 +1,9 @@
 """Records files whose every page passed its checksum, remembered by file signature.
 
 DuckDB reads Parquet without checking page checksums, so a run's records file is checked
-(every page read by pyarrow, a few columns at a time) before any query reads it in place. A check is done once per file
+(every page read by pyarrow, a few columns at a time) before any query reads it in place, and
+read by DuckDB itself (its footer, every page header): a file only DuckDB refuses would fail
+every query over the files of its layout. A check is done once per file
 signature: inode, size, modification time and change time. ``os.utime`` can set the
 modification time back but not the change time, so any write to the file after its check
 makes it checked again. A run's own process counts the file it finished the run with as passed
@@ -24,6 +26,8 @@ from ..errors import DamagedFileError
 from .layout import RUNNING
 
 if TYPE_CHECKING:
+    import duckdb
+
     from .run_folder import RunFolder
 
 #: The cache of checked records files, in the collection's folder.
@@ -67,6 +71,7 @@ class VerifiedFiles:
         from .tree_file import check_every_page  # FileNotFoundError: the run changed, its reader reads again
 
         check_every_page(path)
+        check_duckdb_reads(path)
         with self._lock:
             self._passed.add((name, signature))
             self._unsaved = True
@@ -142,6 +147,33 @@ def _current(path: Path, signature: FileSignature) -> bool:
         return file_signature(path) == signature
     except OSError:
         return False
+
+
+#: Columns DuckDB reads at once when it checks a file (a wide file's values are never all held).
+_DUCKDB_WINDOW = 256
+_duckdb: list[duckdb.DuckDBPyConnection] = []  # the connection of this process's checks, once made
+_duckdb_lock = threading.Lock()
+
+
+def check_duckdb_reads(path: str | os.PathLike[str]) -> None:
+    """Raise DamagedFileError naming ``path`` unless DuckDB reads every value of it: a flipped
+    bit that pyarrow's reading forgives, in the footer or a page header, would otherwise fail
+    every query over the files of its layout."""
+    import duckdb
+
+    from ..query_text import quote_literal, quote_name
+
+    scan = f"read_parquet({quote_literal(os.fspath(path))})"
+    with _duckdb_lock:
+        if not _duckdb:
+            _duckdb.append(duckdb.connect(config={"threads": 1}))
+        try:
+            names = [row[0] for row in _duckdb[0].execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()]
+            for first in range(0, len(names), _DUCKDB_WINDOW):
+                hashes = ", ".join(f"max(hash({quote_name(name)}))" for name in names[first:first + _DUCKDB_WINDOW])
+                _duckdb[0].execute(f"SELECT {hashes} FROM {scan}").fetchall()
+        except duckdb.Error as error:
+            raise DamagedFileError(path, f"DuckDB cannot read it ({error})") from None
 
 
 def check_pages(folder: RunFolder, info: dict[str, Any]) -> None:
