@@ -19,7 +19,8 @@ key each, pushed into a standalone recorder and into a run of a collection;
 the peak RSS growth while recording, then while finishing (``save_to`` /
 ``finish()``), each in a fresh process; then reading the records back
 (``Recorder.load_from`` / ``collection.records``, and the run through SQL),
-each in a fresh process.
+each in a fresh process. Then 64 finished runs of that shape (2,000 records
+each) packed into the catalog in a fresh process: the peak RSS growth of packing.
 
 Run: ``.venv/bin/python benchmarks/core.py [--quick] [--repeats N] [--only dense|sparse]``
 """
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import random as random_module
+import shutil
 import sys
 import tempfile
 from collections import defaultdict
@@ -315,6 +317,78 @@ def sparse_read_workload(where: str, folder: str, query: str | None = None, fetc
             "read_peak_mb": (peak_rss_bytes() - before) / 1e6, "got": got}
 
 
+#: Finished sparse runs packed into the catalog at once (it packs once ``catalog.PACK_MIN_RUNS``
+#: of them wait), each of ``PACKED_SPARSE_RECORDS`` records of one key drawn from the sparse keys,
+#: drawn in the same order in every run (one layout: they share a pack); and the bound on packing.
+PACKED_SPARSE_RUNS, PACKED_SPARSE_RECORDS = 64, 2_000
+PACKING_LIMIT_MB = 100
+
+
+def sparse_runs_workload(folder: str, runs: int, keys: int, records: int) -> dict:
+    """Record ``runs`` finished runs of ``records`` records of one key each, drawn from ``keys``
+    keys in the same order in every run, into a collection at ``folder``/study opened with
+    ``recover=False`` (which packs nothing): left for :func:`sparse_pack_workload`."""
+    from rigorous_recorder import ExperimentCollection, Recorder
+    collection = ExperimentCollection(f"{folder}/study", quiet=True, recover=False)
+    start = process_time()
+    for run in range(runs):
+        chooser = random_module.Random(1)
+        with collection.new_experiment(run=run) as experiment_recorder:
+            recorder = Recorder().set_parent(experiment_recorder)
+            for _ in range(records):
+                recorder.push({f"k{chooser.randrange(keys)}": chooser.random()})
+    return {"record_cpu_s": process_time() - start}
+
+
+def sparse_pack_workload(folder: str) -> dict:
+    """Pack the finished runs :func:`sparse_runs_workload` left in ``folder``, as a run's finish
+    or a query does once enough of them wait: the peak RSS growth and the time of packing, over
+    the RSS before (libraries loaded, the collection opened)."""
+    import duckdb  # noqa: F401 - loaded before memory is measured, as pyarrow is
+    import filelock  # noqa: F401
+    import pyarrow.compute  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+    from rigorous_recorder import ExperimentCollection
+    from rigorous_recorder.store.catalog import Catalog
+    collection = ExperimentCollection(f"{folder}/study", quiet=True)
+    before = H.rss_bytes()
+    peak_rss_reset()
+    start, cpu = perf_counter(), process_time()
+    collection._pack()  # what finish() and sql() call
+    return {**H.loaded_library(), "pack_s": perf_counter() - start, "pack_cpu_s": process_time() - cpu,
+            "pack_peak_mb": (peak_rss_bytes() - before) / 1e6, "packed_runs": len(Catalog(collection.path).runs())}
+
+
+def run_sparse_packing(quick: bool, repeats: int) -> dict:
+    """Record the finished sparse runs once, then pack a copy of them ``repeats`` times, each in a
+    fresh process; the medians."""
+    keys, records = (200, 200) if quick else (SPARSE_KEYS, PACKED_SPARSE_RECORDS)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="rr-sparse-runs-") as recorded:
+        print(f"sparse: recording {PACKED_SPARSE_RUNS} finished runs to pack ...", file=sys.stderr, flush=True)
+        made = H.run_workload(H.ours_python(), __file__, "sparse_runs_workload", folder=recorded,
+                              runs=PACKED_SPARSE_RUNS, keys=keys, records=records)
+        if "error" in made:
+            return made
+        for repeat in range(repeats):
+            with tempfile.TemporaryDirectory(prefix="rr-sparse-pack-") as folder:
+                print(f"[{repeat + 1}/{repeats}] sparse: packing ...", file=sys.stderr, flush=True)
+                shutil.copytree(f"{recorded}/study.collection", f"{folder}/study.collection")
+                results.append(H.run_workload(H.ours_python(), __file__, "sparse_pack_workload", folder=folder))
+    return H.median_of(results)
+
+
+def sparse_packing_table(result: dict, quick: bool) -> str:
+    """The markdown table of packing the finished sparse runs."""
+    keys, records = (200, 200) if quick else (SPARSE_KEYS, PACKED_SPARSE_RECORDS)
+    shape = f"{PACKED_SPARSE_RUNS} runs x {keys:,} keys x {records:,} records of one key"
+    row = ([shape, "ERROR", "", "", ""] if "error" in result else
+           [shape, f"{result['packed_runs']}", H.fmt(result["pack_peak_mb"]), H.fmt(result["pack_cpu_s"], 2),
+            H.fmt(result["pack_s"], 2)])
+    return H.markdown_table(["finished runs packed", "runs in packs", "peak growth packing (MB)", "CPU s", "wall s"],
+                            [row])
+
+
 SPARSE_ENTRIES = [("ours push, standalone", "memory"), ("ours push, inside a collection", "collection")]
 SPARSE_READ_BACK = {"memory": "Recorder.load_from", "collection": "collection.records"}
 
@@ -484,11 +558,16 @@ def main() -> int:
         sections.append(f"Sparse records: {keys:,} keys, {records:,} records of one key each"
                         f" (median of {repeats}, each in a fresh process)\n\n{sparse_table(sparse)}"
                         f"\n\n{sparse_sql_table(sparse_reads)}")
+        packing = run_sparse_packing(args.quick, repeats)
+        sections.append(f"Packing finished sparse runs into the catalog (median of {repeats}, each in a fresh"
+                        f" process)\n\n{sparse_packing_table(packing, args.quick)}")
         for label, where in SPARSE_ENTRIES:
             targets.check(f"sparse, {label}: peak memory growth while recording",
                           sparse[label].get("recording_peak_mb"), 50, " MB")
             targets.check(f"sparse, {label}: peak memory growth reading back ({SPARSE_READ_BACK[where]})",
                           sparse[label].get("read_peak_mb"), 50, " MB")
+        targets.check(f"sparse, packing {PACKED_SPARSE_RUNS} finished runs: peak memory growth",
+                      packing.get("pack_peak_mb"), PACKING_LIMIT_MB, " MB")
     print(f"## Core recorder benchmark{' (--quick)' if args.quick else ''}\n")
     print(H.machine_header(H.baseline_python()))
     print("\n\n".join(sections))
@@ -497,6 +576,7 @@ def main() -> int:
     if args.only != "dense":
         H.print_errors(sparse)
         H.print_errors(sparse_reads)
+        H.print_errors({"sparse packing": packing})
     print("\n" + targets.report())
     return 1 if targets.failed else 0
 

@@ -625,8 +625,6 @@ def test_a_footer_only_duckdb_refuses_damages_its_run_only(damage_study, tmp_pat
     assert assert_contained(before, unloaded.read(copy), target, (records.name,), "without pyarrow first") == "damaged"
 
 
-@pytest.mark.xfail(strict=True, reason="a companion's JSON text is Python's to_json (', ') for a value read in "
-                   "Python, DuckDB's to_json (',') for a list column's value: the same value, two texts")
 def test_json_text_is_spelled_one_way(tmp_path):
     """``k~json`` holds one text per value, whether the value comes from a run's tree, a list
     column or a JSON column: ``WHERE "k~json" = ...`` and ``GROUP BY`` see equal values as equal."""
@@ -644,8 +642,6 @@ def test_json_text_is_spelled_one_way(tmp_path):
     assert len(texts) == 1, f"one list, several texts: {texts}"
 
 
-@pytest.mark.xfail(strict=True, reason="query._make_experiments marks a companion from every recorder's data "
-                   "in a pack's entries (_mark_companions), from the experiment recorder's alone for runs in folders")
 def test_packing_keeps_the_columns_of_experiments(tmp_path, monkeypatch):
     """``experiments`` has the same columns before and after its runs are packed."""
     collection = ExperimentCollection(tmp_path / "study", quiet=True)

@@ -43,8 +43,6 @@ JSON_TEXT = "JSON TEXT"
 NULL = "NULL"
 #: The order that breaks a tie between kinds holding as many values.
 _PREFERENCE = ("DOUBLE", "BIGINT", "BOOLEAN", "VARCHAR", "TIMESTAMPTZ", "TIMESTAMP", "DATE", "BLOB")
-#: Kinds that to_json writes as tagged objects ({"$date": ...}); DuckDB's to_json would not.
-_TAGGED = ("BLOB", "DATE", "TIMESTAMP", "TIMESTAMPTZ")
 #: Lists in JSON text nested deeper than this read as JSON (SQL cannot recurse).
 JSON_LIST_DEPTH = 2
 
@@ -271,26 +269,51 @@ def _from_json_sql(text: str, main: str) -> str:
     return f"""CAST(json_extract_string({text}, '$."$datetime"') AS {main})"""  # TIMESTAMP, TIMESTAMPTZ
 
 
+#: What json.dumps writes for each character it escapes in a string (ensure_ascii=False): the
+#: backslash first, so that no later escape is escaped again.
+_STRING_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
+                   **{chr(code): f"\\u{code:04x}" for code in range(0x20) if chr(code) not in "\b\f\n\r\t"}}
+
+
+def _string_json_sql(column: str) -> str:
+    """SQL: a VARCHAR as the JSON string json.dumps writes (DuckDB's to_json writes ``\\u001F``)."""
+    escaped = column
+    for character, escape in _STRING_ESCAPES.items():
+        escaped = f"replace({escaped}, chr({ord(character)}), '{escape}')"
+    return (f"""'"' || CASE WHEN regexp_matches({column}, '[\\x00-\\x1f"\\\\]') THEN {escaped} """
+            f"""ELSE {column} END || '"'""")
+
+
 def _to_json_sql(column: str, kind: str) -> str:
-    """SQL: the JSON text :func:`to_json` writes for a value of a stored column of ``kind``."""
-    item, depth = unlist(kind)
-    if depth and item in _TAGGED:  # DuckDB's to_json would write these items untagged
-        each = f"z{depth}"  # array_to_string gives NULL for an empty list before DuckDB 2.0
+    """SQL: the JSON text :func:`to_json` writes for a value of a stored column of ``kind``,
+    character for character (DuckDB's own to_json spells lists, floats and strings otherwise)."""
+    depth = unlist(kind)[1]
+    if depth:
+        each = f"z{depth}"  # array_to_string leaves out NULL items, and gives NULL for [] before DuckDB 2.0
         each_text = f"coalesce({_to_json_sql(each, kind[:-2])}, 'null')"
         items = f"array_to_string(list_transform({column}, lambda {each}: {each_text}), ', ')"
         return f"CASE WHEN {column} IS NOT NULL THEN '[' || coalesce({items}, '') || ']' END"
     if kind in ("BIGINT", WIDE_INT):
         return f"CAST({column} AS VARCHAR)"
+    if kind == "DOUBLE":  # DuckDB casts finite doubles as repr() writes them
+        return (f"CASE WHEN isnan({column}) THEN 'NaN' WHEN isinf({column}) THEN "
+                f"CASE WHEN {column} > 0 THEN 'Infinity' ELSE '-Infinity' END ELSE CAST({column} AS VARCHAR) END")
+    if kind == "BOOLEAN":
+        return f"CASE WHEN {column} THEN 'true' WHEN NOT {column} THEN 'false' END"
+    if kind == "VARCHAR":
+        return _string_json_sql(column)
     if kind == "BLOB":
         return f"""'{{"$bytes": "' || to_base64({column}) || '"}}'"""
     if kind == "DATE":
         return f"""'{{"$date": "' || strftime({column}, '%Y-%m-%d') || '"}}'"""
-    if kind == "TIMESTAMP":
-        return f"""'{{"$datetime": "' || strftime({column}, '%Y-%m-%dT%H:%M:%S.%f') || '"}}'"""
-    if kind == "TIMESTAMPTZ":
-        utc = f"timezone('UTC', {column})"
-        return f"""'{{"$datetime": "' || strftime({utc}, '%Y-%m-%dT%H:%M:%S.%f') || '+00:00"}}'"""
-    return f"CAST(to_json({column}) AS VARCHAR)"
+    if kind in ("TIMESTAMP", "TIMESTAMPTZ"):
+        at = column if kind == "TIMESTAMP" else f"timezone('UTC', {column})"
+        offset = "" if kind == "TIMESTAMP" else "+00:00"
+        stamp = rf"regexp_replace(strftime({at}, '%Y-%m-%dT%H:%M:%S.%f'), '\.000000$', '')"  # as isoformat()
+        return f"""'{{"$datetime": "' || {stamp} || '{offset}"}}'"""
+    if kind == NULL:  # an item of a list of None only
+        return "CAST(NULL AS VARCHAR)"
+    return f"CAST(to_json({column}) AS VARCHAR)"  # a type this package never writes (a struct, a map)
 
 
 def _exact_as_double_sql(column: str, depth: int) -> str:

@@ -579,11 +579,23 @@ def _loose_values(ids: list[tuple[str, str]], rows: list[tuple[list[int], dict[s
     return ids + _value_columns(keys), values
 
 
-def _mark_companions(part: Part, keys: Mapping[str, KeyColumns]) -> None:
-    """Mark the keys whose values in ``part`` need their companion column."""
+def _mark_companions(connection: duckdb.DuckDBPyConnection, part: Part, name: str, keys: Mapping[str, KeyColumns],
+                     conditions: Sequence[str] = ()) -> None:
+    """Mark the keys whose values in the rows of ``part`` meeting ``conditions`` need their
+    companion column: counted by a scan (a pack's trees are small), so that a value of the key
+    elsewhere in the part (another recorder's, an unread run's) adds no companion of NULLs only."""
+    texts = {}
     for column in part.columns:
-        if column.key in keys and column.expressions(keys[column.key].kind)[1] is not None:
-            keys[column.key].inherited_json = True
+        if column.key in keys:
+            text = column.expressions(keys[column.key].kind)[1]
+            if text is not None:
+                texts[column.key] = text
+    if not texts:
+        return
+    counts = ", ".join(f"count({text})" for text in texts.values())
+    row = connection.execute(f"SELECT {counts} FROM {part.scan(name)}{_where([*conditions, *part.conditions()])}").fetchall()[0]
+    for key, count in zip(texts, row):
+        keys[key].inherited_json |= bool(count)
 
 
 def _make_lineage(connection: duckdb.DuckDBPyConnection, sources: list[RunSource], trees: list[PackTrees],
@@ -597,7 +609,7 @@ def _make_lineage(connection: duckdb.DuckDBPyConnection, sources: list[RunSource
     loose = statement.values(*_loose_values([(SOURCE_COLUMN, "INTEGER"), (RECORDER_COLUMN, "INTEGER")], rows, inherited))
     scans = [loose]
     for index, pack in enumerate(trees):
-        _mark_companions(pack.lineage, keys)
+        _mark_companions(connection, pack.lineage, f"lineage_{index}", keys)
         scans.append(_part_sql(pack.lineage, f"lineage_{index}", keys))
     source = quote_name(SOURCE_COLUMN)
     statement.execute(f"CREATE OR REPLACE TEMP TABLE lineage AS WITH {quote_name(_RUNS_TABLE)} AS ({statement.values(*runs)}) "
@@ -618,8 +630,9 @@ def _make_experiments(connection: duckdb.DuckDBPyConnection, sources: list[RunSo
     scans = [statement.values(*_loose_values([(SOURCE_COLUMN, "INTEGER")], loose, list(info_keys.values())))]
     for index, pack in enumerate(trees):
         wanted = {key: info_keys[key] for key, _ in pack.experiment_keys}
-        _mark_companions(pack.entries, wanted)
-        scans.append(_part_sql(pack.entries, f"entries_{index}", wanted, [f"c{pack.entries.recorder} = {EXPERIMENT_NODE}"]))
+        experiment_rows = [f"c{pack.entries.recorder} = {EXPERIMENT_NODE}"]
+        _mark_companions(connection, pack.entries, f"entries_{index}", wanted, experiment_rows)
+        scans.append(_part_sql(pack.entries, f"entries_{index}", wanted, experiment_rows))
     source = quote_name(SOURCE_COLUMN)
     selects = [f"r.{quote_name(name)}" for name in RUN_COLUMNS]
     selects += [f"i.{quote_name(name)}" for name, _ in _value_columns(info_keys.values())]
