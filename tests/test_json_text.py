@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import zoneinfo
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 
 from rigorous_recorder import ExperimentCollection
 from rigorous_recorder._columns import column_to_arrow, is_json_field
-from rigorous_recorder._kinds import _to_json_sql, arrow_kind
+from rigorous_recorder._kinds import _to_json_sql, layout_of, stored_columns
 from rigorous_recorder._values import INT64_MAX, INT64_MIN, to_json
 
 #: Characters json.dumps escapes (every control character, quote, backslash), and some it keeps
@@ -45,6 +46,10 @@ SCALARS = {
     "TIMESTAMP": st.one_of(DATETIMES, DATETIMES.map(lambda moment: moment.replace(microsecond=0))),
     "TIMESTAMPTZ": DATETIMES.map(lambda moment: moment.replace(tzinfo=datetime.timezone.utc)),
 }
+#: Time zones that Arrow names by their offset (what datetime.timezone gives), and UTC.
+FIXED_ZONES = [datetime.timezone.utc, datetime.timezone(datetime.timedelta(hours=2)),
+               datetime.timezone(datetime.timedelta(hours=-5, minutes=-30)),
+               datetime.timezone(datetime.timedelta(hours=14))]
 
 
 def _lists(items: st.SearchStrategy[Any], depth: int) -> st.SearchStrategy[Any]:
@@ -60,12 +65,13 @@ def _read_back_as_duckdb_json(folder: Path, values: list[Any]) -> tuple[str | No
     field, array = column_to_arrow("k", values)
     if is_json_field(field):
         return None, []
-    kind = arrow_kind(field.type)
+    table = pa.table({"k": array})
+    (column,) = stored_columns(layout_of(table.schema))  # as the views see a records file's column
     path = folder / "column.parquet"
-    pq.write_table(pa.table({"k": array}), path)
-    rows = duckdb.connect().execute(f"SELECT {_to_json_sql('c0', kind)} FROM read_parquet(?) AS t(c0)",
-                                    [str(path)]).fetchall()
-    return kind, [text for (text,) in rows]
+    pq.write_table(table, path)
+    rows = duckdb.connect().execute(f"SELECT {_to_json_sql('c0', column.kind, column.zone)} "
+                                    "FROM read_parquet(?) AS t(c0)", [str(path)]).fetchall()
+    return column.kind, [text for (text,) in rows]
 
 
 def _same_text_for_each(folder: Path, values: list[Any], kind: str) -> None:
@@ -106,12 +112,16 @@ def test_duckdb_writes_the_text_to_json_writes(tmp_path, kind, data):
     """For values of each stored kind (scalars, and lists up to three deep with None and [] items),
     the text SQL makes of the stored column equals ``to_json(value)``."""
     depth = data.draw(st.integers(0, 3), label="depth")
-    values = data.draw(st.lists(st.one_of(st.none(), _lists(SCALARS[kind], depth)), min_size=1, max_size=8))
+    scalars = SCALARS[kind]
+    if kind == "TIMESTAMPTZ":  # a column holds one time zone
+        zone = data.draw(st.sampled_from(FIXED_ZONES), label="zone")
+        scalars = DATETIMES.map(lambda moment: moment.replace(tzinfo=zone))
+    values = data.draw(st.lists(st.one_of(st.none(), _lists(scalars, depth)), min_size=1, max_size=8))
     items = values
     for _ in range(depth):
         items = [item for value in items if value is not None for item in value]
     if all(item is None for item in items):  # no value of the kind: stored as a list of nulls (or nothing)
-        values.append(_nested(data.draw(SCALARS[kind]), depth))
+        values.append(_nested(data.draw(scalars), depth))
     _same_text_for_each(tmp_path, values, kind + "[]" * depth)
 
 
@@ -119,6 +129,26 @@ def _nested(value: Any, depth: int) -> Any:
     for _ in range(depth):
         value = [value]
     return value
+
+
+@pytest.mark.parametrize("zone", ["Europe/Berlin", "America/St_Johns", "Asia/Kolkata", "UTC"])
+def test_a_named_time_zone_gives_the_offset_isoformat_gives(tmp_path, zone):
+    """A column of datetimes in a named zone: summer and winter time, a half-hour zone, and the
+    local mean time of 1850 (an offset in seconds), as isoformat() writes them."""
+    place = zoneinfo.ZoneInfo(zone)
+    moments = [datetime.datetime(*when, tzinfo=place) for when in
+               ((2020, 7, 1, 12), (2020, 1, 1, 12, 30, 0, 5), (1850, 7, 1, 12), (9999, 6, 1))]
+    _same_text_for_each(tmp_path, [*moments, None], "TIMESTAMPTZ")
+    _same_text_for_each(tmp_path, [moments, [None], None], "TIMESTAMPTZ[]")
+
+
+@pytest.mark.parametrize("zone", FIXED_ZONES, ids=str)
+def test_a_fixed_offset_is_written_as_isoformat_writes_it(tmp_path, zone):
+    """Datetimes of a fixed offset, at the ends of the years Python knows (their UTC instant
+    may fall outside them)."""
+    moments = [datetime.datetime(1, 1, 1, tzinfo=zone), datetime.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=zone),
+               datetime.datetime(2020, 2, 29, 12, 0, 0, 10, tzinfo=zone)]
+    _same_text_for_each(tmp_path, [*moments, None], "TIMESTAMPTZ")
 
 
 def test_lists_of_none_only_are_spelled_as_to_json_spells_them(tmp_path):

@@ -22,11 +22,14 @@ a value fits it when its kind is that kind, when it is an int (or a list of ints
 from __future__ import annotations
 
 import datetime
+import functools
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._values import EXACT_FLOAT_INT, INT64_MAX, INT64_MIN, to_json
+from .query_text import quote_literal
 from .store.layout import RECORDER_COLUMN as STORED_RECORDER_COLUMN
 
 if TYPE_CHECKING:
@@ -284,13 +287,51 @@ def _string_json_sql(column: str) -> str:
             f"""ELSE {column} END || '"'""")
 
 
-def _to_json_sql(column: str, kind: str) -> str:
-    """SQL: the JSON text :func:`to_json` writes for a value of a stored column of ``kind``,
-    character for character (DuckDB's own to_json spells lists, floats and strings otherwise)."""
+def _isoformat_sql(timestamp: str) -> str:
+    """SQL: a TIMESTAMP as datetime.isoformat() writes it (no fraction for a whole second)."""
+    return rf"regexp_replace(strftime({timestamp}, '%Y-%m-%dT%H:%M:%S.%f'), '\.000000$', '')"
+
+
+#: A time zone that Arrow names by its fixed offset from UTC (what datetime.timezone gives).
+_FIXED_OFFSET = re.compile(r"([+-])(\d\d):(\d\d)")
+
+
+def _zoned_sql(column: str, zone: str | None) -> tuple[str, str]:
+    """SQL: a TIMESTAMPTZ as the wall time and the UTC offset text (``'+02:00'``) that
+    isoformat() writes in ``zone``, the column's time zone (Arrow's name for it). A zone
+    DuckDB does not know is written in UTC: the same instant."""
+    utc = f"timezone('UTC', {column})"
+    fixed = _FIXED_OFFSET.fullmatch(zone or "")
+    if fixed:
+        sign, hours, minutes = fixed.groups()
+        seconds = int(f"{sign}1") * (int(hours) * 3600 + int(minutes) * 60)
+        return f"({utc} + INTERVAL ({seconds}) SECOND)", quote_literal(zone if seconds else "+00:00")
+    if zone is None or zone == "UTC" or zone not in _duckdb_time_zones():
+        return utc, "'+00:00'"
+    local = f"timezone({quote_literal(zone)}, {column})"
+    seconds = f"abs(CAST(epoch({local}) - epoch({utc}) AS BIGINT))"
+    sign = f"CASE WHEN epoch({local}) < epoch({utc}) THEN '-' ELSE '+' END"
+    hours, minutes, rest = (f"lpad(CAST({part} AS VARCHAR), 2, '0')"
+                            for part in (f"{seconds} // 3600", f"{seconds} % 3600 // 60", f"{seconds} % 60"))
+    return local, f"{sign} || {hours} || ':' || {minutes} || CASE WHEN {seconds} % 60 <> 0 THEN ':' || {rest} ELSE '' END"
+
+
+@functools.cache
+def _duckdb_time_zones() -> frozenset[str]:
+    """The time zones DuckDB's timezone() knows."""
+    import duckdb
+
+    return frozenset(name for (name,) in duckdb.connect().execute("SELECT name FROM pg_timezone_names()").fetchall())
+
+
+def _to_json_sql(column: str, kind: str, zone: str | None = None) -> str:
+    """SQL: the JSON text :func:`to_json` writes for a value of a stored column of ``kind``
+    (``zone``: a TIMESTAMPTZ column's time zone), character for character (DuckDB's own
+    to_json spells lists, floats and strings otherwise)."""
     depth = unlist(kind)[1]
     if depth:
         each = f"z{depth}"  # array_to_string leaves out NULL items, and gives NULL for [] before DuckDB 2.0
-        each_text = f"coalesce({_to_json_sql(each, kind[:-2])}, 'null')"
+        each_text = f"coalesce({_to_json_sql(each, kind[:-2], zone)}, 'null')"
         items = f"array_to_string(list_transform({column}, lambda {each}: {each_text}), ', ')"
         return f"CASE WHEN {column} IS NOT NULL THEN '[' || coalesce({items}, '') || ']' END"
     if kind in ("BIGINT", WIDE_INT):
@@ -306,11 +347,11 @@ def _to_json_sql(column: str, kind: str) -> str:
         return f"""'{{"$bytes": "' || to_base64({column}) || '"}}'"""
     if kind == "DATE":
         return f"""'{{"$date": "' || strftime({column}, '%Y-%m-%d') || '"}}'"""
-    if kind in ("TIMESTAMP", "TIMESTAMPTZ"):
-        at = column if kind == "TIMESTAMP" else f"timezone('UTC', {column})"
-        offset = "" if kind == "TIMESTAMP" else "+00:00"
-        stamp = rf"regexp_replace(strftime({at}, '%Y-%m-%dT%H:%M:%S.%f'), '\.000000$', '')"  # as isoformat()
-        return f"""'{{"$datetime": "' || {stamp} || '{offset}"}}'"""
+    if kind == "TIMESTAMP":
+        return f"""'{{"$datetime": "' || {_isoformat_sql(column)} || '"}}'"""
+    if kind == "TIMESTAMPTZ":
+        local, offset = _zoned_sql(column, zone)
+        return f"""'{{"$datetime": "' || {_isoformat_sql(local)} || {offset} || '"}}'"""
     if kind == NULL:  # an item of a list of None only
         return "CAST(NULL AS VARCHAR)"
     return f"CAST(to_json({column}) AS VARCHAR)"  # a type this package never writes (a struct, a map)
@@ -334,6 +375,7 @@ class StoredColumn:
     kind: str  # of the stored values, or JSON_TEXT
     votes: Counter[str] = field(default_factory=Counter)  # values per kind (for JSON TEXT, counted)
     wide: bool = True  # an int column (or list of ints) that may hold ints beyond 2**53
+    zone: str | None = None  # a TIMESTAMPTZ column's (or list's) time zone, as Arrow names it
 
     def expressions(self, main: str) -> tuple[str | None, str | None]:
         """SQL for this column's share of the key's typed and companion columns (None: nothing)."""
@@ -353,10 +395,10 @@ class StoredColumn:
                 return f"CAST({column} AS {main})", None
             inside = _exact_as_double_sql(column, depth)
             return (f"CASE WHEN {inside} THEN CAST({column} AS {main}) END",
-                    f"CASE WHEN NOT ({inside}) THEN {_to_json_sql(column, self.kind)} END")
+                    f"CASE WHEN NOT ({inside}) THEN {_to_json_sql(column, self.kind, self.zone)} END")
         if fits(self.kind, main):
-            return (_to_json_sql(column, self.kind) if main == JSON else column), None
-        return None, _to_json_sql(column, self.kind)
+            return (_to_json_sql(column, self.kind, self.zone) if main == JSON else column), None
+        return None, _to_json_sql(column, self.kind, self.zone)
 
 
 #: What a records file's columns hold: each column's name, Arrow type (as text) and kind
@@ -375,5 +417,11 @@ def layout_of(schema: pa.Schema) -> Layout:
 
 def stored_columns(layout: Layout) -> list[StoredColumn]:
     """The key columns of a records file of ``layout`` (the recorder id column left out)."""
-    return [StoredColumn(name, position, kind) for position, (name, _, kind) in enumerate(layout)
-            if name != STORED_RECORDER_COLUMN and kind is not None]
+    return [StoredColumn(name, position, kind, zone=_zone(arrow_type)) for position, (name, arrow_type, kind)
+            in enumerate(layout) if name != STORED_RECORDER_COLUMN and kind is not None]
+
+
+def _zone(arrow_type: str) -> str | None:
+    """The time zone in the text of an Arrow type (``timestamp[us, tz=Europe/Berlin]``), if any."""
+    found = re.search(r"tz=([^\]]+)\]", arrow_type)
+    return found.group(1) if found else None
