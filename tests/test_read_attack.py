@@ -439,7 +439,7 @@ def test_hostile_studies_read_back_the_same_every_way(fresh, unloaded, loaded, m
 def test_many_hostile_studies_read_back_the_same_every_way(fresh, unloaded, loaded, monkeypatch):
     """The same, over many more studies."""
     readers = (fresh, unloaded, loaded)
-    _examples(60)(given(studies())(lambda plan: _study_reads_back(plan, readers, monkeypatch)))()
+    _examples(12)(given(studies())(lambda plan: _study_reads_back(plan, readers, monkeypatch)))()
 
 
 # -- damage: the damaged run is named, every other run reads whole --------------------------
@@ -687,13 +687,13 @@ def test_running_studies_read_back_as_recorded(unloaded, loaded):
 @pytest.mark.slow
 def test_many_running_studies_read_back_as_recorded(unloaded, loaded):
     """The same, over many more studies."""
-    _examples(40)(given(studies())(lambda plan: _active_study_reads_back(plan, (unloaded, loaded))))()
+    _examples(8)(given(studies())(lambda plan: _active_study_reads_back(plan, (unloaded, loaded))))()
 
 
 # -- many runs of many layouts --------------------------------------------------------------
 
-#: Runs of the many-layouts study: more than one pack's worth.
-MANY_RUNS = catalog.PACK_MIN_RUNS + 6
+#: Runs of the many-layouts study, and the runs a pack waits for while it records: more than one pack's worth.
+MANY_RUNS, PACK_AFTER = 16, 10
 
 
 def _layout_plan(run: int) -> dict[str, Any]:
@@ -714,11 +714,12 @@ def _layout_plan(run: int) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_many_runs_of_many_layouts_read_back_packed_and_not(tmp_path, fresh, unloaded, loaded):
-    """70 runs, wide, narrow and of thousands of tiny recorders, whose keys drift in type: the
-    first 64 packed by the finish of the 64th, read without pyarrow, with it and through
-    ``records``, and the same without the catalog (every run read from its folder)."""
+def test_many_runs_of_many_layouts_read_back_packed_and_not(tmp_path, fresh, unloaded, loaded, monkeypatch):
+    """Runs wide, narrow and of thousands of tiny recorders, whose keys drift in type: the
+    first ones packed by the finish of the last of them, read without pyarrow, with it and
+    through ``records``, and the same without the catalog (every run read from its folder)."""
     path = tmp_path / "study"
+    monkeypatch.setattr(catalog, "PACK_MIN_RUNS", PACK_AFTER)
     recorded, _ = record(path, [_layout_plan(run) for run in range(MANY_RUNS)])
     assert list((tmp_path / "study.collection" / "catalog").glob("pack-*.runs.json")), "nothing was packed"
     packed = unloaded.read(path)
@@ -750,16 +751,21 @@ def test_a_column_renamed_in_one_footer_damages_its_run_only(damage_study, tmp_p
         assert assert_contained(before, reader.read(copy), target, (records.name,), way) == "damaged"
 
 
+#: Bytes of the damaged run's footer, and of its pages, that the flip sweep flips (one bit each).
+FOOTER_FLIPS, PAGE_FLIPS = 24, 6
+
+
 @pytest.mark.slow
 def test_every_flip_of_a_footer_or_page_is_named_or_harmless(damage_study, tmp_path, unloaded, loaded, capsys):
-    """About 100 single-bit flips across the damaged run's footer and 30 across its pages, each
+    """Single-bit flips spread across the damaged run's footer and its pages, each
     read without pyarrow first and with it: the run is named damaged or reads as recorded, and
     the other runs read whole (flips only DuckDB refuses and renamed columns too)."""
     study, before = damage_study
     copy, target, records = _damaged_copy(study, tmp_path, lambda records, folder: None)
     data = records.read_bytes()
     start = _footer_start(records)
-    positions = [*range(start, len(data), max(1, (len(data) - start) // 100)), *range(4, start, max(1, start // 30))]
+    positions = [*range(start, len(data), max(1, (len(data) - start) // FOOTER_FLIPS)),
+                 *range(4, start, max(1, start // PAGE_FLIPS))]
     outcomes: Counter[str] = Counter()
     for position in positions:
         records.write_bytes(data[:position] + bytes([data[position] ^ 1]) + data[position + 1:])
