@@ -36,6 +36,19 @@ def same(expected: Any, actual: Any, widen: bool = False) -> bool:
     return expected == actual
 
 
+def huge_int_among_floats(shapes: list[dict[str, Any]]) -> bool:
+    """True when one recorder would push floats and ints beyond int64 for one key: the hot path
+    packs those into float64 (see test_query's xfail test of it), so they are left out here."""
+    kinds: dict[str, set[str]] = {}
+    for shape in shapes:
+        for key, value in shape.items():
+            if type(value) is float:
+                kinds.setdefault(key, set()).add("float")
+            elif type(value) is int and not -(2**63) <= value < 2**63:
+                kinds.setdefault(key, set()).add("huge")
+    return any(found == {"float", "huge"} for found in kinds.values())
+
+
 def plain(record: Mapping[str, Any]) -> dict[str, Any]:
     """A record as a dict, without the bookkeeping keys that every record of a collection run sees."""
     return {key: value for key, value in record.items() if key not in BOOKKEEPING_KEYS}

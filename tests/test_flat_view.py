@@ -26,6 +26,8 @@ from rigorous_recorder._values import from_json, normalize
 from rigorous_recorder.errors import RecorderError
 from rigorous_recorder.store import catalog
 
+from .conftest import huge_int_among_floats
+
 #: A fixed alphabet: quotes, tilde, dots, spaces, unicode (hypothesis's full table is slow to build).
 ALPHABET = "aAbB_~.\"' é日😀-$"
 HOSTILE_KEYS = [
@@ -88,19 +90,6 @@ def runs(draw: st.DrawFn) -> list[dict[str, Any]]:
     return drawn
 
 
-def _huge_int_among_floats(shapes: list[dict[str, Any]]) -> bool:
-    """True when one recorder would push floats and ints beyond int64 for one key: the hot path
-    packs those into float64 (see test_query's xfail test of it), so they are left out here."""
-    kinds: dict[str, set[str]] = {}
-    for shape in shapes:
-        for key, value in shape.items():
-            if type(value) is float:
-                kinds.setdefault(key, set()).add("float")
-            elif type(value) is int and not -(2**63) <= value < 2**63:
-                kinds.setdefault(key, set()).add("huge")
-    return any(found == {"float", "huge"} for found in kinds.values())
-
-
 def widened(expected: Any, actual: Any) -> bool:
     """True for an int beyond ±2**53 read as the nearest float, alone or in a list: the documented
     widening of a key that also holds floats in the same run."""
@@ -138,7 +127,7 @@ def record_everything(path: Path, plan: list[dict[str, Any]], stats: Counter) ->
                 data = _accepted(spec["data"], stats)
                 recorder = Recorder(data).set_parent(experiment)
                 shapes = [_accepted(shape, stats) for shape in spec["shapes"]]
-                if _huge_int_among_floats(shapes):
+                if huge_int_among_floats(shapes):
                     shapes = [{key: value for key, value in shape.items() if type(value) is not float}
                               for shape in shapes]
                 for index in range(RECORDS_PER_RUN // len(run["recorders"])):

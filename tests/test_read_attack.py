@@ -36,6 +36,8 @@ from rigorous_recorder.store import catalog
 from rigorous_recorder.store.footer import ARROW_SCHEMA_KEY, TREE_KEY
 from rigorous_recorder.store.layout import BOOKKEEPING_KEYS
 
+from .conftest import huge_int_among_floats
+
 #: Reads collections named on its stdin (one JSON command a line) and pickles their views to
 #: the file the command names: ``records``, ``experiments`` and ``columns`` as (columns, rows),
 #: ``python``: every record of ``collection.records`` as a dict (asked for with "records"), and
@@ -203,7 +205,7 @@ def record(path: Path, plan: list[dict[str, Any]], finish: bool = True) -> tuple
             data = accepted(spec["data"])
             recorder = Recorder(data).set_parent(parent)
             shapes = [accepted(shape) for shape in spec["shapes"]]
-            if _huge_int_among_floats(shapes):  # the known hot-path packing into float64, left out
+            if huge_int_among_floats(shapes):  # the known hot-path packing into float64, left out
                 shapes = [{key: value for key, value in shape.items() if type(value) is not float} for shape in shapes]
             floats = {key for shape in shapes for key, value in shape.items() if type(value) is float}
             ordinals = []
@@ -226,17 +228,6 @@ def record(path: Path, plan: list[dict[str, Any]], finish: bool = True) -> tuple
         if finish:
             experiment.finish()
     return recorded, experiments
-
-
-def _huge_int_among_floats(shapes: list[dict[str, Any]]) -> bool:
-    kinds: dict[str, set[str]] = {}
-    for shape in shapes:
-        for key, value in shape.items():
-            if type(value) is float:
-                kinds.setdefault(key, set()).add("float")
-            elif type(value) is int and not -(2**63) <= value < 2**63:
-                kinds.setdefault(key, set()).add("huge")
-    return any(found == {"float", "huge"} for found in kinds.values())
 
 
 # -- comparing ------------------------------------------------------------------------------
