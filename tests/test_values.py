@@ -236,6 +236,22 @@ def test_an_unsupported_value_inside_a_dict_names_its_path():
         Recorder().push(config={"tags": {"a"}})
 
 
+@pytest.mark.parametrize("value", [
+    datetime.datetime(1, 1, 1, tzinfo=datetime.timezone(datetime.timedelta(hours=14))),
+    datetime.datetime(9999, 12, 31, 23, tzinfo=datetime.timezone(datetime.timedelta(hours=-2))),
+], ids=["before year 1 in UTC", "after 9999 in UTC"])
+def test_an_aware_datetime_without_a_utc_datetime_is_refused_and_nothing_is_lost(collection, value):
+    """Stored as its instant, it could never be read back into Python: refused at push, naming
+    the key; what was recorded before stays."""
+    with collection.new_experiment() as experiment:
+        experiment.push(when=datetime.datetime(1, 1, 1, 14, tzinfo=datetime.timezone(datetime.timedelta(hours=14))))
+        with pytest.raises(UnsupportedValueError, match=r"cannot record key 'when': .* is out of range: in UTC"):
+            experiment.push(when=value)
+        with pytest.raises(UnsupportedValueError, match=r"cannot record key 'info\.when'"):
+            experiment.push(info={"when": value})
+    assert [record["when"] for record in collection.records] == [datetime.datetime(1, 1, 1, tzinfo=datetime.timezone.utc)]
+
+
 def test_a_dict_value_with_a_non_string_key_is_refused():
     """A dict stored as a value needs string keys; the error names the key and the bad inner key."""
     with pytest.raises(UnsupportedValueError, match=r"cannot record key 'config': dict keys must be strings, got 1"):

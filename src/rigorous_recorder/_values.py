@@ -64,7 +64,10 @@ def normalize(key: str, value: Any) -> Any:
     if converted is not _NOT_ARRAY:
         return normalize(key, converted)
     if isinstance(value, _SCALAR_TYPES):
-        return value if kind in _EXACT_SCALAR_TYPES else _plain_scalar(value)
+        value = value if kind in _EXACT_SCALAR_TYPES else _plain_scalar(value)
+        if isinstance(value, datetime.datetime) and value.utcoffset():
+            _check_instant(key, value)
+        return value
     if isinstance(value, bytearray):
         return bytes(value)
     if isinstance(value, (list, tuple)):
@@ -83,6 +86,18 @@ def normalize(key: str, value: Any) -> Any:
 
 
 _NOT_ARRAY = object()
+
+
+def _check_instant(key: str, value: datetime.datetime) -> None:
+    """Refuse an aware datetime whose instant has no UTC datetime (before year 1 or after 9999
+    in UTC): it is stored as that instant, and could never be read back into Python."""
+    try:
+        value.astimezone(datetime.timezone.utc)
+    except OverflowError:
+        raise UnsupportedValueError(
+            f"cannot record key {key!r}: {value.isoformat()} is out of range: in UTC it falls before "
+            "year 1 or after year 9999"
+        ) from None
 
 _EXACT_SCALAR_TYPES = frozenset({bytes, datetime.datetime, datetime.date})
 
