@@ -417,7 +417,10 @@ class ExperimentCollection:
     def _pack(self) -> bool:
         """Gather finished runs that no pack holds into packs, once enough of them wait.
 
-        Returns True when it packed some. Costs a directory listing while too few wait.
+        Returns True when it packed some. Costs a directory listing and the packs' listings
+        while too few wait (the runs of a pack found damaged count as packed there: they are
+        read in place, and packed again once enough other runs wait; checking every pack's pages
+        at each run's finish would cost seconds in every process of a large collection).
         """
         if not self._maintain:
             return False
@@ -426,7 +429,7 @@ class ExperimentCollection:
         if self._catalog is None:
             self._catalog = Catalog(self.path)
         try:
-            if len(os.listdir(self._runs_path)) - len(self._catalog.runs(queryable=True)) < PACK_MIN_RUNS:
+            if len(os.listdir(self._runs_path)) - len(self._catalog.runs()) < PACK_MIN_RUNS:
                 return False
         except OSError:
             return False
