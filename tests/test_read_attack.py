@@ -430,7 +430,7 @@ def test_hostile_studies_read_back_the_same_every_way(fresh, unloaded, loaded, m
 def test_many_hostile_studies_read_back_the_same_every_way(fresh, unloaded, loaded, monkeypatch):
     """The same, over many more studies."""
     readers = (fresh, unloaded, loaded)
-    _examples(12)(given(studies())(lambda plan: _study_reads_back(plan, readers, monkeypatch)))()
+    _examples(6)(given(studies())(lambda plan: _study_reads_back(plan, readers, monkeypatch)))()
 
 
 # -- damage: the damaged run is named, every other run reads whole --------------------------
@@ -678,13 +678,13 @@ def test_running_studies_read_back_as_recorded(unloaded, loaded):
 @pytest.mark.slow
 def test_many_running_studies_read_back_as_recorded(unloaded, loaded):
     """The same, over many more studies."""
-    _examples(8)(given(studies())(lambda plan: _active_study_reads_back(plan, (unloaded, loaded))))()
+    _examples(4)(given(studies())(lambda plan: _active_study_reads_back(plan, (unloaded, loaded))))()
 
 
 # -- many runs of many layouts --------------------------------------------------------------
 
 #: Runs of the many-layouts study, and the runs a pack waits for while it records: more than one pack's worth.
-MANY_RUNS, PACK_AFTER = 16, 10
+MANY_RUNS, PACK_AFTER = 12, 8
 
 
 def _layout_plan(run: int) -> dict[str, Any]:
@@ -743,7 +743,7 @@ def test_a_column_renamed_in_one_footer_damages_its_run_only(damage_study, tmp_p
 
 
 #: Bytes of the damaged run's footer, and of its pages, that the flip sweep flips (one bit each).
-FOOTER_FLIPS, PAGE_FLIPS = 24, 6
+FOOTER_FLIPS, PAGE_FLIPS = 12, 4
 
 
 @pytest.mark.slow
