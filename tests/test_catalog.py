@@ -339,3 +339,24 @@ def test_packing_wide_sparse_runs_takes_what_the_packer_may_hold_not_runs_x_keys
     measured = json.loads(result.stdout)
     assert measured["packed"] is True and len(catalog.Catalog(tmp_path / "study.collection").runs()) == runs + 1
     assert measured["peak_growth"] < 100e6, f"{measured['peak_growth'] / 1e6:.0f} MB"
+
+
+@pytest.mark.parametrize("lie", ["count", "other run's file"])
+def test_a_run_whose_files_disagree_is_never_packed(tmp_path: Path, lie: str) -> None:
+    """A run.json that lies about its count, or a records file copied from another run: the
+    packer leaves the run out (a pack would hide the disagreement), and it is read as damaged."""
+    path = record_study(tmp_path / "study")
+    folders = sorted((path / "runs").iterdir())
+    if lie == "count":
+        info = json.loads((folders[1] / "run.json").read_text())
+        info["records_count"] += 1
+        (folders[1] / "run.json").write_text(json.dumps(info))
+    else:
+        shutil.copyfile(next(folders[0].glob("records-*.parquet")), next(folders[1].glob("records-*.parquet")))
+    pack_now(path)
+    assert packs(path), "nothing was packed"
+    packed = (path / "catalog").glob("pack-*.runs.json")
+    assert not any(folders[1].name in listing_file.read_text() for listing_file in packed)
+    statuses = ExperimentCollection(path, quiet=True).sql("SELECT run_id, status FROM experiments").fetchall()
+    assert dict(statuses)[folders[1].name] == "damaged"
+    assert {status for run, status in statuses if run != folders[1].name} <= {"ok", "error"}

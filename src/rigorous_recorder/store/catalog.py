@@ -354,7 +354,9 @@ def _groups(folders: Iterable[RunFolder]) -> Iterable[list[_Member]]:
                 continue
             path = folder.compacted_path(info)
             schema = read_tree_schema(path)
-            recorders = tree_of(schema, path)["recorders"]
+            tree = tree_of(schema, path)
+            recorders = tree["recorders"]
+            folder.check_records_file(info, path, tree, sum(entry["rows"] for entry in recorders))
             entries = [{"id": entry["id"], "parent": entry["parent"], "rows": entry["rows"],
                         "local_data": {} if entry["id"] == RUN_NODE else entry["local_data"]}  # info has the root's
                        for entry in recorders]
