@@ -38,6 +38,10 @@ BOOKKEEPING_KEYS = (
 
 #: The column of a records file that holds the id of the recorder that committed each row.
 RECORDER_COLUMN = "__recorder__"
+#: The bytes a Parquet file (whose footer is not encrypted) starts and ends with, and the size
+#: of the smallest one: the magic, an empty footer's length (4 bytes), the magic.
+PARQUET_MAGIC = b"PAR1"
+SMALLEST_PARQUET = 2 * len(PARQUET_MAGIC) + 4
 
 # -- file names --------------------------------------------------------------------------
 

@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import DamagedFileError
+from .layout import PARQUET_MAGIC, SMALLEST_PARQUET
 
-#: Bytes at the start and the end of a Parquet file whose footer is not encrypted.
-MAGIC = b"PAR1"
 #: The end of a file: the footer's length (4 bytes, little endian), then the magic.
-_TAIL = 8
+_TAIL = 4 + len(PARQUET_MAGIC)
 #: How much of a file's end one read takes: most footers fit, a larger one takes a second read.
 _FIRST_READ = 64 * 1024
 #: Parquet's physical type numbers of the column chunks whose statistics are decoded as ints.
@@ -57,13 +56,13 @@ def read_footer(path: str | os.PathLike[str]) -> FileFooter:
     not a whole Parquet file, FileNotFoundError when it is gone."""
     with open(path, "rb") as file:
         size = file.seek(0, os.SEEK_END)
-        if size < len(MAGIC) + _TAIL:
+        if size < SMALLEST_PARQUET:
             raise DamagedFileError(path, f"not a rigorous_recorder file: not readable as Parquet ({size} bytes)")
         start = max(0, size - _FIRST_READ)
         file.seek(start)
         tail = file.read()
-        length = int.from_bytes(tail[-_TAIL:-len(MAGIC)], "little")
-        if tail[-len(MAGIC):] != MAGIC or length > size - len(MAGIC) - _TAIL:
+        length = int.from_bytes(tail[-_TAIL:-len(PARQUET_MAGIC)], "little")
+        if tail[-len(PARQUET_MAGIC):] != PARQUET_MAGIC or length > size - len(PARQUET_MAGIC) - _TAIL:
             raise DamagedFileError(path, "not a rigorous_recorder file: not readable as Parquet (no Parquet footer at its end)")
         if length > len(tail) - _TAIL:
             file.seek(size - _TAIL - length)

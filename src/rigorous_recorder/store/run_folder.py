@@ -27,11 +27,13 @@ from .layout import (
     FORMAT_VERSION,
     HEARTBEAT_FILE,
     JOURNAL_FOLDER,
+    PARQUET_MAGIC,
     RUN_FILE,
     RUN_NODE,
     STATUSES,
     DAMAGED,
     RUNNING,
+    SMALLEST_PARQUET,
     bookkeeping,
     is_records_name,
     journal_key,
@@ -305,18 +307,17 @@ def _check_parquet(path: str) -> None:
         descriptor = os.open(path, os.O_RDONLY)
         try:
             size = os.fstat(descriptor).st_size
-            head, tail = os.pread(descriptor, 4, 0), os.pread(descriptor, 4, max(size - 4, 0))
+            head = os.pread(descriptor, len(PARQUET_MAGIC), 0)
+            tail = os.pread(descriptor, len(PARQUET_MAGIC), max(size - len(PARQUET_MAGIC), 0))
         finally:
             os.close(descriptor)
     except FileNotFoundError:
         raise DamagedFileError(path, "missing") from None
     except OSError as error:
         raise DamagedFileError(path, f"cannot be read ({error.strerror or error})") from None
-    if size < 12 or head != _PARQUET_MAGIC or tail != _PARQUET_MAGIC:
+    if size < SMALLEST_PARQUET or head != PARQUET_MAGIC or tail != PARQUET_MAGIC:
         raise DamagedFileError(path, "not a whole Parquet file (truncated or overwritten)")
 
-
-_PARQUET_MAGIC = b"PAR1"
 
 
 def _frames(journals: list[Path], problems: list[str]) -> Iterator[tuple[bytes, bytes]]:
