@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +192,41 @@ def test_packs_of_an_earlier_format_are_removed_and_their_runs_packed_again(tmp_
     assert not [name for name in old if (path / "catalog" / name).exists()]
     assert len(packs(path)) == 2
     assert answers(path) == before
+
+
+def test_packs_of_the_format_before_are_removed_and_their_runs_packed_again(tmp_path: Path) -> None:
+    path = record_study(tmp_path / "study")
+    before = answers(path)
+    pack_now(path)
+    old = packs(path)
+    for data in old:  # whole listings, of the format before this one (whose files list no layout)
+        runs = data.with_name(data.name.replace(".parquet", ".runs.json"))
+        listed = json.loads(runs.read_text().partition("\n")[2])
+        text = json.dumps({**listed, "format": listed["format"] - 1})
+        runs.write_text(f"{zlib.crc32(text.encode()):08x}\n{text}")
+    assert answers(path) == before  # read in place meanwhile
+    pack_now(path)
+    assert not [p for p in (path / "catalog").iterdir() if p.name.split(".")[0] in {data.stem for data in old}]
+    assert len(packs(path)) == 2
+    assert answers(path) == before
+
+
+def test_a_fresh_reader_of_packed_runs_loads_no_pyarrow(tmp_path: Path) -> None:
+    """The packer remembers the pages it wrote as checked, and each pack file lists its layout:
+    a later process reads packs by their footers, as it reads runs' records files."""
+    path = record_study(tmp_path / "study")
+    pack_now(path)
+    before = answers(path)
+    for records_file in path.glob("runs/*/records-*.parquet"):
+        records_file.unlink()  # read from the packs alone
+    script = ("import sys\nfrom rigorous_recorder import ExperimentCollection\n"
+              "collection = ExperimentCollection(sys.argv[1], quiet=True, recover=False)\n"
+              f"print(repr([collection.sql(query).fetchall() for query in {QUERIES!r}]))\n"
+              "print(sorted(name for name in ('pyarrow', 'numpy') if name in sys.modules))\n")
+    shown, loaded = subprocess.run([sys.executable, "-I", "-c", script, str(path)], capture_output=True, text=True,
+                                   check=True).stdout.splitlines()
+    assert shown == repr(before[:len(QUERIES)])
+    assert loaded == "[]"
 
 
 def test_two_packers_at_once_count_each_run_once(tmp_path: Path) -> None:

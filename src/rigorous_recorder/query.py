@@ -101,9 +101,11 @@ class Part:
     in_memory: str | None = None  # the temporary table its files' rows were copied into
 
     @classmethod
-    def of_pack(cls, footer: Footer, schema: pa.Schema, runs: int) -> Part:
-        """A file of a pack (its run index column last) holding ``runs`` runs."""
-        layout = layout_of(schema)
+    def of_pack(cls, footer: Footer | None, runs: int) -> Part:
+        """A file of a pack (its run index column last; its footer, known once the pack is
+        checked) holding ``runs`` runs."""
+        assert footer is not None, "a pack is read once checked"
+        layout = footer.layout
         return cls(layout, stored_columns(layout[:-1]), [footer], sources=runs, run_index=len(layout) - 1)
 
     @property
@@ -153,8 +155,8 @@ class PackTrees:
     @classmethod
     def of(cls, pack: Pack) -> PackTrees:
         runs = len(pack.runs)
-        return cls(Part.of_pack(Footer.read(pack.entries), pack.entries_schema, runs),
-                   Part.of_pack(Footer.read(pack.lineage), pack.lineage_schema, runs), pack.keys, pack.experiment_keys)
+        return cls(Part.of_pack(pack.entries_footer, runs), Part.of_pack(pack.lineage_footer, runs), pack.keys,
+                   pack.experiment_keys)
 
     def follow(self, records: Part) -> None:
         """Take the source ids and runs of the pack's records part."""
@@ -190,7 +192,7 @@ def _sources(runs: Runs, connection: duckdb.DuckDBPyConnection,
             elif folder.id in packed:
                 run = packed[folder.id]
                 if run.pack.path not in by_pack:
-                    part = Part.of_pack(Footer.read(run.pack.path), run.pack.schema, len(run.pack.runs))
+                    part = Part.of_pack(run.pack.footer, len(run.pack.runs))
                     by_pack[run.pack.path] = (part, [], PackTrees.of(run.pack))
                     parts.append(by_pack[run.pack.path][:2])
                 _, members, trees = by_pack[run.pack.path]

@@ -17,9 +17,11 @@ describe its runs:
 * ``.lineage.parquet``: each recorder that holds records, its data merged with its
   ancestors' (the run's bookkeeping keys at the root).
 
+Each Parquet file of a pack lists its layout in its metadata, so that a query reads its footer
+without pyarrow, as it reads a records file's.
 A pack is listed only when its records file is there and its listing is whole; it is queried
 only when its three Parquet files are whole too (every page checked against its checksum,
-once per process).
+once per file signature, remembered with the collection's checked records files).
 
 The catalog is a cache; the run folders stay the truth. A run is taken from a pack only while
 its run.json is the one that was packed (same inode, size and modification time) and its
@@ -49,8 +51,10 @@ from typing import TYPE_CHECKING, Any
 from .._files import atomic_write_text, temporary_path_beside
 from .._values import from_json, to_json
 from ..errors import DamagedFileError
-from .layout import CATALOG_FOLDER, CATALOG_LOCK, EXPERIMENT_NODE, RUN_NODE, RUNNING, bookkeeping
+from .footer import PACK_LAYOUT_KEY, Footer
+from .layout import CATALOG_FOLDER, CATALOG_LOCK, EXPERIMENT_NODE, RECORDER_COLUMN, RUN_NODE, RUNNING, bookkeeping
 from .run_folder import RunFolder, Signature
+from .verified import VerifiedFiles, verified_files
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -84,7 +88,7 @@ PACK_MIN_RUNS = 64
 #: The column of a pack that holds each row's run index: a name no key can have.
 RUN_INDEX_COLUMN = ""
 _PREFIX, _DATA, _LISTING, _ENTRIES, _LINEAGE = "pack-", ".parquet", ".runs.json", ".entries.parquet", ".lineage.parquet"
-_PACK_FORMAT = 2
+_PACK_FORMAT = 3  # 3: each Parquet file lists its layout
 
 
 @dataclass
@@ -114,7 +118,7 @@ class PackedRun:
 @dataclass
 class Pack:
     """One pack: its records file, the entries and lineage files of its runs' trees (each
-    file's schema, known once the pack is checked, has the run index column last), its runs
+    file's footer, known once the pack is checked, has the run index column last), its runs
     in index order, and the keys of their recorders' and experiment recorders' data, each with
     the index of the first run that holds it."""
 
@@ -122,9 +126,9 @@ class Pack:
     keys: list[tuple[str, int]]
     experiment_keys: list[tuple[str, int]]
     runs: list[PackedRun]
-    schema: pa.Schema | None = None
-    entries_schema: pa.Schema | None = None
-    lineage_schema: pa.Schema | None = None
+    footer: Footer | None = None
+    entries_footer: Footer | None = None
+    lineage_footer: Footer | None = None
     queryable: bool | None = None  # None: not checked yet
 
     @property
@@ -137,18 +141,19 @@ class Pack:
         """The file of each recorder's merged data."""
         return self.path.with_name(self.path.name[:-len(_DATA)] + _LINEAGE)
 
-    def check(self) -> bool:
+    def check(self, verified: VerifiedFiles) -> bool:
         """True when the pack's Parquet files are whole and fit its listing: every page read and
-        checked once per process (DuckDB does not check them; a damaged pack must never spoil
-        a query)."""
+        checked once per file signature (DuckDB does not check them; a damaged pack must never
+        spoil a query), what passed remembered in ``verified``."""
         if self.queryable is None:
             self.queryable = False
             try:
-                self.entries_schema, self.lineage_schema, self.schema = (
-                    _checked_schema(path) for path in (self.entries, self.lineage, self.path))
-            except (OSError, ValueError, DamagedFileError):
+                self.entries_footer, self.lineage_footer, self.footer = (
+                    _checked_footer(path, verified) for path in (self.entries, self.lineage, self.path))
+            except (OSError, DamagedFileError):
                 return False
-            self.queryable = [key for key, _ in self.keys] == self.entries_schema.names[:-2]  # its key columns
+            key_columns = [name for name, _, _ in self.entries_footer.layout[:-2]]
+            self.queryable = [key for key, _ in self.keys] == key_columns
         return self.queryable
 
 
@@ -157,6 +162,7 @@ class Catalog:
 
     def __init__(self, collection: Path) -> None:
         self.path = collection / CATALOG_FOLDER
+        self._verified = verified_files(collection)
         self._packs: dict[str, Pack | None] = {}  # by file name; None: unreadable, ignored
 
     def runs(self, queryable: bool = False) -> dict[str, PackedRun]:
@@ -171,7 +177,7 @@ class Catalog:
                        for name in names}
         packed: dict[str, PackedRun] = {}
         for pack in self._packs.values():
-            if pack is not None and (not queryable or pack.check()):
+            if pack is not None and (not queryable or pack.check(self._verified)):
                 packed.update((run.id, run) for run in pack.runs)
         return packed
 
@@ -187,8 +193,8 @@ class Catalog:
         try:
             self.path.mkdir(exist_ok=True)
             with FileLock(self.path / CATALOG_LOCK, timeout=0):
-                self._remove_leftovers()
                 done = self.runs(queryable=True)  # what another process packed meanwhile; a stale copy does not count
+                self._remove_leftovers()
                 return sum(self._write(group) for group in _groups(
                     folder for folder, _ in waiting
                     if folder.id not in done or done[folder.id].signature != folder.info_signature()))
@@ -198,11 +204,13 @@ class Catalog:
     def _remove_leftovers(self) -> None:
         """Delete what a packer killed midway left (temporary files, a pack's first files
         without its records file, which is written last) and packs of an earlier format (no
-        listing of this format); call with the catalog lock."""
+        listing, or one of an earlier format); call with the catalog lock, after :meth:`runs`."""
         names = set(os.listdir(self.path))
+        earlier = {stem for stem, pack in self._packs.items() if pack is None and _of_earlier_format(self.path, stem)}
         for name in names:
             stem = name.split(".")[0]
-            if name.endswith(".tmp") or name.startswith(_PREFIX) and not {stem + _DATA, stem + _LISTING} <= names:
+            if name.endswith(".tmp") or name.startswith(_PREFIX) and (
+                    stem in earlier or not {stem + _DATA, stem + _LISTING} <= names):
                 (self.path / name).unlink(missing_ok=True)
 
     def _write(self, members: list[_Member]) -> int:
@@ -272,6 +280,7 @@ class Catalog:
         _write_parquet(self.path / (name + _ENTRIES), _data_table(entries))
         _write_parquet(self.path / (name + _LINEAGE), _data_table(merged))
         os.replace(records.temporary, self.path / (name + _DATA))  # last: the pack is complete
+        self._verified.written(*(self.path / (name + suffix) for suffix in (_ENTRIES, _LINEAGE, _DATA)))
         return len(members)
 
 
@@ -299,7 +308,7 @@ def _data_table(rows: list[tuple[int, int, dict[str, Any]]]) -> pa.Table:
     fields += [RECORDER_FIELD, pa.field(RUN_INDEX_COLUMN, pa.int32())]
     arrays += [int32_array(array("i", [node_id for _, node_id, _ in rows])),
                int32_array(array("i", [index for index, _, _ in rows]))]
-    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+    return pa.Table.from_arrays(arrays, schema=_with_layout(pa.schema(fields)))
 
 
 def _packable(info: dict[str, Any]) -> bool:
@@ -448,7 +457,7 @@ class _PackRecords:
         import pyarrow.parquet as pq
 
         self.stem = stem
-        self.schema = schema.append(pa.field(RUN_INDEX_COLUMN, pa.int32()))
+        self.schema = _with_layout(schema.append(pa.field(RUN_INDEX_COLUMN, pa.int32())))
         self._types = dict(zip(self.schema.names, self.schema.types))
         self.members: list[_Member] = []
         self.row_groups = 0
@@ -530,14 +539,29 @@ class _PackRecords:
             self.temporary.unlink(missing_ok=True)
 
 
-def _read_listing(folder: Path, name: str) -> Pack | None:
-    """A pack as its listing describes it, or None when the listing is not whole."""
+def _listing(folder: Path, name: str) -> Any:
+    """The listing of pack ``name`` (JSON); OSError or ValueError when it is not whole."""
+    with open(folder / (name + _LISTING), "rb") as file:
+        crc, _, text = file.read().partition(b"\n")
+    if int(crc, 16) != zlib.crc32(text):
+        raise ValueError(f"{folder / (name + _LISTING)} fails its CRC")
+    return from_json(text.decode("utf-8"))
+
+
+def _of_earlier_format(folder: Path, name: str) -> bool:
+    """True when pack ``name``'s listing is whole and of an earlier format (a pack whose listing
+    is damaged or of a later format stays, ignored)."""
     try:
-        with open(folder / (name + _LISTING), "rb") as file:
-            crc, _, text = file.read().partition(b"\n")
-        if int(crc, 16) != zlib.crc32(text):
-            return None
-        listing = from_json(text.decode("utf-8"))
+        found = _listing(folder, name)["format"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return type(found) is int and found < _PACK_FORMAT
+
+
+def _read_listing(folder: Path, name: str) -> Pack | None:
+    """A pack as its listing describes it, or None when the listing is not whole or of another format."""
+    try:
+        listing = _listing(folder, name)
         if listing["format"] != _PACK_FORMAT:
             return None
         pack = Pack(folder / (name + _DATA), _first_runs(listing["keys"]), _first_runs(listing["experiment_keys"]), [])
@@ -569,17 +593,22 @@ def _first_runs(pairs: Any) -> list[tuple[str, int]]:
     return [(key, run) for key, run in pairs]
 
 
-def _checked_schema(path: Path) -> pa.Schema:
-    """The schema of a pack's Parquet file, every page of it read and checked; ValueError
-    (DamagedFileError among them) when it is not a whole file of a pack."""
-    from .tree_file import check_every_page, is_records_file_schema
-    from .verified import check_duckdb_reads
+def _with_layout(schema: pa.Schema) -> pa.Schema:
+    """``schema`` (of a pack's Parquet file) with its layout in its metadata."""
+    from .._kinds import layout_of
 
-    schema = check_every_page(path)
-    check_duckdb_reads(path)
-    if schema.names[-1] != RUN_INDEX_COLUMN or not is_records_file_schema(schema.remove(len(schema) - 1)):
-        raise ValueError(f"{path} is not a file of a pack")
-    return schema
+    return schema.with_metadata({PACK_LAYOUT_KEY: to_json(layout_of(schema)).encode("utf-8")})
+
+
+def _checked_footer(path: Path, verified: VerifiedFiles) -> Footer:
+    """The footer of a pack's Parquet file, every page of it checked (once per file signature);
+    DamagedFileError when it is not a whole file of a pack."""
+    footer = Footer.read(path)
+    columns = [(name, arrow_type) for name, arrow_type, _ in footer.layout]
+    if columns[-1:] != [(RUN_INDEX_COLUMN, "int32")] or (RECORDER_COLUMN, "int32") not in columns:
+        raise DamagedFileError(path, "not a file of a pack: no run index or recorder id column")
+    verified.check(path)
+    return footer
 
 
 def _write_parquet(path: Path, table: pa.Table) -> None:

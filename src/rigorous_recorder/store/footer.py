@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 TREE_KEY = b"rigorous_recorder.tree"
 #: The version of the tree's format.
 TREE_FORMAT = 2
+#: The key of a pack file's Parquet metadata that holds its layout (JSON), as a tree lists a
+#: records file's: a pack's files hold many runs' rows, so no tree.
+PACK_LAYOUT_KEY = b"rigorous_recorder.pack_layout"
 #: The key under which Parquet writers keep the Arrow schema, whose metadata holds a second copy of the tree.
 ARROW_SCHEMA_KEY = b"ARROW:schema"
 
@@ -101,6 +104,7 @@ class Footer:
         self.rows = sum(rows for rows, _ in footer.row_groups)
         self._names = footer.names
         self._tree_text = footer.metadata.get(TREE_KEY)
+        self._pack_layout_text = footer.metadata.get(PACK_LAYOUT_KEY)
         self._arrow_schema = footer.metadata.get(ARROW_SCHEMA_KEY)
         self._statistics: list[ColumnStatistics] = []
         for rows, chunks in footer.row_groups:
@@ -131,23 +135,33 @@ class Footer:
 
     @cached_property
     def layout(self) -> Layout:
-        """The layout the tree lists; a file written before trees listed it is asked of pyarrow."""
-        columns = self.tree.get("columns")
-        if columns is None:
-            from .._kinds import layout_of
-            from .tree_file import read_tree_schema
+        """The layout its metadata lists: a pack's file's, or else the tree's; a records file
+        written before trees listed it is asked of pyarrow."""
+        listing = "tree" if self._pack_layout_text is None else "layout"
+        if self._pack_layout_text is not None:
+            if self._arrow_schema is not None and not _holds(self._arrow_schema, self._pack_layout_text):
+                raise DamagedFileError(self.path, "its layout metadata is damaged (its two copies in the footer differ)")
+            try:
+                columns = from_json(self._pack_layout_text.decode("utf-8"))
+            except ValueError as error:
+                raise DamagedFileError(self.path, f"its layout metadata is damaged ({error!r})") from None
+        else:
+            columns = self.tree.get("columns")
+            if columns is None:
+                from .._kinds import layout_of
+                from .tree_file import read_tree_schema
 
-            return layout_of(read_tree_schema(self.path))
+                return layout_of(read_tree_schema(self.path))
         try:
             layout = tuple((str(name), str(arrow_type), None if kind is None else str(kind))
                            for name, arrow_type, kind in columns)
         except (TypeError, ValueError) as error:
-            raise DamagedFileError(self.path, f"its tree metadata is damaged (columns: {error!r})") from None
+            raise DamagedFileError(self.path, f"its {listing} metadata is damaged (columns: {error!r})") from None
         named = [name for name, _, _ in layout]
         if named != self._names:  # DuckDB reads files of one layout by these names
             differ = next((pair for pair in zip(named, self._names) if pair[0] != pair[1]), (len(named), len(self._names)))
-            raise DamagedFileError(self.path, f"its Parquet schema names its columns otherwise than its tree "
-                                              f"({differ[1]!r} where the tree has {differ[0]!r})")
+            raise DamagedFileError(self.path, f"its Parquet schema names its columns otherwise than its {listing} "
+                                              f"({differ[1]!r} where the {listing} has {differ[0]!r})")
         return layout
 
 

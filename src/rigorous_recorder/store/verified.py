@@ -1,14 +1,15 @@
-"""Records files whose every page passed its checksum, remembered by file signature.
+"""Parquet files whose every page passed its checksum, remembered by file signature.
 
-DuckDB reads Parquet without checking page checksums, so a run's records file is checked
-(every page read by pyarrow, a few columns at a time) before any query reads it in place, and
+DuckDB reads Parquet without checking page checksums, so a run's records file or a pack's file
+is checked (every page read by pyarrow, a few columns at a time) before any query reads it, and
 read by DuckDB itself (its footer, every page header): a file only DuckDB refuses would fail
 every query over the files of its layout. A check is done once per file
 signature: inode, size, modification time and change time. ``os.utime`` can set the
 modification time back but not the change time, so any write to the file after its check
 makes it checked again. A run's own process counts the file it finished the run with as passed
-(it computed the checksums of those very pages). What passed is kept in memory for the process, and in
-``<collection>/verified.json`` for the next processes; that file is a cache only:
+(it computed the checksums of those very pages), a packer the files of its packs. What passed
+is kept in memory for the process, and in ``<collection>/verified.json`` for the next
+processes; that file is a cache only:
 deleting it loses nothing, a damaged one is ignored (and rewritten), and a reader that must
 not write (``recover=False``) reads it but keeps what it checks in memory.
 """
@@ -44,7 +45,7 @@ def file_signature(path: str | os.PathLike[str]) -> FileSignature:
 
 
 class VerifiedFiles:
-    """The records files of one collection whose pages passed their checksums."""
+    """The records and pack files of one collection whose pages passed their checksums."""
 
     def __init__(self, collection: str) -> None:
         self.cache = Path(collection, VERIFIED_FILE)
@@ -76,18 +77,18 @@ class VerifiedFiles:
             self._passed.add((name, signature))
             self._unsaved = True
 
-    def written(self, path: str | os.PathLike[str]) -> None:
-        """Remember a records file this process has just written as passed, and save: its page
-        checksums were computed from the very pages written, so the next reader need not read
-        it back (a later write to it changes its signature)."""
-        path = os.fspath(path)
-        try:
-            signature = file_signature(path)
-        except OSError:
-            return
-        with self._lock:
-            self._passed.add((self._name(path), signature))
-            self._unsaved = True
+    def written(self, *paths: str | os.PathLike[str]) -> None:
+        """Remember files this process has just written (a run's records file, a pack's files)
+        as passed, and save: their page checksums were computed from the very pages written, so
+        the next reader need not read them back (a later write to one changes its signature)."""
+        for path in map(os.fspath, paths):
+            try:
+                signature = file_signature(path)
+            except OSError:
+                continue
+            with self._lock:
+                self._passed.add((self._name(path), signature))
+                self._unsaved = True
         self.save()
 
     def _name(self, path: str) -> str:
