@@ -122,6 +122,23 @@ def test_a_damaged_footer_damages_its_run_only(recorded, tmp_path):
     assert collection.sql("SELECT count(*) FROM records").fetchall() == [(5 + 1 + MANY,)]
 
 
+def test_a_tree_entry_of_the_wrong_shape_damages_its_run_only(recorded, tmp_path):
+    copy = tmp_path / "shape.collection"
+    shutil.copytree(recorded.with_suffix(".collection"), copy)
+    first = sorted(copy.glob("runs/*/records-*.parquet"))[0]
+
+    def count_as_text(tree: dict) -> None:
+        entry = next(entry for entry in tree["recorders"] if entry["rows"])
+        entry["rows"] = str(entry["rows"])
+
+    _rewritten(first, count_as_text)  # both copies of the tree, and every page, whole
+    collection = ExperimentCollection(copy, quiet=True)
+    statuses = collection.sql("SELECT experiment_number, status, error FROM experiments ORDER BY 1").fetchall()
+    assert [status for _, status, _ in statuses] == ["damaged", "ok", "ok"]
+    assert first.name in statuses[0][2] and "tree metadata is damaged" in statuses[0][2]
+    assert collection.sql("SELECT count(*) FROM records").fetchall() == [(5 + 1 + MANY,)]
+
+
 def _as_pyarrow_reads(path: Path) -> tuple[list, dict, list]:
     """What pyarrow reads of the footer at ``path``, as :func:`read_footer` gives it."""
     metadata = pq.read_metadata(path)

@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 from .._files import atomic_write_text, temporary_path_beside
 from .._values import from_json, to_json
 from ..errors import DamagedFileError
-from .footer import PACK_LAYOUT_KEY, Footer
+from .footer import PACK_LAYOUT_KEY, Footer, tree_rows
 from .layout import CATALOG_FOLDER, CATALOG_LOCK, EXPERIMENT_NODE, RECORDER_COLUMN, RUN_NODE, RUNNING, bookkeeping
 from .run_folder import RunFolder, Signature
 from .verified import VerifiedFiles, verified_files
@@ -364,11 +364,11 @@ def _groups(folders: Iterable[RunFolder]) -> Iterable[list[_Member]]:
             path = folder.compacted_path(info)
             schema = read_tree_schema(path)
             tree = tree_of(schema, path)
-            recorders = tree["recorders"]
-            folder.check_records_file(info, path, tree, sum(entry["rows"] for entry in recorders))
+            records = tree_rows(tree)
+            folder.check_records_file(info, path, tree, records)
             entries = [{"id": entry["id"], "parent": entry["parent"], "rows": entry["rows"],
                         "local_data": {} if entry["id"] == RUN_NODE else entry["local_data"]}  # info has the root's
-                       for entry in recorders]
+                       for entry in tree["recorders"]]
         except (DamagedFileError, OSError, pa.ArrowException):
             continue
         if before is None or folder.info_signature() != before:
@@ -376,7 +376,7 @@ def _groups(folders: Iterable[RunFolder]) -> Iterable[list[_Member]]:
         layout = _layout_key(schema)
         group = groups.setdefault(layout, [])
         group.append(_Member(folder, info, before, entries, path, layout))
-        rows[layout] = rows.get(layout, 0) + sum(entry["rows"] for entry in entries)
+        rows[layout] = rows.get(layout, 0) + records
         if len(group) >= PACK_RUNS or rows[layout] >= PACK_RECORDS:
             yield groups.pop(layout)
             del rows[layout]

@@ -40,10 +40,17 @@ def parse_tree(text: bytes, path: Path | str | None = None) -> dict[str, Any]:
     try:
         tree = from_json(text.decode("utf-8"))
         for entry in tree["recorders"]:
-            entry["id"], entry["parent"], entry["local_data"], entry["rows"]  # noqa: B018 - must be there
+            if type(entry["id"]) is not int or type(entry["rows"]) is not int or type(entry["local_data"]) is not dict \
+                    or entry["parent"] is not None and type(entry["parent"]) is not int:
+                raise TypeError(f"a recorder entry of the wrong shape: {entry!r}"[:200])
     except (ValueError, KeyError, TypeError) as error:
         raise DamagedFileError(path, f"its tree metadata is damaged ({error!r})") from None
     return tree
+
+
+def tree_rows(tree: dict[str, Any]) -> int:
+    """The records a tree counts, its recorders' together."""
+    return sum(entry["rows"] for entry in tree["recorders"])
 
 
 def lineages(entries: Sequence[dict[str, Any]], root_data: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -166,13 +166,14 @@ class RunFolder:
 
     def compacted_nodes(self, info: dict[str, Any]) -> dict[int, TreeNode]:
         """The recorders of the compacted records file by id; their records load on first use."""
+        from .footer import tree_rows
         from .tree_file import read_tree_file
 
         path = self.compacted_path(info)
         if path is None:
             return {}
         tree, nodes = read_tree_file(path)
-        self.check_records_file(info, path, tree, sum(entry["rows"] for entry in tree["recorders"]))
+        self.check_records_file(info, path, tree, tree_rows(tree))
         return {node.id: node for node in nodes}
 
     def check_records_file(self, info: dict[str, Any], path: Path, tree: dict[str, Any], rows: int) -> None:
