@@ -16,6 +16,7 @@ not write (``recover=False``) reads it but keeps what it checks in memory.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -152,8 +153,15 @@ def _current(path: Path, signature: FileSignature) -> bool:
 
 #: Columns DuckDB reads at once when it checks a file (a wide file's values are never all held).
 _DUCKDB_WINDOW = 256
-_duckdb: list[duckdb.DuckDBPyConnection] = []  # the connection of this process's checks, once made
-_duckdb_lock = threading.Lock()
+_duckdb_lock = threading.Lock()  # one check at a time on the connection
+
+
+@functools.cache
+def _check_connection() -> duckdb.DuckDBPyConnection:
+    """The DuckDB connection of this process's checks, made on first use."""
+    import duckdb
+
+    return duckdb.connect(config={"threads": 1})
 
 
 def check_duckdb_reads(path: str | os.PathLike[str]) -> None:
@@ -166,13 +174,12 @@ def check_duckdb_reads(path: str | os.PathLike[str]) -> None:
 
     scan = f"read_parquet({quote_literal(os.fspath(path))})"
     with _duckdb_lock:
-        if not _duckdb:
-            _duckdb.append(duckdb.connect(config={"threads": 1}))
+        connection = _check_connection()
         try:
-            names = [row[0] for row in _duckdb[0].execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()]
+            names = [row[0] for row in connection.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()]
             for first in range(0, len(names), _DUCKDB_WINDOW):
                 hashes = ", ".join(f"max(hash({quote_name(name)}))" for name in names[first:first + _DUCKDB_WINDOW])
-                _duckdb[0].execute(f"SELECT {hashes} FROM {scan}").fetchall()
+                connection.execute(f"SELECT {hashes} FROM {scan}").fetchall()
         except duckdb.Error as error:
             raise DamagedFileError(path, f"DuckDB cannot read it ({error})") from None
 
