@@ -2,7 +2,7 @@
 a collection of thousands of runs reads a few files instead of thousands.
 
 ``catalog/pack-<time>-<id>.parquet`` holds the records of up to :data:`PACK_RUNS` finished
-runs whose records files share one schema, each row tagged with its run's index in the pack
+runs whose records files have the same columns (in any order), each row tagged with its run's index in the pack
 (a column named ``""``, a name no key can have). Three smaller files, written before it,
 describe its runs:
 
@@ -384,11 +384,13 @@ def _groups(folders: Iterable[RunFolder]) -> Iterable[list[_Member]]:
 
 
 def _layout_key(schema: pa.Schema) -> bytes:
-    """What tells the layout of a records file of ``schema`` from another: a digest, not the
-    layout itself (runs of many distinct wide layouts wait to be packed together)."""
+    """What tells the columns of a records file of ``schema`` from another's, their order aside
+    (a pack takes each run's columns by name: runs whose keys first came in another order share
+    one): a digest, not the layout itself (runs of many distinct wide layouts wait to be packed
+    together)."""
     from .._kinds import layout_of
 
-    return hashlib.sha256(repr(layout_of(schema)).encode("utf-8")).digest()
+    return hashlib.sha256(repr(sorted(layout_of(schema))).encode("utf-8")).digest()
 
 
 def _read_member(member: _Member) -> _Read | None:
