@@ -486,6 +486,43 @@ def test_as_many_runs_open_as_the_file_limit_allows_finish_and_pack_whole(tmp_pa
     assert len(packed_ids(path)) >= PACK_MIN_RUNS
 
 
+#: Records the stalled writer flushed before it stalled.
+STALLED_RECORDS = 3_000
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="a stalled writer of another host is recovered under it, then its "
+                                       "finish() overwrites the recovery: see the report of E3")
+def test_a_writer_of_another_host_stalled_past_the_heartbeat_timeout_loses_nothing(tmp_path):
+    """A writer on host ``other`` flushes 3,000 records and stalls (SIGSTOP) longer than a reader's
+    heartbeat timeout; the reader, on this host, recovers its run as crashed. The writer then
+    wakes and finishes: its records must survive, whether its finish() succeeds or says why not
+    (today it says "done", and the run reads ok with 0 records: recovery deleted the journal the
+    writer still held, and the writer's compaction replaced the recovered records file)."""
+    from rigorous_recorder import ExperimentCollection
+
+    prefix = other_host()
+    if not prefix:
+        pytest.skip("unshare --uts is not permitted here")
+    path, log = tmp_path / "study", tmp_path / "w.log"
+    writer = write(path, log, "w", 1, "--hold", "--records", str(STALLED_RECORDS), prefix=prefix)
+    assert writer.wait_for("holding")
+    os.kill(writer.process.pid, signal.SIGSTOP)
+    time.sleep(1.5)
+    (run,) = ExperimentCollection(path, quiet=True, heartbeat_timeout=1.0).runs  # recovers it
+    assert (run["status"], run["records_count"]) == ("crashed", STALLED_RECORDS)
+    os.kill(writer.process.pid, signal.SIGCONT)
+    writer.go_on()
+    writer.end()
+    truth = Truth.of([log])
+    TALLY["runs recorded"] += 1
+    reader = ExperimentCollection(path, quiet=True, recover=False)
+    ((count,),) = reader.sql("SELECT count(*) FROM records").fetchall()
+    (status,) = (run["status"] for run in reader.runs)
+    TALLY["runs lost"] += count < STALLED_RECORDS
+    assert count == STALLED_RECORDS, f"{count} of {STALLED_RECORDS} records, status {status}, log {truth}"
+
+
 # -- the victims (this file run as a script) ---------------------------------------------------
 
 
