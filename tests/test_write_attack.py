@@ -491,14 +491,12 @@ STALLED_RECORDS = 3_000
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="a stalled writer of another host is recovered under it, then its "
-                                       "finish() overwrites the recovery: see the report of E3")
 def test_a_writer_of_another_host_stalled_past_the_heartbeat_timeout_loses_nothing(tmp_path):
     """A writer on host ``other`` flushes 3,000 records and stalls (SIGSTOP) longer than a reader's
     heartbeat timeout; the reader, on this host, recovers its run as crashed. The writer then
-    wakes and finishes: its records must survive, whether its finish() succeeds or says why not
-    (today it says "done", and the run reads ok with 0 records: recovery deleted the journal the
-    writer still held, and the writer's compaction replaced the recovered records file)."""
+    wakes and finishes: its finish() says the run was taken over, and the run keeps its records
+    (it said "done", and the run read ok with 0 records: recovery deleted the journal the writer
+    still held, and the writer's compaction replaced the recovered records file)."""
     from rigorous_recorder import ExperimentCollection
 
     prefix = other_host()
@@ -513,14 +511,16 @@ def test_a_writer_of_another_host_stalled_past_the_heartbeat_timeout_loses_nothi
     assert (run["status"], run["records_count"]) == ("crashed", STALLED_RECORDS)
     os.kill(writer.process.pid, signal.SIGCONT)
     writer.go_on()
-    writer.end()
+    code, stderr = writer.end()
+    assert code != 0 and "StorageError: experiment run " in stderr and "was taken over" in stderr, stderr[-2000:]
     truth = Truth.of([log])
     TALLY["runs recorded"] += 1
     reader = ExperimentCollection(path, quiet=True, recover=False)
     ((count,),) = reader.sql("SELECT count(*) FROM records").fetchall()
     (status,) = (run["status"] for run in reader.runs)
     TALLY["runs lost"] += count < STALLED_RECORDS
-    assert count == STALLED_RECORDS, f"{count} of {STALLED_RECORDS} records, status {status}, log {truth}"
+    assert (status, count) == ("crashed", STALLED_RECORDS), f"{count} of {STALLED_RECORDS} records, log {truth}"
+    assert not truth.done
 
 
 # -- the victims (this file run as a script) ---------------------------------------------------
