@@ -4,7 +4,6 @@ pack that is stale, damaged or half-written never changes what a reader sees."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import signal

@@ -12,6 +12,11 @@ What a flush wrote survives a kill -9.
 A write that fails (a full disk) keeps its frames in memory and retries them first at the
 next flush; until one succeeds, the run's recorders refuse new rows with a
 :class:`~rigorous_recorder.errors.StorageError` naming the run and the cause.
+
+After each write, and before the run is finished, run.json is read back: once another process
+took the run over (a reader on another host found its heartbeat stale and recovered it), the
+store writes nothing more and refuses rows the same way, so that finishing never replaces the
+records the recovery kept.
 """
 
 from __future__ import annotations
@@ -28,10 +33,10 @@ import pyarrow as pa
 from .._columns import build_batch
 from .._hotpath import COMPILED
 from .._values import to_json
-from ..errors import RecorderError, RecorderTreeError, StorageError
+from ..errors import DamagedFileError, RecorderError, RecorderTreeError, StorageError
 from .base import RecordStore
 from .journal import BATCH, HEADER_SIZE, Frame, JournalWriter, batch_frame, decode_batch, tree_frame
-from .layout import RECORDER_COLUMN, RUN_NODE, journal_name
+from .layout import RECORDER_COLUMN, RUN_NODE, RUNNING, journal_name
 from .run_folder import RunFolder
 from .tree_file import RECORDER_FIELD, TreeNode, int32_array, recorder_counts, tag, untag
 
@@ -72,6 +77,7 @@ class RunStore(RecordStore):
         self._journal: JournalWriter | None = None
         self._part = 0
         self._closed = False
+        self._taken_over: StorageError | None = None  # set once run.json says another process took the run
         self._stop = threading.Event()
         self._interval = flush_interval
         self._flusher = self._start_flusher()
@@ -194,9 +200,11 @@ class RunStore(RecordStore):
             self.flush()
             if self._journal is not None:
                 self._journal.sync()
+            self._check_still_recording()  # else finishing would replace what the recovery kept
         except (StorageError, OSError):
-            self._stop.clear()
-            self._flusher = self._start_flusher()
+            if self._taken_over is None:
+                self._stop.clear()
+                self._flusher = self._start_flusher()
             raise
         with self._flushing, self.lock:
             self._closed = True
@@ -222,6 +230,9 @@ class RunStore(RecordStore):
         }
 
     def _append(self, frames: list[tuple[bytes, pa.RecordBatch | None]]) -> None:
+        if self._taken_over is not None:
+            self._unwritten = frames
+            raise self._taken_over
         try:
             if self._journal is None:
                 self.folder.journal.mkdir(exist_ok=True)
@@ -246,6 +257,29 @@ class RunStore(RecordStore):
                 located = Frame(BATCH, path, offset, len(frame) - HEADER_SIZE)
                 for node_id in recorder_counts(batch):
                     self._frames.setdefault(node_id, []).append(located)
+        self._check_still_recording()
+
+    def _check_still_recording(self) -> None:
+        """Raise StorageError (from now on) once run.json no longer says that this session
+        records the run: another process recovered it (its heartbeat looked stale from another
+        host: a stalled process, or clocks that disagree) or resumed it. A journal the recovery
+        deleted takes writes without a word, and finishing would replace its records file."""
+        if self._taken_over is None:
+            try:
+                info = self.folder.read_info()
+            except DamagedFileError:
+                return  # unreadable now: readers report that; recording goes on
+            if info["status"] == RUNNING and info["session"] == self._session:
+                return
+            self._taken_over = StorageError(
+                f"experiment run {self.folder.id} was taken over by another process while this one recorded "
+                f"it: its run.json now says {info['status']!r}, session {info['session']} (a reader on "
+                f"another host found its heartbeat older than that reader's heartbeat_timeout: a stalled "
+                f"process, or clocks that disagree). The run keeps the records flushed before then; nothing "
+                f"more is written to it: resume it (collection.resume({self.folder.id!r})) to record more"
+            )
+        self.failure = self._taken_over
+        raise self._taken_over
 
     def _decoded(self, frame: Frame) -> pa.RecordBatch:
         batch = self._cache.get(frame)
@@ -280,7 +314,8 @@ class RunStore(RecordStore):
             except StorageError:
                 pass  # handed to the recording thread through ``failure``; retried next time
             try:
-                self.folder.touch_heartbeat()
+                if self._taken_over is None:  # a run taken over is another process's to mark
+                    self.folder.touch_heartbeat()
             except OSError:
                 pass  # a full disk: the pid check still tells readers on this host
 
