@@ -38,6 +38,7 @@ from .store.layout import (
     FAILED,
     FORMAT_VERSION,
     NUMBERING_LOCK,
+    RECOVERED_SESSION,
     RUNNING,
     RUNS_FOLDER,
     SUFFIX,
@@ -252,13 +253,19 @@ class ExperimentCollection:
         """Mark a dead run crashed, keeping every record on disk (call with the numbering lock).
 
         ``info`` was read before its process was found gone: run.json is read again, since the
-        process may have finished the run in between (it can change nothing now).
+        process may have finished the run in between (it can change nothing now). Before its
+        journals are read, run.json claims the session: a process found gone by its heartbeat
+        alone (another host's, stalled) may still be writing, and learns at its next write that
+        the run was taken over, so nothing it counts as written goes to a journal this recovery
+        has read and is about to delete.
         """
         info = folder.read_info()
         if info["status"] != RUNNING:
             (self.path / ACTIVE_FOLDER / folder.id).unlink(missing_ok=True)
             return info
         end = max((path.stat().st_mtime for path in folder.path.rglob("*") if path.is_file()), default=time.time())
+        info = {**info, RECOVERED_SESSION: info["session"]}
+        folder.write_info(info)
         info = folder.compact({
             **info, "status": CRASHED, "had_error": True, "experiment_end_time": end,
             "experiment_duration": end - info["experiment_start_time"],

@@ -135,7 +135,9 @@ class JournalWriter:
         self._torn = False
 
     def append(self, frames: list[bytes]) -> list[int]:
-        """Write ``frames`` to the operating system (then they survive a kill -9).
+        """Write ``frames`` to the disk: then they survive a kill -9 and a power loss, and a
+        process on another host reads them (a shared filesystem's client may hold written
+        data until a sync: a recovery there would miss it).
 
         Returns the offset of each frame's payload. After an error nothing counts as written.
         """
@@ -151,15 +153,12 @@ class JournalWriter:
                 data = memoryview(frame)
                 while data:
                     data = data[os.write(self._fd, data):]
+            os.fsync(self._fd)
         except BaseException:
             self._torn = True
             raise
         self._size = position
         return offsets
-
-    def sync(self) -> None:
-        """Make the written frames survive a power loss, too."""
-        os.fsync(self._fd)
 
     def close(self) -> None:
         """Close the file."""

@@ -21,6 +21,9 @@ FORMAT_VERSION = 2
 RUNNING, OK, ERROR, CRASHED, DAMAGED = "running", "ok", "error", "crashed", "damaged"
 STATUSES = (RUNNING, OK, ERROR, CRASHED, DAMAGED)
 FAILED = frozenset({ERROR, CRASHED})
+#: The key of run.json by which a recovery claims a running run's session before it reads the
+#: journal: from then on that session's process (stalled on another host) writes nothing.
+RECOVERED_SESSION = "recovered_session"
 
 #: The node id of a run's root recorder, which holds the bookkeeping keys, and of the
 #: experiment recorder below it, which holds the experiment info.

@@ -7,7 +7,7 @@ recorders that committed, the batches they sealed, and the tree entries of new o
 recorders. That takes microseconds per recorder that committed, whatever the size of the tree.
 The rows are then turned into Arrow batches, each recorder's in commit order, and appended to
 the one journal file of this session, outside the lock: ``push()`` never waits for the disk.
-What a flush wrote survives a kill -9.
+What a flush wrote survives a kill -9 and a power loss (the journal is synced at each write).
 
 A write that fails (a full disk) keeps its frames in memory and retries them first at the
 next flush; until one succeeds, the run's recorders refuse new rows with a
@@ -16,7 +16,8 @@ next flush; until one succeeds, the run's recorders refuse new rows with a
 After each write, and before the run is finished, run.json is read back: once another process
 took the run over (a reader on another host found its heartbeat stale and recovered it), the
 store writes nothing more and refuses rows the same way, so that finishing never replaces the
-records the recovery kept.
+records the recovery kept. A recovery claims the session in run.json (``recovered_session``)
+before it reads the journal, so a write this check lets pass is one the recovery reads.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from .._values import to_json
 from ..errors import DamagedFileError, RecorderError, RecorderTreeError, StorageError
 from .base import RecordStore
 from .journal import BATCH, HEADER_SIZE, Frame, JournalWriter, batch_frame, decode_batch, tree_frame
-from .layout import RECORDER_COLUMN, RUN_NODE, RUNNING, journal_name
+from .layout import RECORDER_COLUMN, RECOVERED_SESSION, RUN_NODE, RUNNING, journal_name
 from .run_folder import RunFolder
 from .tree_file import RECORDER_FIELD, TreeNode, int32_array, recorder_counts, tag, untag
 
@@ -197,9 +198,7 @@ class RunStore(RecordStore):
         if self._flusher is not threading.current_thread():
             self._flusher.join()
         try:
-            self.flush()
-            if self._journal is not None:
-                self._journal.sync()
+            self.flush()  # (each write of the journal is synced)
             self._check_still_recording()  # else finishing would replace what the recovery kept
         except (StorageError, OSError):
             if self._taken_over is None:
@@ -269,11 +268,13 @@ class RunStore(RecordStore):
                 info = self.folder.read_info()
             except DamagedFileError:
                 return  # unreadable now: readers report that; recording goes on
-            if info["status"] == RUNNING and info["session"] == self._session:
+            ours = info["status"] == RUNNING and info["session"] == self._session
+            if ours and info.get(RECOVERED_SESSION) != self._session:
                 return
+            state = "it is being recovered" if ours else f"{info['status']!r}, session {info['session']}"
             self._taken_over = StorageError(
                 f"experiment run {self.folder.id} was taken over by another process while this one recorded "
-                f"it: its run.json now says {info['status']!r}, session {info['session']} (a reader on "
+                f"it: its run.json now says {state} (a reader on "
                 f"another host found its heartbeat older than that reader's heartbeat_timeout: a stalled "
                 f"process, or clocks that disagree). The run keeps the records flushed before then; nothing "
                 f"more is written to it: resume it (collection.resume({self.folder.id!r})) to record more"
