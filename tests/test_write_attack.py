@@ -447,7 +447,6 @@ def test_packing_on_a_full_disk_fails_alone_and_succeeds_once_space_is_freed(sma
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="compaction's OSError escapes finish() bare: see the report of E3")
 def test_finish_on_a_full_disk_raises_a_storage_error_naming_the_run(small_disk):
     """finish() that cannot write the run's records file raises what its docstring promises, a
     StorageError naming the run, not pyarrow's bare "Error writing bytes to file"; nothing is lost."""

@@ -278,8 +278,16 @@ class ExperimentCollection:
         return info
 
     def finished(self, experiment: Experiment, info: dict[str, Any]) -> dict[str, Any]:
-        """Store the end of ``experiment`` (called by ``Experiment.finish``); returns its final info."""
-        info = experiment.folder.compact(info)
+        """Store the end of ``experiment`` (called by ``Experiment.finish``); returns its final info.
+        Raises StorageError naming the run when its records file or run.json cannot be written
+        (a full disk): its records stay in its journal, and its run.json says running."""
+        try:
+            info = experiment.folder.compact(info)
+        except OSError as error:
+            raise StorageError(
+                f"cannot finish experiment run {experiment.id}: writing its records file in {experiment.folder.path} "
+                f"failed ({error}); its records stay in its journal: finish() again once writing works, or the run "
+                "is recovered as crashed with them") from error
         (self.path / ACTIVE_FOLDER / experiment.id).unlink(missing_ok=True)
         if info.get("records") is not None and self._maintain:
             from .store.verified import verified_files
