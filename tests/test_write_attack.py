@@ -311,17 +311,22 @@ def test_kill_9_between_a_packs_trees_and_its_records_loses_and_doubles_nothing(
     assert packing_trial(waiting, tmp_path / "trial", "rename", None, crashed=False) == []
 
 
+def midway(point: str, chooser: random.Random) -> str:
+    """``point``, at one of the runs for the step done run by run (``read:N``: the Nth run read)."""
+    return f"{point}:{chooser.randint(1, PACK_MIN_RUNS - 1)}" if point == "read" else point
+
+
 @pytest.mark.slow
 def test_kill_9_anywhere_in_packing_and_in_the_next_recovery_and_packing(tmp_path, waiting):
     """The 64th finish() killed at steps of the packer and at random moments, the next process
     killed inside recovery or its own packing: nothing lost, nothing counted twice."""
     chooser = random.Random(SEED)
-    trials = max(1, 2 * DEPTH)
-    victim_points: list[str | float] = [*chooser.sample(PACK_POINTS, min(trials, len(PACK_POINTS))),
-                                        *(chooser.uniform(0.0, 0.6) for _ in range(max(0, trials - len(PACK_POINTS))))]
+    steps = chooser.sample(PACK_POINTS, min(DEPTH, len(PACK_POINTS)))  # and as many random moments, at least
+    victim_points: list[str | float] = [*steps, *(chooser.uniform(0.0, 0.6) for _ in range(2 * DEPTH - len(steps)))]
+    victim_points = [midway(point, chooser) if isinstance(point, str) else point for point in victim_points]
     problems = []
-    for index, victim_point in enumerate(victim_points):
-        cleaner_point = chooser.choice((*PACK_POINTS, *RECOVERY_POINTS))
+    for index, victim_point in enumerate(victim_points):  # the first next process killed inside recovery
+        cleaner_point = midway(chooser.choice((*PACK_POINTS, *RECOVERY_POINTS)), chooser) if index else RECOVERY_POINTS[0]
         problems += packing_trial(waiting, tmp_path / str(index), victim_point, cleaner_point)
     assert problems == [], f"seed {SEED}"
 
