@@ -315,14 +315,23 @@ def wide_records(path: Path, keys: int = 400) -> list[tuple[Any, ...]]:
         f"SELECT experiment_number, step, {columns} FROM records ORDER BY experiment_number, step").fetchall()
 
 
+@pytest.fixture(scope="module")
+def wide_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[Any, ...]]]:
+    """Six unpacked runs of 400 keys (:func:`record_wide_study`), read back whole from their
+    folders, recorded once: each test packs a copy."""
+    path = tmp_path_factory.mktemp("wide") / "study"
+    expected = record_wide_study(path, runs=6)
+    assert wide_records(path.with_suffix(".collection")) == expected
+    return path.with_suffix(".collection"), expected
+
+
 @pytest.mark.parametrize("limits", ["the library's", "a row group a run, two a pack"])
 def test_wide_sparse_runs_are_packed_and_read_back_value_for_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                  limits: str) -> None:
+                                                                  wide_study, limits: str) -> None:
     """Runs of 400 keys, one in each record, packed (their columns held as pieces, not as
     400 x 600 cells each): read from the packs alone, every value comes back in its place."""
-    expected = record_wide_study(tmp_path / "study", runs=6)
-    path = tmp_path / "study.collection"
-    assert wide_records(path) == expected
+    template, expected = wide_study
+    path = shutil.copytree(template, tmp_path / template.name)
     if limits != "the library's":  # a run costs ~50,000 cells (~1,200 pieces), the pack 404 columns
         monkeypatch.setattr(catalog, "PACK_CELLS", 2 * 75_000)
         monkeypatch.setattr(catalog, "PACK_COLUMN_CHUNKS", 1_000)

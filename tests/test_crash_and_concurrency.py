@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,6 +52,21 @@ def crashed_collection(
     return ExperimentCollection(tmp_path / "study", quiet=True)
 
 
+@pytest.fixture(scope="module")
+def killed_after_flush(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A collection whose only run was killed after ``collection.flush()`` of FLUSHED records,
+    never opened since: each test opens its own copy (opening recovers the run)."""
+    path = tmp_path_factory.mktemp("killed") / "study"
+    kill_when_ready(start_worker(path, "flush", FLUSHED, NO_AUTOMATIC_FLUSH))
+    return path
+
+
+def copy_of(template: Path, tmp_path: Path) -> Path:
+    """A copy of the collection at ``template`` in ``tmp_path``, under the same name."""
+    shutil.copytree(template.with_suffix(".collection"), (tmp_path / template.name).with_suffix(".collection"))
+    return tmp_path / template.name
+
+
 def assert_clean_prefix(collection: ExperimentCollection) -> None:
     """The run's records are index 0..k-1 in order, with k at least FLUSHED."""
     indexes = [record["index"] for record in collection.records]
@@ -61,9 +77,9 @@ def assert_clean_prefix(collection: ExperimentCollection) -> None:
 # -- durability ----------------------------------------------------------------------------
 
 
-def test_collection_flush_survives_sigkill_as_a_clean_prefix(tmp_path):
+def test_collection_flush_survives_sigkill_as_a_clean_prefix(tmp_path, killed_after_flush):
     """After ``collection.flush()`` a SIGKILL keeps every flushed record, in order, with no gap."""
-    assert_clean_prefix(crashed_collection(tmp_path, "flush"))
+    assert_clean_prefix(ExperimentCollection(copy_of(killed_after_flush, tmp_path), quiet=True))
 
 
 def test_recorder_flush_survives_sigkill_as_a_clean_prefix(tmp_path):
@@ -81,33 +97,32 @@ def test_flush_interval_is_configurable(tmp_path):
     assert_clean_prefix(crashed_collection(tmp_path, "wait", flush_interval=0.1))
 
 
-def test_killed_run_is_marked_crashed_with_had_error(tmp_path):
+def test_killed_run_is_marked_crashed_with_had_error(tmp_path, killed_after_flush):
     """The killed run's run.json says status "crashed" and had_error=True, and so do its records."""
-    collection = crashed_collection(tmp_path, "flush")
+    collection = ExperimentCollection(copy_of(killed_after_flush, tmp_path), quiet=True)
     (run,) = collection.runs
     assert (run["status"], run["had_error"], run["experiment_number"], run["error_number"]) == ("crashed", True, 1, 1)
     assert {record["had_error"] for record in collection.records} == {True}
     assert run["records_count"] == len(collection)
 
 
-def test_quiet_collection_recovers_a_killed_run_silently(tmp_path, capsys):
+def test_quiet_collection_recovers_a_killed_run_silently(tmp_path, capsys, killed_after_flush):
     """Opening with quiet=True marks the killed run crashed without printing anything."""
-    collection = crashed_collection(tmp_path, "flush")
+    collection = ExperimentCollection(copy_of(killed_after_flush, tmp_path), quiet=True)
     assert collection.runs[0]["status"] == "crashed"
     assert capsys.readouterr() == ("", "")
 
 
-def test_loud_collection_reports_a_recovered_crash_on_stderr(tmp_path, capsys):
+def test_loud_collection_reports_a_recovered_crash_on_stderr(tmp_path, capsys, killed_after_flush):
     """Opening without quiet says on stderr that the killed run crashed and its flushed records are kept."""
-    kill_when_ready(start_worker(tmp_path / "study", "flush", FLUSHED, NO_AUTOMATIC_FLUSH))
-    collection = ExperimentCollection(tmp_path / "study")
+    collection = ExperimentCollection(copy_of(killed_after_flush, tmp_path))
     run_id = collection.runs[0]["id"]
     assert capsys.readouterr().err.endswith(f"experiment 1 ({run_id}) crashed; its 5,000 flushed records are kept\n")
 
 
-def test_killed_run_leaves_one_readable_parquet_file(tmp_path):
+def test_killed_run_leaves_one_readable_parquet_file(tmp_path, killed_after_flush):
     """Opening the collection compacts the killed run into one Parquet file that pyarrow reads whole."""
-    collection = crashed_collection(tmp_path, "flush")
+    collection = ExperimentCollection(copy_of(killed_after_flush, tmp_path), quiet=True)
     (run,) = collection.runs
     folder = collection.path / "runs" / run["id"]
     assert sorted(path.name for path in folder.iterdir()) == ["records-1.parquet", "run.json"]
@@ -124,9 +139,9 @@ def test_run_after_a_crash_takes_the_failed_run_number(tmp_path):
     assert statuses(collection) == [(1, 1, "crashed"), (1, 2, "crashed"), (1, 0, "ok")]
 
 
-def test_crashed_run_can_be_resumed_to_append_records(tmp_path):
+def test_crashed_run_can_be_resumed_to_append_records(tmp_path, killed_after_flush):
     """A killed run reopened with resume() keeps its number and appends after its surviving records."""
-    collection = crashed_collection(tmp_path, "flush")
+    collection = ExperimentCollection(copy_of(killed_after_flush, tmp_path), quiet=True)
     run = collection.runs[0]
     kept = run["records_count"]
     with collection.resume(run["id"]) as recorder:

@@ -7,6 +7,8 @@ same whether it was split in Python (a tree's data, a JSON text column) or in SQ
 from __future__ import annotations
 
 import datetime
+import functools
+import itertools
 import math
 import zoneinfo
 from pathlib import Path
@@ -59,6 +61,16 @@ def _lists(items: st.SearchStrategy[Any], depth: int) -> st.SearchStrategy[Any]:
     return items
 
 
+@functools.cache
+def _connection() -> duckdb.DuckDBPyConnection:
+    """One DuckDB connection for every read here (a new one costs ~30 ms, most of an example)."""
+    return duckdb.connect()
+
+
+#: Numbers the files written, so that no read can meet an earlier example's file under its name.
+_FILE_NUMBERS = itertools.count()
+
+
 def _read_back_as_duckdb_json(folder: Path, values: list[Any]) -> tuple[str | None, list[str | None]]:
     """Store ``values`` as a records file stores one key's column; the column's kind (None
     when it is JSON text) and DuckDB's JSON text of each value."""
@@ -67,10 +79,10 @@ def _read_back_as_duckdb_json(folder: Path, values: list[Any]) -> tuple[str | No
         return None, []
     table = pa.table({"k": array})
     (column,) = stored_columns(layout_of(table.schema))  # as the views see a records file's column
-    path = folder / "column.parquet"
+    path = folder / f"column-{next(_FILE_NUMBERS)}.parquet"
     pq.write_table(table, path)
-    rows = duckdb.connect().execute(f"SELECT {_to_json_sql('c0', column.kind, column.zone)} "
-                                    "FROM read_parquet(?) AS t(c0)", [str(path)]).fetchall()
+    rows = _connection().execute(f"SELECT {_to_json_sql('c0', column.kind, column.zone)} "
+                                 "FROM read_parquet(?) AS t(c0)", [str(path)]).fetchall()
     return column.kind, [text for (text,) in rows]
 
 
