@@ -322,8 +322,6 @@ def midway(point: str, chooser: random.Random) -> str:
     return f"{point}:{chooser.randint(1, PACK_MIN_RUNS - 1)}" if point == "read" else point
 
 
-@pytest.mark.xfail(strict=True, reason="leftovers are removed only by a packer, which waits for 64 runs: "
-                                       "see the report of E3")
 def test_what_a_packer_killed_after_its_first_pack_left_is_removed_by_the_next_process(tmp_path, waiting):
     """The 64th finish() packs the runs of two layouts as two packs; killed while writing the
     second, it leaves that pack's temporary file (as large as the pack, up to tens of MB). The

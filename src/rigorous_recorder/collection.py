@@ -433,7 +433,7 @@ class ExperimentCollection:
         """Gather finished runs that no pack holds into packs, once enough of them wait.
 
         Returns True when it packed some. Costs a directory listing and the packs' listings
-        while too few wait (the runs of a pack found damaged count as packed there: they are
+        while too few wait, then deletes what a packer killed midway left, if any (the runs of a pack found damaged count as packed there: they are
         read in place, and packed again once enough other runs wait; checking every pack's pages
         at each run's finish would cost seconds in every process of a large collection).
         """
@@ -445,6 +445,7 @@ class ExperimentCollection:
             self._catalog = Catalog(self.path)
         try:
             if len(os.listdir(self._runs_path)) - len(self._catalog.runs()) < PACK_MIN_RUNS:
+                self._catalog.tidy()
                 return False
         except OSError:
             return False

@@ -164,15 +164,18 @@ class Catalog:
         self.path = collection / CATALOG_FOLDER
         self._verified = verified_files(collection)
         self._packs: dict[str, Pack | None] = {}  # by file name; None: unreadable, ignored
+        self._left_over = False  # whether the last listing showed what a packer killed midway left
 
     def runs(self, queryable: bool = False) -> dict[str, PackedRun]:
         """Every packed run by id, from the newest pack that holds it (``queryable``: among the
         packs whose records and trees are whole, which is checked on first use)."""
         try:
-            names = sorted(name[:-len(_DATA)] for name in os.listdir(self.path)
-                           if name.startswith(_PREFIX) and name.endswith(_DATA) and name.count(".") == 1)
+            listed = set(os.listdir(self.path))
         except OSError:
-            names = []
+            listed = set()
+        self._left_over = bool(_leftovers(listed))
+        names = sorted(name[:-len(_DATA)] for name in listed
+                       if name.startswith(_PREFIX) and name.endswith(_DATA) and name.count(".") == 1)
         self._packs = {name: self._packs[name] if name in self._packs else _read_listing(self.path, name)
                        for name in names}
         packed: dict[str, PackedRun] = {}
@@ -201,17 +204,28 @@ class Catalog:
         except (Timeout, OSError, pa.ArrowException):
             return 0  # another process packs, or the disk is full or read-only: runs are read in place
 
+    def tidy(self) -> None:
+        """Delete what a packer killed midway left, when the last :meth:`runs` saw some and no
+        packer is at work (packing, which deletes it too, waits for :data:`PACK_MIN_RUNS` runs:
+        a temporary file as large as a pack would stay till then)."""
+        if not self._left_over:
+            return
+        from filelock import FileLock, Timeout
+
+        try:
+            with FileLock(self.path / CATALOG_LOCK, timeout=0):
+                self._remove_leftovers()
+        except (Timeout, OSError):
+            pass  # a packer is at work (its files are no leftovers), or the disk is read-only
+
     def _remove_leftovers(self) -> None:
-        """Delete what a packer killed midway left (temporary files, a pack's first files
-        without its records file, which is written last) and packs of an earlier format (no
-        listing, or one of an earlier format); call with the catalog lock, after :meth:`runs`."""
+        """Delete what a packer killed midway left and packs of an earlier format (no listing,
+        or one of an earlier format); call with the catalog lock, after :meth:`runs`."""
         names = set(os.listdir(self.path))
         earlier = {stem for stem, pack in self._packs.items() if pack is None and _of_earlier_format(self.path, stem)}
-        for name in names:
-            stem = name.split(".")[0]
-            if name.endswith(".tmp") or name.startswith(_PREFIX) and (
-                    stem in earlier or not {stem + _DATA, stem + _LISTING} <= names):
-                (self.path / name).unlink(missing_ok=True)
+        for name in _leftovers(names, earlier):
+            (self.path / name).unlink(missing_ok=True)
+        self._left_over = False
 
     def _write(self, members: list[_Member]) -> int:
         """Write ``members`` (runs of one layout) into packs, in their order, as few as a pack's
@@ -539,6 +553,19 @@ class _PackRecords:
             self._writer.close()
         finally:
             self.temporary.unlink(missing_ok=True)
+
+
+def _leftovers(names: set[str], earlier: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """Among the catalog's file ``names``, what a packer killed midway left (temporary files, a
+    pack's first files without its records file, which is written last) and the files of the
+    packs ``earlier`` (stems)."""
+    found = []
+    for name in names:
+        stem = name.split(".")[0]
+        if name.endswith(".tmp") or name.startswith(_PREFIX) and (
+                stem in earlier or not {stem + _DATA, stem + _LISTING} <= names):
+            found.append(name)
+    return found
 
 
 def _listing(folder: Path, name: str) -> Any:
