@@ -21,6 +21,7 @@ import json
 import math
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -37,6 +38,10 @@ if TYPE_CHECKING:
 FORMATS = ("csv", "json", "parquet")
 _EXTENSIONS = {".csv": "csv", ".json": "json", ".parquet": "parquet", ".pq": "parquet"}
 _BATCH_ROWS = 64 * 1024
+#: The commands that query, run in a worker thread so that Ctrl-C reaches them (see _run).
+_QUERYING = frozenset({"ls", "show", "sql", "export", "plot"})
+#: Seconds an interrupted command gets to stop its query and remove its partial output.
+_INTERRUPT_WAIT = 5.0
 
 
 class CommandError(Exception):
@@ -172,10 +177,23 @@ def command_ui(args: argparse.Namespace) -> None:
 # -- helpers -----------------------------------------------------------------------------
 
 
+_opened: list[ExperimentCollection] = []  # what this command opened: the queries Ctrl-C stops
+
+
 def _open(path: str, recover: bool = True) -> Any:
     from .collection import ExperimentCollection
 
-    return ExperimentCollection(path, quiet=True, create=False, recover=recover)
+    collection = ExperimentCollection(path, quiet=True, create=False, recover=recover)
+    _opened.append(collection)
+    return collection
+
+
+def _stop_queries() -> None:
+    """Interrupt the DuckDB queries of the collections this command opened."""
+    for collection in _opened:
+        connection = getattr(getattr(collection, "_query_cache", None), "connection", None)
+        if connection is not None:
+            connection.interrupt()
 
 
 def _rows(relation: Any) -> list[dict[str, Any]]:
@@ -427,8 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0, or 2 after an error)."""
     args = build_parser().parse_args(argv)
+    _opened.clear()
     try:
-        args.function(args)
+        _run(args)
     except BrokenPipeError:  # `... | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
@@ -439,7 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rigorous-recorder {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"rigorous-recorder {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # noqa: BLE001 - the command line never prints a traceback
         duckdb = sys.modules.get("duckdb")  # a bad query; imported only by commands that query
@@ -450,6 +469,34 @@ def main(argv: Sequence[str] | None = None) -> int:
               "please report it with the command you ran", file=sys.stderr)
         return 2
     return 0
+
+
+def _run(args: argparse.Namespace) -> None:
+    """Run the command; one that queries runs in a worker thread, because DuckDB returns to Python only
+    when a query ends: Ctrl-C reaches this thread at once, stops the queries and raises KeyboardInterrupt."""
+    if args.command not in _QUERYING:
+        args.function(args)
+        return
+    failures: list[BaseException] = []
+    done = threading.Event()  # not Thread.join: a join that Ctrl-C interrupts marks a running thread stopped
+
+    def work() -> None:
+        try:
+            args.function(args)
+        except BaseException as error:  # noqa: BLE001 - raised again in the main thread
+            failures.append(error)
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name=f"rigorous-recorder {args.command}", daemon=True).start()
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        _stop_queries()
+        done.wait(_INTERRUPT_WAIT)
+        raise
+    if failures:
+        raise failures[0]
 
 
 def _one_line(error: BaseException) -> str:
