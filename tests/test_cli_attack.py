@@ -188,6 +188,29 @@ def test_odd_types_print_in_a_table_and_write_to_csv_and_json(study, tmp_path):
         assert "1267650600228229401496703205376" in (tmp_path / f"odd.{fmt}").read_text()
 
 
+def test_parquet_output_of_an_interval_names_the_column_and_leaves_no_file(study, tmp_path):
+    """Parquet has no interval type: one line naming the column; no empty file is left."""
+    output = tmp_path / "odd.parquet"
+    result = run("sql", study, "SELECT 1 AS n, INTERVAL 3 DAY AS wait", "-o", output)
+    assert_one_line_error(result, "column 'wait'", "interval")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_write_keeps_the_file_that_was_there(study, tmp_path):
+    """-o over an existing file: a write that fails leaves it as it was."""
+    output = tmp_path / "result.csv"
+    output.write_text("precious\n")
+    failing = "SELECT CASE WHEN range < 100000 THEN range ELSE error('boom') END AS n FROM range(300000)"
+    assert_one_line_error(run("sql", study, failing, "-o", output), "boom")
+    assert output.read_text() == "precious\n" and list(tmp_path.iterdir()) == [output]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_names_the_output(study):
+    assert_one_line_error(run("sql", study, "SELECT * FROM records", "--format", "csv", "-o", "/dev/full"),
+                          "No space left on device", "'/dev/full'")
+
+
 # -- hostile arguments -------------------------------------------------------------------------
 
 
@@ -237,7 +260,7 @@ def test_stdout_closed_early_exits_quietly(args, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("command", ["sql"])
+@pytest.mark.parametrize("command", ["sql", "export"])
 def test_ctrl_c_stops_a_long_query_at_once(command, study, tmp_path):
     """SIGINT while DuckDB runs a query: the query stops, one line, exit 130, no partial output file."""
     output = tmp_path / "out.csv"

@@ -16,6 +16,7 @@ SQL, unknown column) becomes one line on stderr and exit code 2, never a traceba
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -295,18 +296,42 @@ def _write(relation: Any, output: str | None, fmt: str, quiet: bool = False, tot
     if not isinstance(bar, _Bar) and total is not None:
         bar.total = total()
     count = 0
-    with bar:
+    with bar, _replacing(output) as path:
         if fmt == "parquet":
-            count = _write_parquet(reader, output, bar)
+            count = _write_parquet(reader, path, bar)
         else:
-            stream = sys.stdout if output is None else open(output, "w", encoding="utf-8", newline="")  # noqa: SIM115
+            stream = sys.stdout if path is None else open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115
             try:
                 writer = _write_csv if fmt == "csv" else _write_json
                 count = writer(reader, stream, bar)
             finally:
-                if output is not None:
+                if path is not None:
                     stream.close()
     return count
+
+
+@contextlib.contextmanager
+def _replacing(output: str | None) -> Iterator[str | None]:
+    """The path to write ``output`` through: a temporary file renamed over it once whole, so that a failed
+    or interrupted write leaves no partial file and an existing file as it was (a device or a pipe is
+    written directly). An OSError names ``output``."""
+    if output is None:
+        yield None
+        return
+    target = Path(output)
+    direct = target.exists() and not target.is_file()
+    temporary = target if direct else target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        yield str(temporary)
+        if not direct:
+            os.replace(temporary, target)
+    except OSError as error:  # pyarrow raises a query's error while streaming as an OSError without errno
+        if error.errno is not None and error.filename in (None, str(temporary)):
+            raise OSError(error.errno, error.strerror, output) from error
+        raise
+    finally:
+        if not direct:
+            temporary.unlink(missing_ok=True)
 
 
 def _write_parquet(reader: Any, output: str, bar: Any) -> int:
@@ -314,6 +339,10 @@ def _write_parquet(reader: Any, output: str, bar: Any) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    intervals = [field.name for field in reader.schema if pa.types.is_interval(field.type)]
+    if intervals:
+        raise CommandError(f"parquet has no interval type: column {', '.join(map(repr, intervals))}; "
+                           "cast it to VARCHAR, or write csv or json")
     fields = [pa.field(field.name, pa.string()) if pa.types.is_null(field.type) else field for field in reader.schema]
     schema = pa.schema(fields)
     count = 0
