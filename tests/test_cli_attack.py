@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import resource
 import shutil
 import signal
@@ -108,6 +109,51 @@ def test_every_command_refuses_a_path_that_is_not_a_collection(command, kind, tm
 
 
 # -- damaged runs -----------------------------------------------------------------------------
+
+
+def truncate_records(folder: Path) -> str:
+    records = next(folder.glob("records-*.parquet"))
+    with open(records, "r+b") as file:
+        file.truncate(100)
+    return records.name
+
+
+def break_run_json(folder: Path) -> str:
+    (folder / "run.json").write_text("{broken")
+    return "run.json"
+
+
+def delete_records(folder: Path) -> str:
+    records = next(folder.glob("records-*.parquet"))
+    records.unlink()
+    return records.name
+
+
+def delete_run_json(folder: Path) -> str:
+    (folder / "run.json").unlink()
+    return "run.json"
+
+
+@pytest.mark.parametrize("damage", [truncate_records, break_run_json, delete_records, delete_run_json])
+def test_a_damaged_run_is_listed_with_its_file_and_the_others_answer(damage, study, tmp_path):
+    """ls, show and sql name the damaged file; the other runs' records are all there; exit 0."""
+    path = copy_of(study, tmp_path)
+    name = damage(second_run_folder(path))
+    listing = run("ls", path)
+    assert (listing.returncode, listing.stderr) == (0, "")
+    lines = listing.stdout.splitlines()
+    assert re.fullmatch(rf" +2 +damaged +\S+{re.escape(name)}: .+", lines[3]), lines[3]
+    assert re.fullmatch(r" +1 +0  ok +\S+ \S+ +\d+ms +6  model=mlp", lines[2]), lines[2]  # numbers right-aligned
+    shown = run("show", path, 2)
+    assert shown.returncode == 0
+    assert re.fullmatch(r"experiment 2, run 000002-\w+: damaged", shown.stdout.splitlines()[0]), shown.stdout
+    assert name in shown.stdout.splitlines()[1]
+    counts = run("sql", path, "SELECT experiment_number, count(*) FROM records GROUP BY ALL ORDER BY 1")
+    assert [line.split() for line in counts.stdout.splitlines()[2:4]] == [["1", "6"], ["3", "6"]]
+    exported = run("export", path, "-o", tmp_path / "out.csv")
+    assert exported.returncode == 0 and (tmp_path / "out.csv").read_text().count("\n") == 1 + 12
+    for command in ("plot", "recover"):
+        assert run(*arguments(command, path, tmp_path)).returncode == 0
 
 
 @pytest.fixture
@@ -209,6 +255,19 @@ def test_a_failed_write_keeps_the_file_that_was_there(study, tmp_path):
 def test_a_full_disk_names_the_output(study):
     assert_one_line_error(run("sql", study, "SELECT * FROM records", "--format", "csv", "-o", "/dev/full"),
                           "No space left on device", "'/dev/full'")
+
+
+def test_control_characters_in_values_and_names_are_escaped(tmp_path):
+    """A value or key holding ESC or a newline cannot recolour the terminal or break the table's lines."""
+    collection = ExperimentCollection(tmp_path / "study", quiet=True)
+    with collection.new_experiment(note="\x1b[31mred") as experiment:
+        experiment.push(**{"loss\nkey": 1.0, "text": "two\nlines\x1b[2J"})
+    for args in (["ls"], ["show", "1"], ["sql", 'SELECT "loss\nkey", text, note FROM records']):
+        result = run(args[0], tmp_path / "study", *args[1:])
+        assert result.returncode == 0 and "\x1b" not in result.stdout, result.stdout
+        assert "\\x1b[31mred" in result.stdout
+    table = run("sql", tmp_path / "study", 'SELECT "loss\nkey", text FROM records').stdout.splitlines()
+    assert table[0].split() == ["loss\\nkey", "text"] and table[2].split() == ["1.0", "two\\nlines\\x1b[2J"]
 
 
 # -- hostile arguments -------------------------------------------------------------------------

@@ -83,13 +83,16 @@ def command_show(args: argparse.Namespace) -> None:
         raise CommandError(f"no experiment {args.number} in {str(collection.path)!r} ({known})")
     blocks = []
     for info in runs:
-        header = (f"experiment {info['experiment_number']} (error {info['error_number']}), run {info['id']}: "
-                  f"{info['status']}, started {_when(info['experiment_start_time'])}, "
-                  f"took {_duration(info.get('experiment_duration'))}")
+        errors = "" if info["error_number"] is None else f" (error {info['error_number']})"
+        header = f"experiment {info['experiment_number']}{errors}, run {info['id']}: {info['status']}"
+        if info["experiment_start_time"] is not None:
+            header += f", started {_when(info['experiment_start_time'])}"
+        if info.get("experiment_duration") is not None:
+            header += f", took {_duration(info['experiment_duration'])}"
         lines = [header] + ([f"error: {info['error']}"] if info.get("error") else [])
         if info["status"] != DAMAGED:
             _draw(collection.tree(info["id"]), lines, "", "", 0)
-        blocks.append("\n".join(lines))
+        blocks.append("\n".join(_printable(line) for line in lines))
     print("\n\n".join(blocks))
 
 
@@ -222,6 +225,14 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _printable(text: str) -> str:
+    """``text`` with its control characters escaped (``\\n``, ``\\x1b``): a value never moves the cursor
+    or recolours the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 def _cell(value: Any) -> Any:
     if value is None:
         return "NULL"
@@ -252,9 +263,10 @@ def _duration(seconds: float | None) -> str:
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Rows aligned under ``header``: numbers to the right, the rest to the left."""
-    cells = [[str(value) for value in row] for row in rows]
-    numeric = [bool(rows) and all(isinstance(row[i], (int, float)) and not isinstance(row[i], bool) or row[i] == "NULL"
-                                  for row in rows) for i in range(len(header))]
+    header = [_printable(str(name)) for name in header]
+    cells = [[_printable(str(value)) for value in row] for row in rows]
+    numeric = [bool(rows) and all(isinstance(row[i], (int, float)) and not isinstance(row[i], bool)
+                                  or row[i] in ("NULL", "") for row in rows) for i in range(len(header))]
     widths = [max([len(name), *(len(row[i]) for row in cells)]) for i, name in enumerate(header)]
 
     def line(values: Sequence[str]) -> str:
