@@ -50,6 +50,14 @@ def run(*args: object) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
+def run_parser(*args: object) -> subprocess.CompletedProcess[str]:
+    """The command line in this process when argparse refuses the arguments (it exits)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exit_:
+        cli.main([str(arg) for arg in args])
+    return subprocess.CompletedProcess(args, exit_.value.code, out.getvalue(), err.getvalue())
+
+
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
     """Exit 2, nothing on stdout, one line on stderr holding every fragment, no traceback."""
     assert (result.returncode, result.stdout) == (2, ""), result
@@ -206,6 +214,12 @@ def test_a_collection_whose_folder_was_emptied_lists_nothing(study, tmp_path):
 # -- hostile SQL -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("query", ["", "   ", "\n"])
+def test_an_empty_query_is_an_error(query, study):
+    """An empty QUERY says so instead of printing nothing."""
+    assert_one_line_error(run("sql", study, query), "QUERY is empty")
+
+
 @pytest.mark.parametrize(("query", "message"), [
     ("SELEC 1", "Parser Error"),
     ("SELECT nope FROM records", 'Referenced column "nope" not found'),
@@ -285,6 +299,25 @@ def test_a_unicode_path_and_a_dash_path_after_double_dash(study, tmp_path, monke
 @pytest.mark.parametrize("path", ["a" * 5000, "/".join(["a" * 200] * 30)])
 def test_a_path_too_long_is_one_line(path):
     assert_one_line_error(run("ls", path), "File name too long")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["sql", "{study}", "SELECT 1", "--max-rows", "-3"], "argument --max-rows: -3 is not in 0.."),
+    (["plot", "{study}", "--y", "loss", "--dpi", "0", "-o", "{tmp}/x.png"], "argument --dpi: 0 is not in 1.."),
+    (["ui", "{study}", "--port", "99999"], "argument --port: 99999 is not in 0..65535"),
+    (["ui", "{study}", "--port", "-1"], "argument --port: -1 is not in 0..65535"),
+    (["show", "{study}", "abc"], "argument N: invalid int value: 'abc'"),
+])
+def test_argparse_refuses_numbers_out_of_range(args, message, study, tmp_path):
+    """Out-of-range numbers are refused before anything runs: usage and one error line, exit 2."""
+    result = run_parser(*(arg.format(study=study, tmp=tmp_path) for arg in args))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == f"rigorous-recorder {args[0]}: error: {message}"
+
+
+def test_plot_to_a_format_matplotlib_does_not_write_is_one_line(study, tmp_path):
+    assert_one_line_error(run("plot", study, "--y", "loss", "-o", tmp_path / "curves.xyz"),
+                          "cannot write", "curves.xyz", "'xyz' is not supported")
 
 
 def test_show_of_numbers_beyond_any_experiment(study):

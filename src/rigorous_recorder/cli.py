@@ -43,6 +43,8 @@ _BATCH_ROWS = 64 * 1024
 _QUERYING = frozenset({"ls", "show", "sql", "export", "plot"})
 #: Seconds an interrupted command gets to stop its query and remove its partial output.
 _INTERRUPT_WAIT = 5.0
+#: The largest TCP port, for ``ui --port``.
+_MAX_PORT = 65535
 
 
 class CommandError(Exception):
@@ -115,6 +117,8 @@ def _draw(recorder: Any, lines: list[str], lead: str, branch: str, depth: int) -
 
 
 def command_sql(args: argparse.Namespace) -> None:
+    if not args.query.strip():
+        raise CommandError("QUERY is empty; for example: \"SELECT * FROM experiments\"")
     collection = _open(args.path)
     relation = collection.sql(args.query)
     if relation is None:  # a statement without a result
@@ -165,7 +169,12 @@ def command_plot(args: argparse.Namespace) -> None:
     collection = _open(args.path)
     by = [name.strip() for name in args.by.split(",") if name.strip()] if args.by else []
     figure = plot_curves(collection, y=args.y, x=args.x, by=by, where=args.where, smooth=args.smooth)
-    figure.savefig(args.output, dpi=args.dpi)
+    try:
+        figure.savefig(args.output, dpi=args.dpi)
+    except ValueError as error:  # an image format matplotlib does not write
+        raise CommandError(f"cannot write {args.output!r}: {_one_line(error)}") from error
+    except MemoryError as error:
+        raise CommandError(f"the image {args.output!r} is too large at --dpi {args.dpi}; lower --dpi") from error
     lines = len(figure.axes[0].get_lines())
     print(f"wrote {lines} line{'s' * (lines != 1)} to {args.output}", file=sys.stderr)
 
@@ -439,6 +448,18 @@ _COMMANDS: dict[str, tuple[Any, str, str]] = {
 }
 
 
+def _at_least(low: int, high: int | None = None) -> Any:
+    """An argparse type: an int from ``low`` to ``high``."""
+    def parse(text: str) -> int:
+        number = int(text)
+        if number < low or (high is not None and number > high):
+            raise argparse.ArgumentTypeError(f"{number} is not in {low}..{'' if high is None else high}")
+        return number
+
+    parse.__name__ = "int"  # argparse names the type in "invalid int value"
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rigorous-recorder", description="Look at a rigorous_recorder collection.",
@@ -462,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub["sql"].add_argument("--format", choices=("table", *FORMATS), default=None,
                             help="table (default) prints; csv, json (to stdout or -o) and parquet write the result")
     sub["sql"].add_argument("-o", "--output", metavar="FILE", help="write the result here (format from the extension)")
-    sub["sql"].add_argument("--max-rows", type=int, default=100, metavar="N",
+    sub["sql"].add_argument("--max-rows", type=_at_least(0), default=100, metavar="N",
                             help="rows a table shows (default 100; 0 for all)")
     sub["export"].add_argument("-o", "--output", metavar="FILE", required=True,
                                help="the file: .parquet or .csv (or say --format)")
@@ -474,10 +495,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub["plot"].add_argument("--where", metavar="SQL", help="keep only the records where this SQL is true")
     sub["plot"].add_argument("--smooth", type=int, default=1, metavar="N", help="moving average over N points")
     sub["plot"].add_argument("-o", "--output", metavar="FILE", required=True, help="the image: .png, .svg or .pdf")
-    sub["plot"].add_argument("--dpi", type=int, default=100, help="resolution of a .png (default 100)")
+    sub["plot"].add_argument("--dpi", type=_at_least(1), default=100, help="resolution of a .png (default 100)")
     sub["ui"].add_argument("--host", default="127.0.0.1",
                            help="the address to listen on (default 127.0.0.1: this machine only)")
-    sub["ui"].add_argument("--port", type=int, default=0, help="the port (default 0: a free one)")
+    sub["ui"].add_argument("--port", type=_at_least(0, _MAX_PORT), default=0,
+                           help="the port (default 0: a free one)")
     for name in ("sql", "export", "recover"):
         sub[name].add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
