@@ -7,6 +7,9 @@ TensorBoardLogger keep where they differ.
 from __future__ import annotations
 
 import argparse
+import datetime
+import enum
+import pathlib
 
 import pytest
 
@@ -76,6 +79,34 @@ def test_an_exception_in_training_step_keeps_the_steps_before_and_names_the_erro
     assert rows(logger.collection, "SELECT step, train_loss_step IS NOT NULL FROM records WHERE level = 'step' "
                                    "ORDER BY step") == [(0, True), (1, True), (2, True), (3, False)]
     assert rows(logger.collection, "SELECT status, error FROM experiments") == [("error", "ValueError: boom")]
+
+
+class Color(enum.Enum):
+    RED = 1
+
+
+class OddHyperparameters(TinyModel):
+    """save_hyperparameters() of what people pass: namespaces, nested dicts, tensors, None, paths, enums."""
+
+    def __init__(self, options=argparse.Namespace(depth=2, inner=argparse.Namespace(width=8)),
+                 schedule={"warmup": {"steps": 10}, "empty": {}}, scale=torch.tensor(0.5),
+                 weights=torch.tensor([1.0, 2.0]), resume=None, data_dir=pathlib.Path("/data/set"),
+                 color=Color.RED, activation=torch.nn.ReLU, started=datetime.date(2020, 1, 2)):
+        super().__init__()
+        self.save_hyperparameters()
+
+
+def test_hyperparameters_of_odd_types_are_stored_as_lightning_loggers_show_them(tmp_path):
+    """Nested namespaces and dicts flatten to ``a/b`` keys, tensors become numbers and lists, None stays None,
+    dates stay dates; a path, an enum or a class is stored as ``str()`` of it, as CSVLogger and
+    TensorBoardLogger write it (``/data/set``, not ``PosixPath('/data/set')``)."""
+    logger = RigorousLogger(tmp_path / "study")
+    trainer(logger, max_epochs=1).fit(OddHyperparameters(), loader(batches=1))
+    logger.finish()
+    assert rows(logger.collection, """SELECT "options/depth", "options/inner/width", "schedule/warmup/steps",
+        "schedule/empty", scale, weights, resume, data_dir, color, activation, started FROM records LIMIT 1""") == [
+        (2, 8, 10, "{}", 0.5, [1.0, 2.0], None, "/data/set", "Color.RED", str(torch.nn.ReLU),
+         datetime.date(2020, 1, 2))]
 
 
 def test_hyperparameters_logged_under_fabric_are_stored(tmp_path):
