@@ -9,7 +9,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import enum
+import os
 import pathlib
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -23,6 +27,8 @@ from rigorous_recorder.integrations.keras import RigorousCallback  # noqa: E402
 from rigorous_recorder.integrations.lightning import RigorousLogger  # noqa: E402
 
 from .lightning_tiny import TinyModel, loader, trainer  # noqa: E402
+
+ENV = {**os.environ, "KERAS_BACKEND": "torch"}
 
 
 def rows(collection, query):
@@ -194,4 +200,36 @@ def test_keras_evaluate_alone_records_a_test_stage(tmp_path):
     assert rows(callback.collection, "SELECT stage, evaluate, level, step, batch_idx, loss IS NOT NULL FROM records "
                                      "ORDER BY batch_idx") == [("test", 1, "batch", 0, 0, True),
                                                                ("test", 1, "batch", 0, 1, True)]
+
+
+@pytest.mark.slow  # a fresh process that imports Keras
+@pytest.mark.parametrize("exception", ["ValueError", "KeyboardInterrupt"])
+def test_a_keras_fit_interrupted_by_a_caught_exception_stays_failed_at_exit(exception, tmp_path):
+    """A notebook or sweep catches the exception (or Ctrl-C) that stopped fit, and the process ends with no
+    other call and no finish(): the run is ``error``, its records kept and marked ``interrupted``."""
+    script = textwrap.dedent(f"""
+        import numpy as np, keras
+        from rigorous_recorder import ExperimentCollection
+        from rigorous_recorder.integrations.keras import RigorousCallback
+
+        class Stop(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                if batch == 1:
+                    raise {exception}("stopped")
+
+        x = np.random.default_rng(0).random((32, 4), dtype=np.float32)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse")
+        callback = RigorousCallback(ExperimentCollection({str(tmp_path / "study")!r}, quiet=True))
+        try:
+            model.fit(x, x[:, 0], epochs=1, batch_size=8, callbacks=[callback, Stop()], verbose=0)
+        except {exception}:
+            print("caught")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=ENV)
+    assert (result.returncode, result.stdout) == (0, "caught\n"), result.stderr
+    collection = ExperimentCollection(tmp_path / "study", quiet=True)
+    assert rows(collection, "SELECT status, error, records FROM experiments") == [
+        ("error", "a fit() call was interrupted: its end hook never ran", 2)]
+    assert rows(collection, "SELECT batch_idx, interrupted FROM records ORDER BY batch_idx") == [(0, True), (1, True)]
 
