@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from rigorous_recorder import ExperimentCollection, cli
@@ -40,6 +41,8 @@ COMMANDS = {
 }
 #: A query that keeps DuckDB busy for minutes with almost no memory (cross join, one sum).
 ENDLESS_QUERY = "SELECT sum(a.range * b.range) FROM range(100000000) AS a, range(1000) AS b"
+#: CPU seconds after which a command is past its imports (~0.5 s) and inside its query or its writing.
+BUSY_CPU_S = 2.0
 
 
 def run(*args: object) -> subprocess.CompletedProcess[str]:
@@ -366,8 +369,10 @@ def test_ctrl_c_stops_a_long_query_at_once(command, study, tmp_path):
     process = subprocess.Popen([SCRIPT, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, preexec_fn=limited_memory)
     try:
-        time.sleep(3)
-        assert process.poll() is None, process.communicate()
+        watched, deadline = psutil.Process(process.pid), time.monotonic() + 120
+        while sum(watched.cpu_times()[:2]) < BUSY_CPU_S:  # wall time would depend on the machine's load
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.05)
         sent = time.monotonic()
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)
