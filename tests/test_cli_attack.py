@@ -336,16 +336,22 @@ def limited_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
 
 
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One run of 100,000 records: more output than a pipe holds."""
+    path = tmp_path_factory.mktemp("big") / "big"
+    with ExperimentCollection(path, quiet=True).new_experiment() as experiment:
+        for step in range(100_000):
+            experiment.push(step=step, text="y" * 20)
+    return path
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("args", [["sql", "{big}", "SELECT * FROM records", "--max-rows", "0"],
                                   ["sql", "{big}", "SELECT * FROM records", "--format", "csv"],
                                   ["export", "{big}", "-o", "/dev/stdout", "--format", "csv"]])
-def test_stdout_closed_early_exits_quietly(args, tmp_path):
+def test_stdout_closed_early_exits_quietly(args, big):
     """``... | head -1``: the command stops when the reader goes, exit 0, nothing on stderr."""
-    big = tmp_path / "big"
-    with ExperimentCollection(big, quiet=True).new_experiment() as experiment:
-        for step in range(100_000):
-            experiment.push(step=step, text="y" * 20)
     process = subprocess.Popen([SCRIPT, *(arg.format(big=big) for arg in args)], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, preexec_fn=limited_memory)
     process.stdout.readline()
