@@ -57,10 +57,11 @@ def hyperparameters(hparams: Mapping[str, Any], adapter_keys: frozenset[str], in
 
 def flattened(params: Mapping[str, Any] | Namespace, prefix: str = "") -> dict[str, Any]:
     """Nested hyperparameters or configs as ``a/b`` keys, stored as a recorder stores them (a value that
-    cannot be stored becomes its repr).
+    cannot be stored becomes its ``str()``, as Lightning's CSV and TensorBoard loggers write it).
 
-    >>> flattened({"optimizer": {"lr": 0.1, "betas": (0.9, 0.99)}, "loss": len})
-    {'optimizer/lr': 0.1, 'optimizer/betas': [0.9, 0.99], 'loss': '<built-in function len>'}
+    >>> from pathlib import PurePosixPath
+    >>> flattened({"optimizer": {"lr": 0.1, "betas": (0.9, 0.99)}, "loss": len, "data": PurePosixPath("/data")})
+    {'optimizer/lr': 0.1, 'optimizer/betas': [0.9, 0.99], 'loss': '<built-in function len>', 'data': '/data'}
     """
     flat: dict[str, Any] = {}
     for key, value in (vars(params) if isinstance(params, Namespace) else params).items():
@@ -73,7 +74,7 @@ def flattened(params: Mapping[str, Any] | Namespace, prefix: str = "") -> dict[s
         try:
             flat.update(Recorder({name: value}).local_data)  # stored as the recorder would store it
         except (TypeError, ValueError):
-            flat[name] = repr(value)
+            flat[name] = str(value)
     return flat
 
 

@@ -23,9 +23,9 @@ stored as the float32 value Keras shows (``0.005``, not ``0.004999999888``).
 
 The experiment ends with ``with cb:``, ``cb.finish()``, or else as the core does it: at the
 process's exit, or on an uncaught exception (marked failed). A call whose end hook never ran
-(an exception escaped it, then was caught) is noticed at the next call: its records get
-``interrupted=True``, the experiment ends as failed, and the next call starts a new attempt
-(same experiment number, next error number).
+(an exception escaped it, then was caught) is noticed at the next call, or at the process's
+exit: its records get ``interrupted=True`` and the experiment ends as failed; a next call
+starts a new attempt (same experiment number, next error number).
 
 Batch-end hooks run synchronously (``async_safe = False``): on the torch backend Keras would
 otherwise run them on a thread pool, after the next batch began, and values ``add()``-ed to
@@ -34,6 +34,7 @@ otherwise run them on a thread pool, after the next batch began, and values ``ad
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import time
@@ -43,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from rigorous_recorder import Experiment, ExperimentCollection, Recorder
 from rigorous_recorder._hotpath import float32_seen, seen_logs
+from rigorous_recorder.experiment import _running
 
 from ._common import BATCH, EPOCH, STEP, NullRecorder, commit_row, flattened, stored_info
 
@@ -64,6 +66,8 @@ if TYPE_CHECKING:
 __all__ = ["RigorousCallback"]
 
 _PLAIN = (str, int, float, bool, type(None))
+#: The callbacks with a call that began and has not ended: finished as failed at exit, if still so.
+_unfinished_calls: weakref.WeakSet[RigorousCallback] = weakref.WeakSet()
 #: Keys the callback sets on the model and stage recorders.
 MODEL_KEYS = frozenset({"model", "model_number", "parameters", "optimizer", "learning_rate",
                         "learning_rate_schedule", "stage", "fit", "evaluate", "predict", "samples", "interrupted"})
@@ -149,6 +153,7 @@ class RigorousCallback(keras.callbacks.Callback):
         for stage in (stage for stages in self._open.values() for stage in stages):
             stage["interrupted"] = True
         self._open.clear()
+        _unfinished_calls.discard(self)
         return f"a {kinds[0]}() call was interrupted: its end hook never ran" if kinds else None
 
     def _begin(self, kind: str, stages: tuple[str, ...]) -> list[Recorder]:
@@ -157,6 +162,9 @@ class RigorousCallback(keras.callbacks.Callback):
         if self.experiment is not None and self._open:
             self.finish()  # the last call was interrupted: that attempt failed, this one is new
         self.start()
+        atexit.unregister(_finish_interrupted_at_exit)  # registered again after start() installed the core's
+        atexit.register(_finish_interrupted_at_exit)  # exit hook: runs first, before that one finishes runs as ok
+        _unfinished_calls.add(self)
         self._calls[kind] += 1
         model = self.model
         self._optimizer = getattr(model, "optimizer", None)
@@ -180,6 +188,8 @@ class RigorousCallback(keras.callbacks.Callback):
 
     def _end(self, kind: str) -> None:
         self._open.pop(kind, None)
+        if not self._open:
+            _unfinished_calls.discard(self)
         self._current = None
         self.experiment.flush()
 
@@ -298,6 +308,13 @@ class RigorousCallback(keras.callbacks.Callback):
 
     def __repr__(self) -> str:
         return f"RigorousCallback({str(self.collection.path)!r}, experiment={self.experiment!r})"
+
+
+def _finish_interrupted_at_exit() -> None:
+    """At the process's exit: end as failed the experiments whose call never ended (its exception was
+    caught), with the reason the process ends for if it has one (a signal)."""
+    for callback in list(_unfinished_calls):
+        callback.finish(_running._ending)  # noqa: SLF001 - the core keeps why the process ends there
 
 
 def _commit(recorder: Recorder, logged: dict[str, Any], ours: dict[str, Any]) -> None:

@@ -203,7 +203,8 @@ class RigorousLogger(Logger):
 
     @rank_zero_only
     def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
-        """Store hyperparameters on the running call's model recorder, else keep them for the next call's."""
+        """Store hyperparameters on the running call's model recorder, else keep them for the next call's
+        (without a Trainer, as under Lightning Fabric: the experiment's, at the next record or at finish)."""
         if self._in_call:
             self._model_recorder().update(hyperparameters(flattened(params), MODEL_KEYS, self._info))
         else:  # Lightning logs them at the start of each call, before log_graph
@@ -220,6 +221,7 @@ class RigorousLogger(Logger):
         """Merge Lightning's metrics into the open record of their stage (an epoch's end: its own record)."""
         stage = self._stage()
         if stage is None:  # Lightning Fabric, or called by hand: one record below the experiment
+            self._store_pending_hparams()
             commit_row(self._ensure_experiment().recorder.add(metrics), {"step": step, "wall_time": time.time()})
         elif stage in self._epoch_end:
             self._commit(stage)
@@ -248,11 +250,18 @@ class RigorousLogger(Logger):
     def finish(self, error: BaseException | str | None = None) -> None:
         """End the experiment now, as failed when ``error`` is given; a later call on this logger starts a new one."""
         self._commit_all()
+        self._store_pending_hparams()
         if (experiment := self._own_experiment()) is not None:
             experiment.finish(error)
         self._model, self._stages = None, {}
 
     # -- the run and its recorders ------------------------------------------------------------
+
+    def _store_pending_hparams(self) -> None:
+        """Hyperparameters logged outside a Trainer call and taken by none: on the experiment recorder."""
+        if self._hparams:
+            hparams, self._hparams = self._hparams, {}
+            self._ensure_experiment().recorder.update(hyperparameters(hparams, MODEL_KEYS, self._info))
 
     def _attach(self, trainer: Any, module: Any) -> None:
         """Start of a Trainer call: take its Trainer and module; read the run id of a loaded checkpoint."""

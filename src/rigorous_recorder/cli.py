@@ -16,11 +16,13 @@ SQL, unknown column) becomes one line on stderr and exit code 2, never a traceba
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -37,6 +39,12 @@ if TYPE_CHECKING:
 FORMATS = ("csv", "json", "parquet")
 _EXTENSIONS = {".csv": "csv", ".json": "json", ".parquet": "parquet", ".pq": "parquet"}
 _BATCH_ROWS = 64 * 1024
+#: The commands that query, run in a worker thread so that Ctrl-C reaches them (see _run).
+_QUERYING = frozenset({"ls", "show", "sql", "export", "plot"})
+#: Seconds an interrupted command gets to stop its query and remove its partial output.
+_INTERRUPT_WAIT = 5.0
+#: The largest TCP port, for ``ui --port``.
+_MAX_PORT = 65535
 
 
 class CommandError(Exception):
@@ -77,13 +85,16 @@ def command_show(args: argparse.Namespace) -> None:
         raise CommandError(f"no experiment {args.number} in {str(collection.path)!r} ({known})")
     blocks = []
     for info in runs:
-        header = (f"experiment {info['experiment_number']} (error {info['error_number']}), run {info['id']}: "
-                  f"{info['status']}, started {_when(info['experiment_start_time'])}, "
-                  f"took {_duration(info.get('experiment_duration'))}")
+        errors = "" if info["error_number"] is None else f" (error {info['error_number']})"
+        header = f"experiment {info['experiment_number']}{errors}, run {info['id']}: {info['status']}"
+        if info["experiment_start_time"] is not None:
+            header += f", started {_when(info['experiment_start_time'])}"
+        if info.get("experiment_duration") is not None:
+            header += f", took {_duration(info['experiment_duration'])}"
         lines = [header] + ([f"error: {info['error']}"] if info.get("error") else [])
         if info["status"] != DAMAGED:
             _draw(collection.tree(info["id"]), lines, "", "", 0)
-        blocks.append("\n".join(lines))
+        blocks.append("\n".join(_printable(line) for line in lines))
     print("\n\n".join(blocks))
 
 
@@ -106,6 +117,8 @@ def _draw(recorder: Any, lines: list[str], lead: str, branch: str, depth: int) -
 
 
 def command_sql(args: argparse.Namespace) -> None:
+    if not args.query.strip():
+        raise CommandError("QUERY is empty; for example: \"SELECT * FROM experiments\"")
     collection = _open(args.path)
     relation = collection.sql(args.query)
     if relation is None:  # a statement without a result
@@ -156,7 +169,12 @@ def command_plot(args: argparse.Namespace) -> None:
     collection = _open(args.path)
     by = [name.strip() for name in args.by.split(",") if name.strip()] if args.by else []
     figure = plot_curves(collection, y=args.y, x=args.x, by=by, where=args.where, smooth=args.smooth)
-    figure.savefig(args.output, dpi=args.dpi)
+    try:
+        figure.savefig(args.output, dpi=args.dpi)
+    except ValueError as error:  # an image format matplotlib does not write
+        raise CommandError(f"cannot write {args.output!r}: {_one_line(error)}") from error
+    except MemoryError as error:
+        raise CommandError(f"the image {args.output!r} is too large at --dpi {args.dpi}; lower --dpi") from error
     lines = len(figure.axes[0].get_lines())
     print(f"wrote {lines} line{'s' * (lines != 1)} to {args.output}", file=sys.stderr)
 
@@ -172,10 +190,23 @@ def command_ui(args: argparse.Namespace) -> None:
 # -- helpers -----------------------------------------------------------------------------
 
 
+_opened: list[ExperimentCollection] = []  # what this command opened: the queries Ctrl-C stops
+
+
 def _open(path: str, recover: bool = True) -> Any:
     from .collection import ExperimentCollection
 
-    return ExperimentCollection(path, quiet=True, create=False, recover=recover)
+    collection = ExperimentCollection(path, quiet=True, create=False, recover=recover)
+    _opened.append(collection)
+    return collection
+
+
+def _stop_queries() -> None:
+    """Interrupt the DuckDB queries of the collections this command opened."""
+    for collection in _opened:
+        connection = getattr(getattr(collection, "_query_cache", None), "connection", None)
+        if connection is not None:
+            connection.interrupt()
 
 
 def _rows(relation: Any) -> list[dict[str, Any]]:
@@ -201,6 +232,14 @@ def _text(value: Any) -> str:
     if isinstance(value, str):
         return value if value and not any(char.isspace() or char in "='\"" for char in value) else repr(value)
     return str(value)
+
+
+def _printable(text: str) -> str:
+    """``text`` with its control characters escaped (``\\n``, ``\\x1b``): a value never moves the cursor
+    or recolours the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 def _cell(value: Any) -> Any:
@@ -233,9 +272,10 @@ def _duration(seconds: float | None) -> str:
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Rows aligned under ``header``: numbers to the right, the rest to the left."""
-    cells = [[str(value) for value in row] for row in rows]
-    numeric = [bool(rows) and all(isinstance(row[i], (int, float)) and not isinstance(row[i], bool) or row[i] == "NULL"
-                                  for row in rows) for i in range(len(header))]
+    header = [_printable(str(name)) for name in header]
+    cells = [[_printable(str(value)) for value in row] for row in rows]
+    numeric = [bool(rows) and all(isinstance(row[i], (int, float)) and not isinstance(row[i], bool)
+                                  or row[i] in ("NULL", "") for row in rows) for i in range(len(header))]
     widths = [max([len(name), *(len(row[i]) for row in cells)]) for i, name in enumerate(header)]
 
     def line(values: Sequence[str]) -> str:
@@ -277,18 +317,42 @@ def _write(relation: Any, output: str | None, fmt: str, quiet: bool = False, tot
     if not isinstance(bar, _Bar) and total is not None:
         bar.total = total()
     count = 0
-    with bar:
+    with bar, _replacing(output) as path:
         if fmt == "parquet":
-            count = _write_parquet(reader, output, bar)
+            count = _write_parquet(reader, path, bar)
         else:
-            stream = sys.stdout if output is None else open(output, "w", encoding="utf-8", newline="")  # noqa: SIM115
+            stream = sys.stdout if path is None else open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115
             try:
                 writer = _write_csv if fmt == "csv" else _write_json
                 count = writer(reader, stream, bar)
             finally:
-                if output is not None:
+                if path is not None:
                     stream.close()
     return count
+
+
+@contextlib.contextmanager
+def _replacing(output: str | None) -> Iterator[str | None]:
+    """The path to write ``output`` through: a temporary file renamed over it once whole, so that a failed
+    or interrupted write leaves no partial file and an existing file as it was (a device or a pipe is
+    written directly). An OSError names ``output``."""
+    if output is None:
+        yield None
+        return
+    target = Path(output)
+    direct = target.exists() and not target.is_file()
+    temporary = target if direct else target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        yield str(temporary)
+        if not direct:
+            os.replace(temporary, target)
+    except OSError as error:  # pyarrow raises a query's error while streaming as an OSError without errno
+        if error.errno is not None and error.filename in (None, str(temporary)):
+            raise OSError(error.errno, error.strerror, output) from error
+        raise
+    finally:
+        if not direct:
+            temporary.unlink(missing_ok=True)
 
 
 def _write_parquet(reader: Any, output: str, bar: Any) -> int:
@@ -296,6 +360,10 @@ def _write_parquet(reader: Any, output: str, bar: Any) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    intervals = [field.name for field in reader.schema if pa.types.is_interval(field.type)]
+    if intervals:
+        raise CommandError(f"parquet has no interval type: column {', '.join(map(repr, intervals))}; "
+                           "cast it to VARCHAR, or write csv or json")
     fields = [pa.field(field.name, pa.string()) if pa.types.is_null(field.type) else field for field in reader.schema]
     schema = pa.schema(fields)
     count = 0
@@ -380,6 +448,18 @@ _COMMANDS: dict[str, tuple[Any, str, str]] = {
 }
 
 
+def _at_least(low: int, high: int | None = None) -> Any:
+    """An argparse type: an int from ``low`` to ``high``."""
+    def parse(text: str) -> int:
+        number = int(text)
+        if number < low or (high is not None and number > high):
+            raise argparse.ArgumentTypeError(f"{number} is not in {low}..{'' if high is None else high}")
+        return number
+
+    parse.__name__ = "int"  # argparse names the type in "invalid int value"
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rigorous-recorder", description="Look at a rigorous_recorder collection.",
@@ -403,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub["sql"].add_argument("--format", choices=("table", *FORMATS), default=None,
                             help="table (default) prints; csv, json (to stdout or -o) and parquet write the result")
     sub["sql"].add_argument("-o", "--output", metavar="FILE", help="write the result here (format from the extension)")
-    sub["sql"].add_argument("--max-rows", type=int, default=100, metavar="N",
+    sub["sql"].add_argument("--max-rows", type=_at_least(0), default=100, metavar="N",
                             help="rows a table shows (default 100; 0 for all)")
     sub["export"].add_argument("-o", "--output", metavar="FILE", required=True,
                                help="the file: .parquet or .csv (or say --format)")
@@ -415,10 +495,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub["plot"].add_argument("--where", metavar="SQL", help="keep only the records where this SQL is true")
     sub["plot"].add_argument("--smooth", type=int, default=1, metavar="N", help="moving average over N points")
     sub["plot"].add_argument("-o", "--output", metavar="FILE", required=True, help="the image: .png, .svg or .pdf")
-    sub["plot"].add_argument("--dpi", type=int, default=100, help="resolution of a .png (default 100)")
+    sub["plot"].add_argument("--dpi", type=_at_least(1), default=100, help="resolution of a .png (default 100)")
     sub["ui"].add_argument("--host", default="127.0.0.1",
                            help="the address to listen on (default 127.0.0.1: this machine only)")
-    sub["ui"].add_argument("--port", type=int, default=0, help="the port (default 0: a free one)")
+    sub["ui"].add_argument("--port", type=_at_least(0, _MAX_PORT), default=0,
+                           help="the port (default 0: a free one)")
     for name in ("sql", "export", "recover"):
         sub[name].add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
@@ -427,8 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0, or 2 after an error)."""
     args = build_parser().parse_args(argv)
+    _opened.clear()
     try:
-        args.function(args)
+        _run(args)
     except BrokenPipeError:  # `... | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
@@ -439,7 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rigorous-recorder {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"rigorous-recorder {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # noqa: BLE001 - the command line never prints a traceback
         duckdb = sys.modules.get("duckdb")  # a bad query; imported only by commands that query
@@ -450,6 +532,34 @@ def main(argv: Sequence[str] | None = None) -> int:
               "please report it with the command you ran", file=sys.stderr)
         return 2
     return 0
+
+
+def _run(args: argparse.Namespace) -> None:
+    """Run the command; one that queries runs in a worker thread, because DuckDB returns to Python only
+    when a query ends: Ctrl-C reaches this thread at once, stops the queries and raises KeyboardInterrupt."""
+    if args.command not in _QUERYING:
+        args.function(args)
+        return
+    failures: list[BaseException] = []
+    done = threading.Event()  # not Thread.join: a join that Ctrl-C interrupts marks a running thread stopped
+
+    def work() -> None:
+        try:
+            args.function(args)
+        except BaseException as error:  # noqa: BLE001 - raised again in the main thread
+            failures.append(error)
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name=f"rigorous-recorder {args.command}", daemon=True).start()
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        _stop_queries()
+        done.wait(_INTERRUPT_WAIT)
+        raise
+    if failures:
+        raise failures[0]
 
 
 def _one_line(error: BaseException) -> str:
