@@ -29,13 +29,14 @@ STEP, BATCH, EPOCH = "step", "batch", "epoch"
 RECORD_KEYS = frozenset({"step", "epoch", "batch_idx", "dataloader_idx", "level", "wall_time"})
 
 
-def renamed(data: Mapping[str, Any], taken: frozenset[str] | set[str], prefix: str, what: str) -> dict[str, Any]:
-    """``data`` with each key found in ``taken`` moved to ``prefix + key``, with a warning."""
+def renamed(data: Mapping[str, Any], taken: frozenset[str] | set[str], prefix: str, what: str,
+            clash: str = "also the adapter's") -> dict[str, Any]:
+    """``data`` with each key found in ``taken`` moved to ``prefix + key``, with a warning saying why (``clash``)."""
     clashes = sorted(taken.intersection(data))
     if not clashes:
         return dict(data)
     warnings.warn(f"rigorous_recorder: {what} {', '.join(map(repr, clashes))} "
-                  f"{'is' if len(clashes) == 1 else 'are'} also the adapter's: kept as "
+                  f"{'is' if len(clashes) == 1 else 'are'} {clash}: kept as "
                   f"{', '.join(repr(prefix + key) for key in clashes)}", stacklevel=4)
     return {(prefix + key if key in taken else key): value for key, value in data.items()}
 
@@ -51,8 +52,9 @@ def hyperparameters(hparams: Mapping[str, Any], adapter_keys: frozenset[str], in
     A hyperparameter equal to the experiment info of its name is stored as it is.
     """
     differ = {key for key in hparams if key in info and info[key] != hparams[key]}
-    return renamed(hparams, adapter_keys | RECORD_KEYS | set(BOOKKEEPING_KEYS) | differ, HPARAMS_PREFIX,
-                   "hyperparameter")
+    adapters = adapter_keys | RECORD_KEYS | set(BOOKKEEPING_KEYS)
+    stored = renamed(hparams, adapters, HPARAMS_PREFIX, "hyperparameter")
+    return renamed(stored, differ - adapters, HPARAMS_PREFIX, "hyperparameter", "also experiment info of another value")
 
 
 def flattened(params: Mapping[str, Any] | Namespace, prefix: str = "") -> dict[str, Any]:

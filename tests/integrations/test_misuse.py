@@ -122,13 +122,18 @@ def test_hyperparameters_logged_under_fabric_are_stored(tmp_path):
 
     logger = RigorousLogger(tmp_path / "study", run="fabric")
     fabric = Fabric(accelerator="cpu", devices=1, loggers=[logger])
-    fabric.logger.log_hyperparams({"lr": 0.1, "optimizer": {"name": "sgd"}, "run": "other"})
-    for step in range(2):
+    fabric.logger.log_hyperparams({"lr": 0.1, "optimizer": {"name": "sgd"}, "run": "other", "step": 9})
+    with pytest.warns(UserWarning) as warned:
+        fabric.log_dict({"loss": 1.0}, step=0)
+    assert [str(warning.message) for warning in warned] == [
+        "rigorous_recorder: hyperparameter 'step' is also the adapter's: kept as 'hparams/step'",
+        "rigorous_recorder: hyperparameter 'run' is also experiment info of another value: kept as 'hparams/run'"]
+    for step in range(1, 2):
         fabric.log_dict({"loss": 1.0 / (step + 1)}, step=step)
     logger.finish()
-    assert rows(logger.collection, 'SELECT step, loss, lr, "optimizer/name", run, "hparams/run" FROM records '
-                                   "ORDER BY step") == [(0, 1.0, 0.1, "sgd", "fabric", "other"),
-                                                        (1, 0.5, 0.1, "sgd", "fabric", "other")]
+    assert rows(logger.collection, 'SELECT step, loss, lr, "optimizer/name", run, "hparams/run", "hparams/step" '
+                                   "FROM records ORDER BY step") == [(0, 1.0, 0.1, "sgd", "fabric", "other", 9),
+                                                                     (1, 0.5, 0.1, "sgd", "fabric", "other", 9)]
 
 
 def test_hyperparameters_logged_by_hand_then_finished_are_stored(tmp_path):
