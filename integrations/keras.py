@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from rigorous_recorder import Experiment, ExperimentCollection, Recorder
 from rigorous_recorder._hotpath import float32_seen, seen_logs
-from rigorous_recorder.experiment import _running
+from rigorous_recorder.experiment import why_process_ends
 
 from ._common import BATCH, EPOCH, STEP, NullRecorder, commit_row, flattened, stored_info
 
@@ -314,7 +314,7 @@ def _finish_interrupted_at_exit() -> None:
     """At the process's exit: end as failed the experiments whose call never ended (its exception was
     caught), with the reason the process ends for if it has one (a signal)."""
     for callback in list(_unfinished_calls):
-        callback.finish(_running._ending)  # noqa: SLF001 - the core keeps why the process ends there
+        callback.finish(why_process_ends())
 
 
 def _commit(recorder: Recorder, logged: dict[str, Any], ours: dict[str, Any]) -> None:

@@ -204,9 +204,7 @@ def _open(path: str, recover: bool = True) -> Any:
 def _stop_queries() -> None:
     """Interrupt the DuckDB queries of the collections this command opened."""
     for collection in _opened:
-        connection = getattr(getattr(collection, "_query_cache", None), "connection", None)
-        if connection is not None:
-            connection.interrupt()
+        collection.interrupt()
 
 
 def _rows(relation: Any) -> list[dict[str, Any]]:

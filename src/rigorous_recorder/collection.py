@@ -584,6 +584,12 @@ class ExperimentCollection:
             self._queries[:] = [self._query_cache]
         return self._query_cache.sql(query)
 
+    def interrupt(self) -> None:
+        """Stop the query this collection answers in another thread: its ``sql()`` or fetch raises
+        DuckDB's InterruptException (the command line's Ctrl-C does this)."""
+        if self._query_cache is not None:
+            self._query_cache.connection.interrupt()
+
     def to_arrow(self) -> pa.Table:
         """The flat table of every record as a pyarrow Table."""
         return self.sql("SELECT * FROM records").to_arrow_table()

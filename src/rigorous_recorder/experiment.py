@@ -166,7 +166,7 @@ class _Running:
         self._experiments: dict[int, Experiment] = {}
         self._lock = threading.Lock()
         self._installed = False
-        self._ending: BaseException | str | None = None
+        self.ending: BaseException | str | None = None  # why the process ends, once known
         os.register_at_fork(after_in_child=self._forget)
 
     def register(self, experiment: Experiment) -> None:
@@ -211,7 +211,7 @@ class _Running:
         previous = sys.excepthook
 
         def excepthook(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
-            self._ending = error
+            self.ending = error
             self.finish_all(error)
             previous(kind, error, trace)
 
@@ -222,11 +222,11 @@ class _Running:
 
     def _on_sigterm(self, number: int, frame: FrameType | None) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
-        self._ending = Terminated("SIGTERM", 128 + number)
-        raise self._ending  # unwinds the main thread; what is not finished on the way is at exit
+        self.ending = Terminated("SIGTERM", 128 + number)
+        raise self.ending  # unwinds the main thread; what is not finished on the way is at exit
 
     def _at_exit(self) -> None:
-        self.finish_all(self._ending)
+        self.finish_all(self.ending)
 
     def _forget(self) -> None:
         """In a forked child: the parent's experiments are not this process's to finish. They
@@ -249,3 +249,8 @@ def running_experiment(folder_path: os.PathLike[str]) -> Experiment | None:
 def running_in(collection_path: os.PathLike[str]) -> list[Experiment]:
     """The experiments of this process recording into the collection at ``collection_path``."""
     return _running.in_collection(collection_path)
+
+
+def why_process_ends() -> BaseException | str | None:
+    """Why this process ends, once known: the uncaught exception or the signal (SIGTERM) ending it."""
+    return _running.ending
