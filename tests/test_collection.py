@@ -355,6 +355,22 @@ def test_finished_run_is_one_parquet_file_and_json_metadata(collection):
     assert json.loads((collection.path / "collection.json").read_text())["format"] == 2
 
 
+def test_a_collection_or_run_a_newer_version_wrote_is_refused_by_name(collection):
+    """A newer format may mean what this version would misread: the collection is refused, a
+    run alone reads as damaged, each naming the format; the other runs answer as before."""
+    first, second = run_ok(collection), run_ok(collection)
+    run_file = second.folder.path / "run.json"
+    run_file.write_text(json.dumps({**json.loads(run_file.read_text()), "format": 99}))
+    reader = ExperimentCollection(collection.path, quiet=True, recover=False)
+    (damaged,) = [run for run in reader.runs if run["status"] == "damaged"]
+    assert damaged["id"] == second.id and "format 99" in damaged["error"]
+    assert [run["id"] for run in reader.runs if run["status"] == "ok"] == [first.id]
+    described = collection.path / "collection.json"
+    described.write_text(json.dumps({**json.loads(described.read_text()), "format": 99}))
+    with pytest.raises(CollectionError, match=r"newer rigorous-recorder \(format 99"):
+        ExperimentCollection(collection.path, quiet=True)
+
+
 def test_parquet_file_stores_parent_data_once_per_recorder_not_per_row(collection):
     """The Parquet columns are the records' own keys only: no lineage or bookkeeping column."""
     with collection.new_experiment(lr=0.1) as recorder:

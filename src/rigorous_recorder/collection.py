@@ -114,6 +114,7 @@ class ExperimentCollection:
             if not create:
                 raise CollectionError(f"{str(self.path)!r} is not a rigorous_recorder collection")
             self._create()
+        _check_format(self.path / COLLECTION_FILE)
         self._database: duckdb.DuckDBPyConnection | None = None  # started at the first query
         if recover and _some_run_active(self.path):
             try:
@@ -625,6 +626,19 @@ class ExperimentCollection:
 
 #: The views of collections that were let go, kept open for their last relations.
 _let_go: collections.deque[Any] = collections.deque(maxlen=8)
+
+
+def _check_format(path: Path) -> None:
+    """Raise CollectionError when the collection.json at ``path`` says a newer version wrote the
+    collection (this one might misread it, or write what that one misreads); a damaged one is
+    ignored, as the run folders are the truth."""
+    try:
+        written = json.loads(path.read_bytes()).get("format")
+    except (OSError, ValueError, AttributeError):
+        return
+    if type(written) is int and written > FORMAT_VERSION:
+        raise CollectionError(f"{str(path.parent)!r} was written by a newer rigorous-recorder (format {written}; this "
+                              f"version reads format {FORMAT_VERSION} and before): upgrade rigorous-recorder to open it")
 
 
 def _some_run_active(path: Path) -> bool:

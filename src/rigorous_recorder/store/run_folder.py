@@ -114,6 +114,9 @@ class RunFolder:
                 raise DamagedFileError(path, f"{key!r} is missing or not a {getattr(kind, '__name__', 'number')}")
         if info["id"] != self.id:
             raise DamagedFileError(path, f"belongs to run {info['id']!r}, not to its folder {self.id!r}")
+        if type(info.get("format")) is int and info["format"] > FORMAT_VERSION:
+            raise DamagedFileError(path, f"written by a newer rigorous-recorder (format {info['format']}; this version "
+                                         f"reads format {FORMAT_VERSION} and before)")
         if info["status"] not in STATUSES or info["status"] == DAMAGED:
             raise DamagedFileError(path, f"unknown status {info['status']!r}")
         if info["status"] != RUNNING and (info.get("records") is None or type(info.get("records_count")) is not int):
