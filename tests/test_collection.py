@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import pickle
 import platform
 import socket
@@ -353,6 +354,24 @@ def test_finished_run_is_one_parquet_file_and_json_metadata(collection):
     assert sorted(path.name for path in experiment.folder.path.iterdir()) == ["records-1.parquet", "run.json"]
     assert json.loads((experiment.folder.path / "run.json").read_text())["records"] == "records-1.parquet"
     assert json.loads((collection.path / "collection.json").read_text())["format"] == 2
+
+
+def test_a_run_killed_while_its_folder_was_made_leaves_nothing_after_the_next_open(collection):
+    """new_experiment() marks the run active, builds its folder under a name no reader lists,
+    then renames it into place: killed before the rename, the marker and that folder are litter,
+    which the next open removes (under the numbering lock, which making a folder holds)."""
+    run_ok(collection)
+    killed = "000002-0123456789"
+    (collection.path / "active").mkdir(exist_ok=True)
+    (collection.path / "active" / killed).touch()
+    (collection.path / "runs" / f".new-{killed}").mkdir()
+    (collection.path / "runs" / f".new-{killed}" / "run.json").write_text("{}")
+    reopened = ExperimentCollection(collection.path, quiet=True)
+    assert sorted(os.listdir(collection.path / "runs")) == [run["id"] for run in reopened.runs]
+    assert os.listdir(collection.path / "active") == []
+    experiment = reopened.new_experiment()
+    experiment.finish()
+    assert experiment.number == 2
 
 
 def test_a_collection_or_run_a_newer_version_wrote_is_refused_by_name(collection):

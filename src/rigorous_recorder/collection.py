@@ -179,12 +179,17 @@ class ExperimentCollection:
         """Make the run's folder whole before it appears: readers never see half a run."""
         (self.path / ACTIVE_FOLDER).mkdir(exist_ok=True)
         (self.path / ACTIVE_FOLDER / info["id"]).touch()
-        building = RunFolder(self._runs_path / f".new-{info['id']}")
+        building = RunFolder(self._building(info["id"]))
         building.path.mkdir()
         building.write_info(info)
         building.touch_heartbeat()
         os.rename(building.path, self._runs_path / info["id"])
         return RunFolder(self._runs_path / info["id"])
+
+    def _building(self, run_id: str) -> Path:
+        """Where the folder of run ``run_id`` is made, before it is renamed into place (a name no
+        reader lists); what a process killed meanwhile left there is removed by recovery."""
+        return self._runs_path / f".new-{run_id}"
 
     def resume(self, run_id: str) -> Experiment:
         """Reopen a finished or crashed run to record more: same number, same recorders."""
@@ -235,8 +240,11 @@ class ExperimentCollection:
             try:
                 info = folder.read_info()
             except DamagedFileError:
-                if not folder.path.exists():
-                    marker.unlink(missing_ok=True)  # a run that never came to be
+                if not folder.path.exists():  # a run that never came to be: killed while its folder was made
+                    import shutil  # here: readers never delete
+
+                    shutil.rmtree(self._building(marker.name), ignore_errors=True)
+                    marker.unlink(missing_ok=True)
                 continue
             if info["status"] != RUNNING:
                 marker.unlink(missing_ok=True)
