@@ -96,6 +96,28 @@ def test_runs_whose_keys_came_in_another_order_share_a_pack(tmp_path: Path) -> N
     assert answers(path) == before
 
 
+def test_a_pack_is_named_after_every_pack_there_whatever_the_clocks(tmp_path: Path) -> None:
+    """A run is read from the newest pack holding it (the last by name): a host whose clock is
+    behind another's still names its packs after theirs."""
+    path = record_study(tmp_path / "study")
+    pack_now(path)
+    ahead = 10**19  # a pack of a host whose clock is far ahead
+    for old in (path / "catalog").glob("pack-*"):
+        stem = old.name.split(".")[0]
+        old.rename(old.with_name(old.name.replace(stem, f"pack-{ahead + int(stem[5:25]) % 1000:020d}{stem[25:]}")))
+    before = {p.name for p in packs(path)}
+    collection = ExperimentCollection(path, quiet=True)
+    run_id = collection.runs[0]["id"]
+    with collection.resume(run_id) as experiment:  # its copy in the packs is stale now
+        experiment.push(step=99, loss=0.0)
+    record_study(tmp_path / "study", runs=PACK_RUNS)  # enough runs wait to pack again
+    pack_now(path)
+    newer = sorted({p.name for p in packs(path)} - before)
+    assert newer and all(name > max(before) for name in newer)
+    reader = ExperimentCollection(path, quiet=True, recover=False)
+    assert reader.sql(f"SELECT count(*) FROM records WHERE run_id = '{run_id}'").fetchall() == [(6,)]
+
+
 def test_records_are_read_from_the_pack(tmp_path: Path) -> None:
     path = record_study(tmp_path / "study")
     pack_now(path)

@@ -165,6 +165,7 @@ class Catalog:
         self._verified = verified_files(collection)
         self._packs: dict[str, Pack | None] = {}  # by file name; None: unreadable, ignored
         self._left_over = False  # whether the last listing showed what a packer killed midway left
+        self._newest = 0  # the time in the name of the newest pack known
 
     def runs(self, queryable: bool = False) -> dict[str, PackedRun]:
         """Every packed run by id, from the newest pack that holds it (``queryable``: among the
@@ -176,6 +177,7 @@ class Catalog:
         self._left_over = bool(_leftovers(listed))
         names = sorted(name[:-len(_DATA)] for name in listed
                        if name.startswith(_PREFIX) and name.endswith(_DATA) and name.count(".") == 1)
+        self._newest = max([self._newest, *map(_time_of, names)])
         self._packs = {name: self._packs[name] if name in self._packs else _read_listing(self.path, name)
                        for name in names}
         packed: dict[str, PackedRun] = {}
@@ -243,7 +245,8 @@ class Catalog:
                     written += self._finish(records)
                     records = None
                 if records is None:
-                    records = _PackRecords(self.path / f"{_PREFIX}{time.time_ns():020d}-{os.urandom(4).hex()}",
+                    self._newest = max(time.time_ns(), self._newest + 1)  # after every pack, whatever the clocks
+                    records = _PackRecords(self.path / f"{_PREFIX}{self._newest:020d}-{os.urandom(4).hex()}",
                                            read.schema)
                 records.add(member, read)
             if records is not None:
@@ -553,6 +556,13 @@ class _PackRecords:
             self._writer.close()
         finally:
             self.temporary.unlink(missing_ok=True)
+
+
+def _time_of(name: str) -> int:
+    """The time in a pack's name (0 if it has none): packs are named so that the newest, which a
+    run is read from, sorts last, even where the clocks of the hosts that packed disagree."""
+    digits = name[len(_PREFIX):].partition("-")[0]
+    return int(digits) if digits.isdigit() else 0
 
 
 def _leftovers(names: set[str], earlier: set[str] | frozenset[str] = frozenset()) -> list[str]:
