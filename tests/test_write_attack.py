@@ -310,6 +310,7 @@ def packing_trial(template: Path, folder: Path, victim_point: str | float, clean
     return problems
 
 
+@pytest.mark.slow
 def test_kill_9_between_a_packs_trees_and_its_records_loses_and_doubles_nothing(tmp_path, waiting):
     """The packer killed when a pack's listing and trees are written but not its records file
     (and a run killed while recording): every finished run is read once, whole, before and
@@ -322,6 +323,7 @@ def midway(point: str, chooser: random.Random) -> str:
     return f"{point}:{chooser.randint(1, PACK_MIN_RUNS - 1)}" if point == "read" else point
 
 
+@pytest.mark.slow
 def test_what_a_packer_killed_after_its_first_pack_left_is_removed_by_the_next_process(tmp_path, waiting):
     """The 64th finish() packs the runs of two layouts as two packs; killed while writing the
     second, it leaves that pack's temporary file (as large as the pack, up to tens of MB). The
