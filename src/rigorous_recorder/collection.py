@@ -442,9 +442,10 @@ class ExperimentCollection:
         """Gather finished runs that no pack holds into packs, once enough of them wait.
 
         Returns True when it packed some. Costs a directory listing and the packs' listings
-        while too few wait, then deletes what a packer killed midway left, if any (the runs of a pack found damaged count as packed there: they are
-        read in place, and packed again once enough other runs wait; checking every pack's pages
-        at each run's finish would cost seconds in every process of a large collection).
+        while too few wait (then deletes what a packer killed midway left, if any). The runs of
+        a pack found damaged count as packed there: they are read in place, and packed again
+        once enough other runs wait; checking every pack's pages at each run's finish would
+        cost seconds in every process of a large collection.
         """
         if not self._maintain:
             return False
