@@ -186,6 +186,10 @@ def public_folder() -> Iterator[Path]:
 def test_a_folder_another_user_cannot_read(locked, outcome, study, public_folder):
     """As ``nobody``: an unreadable collection or runs folder is one line naming it; an unreadable run is
     listed damaged, naming its file."""
+    as_nobody = [SETPRIV, "--reuid", "nobody", "--regid", "nogroup", "--clear-groups", SCRIPT]
+    runs = subprocess.run([*as_nobody, "--version"], capture_output=True, text=True, timeout=60)
+    if runs.returncode != 0:  # a checkout in a folder only its owner may enter (as mktemp -d makes)
+        pytest.skip(f"user nobody cannot run this checkout's command: {(runs.stderr.strip().splitlines() or ['?'])[-1]}")
     path = copy_of(study, public_folder)
     for folder, _, files in os.walk(f"{path}.collection"):
         os.chmod(folder, 0o755)
@@ -195,8 +199,7 @@ def test_a_folder_another_user_cannot_read(locked, outcome, study, public_folder
               "run folder": second_run_folder(path),
               "records file": next(second_run_folder(path).glob("records-*.parquet"))}[locked]
     target.chmod(0)
-    result = subprocess.run([SETPRIV, "--reuid", "nobody", "--regid", "nogroup", "--clear-groups", SCRIPT, "ls", path],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run([*as_nobody, "ls", path], capture_output=True, text=True, timeout=60)
     assert "Traceback" not in result.stderr
     if outcome == "damaged":
         assert result.returncode == 0 and "damaged" in result.stdout and "Permission denied" in result.stdout

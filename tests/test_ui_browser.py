@@ -154,11 +154,14 @@ def rows(page) -> list[dict]:
 
 
 def select_all(page) -> None:
-    """Select every run; return once the chart has drawn the new curves."""
+    """Select every run; return once the chart has drawn the new curves (a fetch begun for an earlier
+    selection may end first: wait until the curves are those of the whole selection)."""
     fetches, draws = page.evaluate("[rrDashboard.curveFetches, rrDashboard.draws]")
     page.click("#select-all")
     page.wait_for_function(f"rrDashboard.curveFetches > {fetches}")
     page.wait_for_function(f"rrDashboard.draws > {draws}")
+    page.wait_for_function("rrDashboard.curves.series.map(s => s.run_id).join() === rrDashboard.state.sel.join()"
+                           " && rrDashboard.chart.series.length - 1 === rrDashboard.state.sel.length")
 
 
 def test_table_shows_every_run_with_its_badge_and_error(page):

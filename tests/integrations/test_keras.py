@@ -339,6 +339,8 @@ def test_a_model_built_where_a_collected_one_was_gets_its_own_model_recorder(tmp
         assert first_alive() is None
         optimizer = made_at(first_ids[1], lambda: BigAdam(0.01))
         again = made_at(first_ids[0], lambda: make_big_model(units=5, optimizer=optimizer))
+        if optimizer is None or again is None:  # a heap another test file used first (a pytest-xdist worker)
+            pytest.skip("the allocator gave no new object the collected one's address: nothing to test here")
         assert (id(again), id(again.optimizer)) == first_ids  # what this test is about: the ids came back
         again.fit(x, y, epochs=1, batch_size=32, callbacks=[cb], verbose=0)
     got = rows(cb.collection, "SELECT model_number, fit, parameters, count(*) FROM records "
