@@ -165,7 +165,6 @@ class Catalog:
         self._verified = verified_files(collection)
         self._packs: dict[str, Pack | None] = {}  # by file name; None: unreadable, ignored
         self._left_over = False  # whether the last listing showed what a packer killed midway left
-        self._newest = 0  # the time in the name of the newest pack known
 
     def runs(self, queryable: bool = False) -> dict[str, PackedRun]:
         """Every packed run by id, from the newest pack that holds it (``queryable``: among the
@@ -177,7 +176,6 @@ class Catalog:
         self._left_over = bool(_leftovers(listed))
         names = sorted(name[:-len(_DATA)] for name in listed
                        if name.startswith(_PREFIX) and name.endswith(_DATA) and name.count(".") == 1)
-        self._newest = max([self._newest, *map(_time_of, names)])
         self._packs = {name: self._packs[name] if name in self._packs else _read_listing(self.path, name)
                        for name in names}
         packed: dict[str, PackedRun] = {}
@@ -245,8 +243,8 @@ class Catalog:
                     written += self._finish(records)
                     records = None
                 if records is None:
-                    self._newest = max(time.time_ns(), self._newest + 1)  # after every pack, whatever the clocks
-                    records = _PackRecords(self.path / f"{_PREFIX}{self._newest:020d}-{os.urandom(4).hex()}",
+                    stamp = max(time.time_ns(), max(map(_time_of, self._packs), default=-1) + 1)  # whatever the clocks
+                    records = _PackRecords(self.path / f"{_PREFIX}{stamp:020d}-{os.urandom(4).hex()}",
                                            read.schema)
                 records.add(member, read)
             if records is not None:

@@ -144,8 +144,8 @@ class Footer:
     def layout(self) -> Layout:
         """The layout its metadata lists: a pack's file's, or else the tree's; a records file
         written before trees listed it is asked of pyarrow."""
-        listing = "tree" if self._pack_layout_text is None else "layout"
         if self._pack_layout_text is not None:
+            listing = "layout"
             if self._arrow_schema is not None and not _holds(self._arrow_schema, self._pack_layout_text):
                 raise DamagedFileError(self.path, "its layout metadata is damaged (its two copies in the footer differ)")
             try:
@@ -153,6 +153,7 @@ class Footer:
             except ValueError as error:
                 raise DamagedFileError(self.path, f"its layout metadata is damaged ({error!r})") from None
         else:
+            listing = "tree"
             columns = self.tree.get("columns")
             if columns is None:
                 from .._kinds import layout_of
