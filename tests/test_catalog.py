@@ -195,6 +195,22 @@ def test_a_damaged_pack_is_ignored(tmp_path: Path, bigger_study, file: str, dama
     assert answers(path) == before
 
 
+def test_a_pack_unreadable_for_a_moment_is_read_once_it_can_be(tmp_path: Path) -> None:
+    path = record_study(tmp_path / "study")
+    pack_now(path)
+    shelf = catalog.Catalog(path)
+    everything = set(shelf.runs())
+    data = packs(path)[0]
+    content = data.read_bytes()
+    data.unlink()
+    data.mkdir()  # open() fails with an OSError, as with too many open files
+    missing = everything - set(shelf.runs(queryable=True))
+    assert missing  # that pack's runs are read from their folders meanwhile
+    data.rmdir()
+    data.write_bytes(content)
+    assert set(shelf.runs(queryable=True)) == everything
+
+
 @pytest.mark.slow
 def test_packers_killed_midway_lose_and_double_nothing(tmp_path: Path) -> None:
     path = record_study(tmp_path / "study", runs=12)

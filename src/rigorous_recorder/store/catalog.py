@@ -144,14 +144,16 @@ class Pack:
     def check(self, verified: VerifiedFiles) -> bool:
         """True when the pack's Parquet files are whole and fit its listing: every page read and
         checked once per file signature (DuckDB does not check them; a damaged pack must never
-        spoil a query), what passed remembered in ``verified``."""
+        spoil a query), what passed remembered in ``verified``; a damaged pack stays ignored."""
         if self.queryable is None:
-            self.queryable = False
             try:
                 self.entries_footer, self.lineage_footer, self.footer = (
                     _checked_footer(path, verified) for path in (self.entries, self.lineage, self.path))
-            except (OSError, DamagedFileError):
+            except DamagedFileError:
+                self.queryable = False
                 return False
+            except OSError:
+                return False  # gone, or unreadable for now (too many open files): asked again next time
             key_columns = [name for name, _, _ in self.entries_footer.layout[:-2]]
             self.queryable = [key for key, _ in self.keys] == key_columns
         return self.queryable
