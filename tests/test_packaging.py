@@ -196,15 +196,15 @@ def test_sdist_holds_every_source_file(built):
     assert [name for name in expected if name not in built.sdist_names] == []
 
 
-@pytest.mark.slow
-def test_installed_wheel_passes_the_smoke_test(built, tmp_path):
-    """The wheel installed into a fresh venv (dependencies lent by this one) imports, records, queries, runs its CLI."""
-    venv = tmp_path / "venv"
+def smoke_test(wheel: Path, folder: Path) -> str:
+    """Install ``wheel`` into a fresh venv under ``folder`` (dependencies lent by this
+    interpreter) and run the smoke script there; returns what it printed."""
+    venv = folder / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     venv_python = venv / "bin" / "python"
     subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(venv_python), "install", "--quiet", "--no-deps", "--no-index",
-         str(built.wheel)],
+         str(wheel)],
         check=True,
     )
     # The dependencies come from this interpreter's site-packages, after the venv's own (which holds the wheel).
@@ -216,7 +216,34 @@ def test_installed_wheel_passes_the_smoke_test(built, tmp_path):
     (Path(site_packages) / "lent_dependencies.pth").write_text("\n".join(lent) + "\n")
     environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     result = subprocess.run(
-        [venv_python, SMOKE_SCRIPT], cwd=tmp_path, env=environment, capture_output=True, text=True, check=False
+        [venv_python, SMOKE_SCRIPT], cwd=folder, env=environment, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "smoke test passed" in result.stdout
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_installed_wheel_passes_the_smoke_test(built, tmp_path):
+    """The wheel installed into a fresh venv (dependencies lent by this one) imports, records, queries, runs its CLI,
+    with the compiled loops when the wheel carries them."""
+    compiled = any("_speedups" in name and not name.endswith(".c") for name in built.wheel_names)
+    assert f"hot path: {'C' if compiled else 'Python'} loops" in smoke_test(built.wheel, tmp_path)
+
+
+@pytest.mark.slow
+def test_without_a_c_compiler_the_sdist_installs_pure_python(built, tmp_path):
+    """Where no C compiler works, the sdist still builds (the extension is optional) a wheel
+    without ``_speedups``, and that wheel records and queries with the Python loops."""
+    (sdist,) = built.wheel.parent.glob("*.tar.gz")
+    environment = {**os.environ, "CC": "/bin/false"}  # the compiler setuptools calls, failing
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "--quiet",
+         "--wheel-dir", str(tmp_path / "dist"), str(sdist)],
+        env=environment, capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 0, f"pip wheel failed without a compiler:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        assert [name for name in archive.namelist() if "_speedups" in name and not name.endswith(".c")] == []
+    assert "hot path: Python loops" in smoke_test(wheel, tmp_path)

@@ -49,7 +49,10 @@ def check_installed_copy() -> None:
     location = Path(rigorous_recorder.__file__).resolve()
     if location.is_relative_to(REPOSITORY):
         fail(f"rigorous_recorder was imported from the repository ({location}), not from an installed wheel")
-    print(f"ok: rigorous_recorder {rigorous_recorder.__version__} from {location.parent}")
+    from rigorous_recorder._hotpath import COMPILED
+
+    loops = "C loops" if COMPILED else "Python loops"
+    print(f"ok: rigorous_recorder {rigorous_recorder.__version__} from {location.parent}; hot path: {loops}")
 
 
 def import_module(name: str, optional: set[str]) -> str | None:
