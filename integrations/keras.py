@@ -80,6 +80,8 @@ class RigorousCallback(keras.callbacks.Callback):
     Args:
         collection: a path (``.collection`` is appended) or an existing ExperimentCollection.
         experiment_info: experiment info as a dict (its keys need not be identifiers).
+        quiet: passed to the collection when ``collection`` is a path: ``False`` prints on stderr
+            where each run starts and where it was saved (by default nothing, as Keras's CSVLogger).
         **info: more experiment info, e.g. ``batch_size=32``.
     """
 
@@ -87,9 +89,10 @@ class RigorousCallback(keras.callbacks.Callback):
     async_safe = False
 
     def __init__(self, collection: str | os.PathLike[str] | ExperimentCollection,
-                 experiment_info: Mapping[str, Any] | None = None, /, **info: Any) -> None:
+                 experiment_info: Mapping[str, Any] | None = None, /, *, quiet: bool = True, **info: Any) -> None:
         super().__init__()
-        self.collection = collection if isinstance(collection, ExperimentCollection) else ExperimentCollection(collection)
+        self.collection = collection if isinstance(collection, ExperimentCollection) \
+            else ExperimentCollection(collection, quiet=quiet)
         self.info = stored_info({**(experiment_info or {}), **info}, MODEL_KEYS)
         self.experiment: Experiment | None = None
         self._stringified: set[str] = set()  # logged keys stored as their text, warned of once

@@ -88,7 +88,8 @@ class RigorousLogger(Logger):
         name: the checkpoint folder name under :attr:`save_dir` (default: the collection's name).
         version: the checkpoint sub-folder, ``<save_dir>/<name>/<version>/checkpoints``; give
             the earlier logger's version to resume with ``ckpt_path`` (default: a new one).
-        quiet: passed to the collection when ``collection`` is a path.
+        quiet: passed to the collection when ``collection`` is a path: ``False`` prints on stderr
+            where each run starts and where it was saved (by default nothing, as Lightning's CSVLogger).
         **info: the experiment info, stored on the experiment recorder.
 
     Records: each optimizer step is one record of stage ``train`` (``level='step'``): ``step``

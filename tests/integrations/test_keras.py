@@ -593,6 +593,26 @@ def test_callback_takes_a_path_and_experiment_info(tmp_path):
     assert rows(cb.collection, 'SELECT "learning setup", batch_size, stage FROM records LIMIT 1') == [("small", 8, "predict")]
 
 
+
+@pytest.mark.parametrize("quiet", [True, False, None])
+def test_the_callback_prints_nothing_unless_asked(tmp_path, capfd, quiet):
+    """Like Keras's CSVLogger the callback prints nothing by default; ``quiet=False`` prints where the run
+    starts and where it was saved, as the collection's own lines on stderr."""
+    x, y = make_data(32)
+    model = make_model()
+    with RigorousCallback(tmp_path / "study", **({} if quiet is None else {"quiet": quiet})) as cb:
+        model.fit(x, y, batch_size=16, epochs=1, callbacks=[cb], verbose=0)
+    out, err = capfd.readouterr()
+    assert "quiet" not in cb.experiment.recorder.local_data
+    ours = [line for line in err.splitlines() if line.startswith("rigorous_recorder:")]
+    if quiet is False:
+        assert (out, ours) == ("", [f"rigorous_recorder: new collection {tmp_path / 'study.collection'}",
+                                    f"rigorous_recorder: experiment 1 started ({cb.experiment.id})",
+                                    f"rigorous_recorder: experiment 1 saved: 3 records in {cb.experiment.folder.path}"])
+    else:
+        assert (out, err) == ("", "")
+
+
 def test_info_meeting_the_callbacks_keys_is_kept_under_user(tmp_path):
     """Experiment info named like a key the callback sets (step, model, wall_time) is kept as user/<key>."""
     with pytest.warns(UserWarning, match="'user/step'"):

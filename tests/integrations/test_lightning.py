@@ -266,6 +266,21 @@ def test_each_run_records_its_context_unless_switched_off(tmp_path):
     assert bare.collection.runs[0]["context"] == {}
 
 
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_the_logger_prints_nothing_unless_asked(tmp_path, capfd, quiet):
+    """Like Lightning's CSVLogger the logger prints nothing by default; ``quiet=False`` prints where the run
+    starts and where it was saved, as the collection's own lines on stderr (the Keras callback does the same)."""
+    logger = RigorousLogger(tmp_path / "study", quiet=quiet)
+    trainer(logger, max_epochs=1).fit(TinyModel(), loader(batches=2), loader(batches=1))
+    logger.finish()
+    ours = [line for line in capfd.readouterr().err.splitlines() if "rigorous_recorder" in line]
+    expected = [f"rigorous_recorder: new collection {tmp_path / 'study.collection'}",
+                f"rigorous_recorder: experiment 1 started ({logger.experiment.id})",
+                f"rigorous_recorder: experiment 1 saved: 5 records in {logger.experiment.folder.path}"]
+    assert ours == ([] if quiet else expected)
+
+
 def test_version_and_log_dir_are_known_without_a_run(tmp_path):
     """version, log_dir and save_dir start no run; checkpoints go to <save_dir>/<name>/<version>/checkpoints."""
     logger = RigorousLogger(tmp_path / "study", version="v7")
