@@ -462,8 +462,8 @@ def test_ctrl_c_while_a_table_streams(reader, study):
 @pytest.mark.parametrize("query", [
     "SELECT * FROM records ORDER BY ALL",
     "SELECT step, loss FROM records WHERE false",
-    "SELECT {'a': 1} AS s, map([1], [2]) AS m, INTERVAL 3 DAY AS i, (1::HUGEINT << 100) AS h, 1.5::DECIMAL(10, 3) AS d, "
-    "'\\x00'::BLOB AS b, 'nan'::DOUBLE AS f, TIMESTAMPTZ '2020-01-01 00:00:00+00' AS t, 'a\\nb\\x1b' AS c, NULL AS n",
+    "SELECT {'a': 1} AS s, map([1], [2]) AS m, INTERVAL 3 DAY AS i, (1::HUGEINT << 100) AS h, "
+    "1.5::DECIMAL(10, 3) AS d, '\\x00'::BLOB AS b, 'nan'::DOUBLE AS f, TIMESTAMPTZ '2020-01-01 00:00:00+00' AS t, 'a\\nb\\x1b' AS c, NULL AS n",
     "CREATE TEMP TABLE t AS SELECT 1 AS a; SELECT a, 'it''s' AS q FROM t",
 ])
 def test_a_streamed_table_of_one_batch_prints_what_the_bounded_table_prints(query, study):
