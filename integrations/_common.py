@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rigorous_recorder import Recorder
+from rigorous_recorder.errors import UnsupportedValueError
 from rigorous_recorder.store.layout import BOOKKEEPING_KEYS
 
 #: The prefix of a user key (info, added value, metric) that meets an adapter key.
@@ -78,6 +79,33 @@ def flattened(params: Mapping[str, Any] | Namespace, prefix: str = "") -> dict[s
         except (TypeError, ValueError):
             flat[name] = str(value)
     return flat
+
+
+def add_logged(recorder: Recorder, logged: Mapping[str, Any], stringified: set[str], framework: str) -> Recorder:
+    """``recorder.add(logged)``; a logged value a record cannot store (a complex number) is added as its text,
+    as ``framework``'s CSVLogger writes it, with one warning per key (``stringified``: the keys warned of)."""
+    try:
+        return recorder.add(logged)
+    except UnsupportedValueError:  # raised before anything was staged
+        return recorder.add(storable_logs(logged, stringified, framework))
+
+
+def storable_logs(logged: Mapping[str, Any], stringified: set[str], framework: str) -> dict[str, Any]:
+    """``logged`` with each value a record cannot store replaced by its text (a scalar tensor's or array's as
+    its ``tolist()`` prints); warns once per key not yet in ``stringified``, and adds it there."""
+    stored = dict(logged)
+    for key, value in logged.items():
+        try:
+            Recorder({key: value})
+        except UnsupportedValueError:
+            plain = value.tolist() if callable(getattr(value, "tolist", None)) else value
+            stored[key] = str(plain)
+            if key not in stringified:
+                stringified.add(key)
+                warnings.warn(f"rigorous_recorder: metric {key!r} holds a {type(plain).__name__}, which a record "
+                              f"cannot store: kept as its text ({stored[key]!r}), as {framework}'s CSVLogger "
+                              "writes it", stacklevel=4)
+    return stored
 
 
 def commit_row(recorder: Recorder, adapter_values: Mapping[str, Any]) -> None:

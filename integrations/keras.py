@@ -44,9 +44,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from rigorous_recorder import Experiment, ExperimentCollection, Recorder
 from rigorous_recorder._hotpath import float32_seen, seen_logs
+from rigorous_recorder.errors import UnsupportedValueError
 from rigorous_recorder.experiment import why_process_ends
 
-from ._common import BATCH, EPOCH, STEP, NullRecorder, commit_row, flattened, stored_info
+from ._common import BATCH, EPOCH, STEP, NullRecorder, add_logged, commit_row, flattened, storable_logs, stored_info
 
 try:
     import keras
@@ -79,6 +80,8 @@ class RigorousCallback(keras.callbacks.Callback):
     Args:
         collection: a path (``.collection`` is appended) or an existing ExperimentCollection.
         experiment_info: experiment info as a dict (its keys need not be identifiers).
+        quiet: passed to the collection when ``collection`` is a path: ``False`` prints on stderr
+            where each run starts and where it was saved (by default nothing, as Keras's CSVLogger).
         **info: more experiment info, e.g. ``batch_size=32``.
     """
 
@@ -86,11 +89,13 @@ class RigorousCallback(keras.callbacks.Callback):
     async_safe = False
 
     def __init__(self, collection: str | os.PathLike[str] | ExperimentCollection,
-                 experiment_info: Mapping[str, Any] | None = None, /, **info: Any) -> None:
+                 experiment_info: Mapping[str, Any] | None = None, /, *, quiet: bool = True, **info: Any) -> None:
         super().__init__()
-        self.collection = collection if isinstance(collection, ExperimentCollection) else ExperimentCollection(collection)
+        self.collection = collection if isinstance(collection, ExperimentCollection) \
+            else ExperimentCollection(collection, quiet=quiet)
         self.info = stored_info({**(experiment_info or {}), **info}, MODEL_KEYS)
         self.experiment: Experiment | None = None
+        self._stringified: set[str] = set()  # logged keys stored as their text, warned of once
         self._reset()
 
     def _reset(self) -> None:
@@ -248,16 +253,16 @@ class RigorousCallback(keras.callbacks.Callback):
         self._last_batch = batch
         _commit(self._train, seen_logs(logs), {"step": self._step - 1, "epoch": self._epoch, "batch_idx": batch,
                                                "level": STEP, "learning_rate": self._learning_rate,
-                                               "wall_time": time.time()})
+                                               "wall_time": time.time()}, self._stringified)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = seen_logs(logs)
         ours = {"step": self._step - 1, "epoch": epoch, "level": EPOCH, "learning_rate": self._learning_rate,
                 "wall_time": time.time()}
         validation = {key: logs.pop(key) for key in list(logs) if key.startswith("val_")}
-        commit_row(self._train.add(logs), ours)
+        commit_row(add_logged(self._train, logs, self._stringified, "Keras"), ours)
         if validation and self._validate is not None:
-            commit_row(self._validate.add(validation), ours)
+            commit_row(add_logged(self._validate, validation, self._stringified, "Keras"), ours)
         self._current = self._train
         self.experiment.flush()
 
@@ -281,9 +286,10 @@ class RigorousCallback(keras.callbacks.Callback):
             _commit(self._test, seen_logs(logs, "val_"), {"step": self._step - 1, "epoch": self._epoch,
                                                           "batch_idx": batch, "level": BATCH,
                                                           "learning_rate": self._learning_rate,
-                                                          "wall_time": time.time()})
+                                                          "wall_time": time.time()}, self._stringified)
         else:
-            _commit(self._test, seen_logs(logs), {"batch_idx": batch, "level": BATCH, "wall_time": time.time()})
+            _commit(self._test, seen_logs(logs), {"batch_idx": batch, "level": BATCH, "wall_time": time.time()},
+                    self._stringified)
 
     def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
         if self._test is self._validate:
@@ -317,17 +323,22 @@ def _finish_interrupted_at_exit() -> None:
         callback.finish(why_process_ends())
 
 
-def _commit(recorder: Recorder, logged: dict[str, Any], ours: dict[str, Any]) -> None:
+def _commit(recorder: Recorder, logged: dict[str, Any], ours: dict[str, Any], stringified: set[str]) -> None:
     """Commit one record of Keras's ``logged`` values (a dict of ours to change) and the callback's.
 
     One ``push`` when nothing is staged and no logged key is the callback's (every batch,
-    usually); otherwise ``commit_row``, which keeps a clashing value under ``user/<key>``.
+    usually); otherwise ``commit_row``, which keeps a clashing value under ``user/<key>``. A logged
+    value a record cannot store (a complex number) is stored as its text, with one warning per key
+    (``stringified``: the keys warned of), as Keras's CSVLogger writes it.
     """
     if recorder.staged or not ours.keys().isdisjoint(logged):
-        commit_row(recorder.add(logged), ours)
+        commit_row(add_logged(recorder, logged, stringified, "Keras"), ours)
     else:
         logged.update(ours)
-        recorder.push(logged)
+        try:
+            recorder.push(logged)
+        except UnsupportedValueError:  # raised before anything was recorded
+            recorder.push(storable_logs(logged, stringified, "Keras"))
 
 
 def _reference(thing: Any) -> Callable[[], Any]:

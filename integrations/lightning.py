@@ -27,7 +27,8 @@ from rigorous_recorder import Experiment, ExperimentCollection, Recorder
 from rigorous_recorder.experiment import running_experiment
 from rigorous_recorder.store.layout import RUNS_FOLDER, SUFFIX
 
-from ._common import BATCH, EPOCH, STEP, NullRecorder, commit_row, flattened, hyperparameters, stored_info
+from ._common import (BATCH, EPOCH, STEP, NullRecorder, add_logged, commit_row, flattened, hyperparameters,
+                      stored_info)
 
 
 def _lightning() -> Any:
@@ -87,7 +88,8 @@ class RigorousLogger(Logger):
         name: the checkpoint folder name under :attr:`save_dir` (default: the collection's name).
         version: the checkpoint sub-folder, ``<save_dir>/<name>/<version>/checkpoints``; give
             the earlier logger's version to resume with ``ckpt_path`` (default: a new one).
-        quiet: passed to the collection when ``collection`` is a path.
+        quiet: passed to the collection when ``collection`` is a path: ``False`` prints on stderr
+            where each run starts and where it was saved (by default nothing, as Lightning's CSVLogger).
         **info: the experiment info, stored on the experiment recorder.
 
     Records: each optimizer step is one record of stage ``train`` (``level='step'``): ``step``
@@ -123,6 +125,7 @@ class RigorousLogger(Logger):
         self._info = stored_info(info, MODEL_KEYS)
         self._origin_pid = os.getpid()  # a run in another process is a worker's: it ends with the call
         self._run_folder: Path | None = None
+        self._stringified: set[str] = set()  # metrics stored as their text, warned of once
         self.callback = _Companion(self)
         self._forget(given)
 
@@ -222,16 +225,21 @@ class RigorousLogger(Logger):
         stage = self._stage()
         if stage is None:  # Lightning Fabric, or called by hand: one record below the experiment
             self._store_pending_hparams()
-            commit_row(self._ensure_experiment().recorder.add(metrics), {"step": step, "wall_time": time.time()})
+            commit_row(self._add(self._ensure_experiment().recorder, metrics), {"step": step, "wall_time": time.time()})
         elif stage in self._epoch_end:
             self._commit(stage)
-            commit_row(self._stage_recorder(stage).add(metrics), {
+            commit_row(self._add(self._stage_recorder(stage), metrics), {
                 "step": step, "epoch": self._trainer.current_epoch, "level": EPOCH, "wall_time": time.time()})
         else:
             row = self._rows.get(stage)
             if row is None or (step is not None and row["step"] != step and stage == "train"):
                 self._open(stage, self._trainer.fit_loop.epoch_loop._batches_that_stepped if step is None else step)
-            self._stage_recorder(stage).add(metrics)
+            self._add(self._stage_recorder(stage), metrics)
+
+    def _add(self, recorder: Recorder, metrics: Mapping[str, Any]) -> Recorder:
+        """Stage ``metrics``; one a record cannot store (a complex number logged by hand) as its text, with a
+        warning, as CSVLogger keeps it: the run goes on."""
+        return add_logged(recorder, metrics, self._stringified, "Lightning")
 
     @rank_zero_only
     def finalize(self, status: str) -> None:

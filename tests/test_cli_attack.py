@@ -390,3 +390,102 @@ def test_ctrl_c_stops_a_long_query_at_once(command, study, tmp_path):
     assert time.monotonic() - sent < 10
     assert (process.returncode, out, err) == (130, "", f"rigorous-recorder {command}: interrupted\n")
     assert [path.name for path in tmp_path.iterdir() if path.name.startswith((".out", "out"))] == []
+
+
+# -- an unbounded table streams ------------------------------------------------------------------
+
+#: Rows of the streamed queries: enough that holding them as Python rows takes over a gigabyte.
+STREAMED_ROWS = 3_000_000
+#: The most a command streaming :data:`STREAMED_ROWS` rows may hold. Its imports and DuckDB take ~80 MB
+#: and a batch of 65,536 rows in Python some tens; holding every row took 1.2 GB.
+STREAMED_MAX_RSS_MB = 400
+
+
+def max_rss_mb(args: list[str], stdout: Path) -> float:
+    """Run the console script with ``args``, stdout to a file, in a fresh parent process whose children's
+    peak RSS is the command's alone (this test process's children include other tests' processes)."""
+    measure = ("import resource, subprocess, sys; "
+               "code = subprocess.run(sys.argv[2:], stdout=open(sys.argv[1], 'w')).returncode; "
+               "print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    result = subprocess.run([sys.executable, "-c", measure, str(stdout), str(SCRIPT), *args], capture_output=True,
+                            text=True, timeout=300)
+    code, kilobytes = result.stdout.split()
+    assert (code, result.stderr) == ("0", ""), result
+    return int(kilobytes) / 1024
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("to_file", [False, True])
+def test_an_unbounded_table_streams_in_bounded_memory(to_file, study, tmp_path):
+    """``sql --max-rows 0`` of three million rows: the table (or the -o file) holds every row, while the
+    process's memory stays that of one batch of rows, not of all of them."""
+    query = f"SELECT range AS i FROM range({STREAMED_ROWS})"
+    stdout, output = tmp_path / "stdout.txt", tmp_path / "rows.csv"
+    args = ["sql", str(study), query, "--max-rows", "0", *(["-o", str(output)] if to_file else [])]
+    peak = max_rss_mb(args, stdout)
+    lines = (output if to_file else stdout).read_text().splitlines()
+    if to_file:
+        assert lines[0] == "i" and lines[1:] == [str(number) for number in range(STREAMED_ROWS)]
+    else:
+        width = len(str(cli._BATCH_ROWS - 1))  # the first batch sets the widths; a longer number widens its line
+        assert lines[:2] == ["i".rjust(width), "-" * width]
+        assert lines[2:-1] == [str(number).rjust(width) for number in range(STREAMED_ROWS)]
+        assert lines[-1] == f"({STREAMED_ROWS} rows)"
+    assert peak < STREAMED_MAX_RSS_MB, f"{peak:.0f} MB"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reader", ["reads on", "stopped reading"])
+def test_ctrl_c_while_a_table_streams(reader, study):
+    """SIGINT while ``sql --max-rows 0`` prints rows, to a reader that keeps reading or to a full pipe
+    (``| less`` paused): one line, exit 130, no traceback, even with the printing thread stuck in a write."""
+    query = "SELECT range AS i, repeat('y', 50) AS text FROM range(100000000)"
+    process = subprocess.Popen([SCRIPT, "sql", study, query, "--max-rows", "0"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, preexec_fn=limited_memory)
+    try:
+        assert process.stdout.readline().split() == [b"i", b"text"]
+        if reader == "reads on":
+            process.stdout.read(10_000_000)  # well inside the rows
+        else:
+            time.sleep(1)  # the pipe fills; the printing thread waits in its write
+        process.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        if reader == "stopped reading":
+            process.wait(timeout=30)  # stdout is never read again
+        _, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert time.monotonic() - sent < 10
+    assert (process.returncode, err.decode()) == (130, "rigorous-recorder sql: interrupted\n")
+
+
+@pytest.mark.parametrize("query", [
+    "SELECT * FROM records ORDER BY ALL",
+    "SELECT step, loss FROM records WHERE false",
+    "SELECT {'a': 1} AS s, map([1], [2]) AS m, INTERVAL 3 DAY AS i, (1::HUGEINT << 100) AS h, "
+    "1.5::DECIMAL(10, 3) AS d, '\\x00'::BLOB AS b, 'nan'::DOUBLE AS f, TIMESTAMPTZ '2020-01-01 00:00:00+00' AS t, 'a\\nb\\x1b' AS c, NULL AS n",
+    "CREATE TEMP TABLE t AS SELECT 1 AS a; SELECT a, 'it''s' AS q FROM t",
+])
+def test_a_streamed_table_of_one_batch_prints_what_the_bounded_table_prints(query, study):
+    """--max-rows 0 and a --max-rows beyond one batch stream the rows; a result within one batch prints
+    exactly as the default table does: the same values, widths and alignment."""
+    bounded = run("sql", study, query)
+    assert (bounded.returncode, bounded.stderr) == (0, ""), bounded
+    for max_rows in (0, cli._BATCH_ROWS + 1):
+        streamed = run("sql", study, query, "--max-rows", max_rows)
+        assert (streamed.returncode, streamed.stdout, streamed.stderr) == (0, bounded.stdout, "")
+
+
+@pytest.mark.parametrize(("rows", "max_rows", "note"), [
+    (70_000, 0, "(70000 rows)"),
+    (70_000, 70_000, "(70000 rows)"),
+    (70_001, 70_000, "(first 70000 rows shown; --max-rows 0 shows all)"),
+    (200_000, 65_537, "(first 65537 rows shown; --max-rows 0 shows all)"),
+])
+def test_a_streamed_table_stops_at_max_rows_and_says_so(rows, max_rows, note, study):
+    """Past one batch the table streams: every row up to --max-rows, then the note of a cut table."""
+    result = run("sql", study, f"SELECT range AS i FROM range({rows})", "--max-rows", max_rows)
+    lines = result.stdout.splitlines()
+    shown = rows if max_rows == 0 else min(rows, max_rows)
+    assert (result.returncode, result.stderr, lines[-1]) == (0, "", note)
+    assert [int(line) for line in lines[2:-1]] == list(range(shown))

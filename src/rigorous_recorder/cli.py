@@ -126,14 +126,50 @@ def command_sql(args: argparse.Namespace) -> None:
     if (args.format or "table") != "table" or args.output:
         _write(relation, args.output, _format_of(args.output, args.format), quiet=args.quiet)
         return
-    shown = relation if args.max_rows <= 0 else relation.limit(args.max_rows + 1)
-    rows = shown.fetchall()
-    more = args.max_rows > 0 and len(rows) > args.max_rows
-    rows = rows[: args.max_rows] if more else rows
-    print(_table(relation.columns, [[_cell(value) for value in row] for row in rows]))
+    if 0 < args.max_rows <= _BATCH_ROWS:
+        rows = relation.limit(args.max_rows + 1).fetchall()
+        more = len(rows) > args.max_rows
+        rows = rows[: args.max_rows] if more else rows
+        print(_table(relation.columns, [[_cell(value) for value in row] for row in rows]))
+        count = len(rows)
+    else:
+        count, more = _print_table_streamed(collection, relation, args.max_rows)
     note = f"first {args.max_rows} rows shown; --max-rows 0 shows all" if more else \
-        f"{len(rows)} row{'s' * (len(rows) != 1)}"
+        f"{count} row{'s' * (count != 1)}"
     print(f"({note})")
+
+
+def _print_table_streamed(collection: ExperimentCollection, relation: Any, max_rows: int) -> tuple[int, bool]:
+    """Print ``relation`` as a table a batch of rows at a time (all of them when ``max_rows`` is 0), so
+    that memory holds one batch whatever the row count: the first batch sets the widths and alignment,
+    a longer value later widens only its own line. Returns the rows printed and whether more were left."""
+    shown = relation if max_rows == 0 else relation.limit(max_rows + 1)
+    result = _connection(collection).execute(shown.sql_query())
+    batch = [[_cell(value) for value in row] for row in result.fetchmany(_BATCH_ROWS)]
+    header = [_printable(str(name)) for name in relation.columns]
+    widths, numeric = _layout(header, batch)
+    print(_line(header, widths, numeric))
+    print(_line(["-" * width for width in widths], widths, numeric))
+    count = 0
+    while batch:
+        if _stopping.is_set():  # Ctrl-C while this thread printed: stop at once, not at the query's next chunk
+            raise KeyboardInterrupt
+        more = bool(max_rows) and count + len(batch) > max_rows  # the query asked for one row beyond
+        if more:
+            batch = batch[: max_rows - count]
+        sys.stdout.write("".join(_line([_printable(str(value)) for value in row], widths, numeric) + "\n"
+                                 for row in batch))
+        count += len(batch)
+        if more:
+            return count, True
+        batch = [[_cell(value) for value in row] for row in result.fetchmany(_BATCH_ROWS)]
+    return count, False
+
+
+def _connection(collection: ExperimentCollection) -> Any:
+    """The DuckDB connection that answers ``collection.sql()``: its ``execute()`` result streams rows to
+    ``fetchmany()``, which DuckDB 2's relations no longer have (their one streaming reader is pyarrow's)."""
+    return collection._query_cache.connection
 
 
 def command_export(args: argparse.Namespace) -> None:
@@ -191,6 +227,7 @@ def command_ui(args: argparse.Namespace) -> None:
 
 
 _opened: list[ExperimentCollection] = []  # what this command opened: the queries Ctrl-C stops
+_stopping = threading.Event()  # set by Ctrl-C: a command printing as it fetches stops at its next batch
 
 
 def _open(path: str, recover: bool = True) -> Any:
@@ -203,6 +240,7 @@ def _open(path: str, recover: bool = True) -> Any:
 
 def _stop_queries() -> None:
     """Interrupt the DuckDB queries of the collections this command opened."""
+    _stopping.set()
     for collection in _opened:
         collection.interrupt()
 
@@ -272,15 +310,23 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Rows aligned under ``header``: numbers to the right, the rest to the left."""
     header = [_printable(str(name)) for name in header]
     cells = [[_printable(str(value)) for value in row] for row in rows]
+    widths, numeric = _layout(header, rows)
+    return "\n".join(_line(values, widths, numeric)
+                     for values in [header, ["-" * width for width in widths], *cells])
+
+
+def _layout(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> tuple[list[int], list[bool]]:
+    """Each column's width (of ``header`` and the printed ``rows``) and whether it is right-aligned
+    (it holds numbers, NULL or nothing)."""
     numeric = [bool(rows) and all(isinstance(row[i], (int, float)) and not isinstance(row[i], bool)
                                   or row[i] in ("NULL", "") for row in rows) for i in range(len(header))]
-    widths = [max([len(name), *(len(row[i]) for row in cells)]) for i, name in enumerate(header)]
+    widths = [max([len(name), *(len(_printable(str(row[i]))) for row in rows)]) for i, name in enumerate(header)]
+    return widths, numeric
 
-    def line(values: Sequence[str]) -> str:
-        return "  ".join(value.rjust(width) if right else value.ljust(width)
-                         for value, width, right in zip(values, widths, numeric)).rstrip()
 
-    return "\n".join([line(list(header)), line(["-" * width for width in widths]), *(line(row) for row in cells)])
+def _line(values: Sequence[str], widths: Sequence[int], numeric: Sequence[bool]) -> str:
+    return "  ".join(value.rjust(width) if right else value.ljust(width)
+                     for value, width, right in zip(values, widths, numeric)).rstrip()
 
 
 class _Bar:
@@ -507,6 +553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0, or 2 after an error)."""
     args = build_parser().parse_args(argv)
     _opened.clear()
+    _stopping.clear()
     try:
         _run(args)
     except BrokenPipeError:  # `... | head`

@@ -382,6 +382,38 @@ def test_values_added_under_the_callbacks_keys_are_kept_under_user(tmp_path):
     assert got == [(0, 0, -1, "mine"), (1, 0, -1, "mine"), (2, 0, -1, "mine")]
 
 
+
+class ComplexMetric(keras.Sequential):
+    """Reports a complex metric ``z`` with its loss: Keras's own CSVLogger writes it as ``(1+2j)``."""
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        return {**super().compute_metrics(x, y, y_pred, sample_weight),
+                "z": keras.ops.convert_to_tensor(np.complex64(1 + 2j))}
+
+
+def test_a_complex_metric_is_kept_as_its_text_with_one_warning_per_key(tmp_path, recwarn):
+    """A logged value a record cannot store neither stops fit nor loses a row: it is stored as its text, as Keras's
+    CSVLogger writes it, with one warning per key (``z``, and ``val_z`` of the validation)."""
+    model = ComplexMetric([keras.Input((4,)), keras.layers.Dense(1)], name="complex")
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = make_data(64)
+    cb = new_callback(tmp_path)
+    with cb:
+        model.fit(x, y, batch_size=16, epochs=2, validation_split=0.25, callbacks=[cb], verbose=0)
+        model.evaluate(x, y, batch_size=32, callbacks=[cb], verbose=0)
+    assert cb.collection.runs[0]["status"] == "ok"
+    got = rows(cb.collection, "SELECT stage, level, count(*), count(loss), min(z), max(z), min(val_z), max(val_z) "
+                              "FROM records GROUP BY ALL ORDER BY ALL")
+    assert got == [("test", "batch", 2, 2, "(1+2j)", "(1+2j)", None, None),
+                   ("train", "epoch", 2, 2, "(1+2j)", "(1+2j)", None, None),
+                   ("train", "step", 6, 6, "(1+2j)", "(1+2j)", None, None),
+                   ("validate", "batch", 2, 0, None, None, "(1+2j)", "(1+2j)"),
+                   ("validate", "epoch", 2, 0, None, None, "(1+2j)", "(1+2j)")]
+    ours = sorted(str(warning.message) for warning in recwarn if "rigorous_recorder" in str(warning.message))
+    assert ours == [f"rigorous_recorder: metric {key!r} holds a complex, which a record cannot store: kept as its text "
+                    "('(1+2j)'), as Keras's CSVLogger writes it" for key in ("val_z", "z")]
+
+
 class InterruptAt(keras.callbacks.Callback):
     """Raises KeyboardInterrupt at the start of one training batch."""
 
@@ -559,6 +591,26 @@ def test_callback_takes_a_path_and_experiment_info(tmp_path):
         make_model().predict(x, batch_size=8, callbacks=[cb], verbose=0)
     assert (tmp_path / "by_path.collection").is_dir()
     assert rows(cb.collection, 'SELECT "learning setup", batch_size, stage FROM records LIMIT 1') == [("small", 8, "predict")]
+
+
+
+@pytest.mark.parametrize("quiet", [True, False, None])
+def test_the_callback_prints_nothing_unless_asked(tmp_path, capfd, quiet):
+    """Like Keras's CSVLogger the callback prints nothing by default; ``quiet=False`` prints where the run
+    starts and where it was saved, as the collection's own lines on stderr."""
+    x, y = make_data(32)
+    model = make_model()
+    with RigorousCallback(tmp_path / "study", **({} if quiet is None else {"quiet": quiet})) as cb:
+        model.fit(x, y, batch_size=16, epochs=1, callbacks=[cb], verbose=0)
+    out, err = capfd.readouterr()
+    assert "quiet" not in cb.experiment.recorder.local_data
+    ours = [line for line in err.splitlines() if line.startswith("rigorous_recorder:")]
+    if quiet is False:
+        assert (out, ours) == ("", [f"rigorous_recorder: new collection {tmp_path / 'study.collection'}",
+                                    f"rigorous_recorder: experiment 1 started ({cb.experiment.id})",
+                                    f"rigorous_recorder: experiment 1 saved: 3 records in {cb.experiment.folder.path}"])
+    else:
+        assert (out, err) == ("", "")
 
 
 def test_info_meeting_the_callbacks_keys_is_kept_under_user(tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 pl = pytest.importorskip("pytorch_lightning")
+import torch  # noqa: E402
 
 from rigorous_recorder import ExperimentCollection  # noqa: E402
 from rigorous_recorder.integrations._common import NullRecorder  # noqa: E402
@@ -265,6 +266,21 @@ def test_each_run_records_its_context_unless_switched_off(tmp_path):
     assert bare.collection.runs[0]["context"] == {}
 
 
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_the_logger_prints_nothing_unless_asked(tmp_path, capfd, quiet):
+    """Like Lightning's CSVLogger the logger prints nothing by default; ``quiet=False`` prints where the run
+    starts and where it was saved, as the collection's own lines on stderr (the Keras callback does the same)."""
+    logger = RigorousLogger(tmp_path / "study", quiet=quiet)
+    trainer(logger, max_epochs=1).fit(TinyModel(), loader(batches=2), loader(batches=1))
+    logger.finish()
+    ours = [line for line in capfd.readouterr().err.splitlines() if "rigorous_recorder" in line]
+    expected = [f"rigorous_recorder: new collection {tmp_path / 'study.collection'}",
+                f"rigorous_recorder: experiment 1 started ({logger.experiment.id})",
+                f"rigorous_recorder: experiment 1 saved: 5 records in {logger.experiment.folder.path}"]
+    assert ours == ([] if quiet else expected)
+
+
 def test_version_and_log_dir_are_known_without_a_run(tmp_path):
     """version, log_dir and save_dir start no run; checkpoints go to <save_dir>/<name>/<version>/checkpoints."""
     logger = RigorousLogger(tmp_path / "study", version="v7")
@@ -385,6 +401,45 @@ def test_recorder_of_a_fabric_adds_to_its_next_log_dict_record(tmp_path):
     logger.finish()
     assert rows(logger, "SELECT step, note, loss FROM records ORDER BY step") == [(0, "step 0", 1.0), (1, "step 1", 0.5)]
     assert isinstance(recorder_of(Fabric(accelerator="cpu", devices=1)), NullRecorder)
+
+
+
+class ComplexMetric(TinyModel):
+    """Logs a complex metric by hand at two steps of the first epoch (``self.log`` itself casts a complex value to
+    float with a warning); ``self.log`` of one reaches the logger as that float."""
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        if self.current_epoch == 0 and batch_idx in (1, 2):
+            self.logger.log_metrics({"z": torch.tensor(1 + 2j) * batch_idx, "ok": 1.0}, step=self.global_step)
+        return loss
+
+
+def test_a_complex_metric_is_kept_as_its_text_with_one_warning(tmp_path, recwarn):
+    """A complex value logged by hand, which a record cannot store, neither stops the fit nor loses a value: it is
+    stored as its text (what Lightning's CSVLogger writes), with one warning naming the key; so under Fabric."""
+    logger = RigorousLogger(tmp_path / "study")
+    trainer(logger).fit(ComplexMetric(), loader(), loader(batches=2))
+    logger.finish()
+    assert ExperimentCollection(tmp_path / "study", quiet=True).runs[0]["status"] == "ok"
+    steps = rows(logger, f"SELECT step, z, ok, train_loss_step IS NOT NULL FROM records WHERE {TRAIN_STEPS} ORDER BY step")
+    assert steps == [(0, None, None, True), (1, "(1+2j)", 1.0, True), (2, "(2+4j)", 1.0, True),
+                     *[(step, None, None, True) for step in range(3, 8)]]
+    ours = [str(warning.message) for warning in recwarn if "rigorous_recorder" in str(warning.message)]
+    assert ours == ["rigorous_recorder: metric 'z' holds a complex, which a record cannot store: kept as its text "
+                    "('(1+2j)'), as Lightning's CSVLogger writes it"]
+
+    from lightning.fabric import Fabric
+
+    fabric_logger = RigorousLogger(tmp_path / "fabric")
+    fabric = Fabric(accelerator="cpu", devices=1, loggers=[fabric_logger])
+    with pytest.warns(UserWarning, match="metric 'z' holds a complex") as warned:
+        fabric.log_dict({"z": 3j, "loss": 0.5}, step=0)
+        fabric.log_dict({"z": 1 - 1j, "loss": 0.25}, step=1)
+    fabric_logger.finish()
+    assert len([warning for warning in warned if "rigorous_recorder" in str(warning.message)]) == 1
+    assert rows(fabric_logger, "SELECT step, z, loss FROM records ORDER BY step") == [
+        (0, "3j", 0.5), (1, "(1-1j)", 0.25)]
 
 
 @pytest.mark.slow
