@@ -95,6 +95,24 @@ def test_sql_sees_records_of_a_running_experiment(tmp_path):
     assert collection.sql("SELECT count(*) FROM records").fetchall() == [(2,)]
 
 
+def test_execute_streams_what_sql_answers(study):
+    """execute() answers as sql() does, a batch of rows at a time, and sees a run added meanwhile."""
+    query = "SELECT model, step, loss FROM records ORDER BY ALL"
+    expected = study.sql(query).fetchall()
+    study.execute(query)
+    result = study.execute(query)
+    assert [column[0] for column in result.description] == ["model", "step", "loss"]
+    batches = []
+    while batch := result.fetchmany(2):
+        batches.append(batch)
+    assert [len(batch) for batch in batches] == [2, 2, 2, 1]
+    assert [row for batch in batches for row in batch] == expected
+    assert not study._query_cache.in_memory  # a repeated sql() keeps the records in memory; execute() never
+    with study.new_experiment() as recorder:
+        recorder.push(step=99)
+    assert study.execute("SELECT count(*) FROM records").fetchall() == [(len(expected) + 1,)]
+
+
 def test_sql_sees_runs_added_by_another_collection_object(study):
     """A run written by another ExperimentCollection on the same path shows up in the next query."""
     assert study.sql("SELECT count(*) FROM experiments").fetchall() == [(2,)]

@@ -133,20 +133,19 @@ def command_sql(args: argparse.Namespace) -> None:
         print(_table(relation.columns, [[_cell(value) for value in row] for row in rows]))
         count = len(rows)
     else:
-        count, more = _print_table_streamed(collection, relation, args.max_rows)
+        count, more = _print_table_streamed(collection.execute(relation.sql_query()), args.max_rows)
     note = f"first {args.max_rows} rows shown; --max-rows 0 shows all" if more else \
         f"{count} row{'s' * (count != 1)}"
     print(f"({note})")
 
 
-def _print_table_streamed(collection: ExperimentCollection, relation: Any, max_rows: int) -> tuple[int, bool]:
-    """Print ``relation`` as a table a batch of rows at a time (all of them when ``max_rows`` is 0), so
-    that memory holds one batch whatever the row count: the first batch sets the widths and alignment,
-    a longer value later widens only its own line. Returns the rows printed and whether more were left."""
-    shown = relation if max_rows == 0 else relation.limit(max_rows + 1)
-    result = _connection(collection).execute(shown.sql_query())
+def _print_table_streamed(result: Any, max_rows: int) -> tuple[int, bool]:
+    """Print the rows of DuckDB's ``result`` as a table a batch at a time (all of them when
+    ``max_rows`` is 0), so that memory holds one batch whatever the row count: the first batch sets
+    the widths and alignment, a longer value later widens only its own line. Returns the rows
+    printed and whether more were left."""
     batch = [[_cell(value) for value in row] for row in result.fetchmany(_BATCH_ROWS)]
-    header = [_printable(str(name)) for name in relation.columns]
+    header = [_printable(str(column[0])) for column in result.description]
     widths, numeric = _layout(header, batch)
     print(_line(header, widths, numeric))
     print(_line(["-" * width for width in widths], widths, numeric))
@@ -154,7 +153,7 @@ def _print_table_streamed(collection: ExperimentCollection, relation: Any, max_r
     while batch:
         if _stopping.is_set():  # Ctrl-C while this thread printed: stop at once, not at the query's next chunk
             raise KeyboardInterrupt
-        more = bool(max_rows) and count + len(batch) > max_rows  # the query asked for one row beyond
+        more = bool(max_rows) and count + len(batch) > max_rows
         if more:
             batch = batch[: max_rows - count]
         sys.stdout.write("".join(_line([_printable(str(value)) for value in row], widths, numeric) + "\n"
@@ -164,12 +163,6 @@ def _print_table_streamed(collection: ExperimentCollection, relation: Any, max_r
             return count, True
         batch = [[_cell(value) for value in row] for row in result.fetchmany(_BATCH_ROWS)]
     return count, False
-
-
-def _connection(collection: ExperimentCollection) -> Any:
-    """The DuckDB connection that answers ``collection.sql()``: its ``execute()`` result streams rows to
-    ``fetchmany()``, which DuckDB 2's relations no longer have (their one streaming reader is pyarrow's)."""
-    return collection._query_cache.connection
 
 
 def command_export(args: argparse.Namespace) -> None:

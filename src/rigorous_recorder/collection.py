@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     import pyspark.sql
     from filelock import FileLock
 
+    from .query import Query
     from .store.catalog import Catalog, PackedRun
 
 Run = tuple[RunFolder, dict[str, Any]]
@@ -568,6 +569,22 @@ class ExperimentCollection:
 
         >>> collection.sql("SELECT model, avg(loss) FROM records GROUP BY model").df()  # doctest: +SKIP
         """
+        return self._current_query(keep_in_memory=True).sql(query)
+
+    def execute(self, query: str) -> duckdb.DuckDBPyConnection:
+        """Run ``query`` as :meth:`sql` does, at once, and return DuckDB's result, whose
+        ``fetchmany(n)`` streams the rows a batch at a time (a relation fetches them all at
+        once); read it before this collection's next query, which replaces it. It never copies
+        the records into memory, as a repeated :meth:`sql` on an unchanged collection does.
+
+        >>> result = collection.execute("SELECT * FROM records")  # doctest: +SKIP
+        >>> while rows := result.fetchmany(10_000): ...  # doctest: +SKIP
+        """
+        return self._current_query(keep_in_memory=False).execute(query)
+
+    def _current_query(self, keep_in_memory: bool) -> Query:
+        """The views over the collection as it is now: built again when a run changed, else
+        (``keep_in_memory``) asked again, so read from memory from now on."""
         from .query import Query
 
         if self._database is None:
@@ -585,14 +602,15 @@ class ExperimentCollection:
         signatures = _run_signatures(self.path)
         listing = None if signatures is None else (tuple(self._damaged), signatures)
         if self._query_cache is not None and self._query_cache.is_current(listing):
-            self._query_cache.keep_in_memory()  # asked again, unchanged: read no file from now on
+            if keep_in_memory:
+                self._query_cache.keep_in_memory()
         else:
             with paused():
                 self._pack()
                 runs, packed = self._scan_packed(signatures, queryable=True)
                 self._query_cache = Query(runs, self._database, packed, listing)
             self._queries[:] = [self._query_cache]
-        return self._query_cache.sql(query)
+        return self._query_cache
 
     def interrupt(self) -> None:
         """Stop the query this collection answers in another thread: its ``sql()`` or fetch raises

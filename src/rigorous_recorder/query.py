@@ -534,6 +534,10 @@ class Query:
         """Run ``query`` against the views."""
         return self.connection.sql(query)
 
+    def execute(self, query: str) -> duckdb.DuckDBPyConnection:
+        """Run ``query`` against the views at once; its rows stream to ``fetchmany()``."""
+        return self.connection.execute(query)
+
 
 #: The name, within the statements that make the tables, of each run's ~source, place and :data:`RUN_COLUMNS`.
 _RUNS_TABLE = "~runs"
