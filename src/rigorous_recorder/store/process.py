@@ -1,21 +1,40 @@
-"""Is a run's process alive? The pid check on this host, the heartbeat from anywhere.
+"""Is a run's process alive? The pid check on this host, the heartbeat from anywhere; and the
+writer's lock.
 
 A running run records the host, pid and process start time of its writer, and its flusher
 touches the run's heartbeat file every flush interval. A reader on the same host asks the
 operating system (through psutil) whether that very process (same pid, same start time)
 still runs; a reader on another host, which cannot see the process, trusts the heartbeat
 while it is younger than the collection's ``heartbeat_timeout``.
+
+The writer of a run also holds an exclusive ``flock`` on the run's lock file of its session from
+the moment it records until it finishes; the kernel drops it when the process dies, however it
+dies. ``flock`` locks belong to the open file description: a second open in the same process
+conflicts, and closing another descriptor of the file drops nothing (POSIX ``fcntl`` locks do
+both wrongly here). The writer's descriptor is not inherited by ``exec``, and a forked child
+(a DataLoader worker) closes its copy at once, so it never keeps a dead parent's run alive.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; liveness is the pid check and the heartbeat
+    fcntl = None  # type: ignore[assignment]
 
 #: Seconds without a heartbeat after which a run of another host counts as crashed. The
 #: writer touches the heartbeat every flush interval (1 s by default), so this leaves room for
 #: slow shared filesystems and clocks that differ between hosts by less than a minute.
 HEARTBEAT_TIMEOUT = 60.0
+
+#: The lock files this process holds, by path, each with its descriptor.
+_held: dict[str, int] = {}
+#: Taken around taking a lock and around fork, so that a child never gets a descriptor unlisted.
+_holding = threading.RLock()
 
 
 def this_host() -> str:
@@ -58,3 +77,58 @@ def run_alive(info: dict[str, Any], heartbeat_age: float | None, timeout: float)
     if alive is not None:
         return alive
     return heartbeat_age is not None and heartbeat_age < timeout
+
+
+def hold_lock(path: str) -> bool:
+    """Create the lock file ``path`` already locked (``flock``, exclusive) and hold it until
+    :func:`release_lock`; False (nothing held, no file made) where ``flock`` or the file fails.
+
+    The file is made under a temporary name, locked, then renamed into place: a reader never
+    finds it free while its writer lives.
+    """
+    if fcntl is None:
+        return False
+    building = path + ".tmp"
+    with _holding:
+        if path in _held:
+            return True
+        try:
+            descriptor = os.open(building, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)  # not inherited by exec
+        except OSError:
+            return False
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(building, path)
+        except OSError:
+            os.close(descriptor)
+            _remove(building)
+            return False
+        _held[path] = descriptor
+    return True
+
+
+def release_lock(path: str) -> None:
+    """Stop holding the lock file ``path`` (if this process holds it)."""
+    with _holding:
+        descriptor = _held.pop(path, None)
+    if descriptor is not None:
+        os.close(descriptor)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass  # a leftover .tmp file: removed with the run's other leftovers
+
+
+def _close_in_child() -> None:
+    """In a forked child: close every inherited lock descriptor (the lock stays the parent's)."""
+    for descriptor in _held.values():
+        os.close(descriptor)
+    _held.clear()
+    _holding.release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_holding.acquire, after_in_parent=_holding.release, after_in_child=_close_in_child)

@@ -37,8 +37,11 @@ from .layout import (
     bookkeeping,
     is_records_name,
     journal_key,
+    lock_name,
+    lock_session,
     records_name,
 )
+from .process import hold_lock, release_lock
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -159,6 +162,19 @@ class RunFolder:
             return time.time() - self.heartbeat.stat().st_mtime
         except OSError:
             return None
+
+    def hold_lock(self, session: int) -> bool:
+        """Hold the lock of the run's ``session`` while this process records it (see
+        ``process``); False where this file system cannot lock (readers then use the pid and
+        the heartbeat)."""
+        return hold_lock(self._lock_path(session))
+
+    def release_lock(self, session: int) -> None:
+        """Stop holding the lock of the run's ``session`` (if this process holds it)."""
+        release_lock(self._lock_path(session))
+
+    def _lock_path(self, session: int) -> str:
+        return f"{self.location}{os.sep}{lock_name(session)}"
 
     # -- records -----------------------------------------------------------------------------
 
@@ -295,6 +311,16 @@ class RunFolder:
 
             shutil.rmtree(self.journal, ignore_errors=True)
             self.heartbeat.unlink(missing_ok=True)
+            self._remove_locks(info["session"])
+
+    def _remove_locks(self, through: int) -> None:
+        """Let this process's lock of session ``through`` go (it finished: run.json says so
+        now), and delete the lock files of the sessions up to it (not a resumed one's)."""
+        self.release_lock(through)
+        for name in os.listdir(self.location):
+            session = lock_session(name)
+            if session is not None and session <= through:
+                (self.path / name).unlink(missing_ok=True)
 
 
 def _read(path: str) -> bytes:
