@@ -513,8 +513,9 @@ STALLED_RECORDS = 3_000
 
 @pytest.mark.slow
 def test_a_writer_of_another_host_stalled_past_the_heartbeat_timeout_loses_nothing(tmp_path):
-    """A writer on host ``other`` flushes 3,000 records and stalls (SIGSTOP) longer than a reader's
-    heartbeat timeout; the reader, on this host, recovers its run as crashed. The writer then
+    """A writer on host ``other``, whose lock this host cannot see (``--lock-unseen``: a file system
+    whose flock is local to each host), flushes 3,000 records and stalls (SIGSTOP) longer than a
+    reader's heartbeat timeout; the reader, on this host, recovers its run as crashed. The writer then
     wakes and finishes: its finish() says the run was taken over, and the run keeps its records
     (it said "done", and the run read ok with 0 records: recovery deleted the journal the writer
     still held, and the writer's compaction replaced the recovered records file)."""
@@ -524,7 +525,7 @@ def test_a_writer_of_another_host_stalled_past_the_heartbeat_timeout_loses_nothi
     if not prefix:
         pytest.skip("unshare --uts is not permitted here")
     path, log = tmp_path / "study", tmp_path / "w.log"
-    writer = write(path, log, "w", 1, "--hold", "--records", str(STALLED_RECORDS), prefix=prefix)
+    writer = write(path, log, "w", 1, "--hold", "--records", str(STALLED_RECORDS), "--lock-unseen", prefix=prefix)
     assert writer.wait_for("holding")
     os.kill(writer.process.pid, signal.SIGSTOP)
     time.sleep(1.5)
@@ -556,7 +557,8 @@ def test_a_stalled_writer_that_flushes_while_its_recovery_is_midway_is_told_and_
     if not prefix:
         pytest.skip("unshare --uts is not permitted here")
     path, log = tmp_path / "study", tmp_path / "w.log"
-    writer = write(path, log, "w", 1, "--hold", "--records", str(STALLED_RECORDS), "--more", "1000", prefix=prefix)
+    writer = write(path, log, "w", 1, "--hold", "--records", str(STALLED_RECORDS), "--more", "1000", "--lock-unseen",
+                   prefix=prefix)
     assert writer.wait_for("holding")
     os.kill(writer.process.pid, signal.SIGSTOP)
     time.sleep(1.5)
@@ -641,7 +643,8 @@ def _write_main(path: str, log_path: str, writer: str, runs: int, options: list[
     finishes (``--more N``: before, it records N more records, flushes, says ``flushed`` and waits
     for another line). ``--together``: every run is started (until the process runs out of files, which
     it reports), recorded and flushed before the first finishes (a finish() refused for want of files
-    is tried again after the others).
+    is tried again after the others). ``--lock-unseen``: each run lets
+    its lock go once started, as a reader of another host sees it where flock is local to each host.
     """
     from rigorous_recorder import ExperimentCollection, StorageError
 
@@ -658,6 +661,8 @@ def _write_main(path: str, log_path: str, writer: str, runs: int, options: list[
                 print(f"refused {error}", flush=True)
                 break
             _logged(log, f"start {writer} {run}")
+            if "--lock-unseen" in options:
+                experiment.folder.release_lock(experiment.info["session"])
             for step in range(records):
                 experiment.recorder.push(step=step, loss=1 / (step + 1), **({"odd": run} if run % 2 else {}))
             started.append((run, experiment))

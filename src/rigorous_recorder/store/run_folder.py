@@ -41,7 +41,7 @@ from .layout import (
     lock_session,
     records_name,
 )
-from .process import hold_lock, release_lock
+from .process import hold_lock, lock_held, release_lock
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -172,6 +172,11 @@ class RunFolder:
     def release_lock(self, session: int) -> None:
         """Stop holding the lock of the run's ``session`` (if this process holds it)."""
         release_lock(self._lock_path(session))
+
+    def lock_held(self, session: int) -> bool | None:
+        """Whether the writer of ``session`` holds its lock; None when there is no lock file (a
+        run of an older version) or this file system cannot tell."""
+        return lock_held(self._lock_path(session))
 
     def _lock_path(self, session: int) -> str:
         return f"{self.location}{os.sep}{lock_name(session)}"
