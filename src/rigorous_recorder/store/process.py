@@ -159,7 +159,10 @@ def _remove(path: str) -> None:
 def _close_in_child() -> None:
     """In a forked child: close every inherited lock descriptor (the lock stays the parent's)."""
     for descriptor in _held.values():
-        os.close(descriptor)
+        try:
+            os.close(descriptor)
+        except OSError:
+            pass  # closed already by the code that forked (closerange): nothing is kept
     _held.clear()
     _holding.release()
 
