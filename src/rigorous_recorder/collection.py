@@ -79,7 +79,8 @@ class ExperimentCollection:
         record_context: record with each new experiment where it ran (git commit, command
             line, host, Python and package versions; see ``context``).
         heartbeat_timeout: seconds without a heartbeat after which a run of another host
-            counts as crashed (runs of this host are checked by their process at once).
+            counts as crashed, unless its writer's lock is seen held (runs of this host are
+            checked by their lock, or their process, at once).
 
     >>> import tempfile
     >>> collection = ExperimentCollection(tempfile.mkdtemp() + "/study", quiet=True)
@@ -355,7 +356,7 @@ class ExperimentCollection:
         return top + 1, 1
 
     def _alive(self, folder: RunFolder, info: dict[str, Any]) -> bool:
-        return run_alive(info, folder.heartbeat_age(), self.heartbeat_timeout)
+        return run_alive(info, folder.lock_held(info["session"]), folder.heartbeat_age, self.heartbeat_timeout)
 
     # -- reading -------------------------------------------------------------------------
 

@@ -62,6 +62,7 @@ CATALOG_LOCK = "catalog.lock"
 _RUN_NAME = re.compile(r"^(\d{6,})-[0-9a-f]{10}$")
 _RECORDS_NAME = re.compile(r"^records-(\d+)\.parquet$")
 _JOURNAL_NAME = re.compile(r"^(\d+)-(\d+)\.rrj$")
+_LOCK_NAME = re.compile(r"^lock-(\d+)$")
 
 
 def run_name(number: int, suffix: str) -> str:
@@ -94,6 +95,17 @@ def journal_key(name: str) -> tuple[int, int] | None:
     """(session, part) of a journal file name, or None for any other name."""
     match = _JOURNAL_NAME.match(name)
     return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def lock_name(session: int) -> str:
+    """The name of the file whose ``flock`` the writer of a run's session holds while it records."""
+    return f"lock-{session}"
+
+
+def lock_session(name: str) -> int | None:
+    """The session of a lock file name, or None for any other name."""
+    match = _LOCK_NAME.match(name)
+    return int(match.group(1)) if match else None
 
 
 def bookkeeping(info: dict[str, Any]) -> dict[str, Any]:

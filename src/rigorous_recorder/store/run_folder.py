@@ -37,8 +37,11 @@ from .layout import (
     bookkeeping,
     is_records_name,
     journal_key,
+    lock_name,
+    lock_session,
     records_name,
 )
+from .process import hold_lock, lock_held, release_lock
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -160,6 +163,24 @@ class RunFolder:
         except OSError:
             return None
 
+    def hold_lock(self, session: int) -> bool:
+        """Hold the lock of the run's ``session`` while this process records it (see
+        ``process``); False where this file system cannot lock (readers then use the pid and
+        the heartbeat)."""
+        return hold_lock(self._lock_path(session))
+
+    def release_lock(self, session: int) -> None:
+        """Stop holding the lock of the run's ``session`` (if this process holds it)."""
+        release_lock(self._lock_path(session))
+
+    def lock_held(self, session: int) -> bool | None:
+        """Whether the writer of ``session`` holds its lock; None when there is no lock file (a
+        run of an older version) or this file system cannot tell."""
+        return lock_held(self._lock_path(session))
+
+    def _lock_path(self, session: int) -> str:
+        return f"{self.location}{os.sep}{lock_name(session)}"
+
     # -- records -----------------------------------------------------------------------------
 
     def compacted_path(self, info: dict[str, Any]) -> Path | None:
@@ -201,13 +222,15 @@ class RunFolder:
                     found.append((key, path))
         return [path for _, path in sorted(found)]
 
-    def contents(self, info: dict[str, Any]) -> tuple[list[dict[str, Any]], Batches, list[str]]:
+    def contents(self, info: dict[str, Any], strict: bool = False) -> tuple[list[dict[str, Any]], Batches, list[str]]:
         """The run's tree entries, a way to read its records as tagged batches, and problems.
 
         Entries come from the compacted file, then the journals (a later entry of an id wins);
         the root's local data is the bookkeeping of ``info``. Records whose recorder has no
         entry (a damaged tree) are kept under an entry of their own below the experiment.
-        Reading the batches streams the files, so memory holds one batch at a time.
+        Reading the batches streams the files, so memory holds one batch at a time. ``strict``:
+        a journal that cannot be read (out of file descriptors, an I/O error) raises its OSError
+        instead of being noted in the problems, as compaction, which deletes the journals, needs.
         """
         from .journal import BATCH, decode_batch
         from .tree_file import read_tree_file, recorder_counts, tagged_batches
@@ -221,7 +244,7 @@ class RunFolder:
             entries.update((node.id, node.entry()) for node in earlier)
         journals = self.journal_paths(info)
         ids: set[int] = set()
-        for kind, payload in _frames(journals, problems):
+        for kind, payload in _frames(journals, problems, strict):
             if kind == BATCH:
                 ids.update(recorder_counts(decode_batch(payload)))
             else:
@@ -234,7 +257,7 @@ class RunFolder:
 
         def batches() -> Iterator[pa.RecordBatch]:
             yield from tagged_batches(earlier)
-            for kind, payload in _frames(journals, []):
+            for kind, payload in _frames(journals, [], strict):
                 if kind == BATCH:
                     yield decode_batch(payload)
 
@@ -270,7 +293,7 @@ class RunFolder:
         """
         from .tree_file import write_tree_file
 
-        entries, batches, problems = self.contents(info)
+        entries, batches, problems = self.contents(info, strict=True)
         generation = info.get("generation", 0) + 1
         name = records_name(generation)
         count = write_tree_file(self.path / name, entries, batches, {"run": self.id})
@@ -293,6 +316,16 @@ class RunFolder:
 
             shutil.rmtree(self.journal, ignore_errors=True)
             self.heartbeat.unlink(missing_ok=True)
+            self._remove_locks(info["session"])
+
+    def _remove_locks(self, through: int) -> None:
+        """Let this process's lock of session ``through`` go (it finished: run.json says so
+        now), and delete the lock files of the sessions up to it (not a resumed one's)."""
+        self.release_lock(through)
+        for name in os.listdir(self.location):
+            session = lock_session(name)
+            if session is not None and session <= through:
+                (self.path / name).unlink(missing_ok=True)
 
 
 def _read(path: str) -> bytes:
@@ -324,15 +357,20 @@ def _check_parquet(path: str) -> None:
 
 
 
-def _frames(journals: list[Path], problems: list[str]) -> Iterator[tuple[bytes, bytes]]:
-    """(kind, payload) of every whole frame of ``journals``; damage is noted in ``problems``."""
+def _frames(journals: list[Path], problems: list[str], strict: bool = False) -> Iterator[tuple[bytes, bytes]]:
+    """(kind, payload) of every whole frame of ``journals``; damage is noted in ``problems``, and
+    so is a file that cannot be read, unless ``strict`` (then its OSError is raised)."""
     from .journal import JournalDamage, read_journal
 
     for journal in journals:
         try:
             for frame, payload in read_journal(journal):
                 yield frame.kind, payload
-        except (JournalDamage, OSError) as error:
+        except JournalDamage as error:
+            problems.append(f"{error}; the records before it are kept")
+        except OSError as error:
+            if strict:
+                raise
             problems.append(f"{error}; the records before it are kept")
 
 

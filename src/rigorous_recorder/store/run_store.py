@@ -13,8 +13,10 @@ A write that fails (a full disk) keeps its frames in memory and retries them fir
 next flush; until one succeeds, the run's recorders refuse new rows with a
 :class:`~rigorous_recorder.errors.StorageError` naming the run and the cause.
 
-After each write, and before the run is finished, run.json is read back: once another process
-took the run over (a reader on another host found its heartbeat stale and recovered it), the
+The store holds the run's lock (see ``process``) from its start until the run is finished, so
+that no reader takes a live run over. After each write, and before the run is finished, run.json
+is read back: once another process took the run over all the same (a reader on another host,
+where this host's lock cannot be seen, found its heartbeat stale and recovered it), the
 store writes nothing more and refuses rows the same way, so that finishing never replaces the
 records the recovery kept. A recovery claims the session in run.json (``recovered_session``)
 before it reads the journal, so a write this check lets pass is one the recovery reads.
@@ -81,6 +83,7 @@ class RunStore(RecordStore):
         self._taken_over: StorageError | None = None  # set once run.json says another process took the run
         self._stop = threading.Event()
         self._interval = flush_interval
+        folder.hold_lock(session)  # let go when the run's finish writes run.json (RunFolder.compact)
         self._flusher = self._start_flusher()
 
     # -- the RecordStore contract ----------------------------------------------------------
@@ -260,9 +263,10 @@ class RunStore(RecordStore):
 
     def _check_still_recording(self) -> None:
         """Raise StorageError (from now on) once run.json no longer says that this session
-        records the run: another process recovered it (its heartbeat looked stale from another
-        host: a stalled process, or clocks that disagree) or resumed it. A journal the recovery
-        deleted takes writes without a word, and finishing would replace its records file."""
+        records the run: another process recovered it (from another host that cannot see this
+        host's lock, its heartbeat looked stale: a stalled process, or clocks that disagree) or
+        resumed it. A journal the recovery deleted takes writes without a word, and finishing
+        would replace its records file."""
         if self._taken_over is None:
             try:
                 info = self.folder.read_info()
@@ -274,11 +278,12 @@ class RunStore(RecordStore):
             state = "it is being recovered" if ours else f"{info['status']!r}, session {info['session']}"
             self._taken_over = StorageError(
                 f"experiment run {self.folder.id} was taken over by another process while this one recorded "
-                f"it: its run.json now says {state} (a reader on "
-                f"another host found its heartbeat older than that reader's heartbeat_timeout: a stalled "
+                f"it: its run.json now says {state} (a reader on another host, where this host's file locks "
+                f"cannot be seen, found its heartbeat older than that reader's heartbeat_timeout: a stalled "
                 f"process, or clocks that disagree). The run keeps the records flushed before then; nothing "
                 f"more is written to it: resume it (collection.resume({self.folder.id!r})) to record more"
             )
+            self.folder.release_lock(self._session)
         self.failure = self._taken_over
         raise self._taken_over
 
@@ -318,7 +323,7 @@ class RunStore(RecordStore):
                 if self._taken_over is None:  # a run taken over is another process's to mark
                     self.folder.touch_heartbeat()
             except OSError:
-                pass  # a full disk: the pid check still tells readers on this host
+                pass  # a full disk: the lock (or the pid check) still tells readers on this host
 
 
 #: What a flush takes from one recorder: a tagged batch it sealed, or its unsealed rows (columns, count).
