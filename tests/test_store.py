@@ -206,3 +206,23 @@ def test_a_flush_of_sparse_records_costs_a_fraction_of_committing_them(tmp_path)
         ratios.append((time.process_time() - committed) / (committed - started))
     experiment.finish()
     assert statistics.median(ratios) < 0.5
+
+
+def test_a_finisher_tidying_late_leaves_the_journal_of_a_resume_that_came_first(tmp_path):
+    """A finisher writes run.json (status ok), then removes what it merged. Another process may
+    resume the run in between: the finisher's tidying must leave the new session's journal."""
+    from rigorous_recorder.store.run_folder import RunFolder
+
+    collection = ExperimentCollection(tmp_path / "study", quiet=True)
+    with collection.new_experiment() as recorder:
+        recorder.push(step=0)
+    (run,) = collection.runs
+    folder = RunFolder(collection.path / "runs" / run["id"])
+    finished = folder.read_info()  # what the finisher holds when it tidies
+    resumed = ExperimentCollection(collection.path, quiet=True).resume(run["id"])
+    resumed.recorder.push(step=1)
+    resumed.flush()
+    folder.remove_leftovers(finished)  # the finisher's last step, late
+    resumed.recorder.push(step=2)
+    resumed.finish()
+    assert collection.sql("SELECT step FROM records ORDER BY step").fetchall() == [(0,), (1,), (2,)]

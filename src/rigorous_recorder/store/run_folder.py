@@ -306,17 +306,34 @@ class RunFolder:
         return info
 
     def remove_leftovers(self, info: dict[str, Any]) -> None:
-        """Delete merged journals, records files run.json does not name, and temporary files."""
+        """Delete merged journals, records files run.json does not name, and temporary files.
+
+        Only the journals of the sessions ``info`` merged go: a resume by another process may have
+        started the next session's journal since run.json said the run stopped."""
         for path in self.path.iterdir():
             name = path.name
             if is_records_name(name) and name != info.get("records") or name.endswith(".tmp"):
                 path.unlink(missing_ok=True)
         if info["status"] != RUNNING:
-            import shutil  # here: readers never delete
-
-            shutil.rmtree(self.journal, ignore_errors=True)
+            self._remove_merged_journals(info.get("compacted_through", 0))
             self.heartbeat.unlink(missing_ok=True)
             self._remove_locks(info["session"])
+
+    def _remove_merged_journals(self, through: int) -> None:
+        """Delete the journal files of the sessions up to ``through``, and their folder if that
+        leaves it empty."""
+        try:
+            names = os.listdir(self.journal)
+        except OSError:
+            return
+        for name in names:
+            key = journal_key(name)
+            if key is not None and key[0] <= through:
+                (self.journal / name).unlink(missing_ok=True)
+        try:
+            self.journal.rmdir()
+        except OSError:
+            pass  # a later session's journal, or a stray file: left for that session or its recovery
 
     def _remove_locks(self, through: int) -> None:
         """Let this process's lock of session ``through`` go (it finished: run.json says so
