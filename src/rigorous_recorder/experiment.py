@@ -7,8 +7,9 @@ its process ends, so that no exit loses a run:
 * an uncaught exception ends it: ``error``, with that exception's text;
 * SIGTERM (when nothing else handles it) or Ctrl-C: records flushed, ``error`` naming the signal;
 * kill -9 or a power cut: nothing runs; the next open of the collection finds the run's
-  process gone (or its heartbeat stopped) and marks it ``crashed``, keeping every record
-  flushed (at most ``flush_interval``, 1 s by default, of records is lost).
+  lock let go by its dead writer (or, from another host, its heartbeat stopped) and marks it
+  ``crashed``, keeping every record flushed (at most ``flush_interval``, 1 s by default, of
+  records is lost).
 
 The integrations (Lightning, Keras) use this same lifecycle; they keep no exit machinery
 of their own.
