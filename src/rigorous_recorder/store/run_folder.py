@@ -308,16 +308,21 @@ class RunFolder:
     def remove_leftovers(self, info: dict[str, Any]) -> None:
         """Delete merged journals, records files run.json does not name, and temporary files.
 
-        Only the journals of the sessions ``info`` merged go: a resume by another process may have
-        started the next session's journal since run.json said the run stopped."""
+        Once the run stopped, the lock of its session is let go and the lock files of the sessions
+        up to it deleted. Only the journals and locks of the sessions ``info`` merged go: a resume by
+        another process may have started the next session since run.json said the run stopped."""
+        stopped = info["status"] != RUNNING
+        if stopped:
+            self.release_lock(info["session"])
         for path in self.path.iterdir():
             name = path.name
-            if is_records_name(name) and name != info.get("records") or name.endswith(".tmp"):
+            session = lock_session(name)
+            if is_records_name(name) and name != info.get("records") or name.endswith(".tmp") \
+                    or stopped and session is not None and session <= info["session"]:
                 path.unlink(missing_ok=True)
-        if info["status"] != RUNNING:
+        if stopped:
             self._remove_merged_journals(info.get("compacted_through", 0))
             self.heartbeat.unlink(missing_ok=True)
-            self._remove_locks(info["session"])
 
     def _remove_merged_journals(self, through: int) -> None:
         """Delete the journal files of the sessions up to ``through``, and their folder if that
@@ -334,15 +339,6 @@ class RunFolder:
             self.journal.rmdir()
         except OSError:
             pass  # a later session's journal, or a stray file: left for that session or its recovery
-
-    def _remove_locks(self, through: int) -> None:
-        """Let this process's lock of session ``through`` go (it finished: run.json says so
-        now), and delete the lock files of the sessions up to it (not a resumed one's)."""
-        self.release_lock(through)
-        for name in os.listdir(self.location):
-            session = lock_session(name)
-            if session is not None and session <= through:
-                (self.path / name).unlink(missing_ok=True)
 
 
 def _read(path: str) -> bytes:
