@@ -24,7 +24,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -145,23 +145,23 @@ def _print_table_streamed(result: Any, max_rows: int) -> tuple[int, bool]:
     the widths and alignment, a longer value later widens only its own line. Returns the rows
     printed and whether more were left."""
     batch = [[_cell(value) for value in row] for row in result.fetchmany(_BATCH_ROWS)]
+    cells = _printed(batch)
     header = [_printable(str(column[0])) for column in result.description]
-    widths, numeric = _layout(header, batch)
+    widths, numeric = _layout(header, batch, cells)
     print(_line(header, widths, numeric))
     print(_line(["-" * width for width in widths], widths, numeric))
     count = 0
-    while batch:
+    while cells:
         if _stopping.is_set():  # Ctrl-C while this thread printed: stop at once, not at the query's next chunk
             raise KeyboardInterrupt
-        more = bool(max_rows) and count + len(batch) > max_rows
+        more = bool(max_rows) and count + len(cells) > max_rows
         if more:
-            batch = batch[: max_rows - count]
-        sys.stdout.write("".join(_line([_printable(str(value)) for value in row], widths, numeric) + "\n"
-                                 for row in batch))
-        count += len(batch)
+            cells = cells[: max_rows - count]
+        sys.stdout.write("".join(_line(row, widths, numeric) + "\n" for row in cells))
+        count += len(cells)
         if more:
             return count, True
-        batch = [[_cell(value) for value in row] for row in result.fetchmany(_BATCH_ROWS)]
+        cells = _printed([_cell(value) for value in row] for row in result.fetchmany(_BATCH_ROWS))
     return count, False
 
 
@@ -302,18 +302,24 @@ def _duration(seconds: float | None) -> str:
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Rows aligned under ``header``: numbers to the right, the rest to the left."""
     header = [_printable(str(name)) for name in header]
-    cells = [[_printable(str(value)) for value in row] for row in rows]
-    widths, numeric = _layout(header, rows)
+    cells = _printed(rows)
+    widths, numeric = _layout(header, rows, cells)
     return "\n".join(_line(values, widths, numeric)
                      for values in [header, ["-" * width for width in widths], *cells])
 
 
-def _layout(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> tuple[list[int], list[bool]]:
-    """Each column's width (of ``header`` and the printed ``rows``) and whether it is right-aligned
-    (it holds numbers, NULL or nothing)."""
+def _printed(rows: Iterable[Sequence[Any]]) -> list[list[str]]:
+    """Each cell of ``rows`` as the table prints it."""
+    return [[_printable(str(value)) for value in row] for row in rows]
+
+
+def _layout(header: Sequence[str], rows: Sequence[Sequence[Any]],
+            cells: Sequence[Sequence[str]]) -> tuple[list[int], list[bool]]:
+    """Each column's width (of ``header`` and ``cells``, the ``rows`` as printed) and whether it is
+    right-aligned (it holds numbers, NULL or nothing)."""
     numeric = [bool(rows) and all(isinstance(row[i], (int, float)) and not isinstance(row[i], bool)
                                   or row[i] in ("NULL", "") for row in rows) for i in range(len(header))]
-    widths = [max([len(name), *(len(_printable(str(row[i]))) for row in rows)]) for i, name in enumerate(header)]
+    widths = [max([len(name), *(len(row[i]) for row in cells)]) for i, name in enumerate(header)]
     return widths, numeric
 
 
